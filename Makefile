@@ -1,0 +1,46 @@
+# pathfusion — see README.md.  Every target creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+STDLIB := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
+
+.PHONY: demo test lint corpus bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -U pip
+
+# Stamps: reinstall when pyproject.toml changes.
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.runtime
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.runtime
+	@echo "== functions and code2vec path contexts of $(STDLIB)/json/decoder.py =="
+	$(BIN)/pathfusion extract $(STDLIB)/json/decoder.py --show 3
+	@echo
+	@echo "== one function in the code2vec text format =="
+	$(BIN)/pathfusion extract $(STDLIB)/json/decoder.py --line 250 --format c2v --max-contexts 8
+	@echo
+	@echo "(name suggestions, search and the language server arrive with the trained models)"
+
+test: $(VENV)/.dev lint
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check server model_export tests benchmarks
+	$(BIN)/mypy
+
+corpus: $(VENV)/.runtime
+	$(BIN)/pathfusion corpus --workers 2
+
+bench: $(VENV)/.runtime
+	$(BIN)/python benchmarks/extract.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Model export and corpus tooling for pathfusion."""

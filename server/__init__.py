@@ -1,0 +1,1 @@
+"""pathfusion's runtime: parsing, path contexts, models and the language server (no torch)."""

@@ -1,0 +1,405 @@
+"""Tree-sitter documents and the functions they contain.
+
+Why a document object and not a parse function: the language server receives small
+incremental edits (LSP ``textDocument/didChange``), and re-parsing a large file from scratch
+on every keystroke would waste the budget we have for the model.  tree-sitter can reuse the
+previous tree when it is told which bytes changed, so :class:`Document` turns LSP content
+changes (UTF-16 line/character positions) into tree edits (UTF-8 byte offsets and points).
+
+Every traversal in this module is iterative: deeply nested code (thousands of levels) must
+never raise ``RecursionError``.
+"""
+
+from __future__ import annotations
+
+import ast
+import codecs
+import inspect
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import tree_sitter_python
+from tree_sitter import Language, Node, Parser, Point, Tree
+
+PY_LANGUAGE = Language(tree_sitter_python.language())
+
+#: Node types that can contain a function definition.  Everything else is an expression or
+#: a simple statement, which we do not need to descend into when listing functions
+#: (lambdas are not functions for us).  ``ERROR`` is included so that definitions inside a
+#: region tree-sitter could not parse are still found.
+_CONTAINER_TYPES = frozenset(
+    {
+        "module",
+        "block",
+        "decorated_definition",
+        "function_definition",
+        "class_definition",
+        "if_statement",
+        "elif_clause",
+        "else_clause",
+        "for_statement",
+        "while_statement",
+        "try_statement",
+        "except_clause",
+        "except_group_clause",
+        "finally_clause",
+        "with_statement",
+        "match_statement",
+        "case_clause",
+        "ERROR",
+    }
+)
+
+_CODING_RE = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")
+_BINARY_PROBE = 8192
+
+
+class SourceError(ValueError):
+    """A file that cannot be read as Python source (binary, undecodable)."""
+
+
+class BinaryFileError(SourceError):
+    """The file holds NUL bytes: it is not text."""
+
+
+class EncodingError(SourceError):
+    """The file is neither UTF-8 nor in the encoding its PEP 263 cookie declares."""
+
+
+def decode_source(data: bytes, *, origin: str = "<bytes>") -> str:
+    """Decode file bytes the way Python itself would (BOM, PEP 263 cookie, else UTF-8).
+
+    Raises a :class:`SourceError` with a message naming ``origin`` instead of returning
+    garbage, so that callers can skip the file and say why.
+    """
+    if b"\x00" in data[:_BINARY_PROBE]:
+        raise BinaryFileError(f"{origin}: binary file (contains NUL bytes)")
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    encoding = "utf-8"
+    for line in data.split(b"\n", 2)[:2]:
+        match = _CODING_RE.match(line)
+        if match:
+            encoding = match.group(1).decode("ascii")
+            break
+    try:
+        return data.decode(encoding)
+    except LookupError as exc:
+        raise EncodingError(f"{origin}: unknown encoding {encoding!r} in coding cookie") from exc
+    except UnicodeDecodeError as exc:
+        raise EncodingError(
+            f"{origin}: not valid {encoding} (byte {exc.start}: {exc.reason})"
+        ) from exc
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """An LSP position: zero-based line and UTF-16 code unit offset."""
+
+    line: int
+    character: int
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A region of a document in both coordinate systems we need."""
+
+    start_byte: int
+    end_byte: int
+    start: Position
+    end: Position
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionInfo:
+    """One ``def`` of a document, with what the features and the editor need of it."""
+
+    name: str
+    qualname: str
+    span: Span
+    """The whole definition, decorators included."""
+    name_span: Span
+    decorators: tuple[str, ...]
+    docstring: str | None
+    is_async: bool
+    source: str
+    """The definition's text (decorators included), exactly as written."""
+    source_without_docstring: str
+    node: Node = field(compare=False, repr=False, hash=False)
+    """The ``function_definition`` node (or ``decorated_definition`` when decorated)."""
+
+    @property
+    def line_count(self) -> int:
+        return self.span.end.line - self.span.start.line + 1
+
+
+def _parser() -> Parser:
+    return Parser(PY_LANGUAGE)
+
+
+def parse_bytes(source: bytes, old_tree: Tree | None = None) -> Tree:
+    """Parse UTF-8 bytes (optionally reusing an edited old tree)."""
+    parser = _parser()
+    return parser.parse(source, old_tree) if old_tree is not None else parser.parse(source)
+
+
+def _utf16_len(text: str) -> int:
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-16-le")) // 2
+
+
+class Document:
+    """A Python source text and its tree-sitter tree, kept in sync under edits."""
+
+    def __init__(self, text: str, uri: str = "", version: int = 0) -> None:
+        self.uri = uri
+        self.version = version
+        self._set_text(text)
+        self.tree = parse_bytes(self.source)
+
+    # -- text bookkeeping -------------------------------------------------------------
+    def _set_text(self, text: str) -> None:
+        self.text = text
+        self.source = text.encode("utf-8", errors="surrogatepass")
+        self._line_starts: list[int] | None = None
+
+    @property
+    def line_starts(self) -> list[int]:
+        """Byte offset of the start of every line (computed lazily, cached per text)."""
+        if self._line_starts is None:
+            starts = [0]
+            find = self.source.find
+            pos = find(b"\n")
+            while pos >= 0:
+                starts.append(pos + 1)
+                pos = find(b"\n", pos + 1)
+            self._line_starts = starts
+        return self._line_starts
+
+    def offset_at(self, position: Position) -> int:
+        """Byte offset of an LSP position; positions past a line's end clamp to it (LSP)."""
+        starts = self.line_starts
+        if position.line >= len(starts):
+            return len(self.source)
+        start = starts[position.line]
+        end = starts[position.line + 1] - 1 if position.line + 1 < len(starts) else len(self.source)
+        line = self.source[start:end]
+        if line.isascii():
+            return start + min(position.character, len(line))
+        text = line.decode("utf-8", errors="surrogatepass")
+        units = 0
+        for index, char in enumerate(text):
+            if units >= position.character:
+                return start + len(text[:index].encode("utf-8", errors="surrogatepass"))
+            units += 2 if ord(char) > 0xFFFF else 1
+        return end
+
+    def position_at(self, offset: int) -> Position:
+        """LSP position (UTF-16 character) of a byte offset."""
+        starts = self.line_starts
+        lo, hi = 0, len(starts) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if starts[mid] <= offset:
+                lo = mid
+            else:
+                hi = mid - 1
+        prefix = self.source[starts[lo] : offset]
+        if prefix.isascii():
+            return Position(lo, len(prefix))
+        return Position(lo, _utf16_len(prefix.decode("utf-8", errors="replace")))
+
+    def _point_at(self, offset: int) -> Point:
+        row = self.source.count(b"\n", 0, offset)
+        line_start = self.source.rfind(b"\n", 0, offset) + 1
+        return Point(row, offset - line_start)
+
+    def span_of(self, start_byte: int, end_byte: int) -> Span:
+        return Span(start_byte, end_byte, self.position_at(start_byte), self.position_at(end_byte))
+
+    # -- edits ------------------------------------------------------------------------
+    def replace(self, text: str, version: int | None = None) -> None:
+        """Replace the whole text (a full-document LSP change)."""
+        self._set_text(text)
+        self.tree = parse_bytes(self.source)
+        if version is not None:
+            self.version = version
+
+    def apply_change(
+        self, start: Position, end: Position, new_text: str, version: int | None = None
+    ) -> None:
+        """Apply one incremental LSP content change and update the tree incrementally."""
+        start_byte = self.offset_at(start)
+        old_end_byte = max(start_byte, self.offset_at(end))
+        start_point = self._point_at(start_byte)
+        old_end_point = self._point_at(old_end_byte)
+        inserted = new_text.encode("utf-8", errors="surrogatepass")
+        new_source = self.source[:start_byte] + inserted + self.source[old_end_byte:]
+        new_end_byte = start_byte + len(inserted)
+        self.text = new_source.decode("utf-8", errors="surrogatepass")
+        self.source = new_source
+        self._line_starts = None
+        new_end_point = self._point_at(new_end_byte)
+        self.tree.edit(
+            start_byte=start_byte,
+            old_end_byte=old_end_byte,
+            new_end_byte=new_end_byte,
+            start_point=start_point,
+            old_end_point=old_end_point,
+            new_end_point=new_end_point,
+        )
+        self.tree = parse_bytes(self.source, self.tree)
+        if version is not None:
+            self.version = version
+
+    # -- functions --------------------------------------------------------------------
+    def functions(self) -> list[FunctionInfo]:
+        """Every function definition of the document, in source order."""
+        return list(iter_functions(self))
+
+    def function_at(self, position: Position) -> FunctionInfo | None:
+        """The innermost function whose name or ``def`` line holds ``position``.
+
+        Why only the name and the ``def`` line: hovering inside a body is about the code
+        there, not about the function's name.
+        """
+        best: FunctionInfo | None = None
+        for func in iter_functions(self):
+            header_line = func.name_span.start.line
+            if position.line == header_line or (
+                func.name_span.start <= position <= func.name_span.end
+            ):
+                best = func
+        return best
+
+
+def _node_text(source: bytes, node: Node) -> str:
+    return source[node.start_byte : node.end_byte].decode("utf-8", errors="replace")
+
+
+def docstring_node(func_node: Node) -> Node | None:
+    """The string statement that is the docstring of ``func_node``'s body, if any."""
+    body = func_node.child_by_field_name("body")
+    if body is None:
+        return None
+    for child in body.named_children:
+        if child.type == "comment":
+            continue
+        if child.type == "expression_statement" and child.named_child_count == 1:
+            expr = child.named_children[0]
+            if expr.type in ("string", "concatenated_string"):
+                return child
+        return None
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _evaluate_docstring(literal: str) -> str:
+    try:
+        value = ast.literal_eval(literal)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        value = literal.strip("\"'rRuUbBfF")
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    return inspect.cleandoc(str(value))
+
+
+def _strip_span(source: bytes, start: int, end: int, body_only: bool) -> str:
+    """Text of ``source`` with ``[start, end)`` removed, keeping it valid Python.
+
+    Whole lines are removed when the docstring stands on lines of its own; a body that held
+    only the docstring gets ``...`` so that the result still parses.
+    """
+    line_start = source.rfind(b"\n", 0, start) + 1
+    line_end = source.find(b"\n", end)
+    line_end = len(source) if line_end < 0 else line_end + 1
+    own_lines = (
+        not source[line_start:start].strip() and not source[end:line_end].strip(b" \t\r\n;")
+    )
+    if body_only:
+        return (source[:start] + b"..." + source[end:]).decode("utf-8", errors="replace")
+    if own_lines:
+        return (source[:line_start] + source[line_end:]).decode("utf-8", errors="replace")
+    tail = source[end:]
+    if tail.startswith(b";"):
+        tail = tail[1:]
+    return (source[:start] + tail).decode("utf-8", errors="replace")
+
+
+def iter_functions(doc: Document) -> Iterator[FunctionInfo]:
+    """Yield the functions of ``doc`` in source order, with Python-style qualified names."""
+    source = doc.source
+    # Stack of (node, qualname prefix).  Children are pushed in reverse for source order.
+    stack: list[tuple[Node, str]] = [(doc.tree.root_node, "")]
+    while stack:
+        node, prefix = stack.pop()
+        node_type = node.type
+        child_prefix = prefix
+        if node_type == "function_definition":
+            info = _function_info(doc, node, prefix)
+            if info is not None:
+                yield info
+                child_prefix = info.qualname + ".<locals>."
+        elif node_type == "class_definition":
+            name_node = node.child_by_field_name("name")
+            if name_node is not None:
+                child_prefix = prefix + _node_text(source, name_node) + "."
+        for child in reversed(node.named_children):
+            if child.type in _CONTAINER_TYPES:
+                stack.append((child, child_prefix))
+
+
+def _function_info(doc: Document, node: Node, prefix: str) -> FunctionInfo | None:
+    source = doc.source
+    name_node = node.child_by_field_name("name")
+    if name_node is None or name_node.is_missing or name_node.start_byte == name_node.end_byte:
+        return None
+    name = _node_text(source, name_node)
+    outer = node.parent if node.parent is not None and node.parent.type == "decorated_definition" else None
+    root = outer if outer is not None else node
+    decorators: tuple[str, ...] = ()
+    if outer is not None:
+        decorators = tuple(
+            _node_text(source, child)[1:].strip()
+            for child in outer.named_children
+            if child.type == "decorator"
+        )
+    is_async = any(child.type == "async" for child in node.children[:2])
+    start, end = root.start_byte, root.end_byte
+    text = source[start:end].decode("utf-8", errors="replace")
+    doc_node = docstring_node(node)
+    docstring: str | None = None
+    without = text
+    if doc_node is not None:
+        docstring = _evaluate_docstring(_node_text(source, doc_node))
+        body = node.child_by_field_name("body")
+        body_only = body is not None and body.named_child_count == 1
+        local = source[start:end]
+        without = _strip_span(
+            local, doc_node.start_byte - start, doc_node.end_byte - start, body_only
+        )
+    return FunctionInfo(
+        name=name,
+        qualname=prefix + name,
+        span=doc.span_of(start, end),
+        name_span=doc.span_of(name_node.start_byte, name_node.end_byte),
+        decorators=decorators,
+        docstring=docstring,
+        is_async=is_async,
+        source=text,
+        source_without_docstring=without,
+        node=root,
+    )
+
+
+def function_node(info: FunctionInfo) -> Node:
+    """The ``function_definition`` node itself (unwrapping decorators)."""
+    node = info.node
+    if node.type == "decorated_definition":
+        inner = node.child_by_field_name("definition")
+        if inner is not None:
+            return inner
+    return node

@@ -1,0 +1,462 @@
+"""code2vec path contexts over tree-sitter-python trees.
+
+This module is the model's eyes: training (``model_export``) and serving (``server``) both
+call :func:`extract_contexts`, so a model only ever sees features produced by this code.
+Every convention below is part of the model's identity; changing any of them must change
+:data:`EXTRACTOR_VERSION`, and the runtime refuses a model trained with another version.
+
+Conventions (``EXTRACTOR_VERSION`` = ``pf-paths-3``):
+
+* **Nodes.** Only *named* tree-sitter nodes take part; anonymous tokens (``(``, ``def``,
+  ``,``…) and ``comment``/``line_continuation`` extras are ignored entirely.
+* **Leaves.** A named node without named children, plus ``string`` and
+  ``concatenated_string`` nodes, which are leaves as a whole (their interpolations are not
+  descended into).
+* **Leaf tokens.** identifiers → lowercase subtokens joined by ``|`` (``getHTTPResponse2`` →
+  ``get|http|response|2``); the function's own name → ``METHOD_NAME`` wherever it occurs as
+  an identifier (declaration, recursive calls, ``self.name``, ``cls.name``, and any other
+  identifier spelled the same); integers in :data:`KEPT_NUMBERS` kept, other numbers
+  ``<NUM>``; strings whose content looks like one identifier of at most 30 characters →
+  its subtokens (at most 4), the empty string → ``<EMPTY_STR>``, a string equal to the
+  function name → ``METHOD_NAME``, any other string → ``<STR>``; ``True``/``False``/
+  ``None``/``...`` → ``true``/``false``/``none``/``ellipsis``; any other leaf → its node type.
+* **Path.** From the start leaf up to the lowest common ancestor and down to the end leaf,
+  as node types: ``up`` steps joined with ``^``, the turn at the ancestor, ``down`` steps
+  joined with ``_``… concretely ``identifier^attribute^call_argument_list_identifier`` is
+  written ``identifier^attribute^call/argument_list/identifier`` (``^`` = up, ``/`` =
+  down).  Operator nodes carry their operator: ``binary_operator:add``,
+  ``comparison_operator:lt``, ``boolean_operator:and``, ``unary_operator:neg``,
+  ``augmented_assignment:add``.
+* **Limits.** Length = number of edges ≤ 8; width = difference of the positions of the two
+  branches among the ancestor's named (non-extra) children ≤ 2.  Each unordered leaf pair
+  appears once, start leaf before end leaf in source order.
+* **Root.** The function's definition node, decorators included.
+* **Sampling.** At most ``max_contexts`` (200) contexts.  Without an ``rng`` the choice is a
+  fixed-seed sample, so the same function always yields the same contexts (inference); the
+  training loader passes its own reseeded ``rng``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import repeat
+from typing import NamedTuple
+
+from tree_sitter import Node
+
+EXTRACTOR_VERSION = "pf-paths-3"
+MAX_LENGTH = 8
+MAX_WIDTH = 2
+MAX_CONTEXTS = 200
+METHOD_NAME = "METHOD_NAME"
+NUM_TOKEN = "<NUM>"
+STR_TOKEN = "<STR>"
+EMPTY_STR_TOKEN = "<EMPTY_STR>"
+
+KEPT_NUMBERS = frozenset(
+    {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "16", "32", "64", "100",
+     "128", "255", "256", "1000", "1024", "0.0", "0.5", "1.0", "2.0"}
+)
+
+_SKIPPED_TYPES = frozenset({"comment", "line_continuation"})
+_WHOLE_LEAF_TYPES = frozenset({"string", "concatenated_string"})
+_FIXED_TOKENS = {"true": "true", "false": "false", "none": "none", "ellipsis": "ellipsis"}
+_OPERATOR_NAMES = {
+    "+": "add", "-": "sub", "*": "mul", "/": "div", "//": "floordiv", "%": "mod",
+    "**": "pow", "@": "matmul", "<<": "lshift", ">>": "rshift", "&": "bitand",
+    "|": "bitor", "^": "bitxor", "~": "invert", "<": "lt", ">": "gt", "==": "eq",
+    "!=": "ne", "<=": "le", ">=": "ge", "<>": "ne", "in": "in", "not in": "notin",
+    "is": "is", "is not": "isnot", "and": "and", "or": "or", "not": "not",
+    "+=": "add", "-=": "sub", "*=": "mul", "/=": "div", "//=": "floordiv", "%=": "mod",
+    "**=": "pow", "@=": "matmul", "<<=": "lshift", ">>=": "rshift", "&=": "bitand",
+    "|=": "bitor", "^=": "bitxor",
+}
+_UNARY_NAMES = {"-": "neg", "+": "pos", "~": "invert"}
+_OPERATOR_NODES = frozenset(
+    {"binary_operator", "boolean_operator", "unary_operator", "augmented_assignment",
+     "comparison_operator", "not_operator"}
+)
+
+_SUBTOKEN_RE = re.compile(r"\d+|[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[^\W\d_]+")
+_IDENTIFIER_RE = re.compile(r"[^\W\d]\w{0,29}")
+_STRING_PREFIX_RE = re.compile(r"^[rRbBuUfFtT]*('''|\"\"\"|'|\")")
+
+
+class Context(NamedTuple):
+    """One path context: (start token, path, end token)."""
+
+    start: str
+    path: str
+    end: str
+
+    def to_text(self) -> str:
+        return f"{self.start},{self.path},{self.end}"
+
+
+@lru_cache(maxsize=200_000)
+def split_subtokens(identifier: str) -> tuple[str, ...]:
+    """Lowercase subtokens of an identifier: ``_`` , camelCase and digit boundaries."""
+    return tuple(part.lower() for part in _SUBTOKEN_RE.findall(identifier))
+
+
+@lru_cache(maxsize=200_000)
+def identifier_token(identifier: str) -> str:
+    """The leaf token of an identifier: subtokens joined by ``|``."""
+    parts = split_subtokens(identifier)
+    return "|".join(parts) if parts else identifier.lower()
+
+
+def name_label(name: str) -> str:
+    """A function's target label (leading underscores dropped, see :func:`render_name`)."""
+    return "|".join(split_subtokens(name))
+
+
+def render_name(label: str, template: str = "") -> str:
+    """Render a predicted ``a|b|c`` label in Python style, after ``template``'s style.
+
+    The private prefix (leading underscores) of ``template`` is kept; a camelCase template
+    gives a camelCase suggestion, anything else snake_case.
+    """
+    parts = [part for part in label.split("|") if part]
+    prefix = template[: len(template) - len(template.lstrip("_"))]
+    core = template.lstrip("_")
+    if core and "_" not in core and any(c.isupper() for c in core[1:]) and core[0].islower():
+        body = parts[0] + "".join(part.capitalize() for part in parts[1:]) if parts else ""
+    else:
+        body = "_".join(parts)
+    return prefix + body
+
+
+@lru_cache(maxsize=100_000)
+def _string_token(text: str, name: str) -> str:
+    match = _STRING_PREFIX_RE.match(text)
+    if match is None:
+        return STR_TOKEN
+    quote = match.group(1)
+    content = text[match.end() : len(text) - len(quote)] if text.endswith(quote) else ""
+    if not content:
+        return EMPTY_STR_TOKEN if text.endswith(quote) and len(text) >= match.end() + len(quote) else STR_TOKEN
+    if content == name:
+        return METHOD_NAME
+    if _IDENTIFIER_RE.fullmatch(content):
+        parts = split_subtokens(content)[:4]
+        if parts:
+            return "|".join(parts)
+    return STR_TOKEN
+
+
+def _number_token(text: str) -> str:
+    cleaned = text.replace("_", "").lower()
+    return cleaned if cleaned in KEPT_NUMBERS else NUM_TOKEN
+
+
+def _operator_label(node: Node, node_type: str) -> str:
+    for child in node.children:
+        if not child.is_named:
+            op = child.type
+            if node_type == "unary_operator":
+                return node_type + ":" + _UNARY_NAMES.get(op, "op")
+            if node_type == "not_operator":
+                return node_type
+            return node_type + ":" + _OPERATOR_NAMES.get(op, "op")
+    return node_type
+
+
+_EMPTY: list[int] = []
+
+
+@dataclass(slots=True)
+class _Tree:
+    """The named nodes under a function root, flattened in pre-order."""
+
+    nodes: list[Node]
+    types: list[str]
+    parents: list[int]
+    operators: list[int]
+    """Indices of operator nodes, whose path label names the operator."""
+
+
+@dataclass(slots=True)
+class ContextSpace:
+    """Every path context of a function, counted but not yet written out.
+
+    A *block* is the set of pairs between two children (at most ``max_width`` apart) of one
+    ancestor node; it is stored as the two children's frontiers, so that counting all
+    contexts is cheap and only the sampled ones are turned into strings.
+    """
+
+    tree: _Tree
+    source: bytes
+    name: str
+    blocks: list[tuple[int, list[list[int]], list[list[int]], int]]
+    total: int
+    budget: int
+    """``max_length - 2``: the largest sum of the two branch depths below the ancestor."""
+    _labels: list[str] | None = None
+
+    def labels(self) -> list[str]:
+        """Path label of every node: its type, with the operator for operator nodes."""
+        if self._labels is None:
+            labels = list(self.tree.types)
+            for index in self.tree.operators:
+                labels[index] = _operator_label(self.tree.nodes[index], labels[index])
+            self._labels = labels
+        return self._labels
+
+    def token(self, index: int) -> str:
+        """The leaf token of node ``index`` (conventions in the module docstring)."""
+        node = self.tree.nodes[index]
+        node_type = self.tree.types[index]
+        source = self.source
+        if node_type == "identifier":
+            text = source[node.start_byte : node.end_byte].decode("utf-8", "replace")
+            return METHOD_NAME if text == self.name else identifier_token(text)
+        if node_type == "string":
+            text = source[node.start_byte : node.end_byte].decode("utf-8", "replace")
+            return _string_token(text, self.name)
+        if node_type == "concatenated_string":
+            return STR_TOKEN
+        if node_type in ("integer", "float"):
+            return _number_token(source[node.start_byte : node.end_byte].decode("ascii", "replace"))
+        return _FIXED_TOKENS.get(node_type, node_type)
+
+    def pairs(self, indices: Sequence[int]) -> list[tuple[int, int, int]]:
+        """(start leaf, ancestor, end leaf) node indices of the contexts at sorted ``indices``."""
+        out: list[tuple[int, int, int]] = []
+        wanted = len(indices)
+        if not wanted:
+            return out
+        if indices[-1] >= self.total or indices[0] < 0:
+            raise IndexError("context index out of range")
+        budget = self.budget
+        cursor = 0
+        base = 0
+        for ancestor, left, right, count in self.blocks:
+            if indices[cursor] >= base + count:
+                base += count
+                continue
+            prefix = _prefix_sizes(right, budget)
+            last = len(prefix) - 1
+            flat_right = [leaf for bucket in right[: budget + 1] for leaf in bucket]
+            group_start = base
+            for depth, bucket in enumerate(left):
+                if not bucket or depth > budget:
+                    continue
+                reach = prefix[min(budget - depth, last)]
+                group_end = group_start + len(bucket) * reach
+                while cursor < wanted and indices[cursor] < group_end:
+                    local = indices[cursor] - group_start
+                    out.append((bucket[local // reach], ancestor, flat_right[local % reach]))
+                    cursor += 1
+                group_start = group_end
+                if cursor == wanted:
+                    return out
+            base += count
+        return out
+
+    def contexts(self, indices: Sequence[int]) -> list[Context]:
+        """The contexts at sorted ``indices``, written out as strings."""
+        labels = self.labels()
+        parents = self.tree.parents
+        tokens: dict[int, str] = {}
+        ups: dict[tuple[int, int], str] = {}
+        downs: dict[tuple[int, int], str] = {}
+        out: list[Context] = []
+        for start, ancestor, end in self.pairs(indices):
+            up = ups.get((start, ancestor))
+            if up is None:
+                chain = []
+                node = start
+                while node != ancestor:
+                    chain.append(labels[node])
+                    node = parents[node]
+                up = ups[(start, ancestor)] = "^".join(chain)
+            down = downs.get((end, ancestor))
+            if down is None:
+                chain = []
+                node = end
+                while node != ancestor:
+                    chain.append(labels[node])
+                    node = parents[node]
+                chain.reverse()
+                down = downs[(end, ancestor)] = "/".join(chain)
+            first = tokens.get(start)
+            if first is None:
+                first = tokens[start] = self.token(start)
+            second = tokens.get(end)
+            if second is None:
+                second = tokens[end] = self.token(end)
+            out.append(Context(first, up + "^" + labels[ancestor] + "/" + down, second))
+        return out
+
+    def sample(self, k: int = MAX_CONTEXTS, rng: random.Random | None = None) -> list[Context]:
+        """At most ``k`` contexts (all of them when there are fewer), in enumeration order."""
+        return self.contexts(sample_indices(self.total, k, rng))
+
+
+def _prefix_sizes(frontier: list[list[int]], budget: int) -> list[int]:
+    sizes: list[int] = []
+    running = 0
+    for bucket in frontier[: budget + 1]:
+        running += len(bucket)
+        sizes.append(running)
+    return sizes
+
+
+def _flatten(root: Node) -> _Tree:
+    """Pre-order list of the named, non-extra nodes under ``root`` (iterative)."""
+    nodes: list[Node] = []
+    types: list[str] = []
+    parents: list[int] = []
+    stack: list[tuple[Node, int]] = [(root, -1)]
+    pop = stack.pop
+    extend = stack.extend
+    operators: list[int] = []
+    skipped = _SKIPPED_TYPES
+    whole = _WHOLE_LEAF_TYPES
+    operator_types = _OPERATOR_NODES
+    while stack:
+        node, parent = pop()
+        node_type = node.type
+        if node_type in skipped:
+            continue
+        index = len(types)
+        if node_type in operator_types:
+            operators.append(index)
+        nodes.append(node)
+        types.append(node_type)
+        parents.append(parent)
+        if node_type not in whole:
+            children = node.named_children
+            if children:
+                extend(zip(reversed(children), repeat(index)))
+    return _Tree(nodes, types, parents, operators)
+
+
+def context_space(
+    root: Node,
+    source: bytes,
+    name: str,
+    *,
+    max_length: int = MAX_LENGTH,
+    max_width: int = MAX_WIDTH,
+) -> ContextSpace:
+    """Count every path context under ``root`` within the limits, without writing them.
+
+    One bottom-up pass: each subtree keeps its *frontier*, its leaves bucketed by depth
+    below it (only depths that can still form a path of ``max_length`` edges); at each
+    node the frontiers of children at most ``max_width`` apart form a block whose size is
+    a sum of bucket products.  Only sampled contexts are ever turned into strings, which
+    is what keeps extraction fast on long functions (see ``benchmarks/extract.py``).
+    """
+    tree = _flatten(root)
+    parents = tree.parents
+    count = len(parents)
+    budget = max_length - 2
+    keep = budget + 1  # frontier buckets 0..budget can still pair with a sibling leaf
+    pending: list[list[list[list[int]]] | None] = [None] * count
+    blocks: list[tuple[int, list[list[int]], list[list[int]], int]] = []
+    total = 0
+    for index in range(count - 1, -1, -1):
+        kids = pending[index]
+        if kids is None:
+            frontier: list[list[int]] = [[index]]
+        else:
+            pending[index] = None
+            kids.reverse()
+            width = len(kids)
+            if width == 1:
+                frontier = [_EMPTY, *kids[0][: keep - 1]]
+            else:
+                for i in range(width - 1):
+                    left = kids[i]
+                    for j in range(i + 1, min(i + max_width + 1, width)):
+                        right = kids[j]
+                        prefix = _prefix_sizes(right, budget)
+                        last = len(prefix) - 1
+                        size = 0
+                        for depth, bucket in enumerate(left):
+                            if bucket:
+                                size += len(bucket) * prefix[min(budget - depth, last)]
+                        if size:
+                            blocks.append((index, left, right, size))
+                            total += size
+                depth_count = min(max(len(kid) for kid in kids), keep - 1)
+                frontier = [_EMPTY]
+                for depth in range(depth_count):
+                    merged: list[int] = []
+                    for kid in kids:
+                        if depth < len(kid):
+                            merged.extend(kid[depth])
+                    frontier.append(merged)
+        parent = parents[index]
+        if parent >= 0:
+            slot = pending[parent]
+            if slot is None:
+                pending[parent] = [frontier]
+            else:
+                slot.append(frontier)
+    return ContextSpace(tree, source, name, blocks, total, budget)
+
+
+def sample_indices(total: int, k: int, rng: random.Random | None = None) -> list[int]:
+    """Indices of the contexts to keep, in their original order.
+
+    Without ``rng`` the sample is a pure function of ``total`` (deterministic inference).
+    """
+    if total <= k:
+        return list(range(total))
+    chooser = rng if rng is not None else random.Random(total)
+    return sorted(chooser.sample(range(total), k))
+
+
+def extract_contexts(
+    root: Node,
+    source: bytes,
+    name: str,
+    *,
+    max_contexts: int = MAX_CONTEXTS,
+    rng: random.Random | None = None,
+    max_length: int = MAX_LENGTH,
+    max_width: int = MAX_WIDTH,
+) -> list[Context]:
+    """At most ``max_contexts`` path contexts of the function rooted at ``root``."""
+    space = context_space(root, source, name, max_length=max_length, max_width=max_width)
+    return space.sample(max_contexts, rng)
+
+
+def all_contexts(root: Node, source: bytes, name: str) -> list[Context]:
+    """Every context, unsampled, in enumeration order (for tests and tools)."""
+    space = context_space(root, source, name)
+    return space.contexts(range(space.total))
+
+
+def to_code2vec_line(label: str, contexts: Iterable[Context]) -> str:
+    """One line of the code2vec/astminer text format: ``label tok,path,tok …``."""
+    return " ".join([label, *(context.to_text() for context in contexts)])
+
+
+def parse_code2vec_line(line: str) -> tuple[str, list[Context]]:
+    """Inverse of :func:`to_code2vec_line` (for tools that read our corpus back)."""
+    label, *rest = line.rstrip("\n").split(" ")
+    contexts: list[Context] = []
+    for item in rest:
+        start, path, end = item.split(",")
+        contexts.append(Context(start, path, end))
+    return label, contexts
+
+
+def mask_source(source: str, name: str) -> str:
+    """The function's text as a naming model may see it: every occurrence of ``name`` as a
+    word (identifiers, attributes, comments, docstrings) replaced by ``METHOD_NAME``."""
+    if not name:
+        return source
+    return re.sub(rf"(?<![\w]){re.escape(name)}(?![\w])", METHOD_NAME, source)
+
+
+def contexts_text(contexts: Sequence[Context]) -> list[str]:
+    return [context.to_text() for context in contexts]
