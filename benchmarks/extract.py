@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from server.parsing import Document, SourceError, decode_source  # noqa: E402
-from server.paths import MAX_CONTEXTS, context_space  # noqa: E402
+from server.parsing import Document, SourceError, decode_source
+from server.paths import MAX_CONTEXTS, context_space
 
 
 def stdlib_files(root: Path) -> list[Path]:

@@ -149,9 +149,7 @@ def docstring_summary(docstring: str | None) -> str | None:
 
 _IDENT_RE = re.compile(r"[^\W\d]\w*")
 _KEYWORDS = frozenset(
-    "False None True and as assert async await break class continue def del elif else "
-    "except finally for from global if import in is lambda nonlocal not or pass raise "
-    "return try while with yield self".split()
+    ["False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while", "with", "yield", "self"]
 )
 
 

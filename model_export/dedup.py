@@ -102,7 +102,7 @@ def candidate_pairs(signatures: np.ndarray) -> set[tuple[int, int]]:
     for band in range(BANDS):
         part = np.ascontiguousarray(signatures[:, band * rows : (band + 1) * rows])
         keys = part.view(np.dtype((np.void, part.dtype.itemsize * rows))).ravel()
-        buckets: dict[bytes, list[int]] = defaultdict(list)
+        buckets: dict[object, list[int]] = defaultdict(list)
         for index, key in enumerate(keys.tolist()):
             buckets[key].append(index)
         for members in buckets.values():

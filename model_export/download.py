@@ -22,6 +22,7 @@ when it is importable.
 from __future__ import annotations
 
 import argparse
+import email.message
 import email.parser
 import re
 import shutil
@@ -30,24 +31,23 @@ import sys
 import tarfile
 import tempfile
 import threading
-import uuid
 import zipfile
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Iterable, Sequence
 
 __all__ = [
-    "DownloadError",
-    "DONE_MARKER",
     "ARCHIVE_SUFFIXES",
+    "DONE_MARKER",
+    "DownloadError",
+    "download_all",
+    "download_one",
+    "is_permissive",
+    "license_of",
+    "main",
     "normalise_name",
     "parse_spec",
     "read_manifest",
-    "download_one",
-    "download_all",
-    "license_of",
-    "is_permissive",
-    "main",
 ]
 
 #: Name of the marker file written into a completed download folder.
@@ -281,12 +281,33 @@ def download_all(
                 try:
                     results[spec] = fut.result()
                     bar.update(spec, failed=False)
-                except Exception as exc:  # noqa: BLE001 - collect every failure
+                except Exception as exc:
                     results[spec] = f"{type(exc).__name__}: {exc}"
                     bar.update(spec, failed=True)
     finally:
         bar.close()
     return {s: results[s] for s in spec_list if s in results}
+
+
+def _read_members(archive: Path, wanted: Sequence[str]) -> str | None:
+    """Return the text of the first archive member whose path ends with one of ``wanted``."""
+    archive = Path(archive)
+    if archive.name.endswith((".whl", ".zip")):
+        with zipfile.ZipFile(archive) as zf:
+            names = sorted(zf.namelist(), key=lambda n: n.count("/"))
+            for suffix in wanted:
+                for n in names:
+                    if n == suffix or n.endswith("/" + suffix):
+                        return zf.read(n).decode("utf-8", errors="replace")
+        return None
+    with tarfile.open(archive) as tf:
+        members = sorted((m for m in tf.getmembers() if m.isfile()), key=lambda m: m.name.count("/"))
+        for suffix in wanted:
+            for m in members:
+                if m.name == suffix or m.name.endswith("/" + suffix):
+                    fh = tf.extractfile(m)
+                    return fh.read().decode("utf-8", errors="replace") if fh else None
+    return None
 
 
 def _metadata_text(archive: Path) -> str:
@@ -322,6 +343,35 @@ def _metadata_text(archive: Path) -> str:
     raise ValueError(f"{archive}: unsupported archive type")
 
 
+#: (regex over a licence file's text, SPDX-ish name), most specific first.
+_LICENSE_TEXT_SIGNATURES: tuple[tuple[str, str], ...] = (
+    (r"GNU AFFERO GENERAL PUBLIC LICENSE", "AGPL"),
+    (r"GNU LESSER GENERAL PUBLIC LICENSE|GNU LIBRARY GENERAL PUBLIC LICENSE", "LGPL"),
+    (r"GNU GENERAL PUBLIC LICENSE", "GPL"),
+    (r"Mozilla Public License,? (Version|v\.?) ?2\.0", "MPL-2.0"),
+    (r"Apache License,?\s+Version 2\.0", "Apache-2.0"),
+    (r"Permission is hereby granted, free of charge", "MIT"),
+    (r"Redistribution and use in source and binary forms", "BSD"),
+    (r"Permission to use, copy, modify, and/or distribute this software", "ISC"),
+    (r"PYTHON SOFTWARE FOUNDATION LICENSE", "PSF-2.0"),
+    (r"This is free and unencumbered software released into the public domain", "Unlicense"),
+)
+
+
+def _license_from_files(archive: Path, msg: email.message.Message) -> str | None:
+    """Guess the licence from the ``License-File`` members named in the metadata."""
+    files = [f.strip() for f in msg.get_all("License-File") or [] if f.strip()]
+    files += ["LICENSE", "LICENSE.txt", "LICENSE.md", "LICENSE.rst", "COPYING"]
+    for f in files:
+        text = _read_members(archive, [f"licenses/{f}", f])
+        if not text:
+            continue
+        for pattern, spdx in _LICENSE_TEXT_SIGNATURES:
+            if re.search(pattern, text, re.I):
+                return f"{spdx} (from {f} text)"
+    return None
+
+
 def _one_line(text: str, limit: int = 120) -> str:
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
@@ -333,8 +383,10 @@ def license_of(archive: Path) -> str:
     Reads only the ``METADATA`` (wheel) or ``PKG-INFO`` (sdist) member.  The
     result combines ``License-Expression`` (if present), the ``License`` field
     (first line, shortened; some projects paste the full text there) and any
-    ``License ::`` trove classifiers, joined by `` | ``.  Returns ``"UNKNOWN"``
-    if none is present.  The string never contains tabs or newlines.
+    ``License ::`` trove classifiers, joined by `` | ``.  If the metadata has
+    none of these, the licence files it names (``License-File``; PEP 639) are
+    read and matched against well-known licence texts, giving e.g.
+    ``"MIT (from LICENSE text)"``.  Returns ``"UNKNOWN"`` if nothing matches.  The string never contains tabs or newlines.
     """
     msg = email.parser.Parser().parsestr(_metadata_text(archive), headersonly=True)
     parts: list[str] = []
@@ -352,7 +404,9 @@ def license_of(archive: Path) -> str:
     for p in parts:
         if p not in seen:
             seen.append(p)
-    return " | ".join(seen) if seen else "UNKNOWN"
+    if seen:
+        return " | ".join(seen)
+    return _license_from_files(archive, msg) or "UNKNOWN"
 
 
 _COPYLEFT = re.compile(r"\b(A?GPL|LGPL|GNU|General Public|Affero|copyleft|SSPL|EUPL|CC-BY-NC|Commons Clause)", re.I)

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .parsing import Document
 from .paths import EXTRACTOR_VERSION, MAX_CONTEXTS, context_space, name_label, to_code2vec_line
 
 NOT_YET = {
@@ -31,8 +32,8 @@ class CliError(Exception):
     """An error the user can fix; printed without a traceback."""
 
 
-def _read_document(path: Path):  # type: ignore[no-untyped-def]
-    from .parsing import Document, SourceError, decode_source
+def _read_document(path: Path) -> Document:
+    from .parsing import SourceError, decode_source
 
     try:
         data = path.read_bytes()

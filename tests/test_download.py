@@ -122,3 +122,16 @@ def test_license_of_unknown(tmp_path: Path) -> None:
     with zipfile.ZipFile(whl, "w") as zf:
         zf.writestr("x-1.dist-info/METADATA", "Metadata-Version: 2.1\nName: x\nVersion: 1\nLicense: UNKNOWN\n")
     assert dl.license_of(whl) == "UNKNOWN"
+
+
+def test_license_of_falls_back_to_license_file(tmp_path: Path) -> None:
+    whl = tmp_path / "y-1-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w") as zf:
+        zf.writestr("y-1.dist-info/METADATA", "Metadata-Version: 2.4\nName: y\nVersion: 1\nLicense-File: LICENSE\n")
+        zf.writestr(
+            "y-1.dist-info/licenses/LICENSE",
+            "Copyright (c) 2024 Someone\n\nPermission is hereby granted, free of charge, to any person ...\n",
+        )
+    lic = dl.license_of(whl)
+    assert lic == "MIT (from LICENSE text)"
+    assert dl.is_permissive(lic)

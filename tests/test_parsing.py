@@ -45,7 +45,7 @@ def test_functions_names_and_qualnames() -> None:
         "Box.fetch_ünïcode",
         "Box.Nested.deep",
     ]
-    top, method, inner, fetch, deep = funcs
+    top, _method, inner, fetch, deep = funcs
     assert top.decorators == ("decorator(arg)",)
     assert top.docstring == "Add things.\n\nLonger text."
     assert '"""' not in top.source_without_docstring
@@ -99,7 +99,7 @@ def test_syntax_errors_still_yield_functions() -> None:
     assert [f.name for f in doc.functions()] == ["ok", "half", "after"]
     # A header tree-sitter cannot repair swallows what follows, but never crashes.
     broken = Document("def ok(a):\n    return a\n\ndef broken(:\n    x = \n")
-    assert [f.name for f in broken.functions()][0] == "ok"
+    assert next(f.name for f in broken.functions()) == "ok"
 
 
 # -- incremental edits ------------------------------------------------------------------
