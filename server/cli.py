@@ -95,6 +95,10 @@ def cmd_corpus(args: argparse.Namespace) -> int:
     return corpus_main(args.rest)
 
 
+PASSTHROUGH = {"corpus", *NOT_YET}
+"""Commands whose arguments are parsed by the implementation they delegate to."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pathfusion", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"pathfusion 0.1.0 ({EXTRACTOR_VERSION})")
@@ -119,7 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command not in PASSTHROUGH:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.rest = [*extra, *args.rest]
     if args.func is None:
         print(f"pathfusion {args.command}: {args.what} is not available yet in this version.",
               file=sys.stderr)

@@ -43,7 +43,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import repeat
+from itertools import accumulate, repeat
 from typing import NamedTuple
 
 from tree_sitter import Node
@@ -166,7 +166,12 @@ def _operator_label(node: Node, node_type: str) -> str:
     return node_type
 
 
-_EMPTY: list[int] = []
+_EMPTY: list[tuple[int, str, str]] = []
+
+
+# A frontier entry: (leaf node index, path text up from the leaf, path text down to it).
+_Entry = tuple[int, str, str]
+_Frontier = list[list[_Entry]]
 
 
 @dataclass(slots=True)
@@ -174,10 +179,9 @@ class _Tree:
     """The named nodes under a function root, flattened in pre-order."""
 
     nodes: list[Node]
-    types: list[str]
+    labels: list[str]
+    """Path label of every node: its type, with the operator for operator nodes."""
     parents: list[int]
-    operators: list[int]
-    """Indices of operator nodes, whose path label names the operator."""
 
 
 @dataclass(slots=True)
@@ -186,31 +190,21 @@ class ContextSpace:
 
     A *block* is the set of pairs between two children (at most ``max_width`` apart) of one
     ancestor node; it is stored as the two children's frontiers, so that counting all
-    contexts is cheap and only the sampled ones are turned into strings.
+    contexts is cheap and only the sampled ones are joined into strings.
     """
 
     tree: _Tree
     source: bytes
     name: str
-    blocks: list[tuple[int, list[list[int]], list[list[int]], int]]
+    blocks: list[tuple[int, _Frontier, _Frontier, int]]
     total: int
     budget: int
     """``max_length - 2``: the largest sum of the two branch depths below the ancestor."""
-    _labels: list[str] | None = None
-
-    def labels(self) -> list[str]:
-        """Path label of every node: its type, with the operator for operator nodes."""
-        if self._labels is None:
-            labels = list(self.tree.types)
-            for index in self.tree.operators:
-                labels[index] = _operator_label(self.tree.nodes[index], labels[index])
-            self._labels = labels
-        return self._labels
 
     def token(self, index: int) -> str:
         """The leaf token of node ``index`` (conventions in the module docstring)."""
         node = self.tree.nodes[index]
-        node_type = self.tree.types[index]
+        node_type = self.tree.labels[index]
         source = self.source
         if node_type == "identifier":
             text = source[node.start_byte : node.end_byte].decode("utf-8", "replace")
@@ -224,98 +218,84 @@ class ContextSpace:
             return _number_token(source[node.start_byte : node.end_byte].decode("ascii", "replace"))
         return _FIXED_TOKENS.get(node_type, node_type)
 
-    def pairs(self, indices: Sequence[int]) -> list[tuple[int, int, int]]:
-        """(start leaf, ancestor, end leaf) node indices of the contexts at sorted ``indices``."""
-        out: list[tuple[int, int, int]] = []
-        wanted = len(indices)
-        if not wanted:
-            return out
-        if indices[-1] >= self.total or indices[0] < 0:
-            raise IndexError("context index out of range")
+    def contexts(self, indices: Sequence[int] | None = None) -> list[Context]:
+        """The contexts at sorted ``indices`` (all of them when ``None``), as strings.
+
+        This loop is the extractor's hot path: the halves of each path were built while
+        counting, so a context costs one concatenation and two cached token look-ups.
+        """
+        labels = self.tree.labels
+        tokens: dict[int, str] = {}
+        token = self.token
         budget = self.budget
+        new = tuple.__new__
+        out: list[Context] = []
+        append = out.append
+        wanted = self.total if indices is None else len(indices)
+        if wanted and indices is not None and (indices[-1] >= self.total or indices[0] < 0):
+            raise IndexError("context index out of range")
         cursor = 0
         base = 0
         for ancestor, left, right, count in self.blocks:
-            if indices[cursor] >= base + count:
+            if cursor >= wanted:
+                break
+            if indices is not None and indices[cursor] >= base + count:
                 base += count
                 continue
-            prefix = _prefix_sizes(right, budget)
+            prefix = list(accumulate(map(len, right[: budget + 1])))
             last = len(prefix) - 1
-            flat_right = [leaf for bucket in right[: budget + 1] for leaf in bucket]
+            flat_right = [entry for bucket in right[: budget + 1] for entry in bucket]
+            right_tokens = []
+            for leaf, _, _ in flat_right:
+                tok = tokens.get(leaf)
+                if tok is None:
+                    tok = tokens[leaf] = token(leaf)
+                right_tokens.append(tok)
+            turn = "^" + labels[ancestor] + "/"
             group_start = base
             for depth, bucket in enumerate(left):
                 if not bucket or depth > budget:
                     continue
                 reach = prefix[min(budget - depth, last)]
                 group_end = group_start + len(bucket) * reach
-                while cursor < wanted and indices[cursor] < group_end:
-                    local = indices[cursor] - group_start
-                    out.append((bucket[local // reach], ancestor, flat_right[local % reach]))
-                    cursor += 1
+                if indices is not None and (cursor >= wanted or indices[cursor] >= group_end):
+                    group_start = group_end
+                    continue
+                for position, (leaf, up, _) in enumerate(bucket):
+                    pair_start = group_start + position * reach
+                    if indices is not None and (cursor >= wanted or indices[cursor] >= pair_start + reach):
+                        continue
+                    head = up + turn
+                    first = tokens.get(leaf)
+                    if first is None:
+                        first = tokens[leaf] = token(leaf)
+                    if indices is None:
+                        for (_, _, down), second in zip(flat_right[:reach], right_tokens):
+                            append(new(Context, (first, head + down, second)))
+                    else:
+                        while cursor < wanted and indices[cursor] < pair_start + reach:
+                            offset = indices[cursor] - pair_start
+                            append(new(Context, (first, head + flat_right[offset][2], right_tokens[offset])))
+                            cursor += 1
                 group_start = group_end
-                if cursor == wanted:
-                    return out
             base += count
-        return out
-
-    def contexts(self, indices: Sequence[int]) -> list[Context]:
-        """The contexts at sorted ``indices``, written out as strings."""
-        labels = self.labels()
-        parents = self.tree.parents
-        tokens: dict[int, str] = {}
-        ups: dict[tuple[int, int], str] = {}
-        downs: dict[tuple[int, int], str] = {}
-        out: list[Context] = []
-        for start, ancestor, end in self.pairs(indices):
-            up = ups.get((start, ancestor))
-            if up is None:
-                chain = []
-                node = start
-                while node != ancestor:
-                    chain.append(labels[node])
-                    node = parents[node]
-                up = ups[(start, ancestor)] = "^".join(chain)
-            down = downs.get((end, ancestor))
-            if down is None:
-                chain = []
-                node = end
-                while node != ancestor:
-                    chain.append(labels[node])
-                    node = parents[node]
-                chain.reverse()
-                down = downs[(end, ancestor)] = "/".join(chain)
-            first = tokens.get(start)
-            if first is None:
-                first = tokens[start] = self.token(start)
-            second = tokens.get(end)
-            if second is None:
-                second = tokens[end] = self.token(end)
-            out.append(Context(first, up + "^" + labels[ancestor] + "/" + down, second))
         return out
 
     def sample(self, k: int = MAX_CONTEXTS, rng: random.Random | None = None) -> list[Context]:
         """At most ``k`` contexts (all of them when there are fewer), in enumeration order."""
+        if self.total <= k:
+            return self.contexts()
         return self.contexts(sample_indices(self.total, k, rng))
-
-
-def _prefix_sizes(frontier: list[list[int]], budget: int) -> list[int]:
-    sizes: list[int] = []
-    running = 0
-    for bucket in frontier[: budget + 1]:
-        running += len(bucket)
-        sizes.append(running)
-    return sizes
 
 
 def _flatten(root: Node) -> _Tree:
     """Pre-order list of the named, non-extra nodes under ``root`` (iterative)."""
     nodes: list[Node] = []
-    types: list[str] = []
+    labels: list[str] = []
     parents: list[int] = []
     stack: list[tuple[Node, int]] = [(root, -1)]
     pop = stack.pop
     extend = stack.extend
-    operators: list[int] = []
     skipped = _SKIPPED_TYPES
     whole = _WHOLE_LEAF_TYPES
     operator_types = _OPERATOR_NODES
@@ -324,17 +304,15 @@ def _flatten(root: Node) -> _Tree:
         node_type = node.type
         if node_type in skipped:
             continue
-        index = len(types)
-        if node_type in operator_types:
-            operators.append(index)
+        index = len(labels)
         nodes.append(node)
-        types.append(node_type)
+        labels.append(_operator_label(node, node_type) if node_type in operator_types else node_type)
         parents.append(parent)
         if node_type not in whole:
             children = node.named_children
             if children:
                 extend(zip(reversed(children), repeat(index)))
-    return _Tree(nodes, types, parents, operators)
+    return _Tree(nodes, labels, parents)
 
 
 def context_space(
@@ -355,28 +333,34 @@ def context_space(
     """
     tree = _flatten(root)
     parents = tree.parents
+    labels = tree.labels
     count = len(parents)
     budget = max_length - 2
     keep = budget + 1  # frontier buckets 0..budget can still pair with a sibling leaf
-    pending: list[list[list[list[int]]] | None] = [None] * count
-    blocks: list[tuple[int, list[list[int]], list[list[int]], int]] = []
+    pending: list[list[_Frontier] | None] = [None] * count
+    blocks: list[tuple[int, _Frontier, _Frontier, int]] = []
     total = 0
     for index in range(count - 1, -1, -1):
         kids = pending[index]
+        label = labels[index]
         if kids is None:
-            frontier: list[list[int]] = [[index]]
+            frontier: _Frontier = [[(index, label, label)]]
         else:
             pending[index] = None
             kids.reverse()
             width = len(kids)
+            up_step = "^" + label
+            down_step = label + "/"
             if width == 1:
-                frontier = [_EMPTY, *kids[0][: keep - 1]]
+                frontier = [_EMPTY]
+                for bucket in kids[0][: keep - 1]:
+                    frontier.append([(leaf, up + up_step, down_step + down) for leaf, up, down in bucket])
             else:
                 for i in range(width - 1):
                     left = kids[i]
                     for j in range(i + 1, min(i + max_width + 1, width)):
                         right = kids[j]
-                        prefix = _prefix_sizes(right, budget)
+                        prefix = list(accumulate(map(len, right[:keep])))
                         last = len(prefix) - 1
                         size = 0
                         for depth, bucket in enumerate(left):
@@ -388,11 +372,12 @@ def context_space(
                 depth_count = min(max(len(kid) for kid in kids), keep - 1)
                 frontier = [_EMPTY]
                 for depth in range(depth_count):
-                    merged: list[int] = []
-                    for kid in kids:
-                        if depth < len(kid):
-                            merged.extend(kid[depth])
-                    frontier.append(merged)
+                    frontier.append([
+                        (leaf, up + up_step, down_step + down)
+                        for kid in kids
+                        if depth < len(kid)
+                        for leaf, up, down in kid[depth]
+                    ])
         parent = parents[index]
         if parent >= 0:
             slot = pending[parent]
@@ -431,8 +416,7 @@ def extract_contexts(
 
 def all_contexts(root: Node, source: bytes, name: str) -> list[Context]:
     """Every context, unsampled, in enumeration order (for tests and tools)."""
-    space = context_space(root, source, name)
-    return space.contexts(range(space.total))
+    return context_space(root, source, name).contexts()
 
 
 def to_code2vec_line(label: str, contexts: Iterable[Context]) -> str:

@@ -105,11 +105,11 @@ def _brute_force(code: str, max_length: int = 8, max_width: int = 2) -> Counter[
     func = doc.functions()[0]
     space = context_space(func.node, doc.source, func.name)
     tree = space.tree
-    labels = space.labels()
+    labels = tree.labels
     children: dict[int, list[int]] = {}
     for index, parent in enumerate(tree.parents):
         children.setdefault(parent, []).append(index)
-    leaves = [i for i in range(len(tree.types)) if i not in children]
+    leaves = [i for i in range(len(tree.labels)) if i not in children]
 
     def chain(node: int) -> list[int]:
         out = [node]
