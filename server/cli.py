@@ -21,10 +21,8 @@ NOT_YET = {
     "serve": "the language server",
     "index": "workspace indexing",
     "search": "semantic search",
-    "suggest": "name suggestions (needs the trained code2vec model)",
     "eval": "model evaluation",
     "train": "model training",
-    "export": "ONNX export",
 }
 
 
@@ -89,13 +87,81 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _suggest_text(result: dict) -> None:
+    for func in result["functions"]:
+        head = f"{func['qualname']} (line {func['line']})"
+        if not func["suggestions"]:
+            reason = "no path contexts" if func["contexts"] == 0 else "no known name"
+            print(f"{head}: no suggestions ({reason})")
+            continue
+        names = ", ".join(f"{s['name']} {s['probability']:.2f}" for s in func["suggestions"])
+        rank = func["current_rank"]
+        note = (f"current name `{func['name']}` is #{rank}" if rank is not None
+                else f"current name `{func['name']}` not in the top {len(func['suggestions'])}")
+        print(f"{head}: {names}  [{note}]")
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    """Name suggestions for the functions of a file.
+
+    ``--json`` prints (stable; fields are only ever added)::
+
+        {"file": str,
+         "model": {"name": "code2vec", "extractor_version": str, "sha256": str,
+                   "vocab_sizes": {...}, "providers": [...]},
+         "functions": [{"qualname": str, "name": str, "line": int (1-based, first line of
+                        the definition), "label": str (the current name as a label),
+                        "contexts": int (path contexts used),
+                        "suggestions": [{"name": str (rendered in the file's style),
+                                         "label": str ("a|b"), "probability": float}],
+                        "current_rank": int | null (1-based rank of the current name)}]}
+
+    Functions without path contexts have no suggestions; dunder methods are left out.
+    """
+    from .code2vec import Code2VecModel, functions_at, suggest_for_document
+    from .models import ModelError
+
+    if args.top_k < 1:
+        raise CliError(f"--top-k must be at least 1, got {args.top_k}")
+    doc = _read_document(args.file)
+    if args.line is not None and not functions_at(doc, args.line):
+        raise CliError(f"{args.file}:{args.line}: no function there")
+    try:
+        model = Code2VecModel.load(args.models, device=args.device)
+        suggestions = suggest_for_document(doc, model, top_k=args.top_k, line=args.line)
+    except ModelError as exc:
+        raise CliError(str(exc)) from exc
+    result = {
+        "file": str(args.file),
+        "model": model.info,
+        "functions": [s.to_json() for s in suggestions],
+    }
+    if args.json:
+        json.dump(result, sys.stdout, indent=1)
+        print()
+    elif not suggestions and args.line is not None:
+        print(f"{args.file}:{args.line}: dunder methods get no name suggestions")
+    else:
+        _suggest_text(result)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from model_export.export_code2vec import main as export_main
+    except ImportError as exc:
+        raise CliError(f"export needs the training dependencies ({exc}); "
+                       "install them with: pip install -e '.[train]'") from exc
+    return export_main(args.rest)
+
+
 def cmd_corpus(args: argparse.Namespace) -> int:
     from model_export.corpus import main as corpus_main
 
     return corpus_main(args.rest)
 
 
-PASSTHROUGH = {"corpus", *NOT_YET}
+PASSTHROUGH = {"corpus", "export", *NOT_YET}
 """Commands whose arguments are parsed by the implementation they delegate to."""
 
 
@@ -111,6 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--max-contexts", type=int, default=MAX_CONTEXTS)
     extract.add_argument("--show", type=int, default=5, help="contexts printed per function (text)")
     extract.set_defaults(func=cmd_extract)
+    suggest = sub.add_parser("suggest", help="name suggestions for the functions of FILE")
+    suggest.add_argument("file", type=Path)
+    suggest.add_argument("--line", type=int, help="only the function enclosing this 1-based line")
+    suggest.add_argument("--json", action="store_true", help="machine-readable output (stable)")
+    suggest.add_argument("--top-k", type=int, default=5)
+    suggest.add_argument("--models", type=Path, default=None,
+                         help="models folder (default: $PATHFUSION_MODELS or models/ of the repository)")
+    suggest.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    suggest.set_defaults(func=cmd_suggest)
+    export = sub.add_parser("export", help="export a trained model to ONNX (needs the train extra)",
+                            add_help=False)
+    export.add_argument("target", choices=("code2vec",))
+    export.add_argument("rest", nargs=argparse.REMAINDER)
+    export.set_defaults(func=cmd_export)
     corpus = sub.add_parser("corpus", help="build the training corpus (see model_export/corpus.py)",
                             add_help=False)
     corpus.add_argument("rest", nargs=argparse.REMAINDER)

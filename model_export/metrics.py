@@ -1,0 +1,103 @@
+"""Naming metrics, defined exactly (design §5) — no torch, so they can score ONNX models.
+
+Labels are ``|``-joined subtokens (``get|file|name``).  The *prediction* of an example is
+its first legal candidate: the first of the model's ranked names that is not ``<UNK>`` (or
+another special token) — code2vec's ``filter_impossible_names``.  An example with no legal
+candidate predicts the empty name.  Gold names outside the vocabulary stay in the test set
+(they can still earn partial subtoken credit).
+
+* **code2vec subtoken P/R/F1** (``SubtokensEvaluationMetric``): for every predicted
+  subtoken (with multiplicity) a true positive if it occurs in the gold subtokens, else a
+  false positive; every gold subtoken (with multiplicity) absent from the prediction is a
+  false negative; precision, recall and F1 micro-averaged over the whole test set.
+* **code2seq F1** (set-based): per example, ``tp = |P ∩ G|``, ``fp = |P − G|``,
+  ``fn = |G − P|`` on subtoken *sets*, summed over the test set, then micro P/R/F1.
+* **exact match**: the prediction equals the gold label.
+* **top-5 accuracy**: the gold label is among the first 5 legal candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+SPECIAL_NAMES = frozenset({"<UNK>", "<PAD>", ""})
+
+
+def first_legal(candidates: Iterable[str]) -> str:
+    """The first candidate that is a real name."""
+    for candidate in candidates:
+        if candidate not in SPECIAL_NAMES:
+            return candidate
+    return ""
+
+
+def _subtokens(label: str) -> list[str]:
+    return [part for part in label.split("|") if part]
+
+
+def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+@dataclass
+class NamingScores:
+    """Accumulates the four naming metrics over a stream of (gold, ranked candidates)."""
+
+    examples: int = 0
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    set_tp: int = 0
+    set_fp: int = 0
+    set_fn: int = 0
+    exact: int = 0
+    top5: int = 0
+    samples: list[tuple[str, str]] = field(default_factory=list, repr=False)
+
+    def add(self, gold: str, candidates: Sequence[str]) -> None:
+        legal = [c for c in candidates if c not in SPECIAL_NAMES]
+        prediction = legal[0] if legal else ""
+        gold_subtokens = _subtokens(gold)
+        predicted = _subtokens(prediction)
+        for subtoken in predicted:
+            if subtoken in gold_subtokens:
+                self.tp += 1
+            else:
+                self.fp += 1
+        for subtoken in gold_subtokens:
+            if subtoken not in predicted:
+                self.fn += 1
+        gold_set, predicted_set = set(gold_subtokens), set(predicted)
+        self.set_tp += len(gold_set & predicted_set)
+        self.set_fp += len(predicted_set - gold_set)
+        self.set_fn += len(gold_set - predicted_set)
+        self.exact += prediction == gold
+        self.top5 += gold in legal[:5]
+        self.examples += 1
+        if len(self.samples) < 20:
+            self.samples.append((gold, prediction))
+
+    def result(self) -> dict[str, float | int]:
+        precision, recall, f1 = _prf(self.tp, self.fp, self.fn)
+        set_p, set_r, set_f1 = _prf(self.set_tp, self.set_fp, self.set_fn)
+        n = max(1, self.examples)
+        return {
+            "examples": self.examples,
+            "precision": round(precision, 4),
+            "recall": round(recall, 4),
+            "f1": round(f1, 4),
+            "code2seq_precision": round(set_p, 4),
+            "code2seq_recall": round(set_r, 4),
+            "code2seq_f1": round(set_f1, 4),
+            "exact_match": round(self.exact / n, 4),
+            "top5_accuracy": round(self.top5 / n, 4),
+        }
+
+    def counts(self) -> dict[str, int]:
+        data = asdict(self)
+        data.pop("samples")
+        return data

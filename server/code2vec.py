@@ -1,0 +1,260 @@
+"""code2vec at run time: ``models/code2vec/code2vec.onnx`` in onnxruntime (no torch).
+
+Why functions with no path context get no suggestion: the exported graph gives such a row a
+zero code vector and therefore a *uniform* distribution over the names, which is not a
+prediction.  :meth:`Code2VecModel.predict` returns an empty list for them (and, as a
+safeguard, for any row whose output is not finite); :meth:`Code2VecModel.code_vectors`
+returns zeros.
+
+``<PAD>`` and ``<UNK>`` are never suggested: they are dropped from the graph's top-k before
+the first ``top_k`` names are kept (the graph returns more names than are usually asked
+for, see the manifest's ``top_k``).  Probabilities are the model's softmax, not
+renormalised, so a list sums to at most 1.
+
+Dunder methods (``__init__``…) get no suggestions: Python fixes their names and the corpus
+leaves them out of the naming task.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .models import ModelError, load_manifest, model_entry, model_file, providers
+from .parsing import Document, FunctionInfo
+from .paths import MAX_CONTEXTS, Context, context_space, name_label, render_name, sample_indices
+
+BATCH_SIZE = 64
+SPECIAL_TARGETS = frozenset({0, 1})
+"""``<PAD>`` and ``<UNK>``."""
+
+ContextLike = Context | tuple[str, str, str] | str
+"""A path context: a :class:`Context`, any (start, path, end) triple, or ``"tok,path,tok"``."""
+
+
+class Code2VecModel:
+    """The exported code2vec graph with its vocabularies."""
+
+    def __init__(
+        self,
+        session: Any,
+        tokens: list[str],
+        paths: list[str],
+        targets: list[str],
+        entry: dict[str, Any],
+        models_dir: Path,
+        extractor_version: str,
+    ) -> None:
+        self.session = session
+        self.tokens = {token: i for i, token in enumerate(tokens)}
+        self.paths = {path: i for i, path in enumerate(paths)}
+        self.targets = targets
+        self.entry = entry
+        self.models_dir = models_dir
+        self.extractor_version = extractor_version
+        self.graph_top_k = int(entry.get("top_k", 10))
+        self.max_contexts = int(entry.get("max_contexts", MAX_CONTEXTS))
+        self.code_dim = int(entry.get("dims", {}).get("code", 384))
+
+    @classmethod
+    def load(
+        cls, models_dir: Path | str | None = None, device: str = "auto", *, threads: int = 1
+    ) -> Code2VecModel:
+        """Verify the manifest of ``models_dir`` (default: :func:`default_models_dir`) and
+        open the graph on ``device`` (``auto``, ``cpu`` or ``cuda``)."""
+        import onnxruntime as ort
+
+        from .models import default_models_dir
+
+        folder = Path(models_dir) if models_dir is not None else default_models_dir()
+        manifest = load_manifest(folder)
+        entry = model_entry(manifest, "code2vec", folder)
+        vocab = entry.get("vocab") or {k: f"code2vec/{k}.json" for k in ("tokens", "paths", "targets")}
+        lists: dict[str, list[str]] = {}
+        for kind in ("tokens", "paths", "targets"):
+            path = model_file(folder, vocab[kind])
+            try:
+                items = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ModelError(f"{path}: unreadable vocabulary ({exc}); re-export the models") from exc
+            if not isinstance(items, list) or len(items) < 2 or not all(isinstance(x, str) for x in items):
+                raise ModelError(f"{path} is not a vocabulary (a JSON list of strings); re-export the models")
+            expected = entry.get("vocab_sizes", {}).get(kind)
+            if expected is not None and expected != len(items):
+                raise ModelError(f"{path} has {len(items)} entries, the manifest says {expected}; "
+                                 f"re-export the models")
+            lists[kind] = items
+        onnx_path = model_file(folder, entry.get("onnx", "code2vec/code2vec.onnx"))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(onnx_path), options, providers=providers(device))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"{onnx_path}: onnxruntime cannot load it ({exc}); re-export the models") from exc
+        names = {i.name for i in session.get_inputs()}
+        if names != {"starts", "paths", "ends", "mask"}:
+            raise ModelError(f"{onnx_path} has inputs {sorted(names)}, expected starts, paths, ends, mask")
+        return cls(session, lists["tokens"], lists["paths"], lists["targets"], entry, folder,
+                   str(manifest["extractor_version"]))
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What the CLI and the server report about the model."""
+        onnx_name = self.entry.get("onnx", "code2vec/code2vec.onnx")
+        return {
+            "name": "code2vec",
+            "extractor_version": self.extractor_version,
+            "sha256": self.entry.get("files", {}).get(onnx_name),
+            "vocab_sizes": {"tokens": len(self.tokens), "paths": len(self.paths),
+                            "targets": len(self.targets)},
+            "providers": list(self.session.get_providers()),
+        }
+
+    # -- encoding -----------------------------------------------------------------------
+    def _ids(self, contexts: Sequence[ContextLike]) -> np.ndarray:
+        if len(contexts) > self.max_contexts:
+            contexts = [contexts[i] for i in sample_indices(len(contexts), self.max_contexts)]
+        rows = np.empty((len(contexts), 3), dtype=np.int64)
+        tokens, paths = self.tokens, self.paths
+        for i, context in enumerate(contexts):
+            start, path, end = context.split(",") if isinstance(context, str) else context
+            rows[i, 0] = tokens.get(start, 1)
+            rows[i, 1] = paths.get(path, 1)
+            rows[i, 2] = tokens.get(end, 1)
+        return rows
+
+    def encode(self, functions: Sequence[Sequence[ContextLike]]) -> dict[str, np.ndarray]:
+        """The graph's feeds for ``functions``: ids padded to the longest (at least 1)
+        with 0, unknown items → 1 (``<UNK>``), ``mask`` 1 on real contexts."""
+        encoded = [self._ids(contexts) for contexts in functions]
+        width = max([1, *(len(rows) for rows in encoded)])
+        ids = np.zeros((len(encoded), width, 3), dtype=np.int64)
+        mask = np.zeros((len(encoded), width), dtype=np.float32)
+        for row, rows in enumerate(encoded):
+            ids[row, : len(rows)] = rows
+            mask[row, : len(rows)] = 1.0
+        return {"starts": ids[..., 0].copy(), "paths": ids[..., 1].copy(), "ends": ids[..., 2].copy(),
+                "mask": mask}
+
+    def _run(
+        self, functions: Sequence[Sequence[ContextLike]], outputs: list[str]
+    ) -> Iterator[tuple[int, list[np.ndarray], np.ndarray]]:
+        """(offset, outputs, mask) of each batch of at most :data:`BATCH_SIZE` functions."""
+        for offset in range(0, len(functions), BATCH_SIZE):
+            feeds = self.encode(functions[offset : offset + BATCH_SIZE])
+            try:
+                result = self.session.run(outputs, feeds)
+            except Exception as exc:  # onnxruntime raises its own exception types
+                raise ModelError(f"code2vec inference failed: {exc}") from exc
+            yield offset, result, feeds["mask"]
+
+    # -- outputs ------------------------------------------------------------------------
+    def predict(
+        self, functions: Sequence[Sequence[ContextLike]], top_k: int = 5
+    ) -> list[list[tuple[str, float]]]:
+        """For each function, up to ``top_k`` (label, probability), most probable first.
+
+        ``top_k`` is capped by the graph's own k (the manifest's ``top_k``); a function
+        without contexts gets ``[]``.
+        """
+        out: list[list[tuple[str, float]]] = []
+        for _, (ids, probs), mask in self._run(functions, ["top_ids", "top_probs"]):
+            for row in range(len(ids)):
+                if not mask[row].any() or not np.all(np.isfinite(probs[row])):
+                    out.append([])
+                    continue
+                names = [(self.targets[int(i)], float(p)) for i, p in zip(ids[row], probs[row], strict=True)
+                         if int(i) not in SPECIAL_TARGETS and 0 <= int(i) < len(self.targets)]
+                out.append(names[: max(0, top_k)])
+        return out
+
+    def code_vectors(self, functions: Sequence[Sequence[ContextLike]]) -> np.ndarray:
+        """float32 [N, code dim]; zeros for a function without contexts."""
+        parts: list[np.ndarray] = []
+        for _, (code,), mask in self._run(functions, ["code_vector"]):
+            code = np.asarray(code, dtype=np.float32)
+            code[~mask.any(axis=1)] = 0.0
+            code[~np.all(np.isfinite(code), axis=1)] = 0.0
+            parts.append(code)
+        if not parts:
+            return np.zeros((0, self.code_dim), dtype=np.float32)
+        return np.concatenate(parts)
+
+
+class Predictor(Protocol):
+    def predict(
+        self, functions: Sequence[Sequence[ContextLike]], top_k: int = 5
+    ) -> list[list[tuple[str, float]]]: ...
+
+
+@dataclass
+class Suggestion:
+    """Name suggestions for one function."""
+
+    qualname: str
+    name: str
+    line: int
+    """1-based line of the definition (its first decorator when decorated)."""
+    current_label: str
+    suggestions: list[tuple[str, str, float]] = field(default_factory=list)
+    """(rendered name, label, probability), most probable first."""
+    current_rank: int | None = None
+    """1-based rank of ``current_label`` among the suggestions, else None."""
+    contexts: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "qualname": self.qualname,
+            "name": self.name,
+            "line": self.line,
+            "label": self.current_label,
+            "contexts": self.contexts,
+            "suggestions": [{"name": name, "label": label, "probability": round(prob, 6)}
+                            for name, label, prob in self.suggestions],
+            "current_rank": self.current_rank,
+        }
+
+
+def is_dunder(name: str) -> bool:
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+def functions_at(doc: Document, line: int | None = None) -> list[FunctionInfo]:
+    """The functions of ``doc``, or only the innermost one enclosing 1-based ``line``."""
+    functions = doc.functions()
+    if line is None:
+        return functions
+    row = line - 1
+    return [f for f in functions if f.span.start.line <= row <= f.span.end.line][-1:]
+
+
+def suggest_for_document(
+    doc: Document, model: Predictor, top_k: int = 5, line: int | None = None
+) -> list[Suggestion]:
+    """Suggestions for every function of ``doc`` (or the one enclosing ``line``, 1-based),
+    dunder methods excepted, in source order."""
+    functions = [f for f in functions_at(doc, line) if not is_dunder(f.name)]
+    contexts = [context_space(f.node, doc.source, f.name).sample(MAX_CONTEXTS) for f in functions]
+    predictions = model.predict(contexts, top_k=top_k) if functions else []
+    result: list[Suggestion] = []
+    for func, ctx, predicted in zip(functions, contexts, predictions, strict=True):
+        label = name_label(func.name)
+        labels = [lab for lab, _ in predicted]
+        result.append(Suggestion(
+            qualname=func.qualname,
+            name=func.name,
+            line=func.span.start.line + 1,
+            current_label=label,
+            suggestions=[(render_name(lab, func.name), lab, prob) for lab, prob in predicted],
+            current_rank=labels.index(label) + 1 if label in labels else None,
+            contexts=len(ctx),
+        ))
+    return result
