@@ -16,8 +16,10 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	$(PIP) install -e .
 	touch $@
 
+# The tests cover training and export too, so they need the train extra (torch is pinned
+# to the CPU build that pip finds on this machine's disk or on PyPI).
 $(VENV)/.dev: pyproject.toml $(VENV)/.runtime
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[train,dev]'
 	touch $@
 
 demo: $(VENV)/.runtime

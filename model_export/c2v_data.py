@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +32,6 @@ class Vocab:
 
     def __post_init__(self) -> None:
         self.index = {item: i for i, item in enumerate(self.items)}
-
-    @classmethod
-    def from_counts(cls, counts: Counter[str], max_size: int, min_count: int = 1) -> Vocab:
-        ranked = sorted(((c, w) for w, c in counts.items() if c >= min_count), key=lambda x: (-x[0], x[1]))
-        return cls([PAD, UNK, *(w for _, w in ranked[: max_size - 2])])
 
     def __len__(self) -> int:
         return len(self.items)
@@ -89,46 +83,6 @@ def iter_naming(path: Path) -> Iterator[tuple[str, list[str]]]:
                 yield record["label"], record["contexts"]
 
 
-def count_vocab(path: Path) -> tuple[Counter[str], Counter[str], Counter[str]]:
-    tokens: Counter[str] = Counter()
-    paths: Counter[str] = Counter()
-    targets: Counter[str] = Counter()
-    for label, contexts in iter_naming(path):
-        targets[label] += 1
-        for context in contexts:
-            start, path_, end = context.split(",")
-            tokens[start] += 1
-            tokens[end] += 1
-            paths[path_] += 1
-    return tokens, paths, targets
-
-
-def build_vocabs(
-    train: Path, max_tokens: int, max_paths: int, max_targets: int, min_count: int = 2
-) -> tuple[Vocabs, dict[str, float]]:
-    """Vocabularies from the train split, plus their coverage of it."""
-    tokens, paths, targets = count_vocab(train)
-    vocabs = Vocabs(
-        Vocab.from_counts(tokens, max_tokens, min_count),
-        Vocab.from_counts(paths, max_paths, min_count),
-        Vocab.from_counts(targets, max_targets, min_count),
-    )
-
-    def coverage(counts: Counter[str], vocab: Vocab) -> float:
-        total = sum(counts.values())
-        return round(sum(c for w, c in counts.items() if w in vocab.index) / max(1, total), 4)
-
-    stats = {
-        "distinct_tokens": len(tokens),
-        "distinct_paths": len(paths),
-        "distinct_targets": len(targets),
-        "token_coverage": coverage(tokens, vocabs.tokens),
-        "path_coverage": coverage(paths, vocabs.paths),
-        "target_coverage": coverage(targets, vocabs.targets),
-    }
-    return vocabs, stats
-
-
 @dataclass
 class EncodedSplit:
     labels: np.ndarray
@@ -141,7 +95,7 @@ class EncodedSplit:
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, labels=self.labels, gold=np.array(self.gold, dtype=object).astype(str),
+        np.savez(tmp, labels=self.labels, gold=np.array(self.gold, dtype=str),
                  offsets=self.offsets, contexts=self.contexts)
         os.replace(tmp, path)
 
@@ -149,6 +103,103 @@ class EncodedSplit:
     def load(cls, path: Path) -> EncodedSplit:
         data = np.load(path, allow_pickle=False)
         return cls(data["labels"], data["gold"].tolist(), data["offsets"], data["contexts"])
+
+
+class RawEncoder:
+    """First pass: every distinct token, path and target gets a raw id as it is seen.
+
+    Why raw ids: reading the corpus JSON is the slow part, so each split is read once;
+    the capped vocabularies are then chosen from the train counts and applied to the raw
+    arrays with a numpy look-up table (:meth:`remap`).
+    """
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, int] = {}
+        self.paths: dict[str, int] = {}
+        self.targets: dict[str, int] = {}
+
+    def encode(self, path: Path) -> EncodedSplit:
+        tokens, paths, targets = self.tokens, self.paths, self.targets
+        labels: list[int] = []
+        gold: list[str] = []
+        offsets = [0]
+        flat: list[int] = []
+        extend = flat.extend
+        for label, contexts in iter_naming(path):
+            labels.append(targets.setdefault(label, len(targets)))
+            gold.append(label)
+            for context in contexts:
+                start, path_, end = context.split(",")
+                extend((
+                    tokens.setdefault(start, len(tokens)),
+                    paths.setdefault(path_, len(paths)),
+                    tokens.setdefault(end, len(tokens)),
+                ))
+            offsets.append(len(flat) // 3)
+        return EncodedSplit(
+            np.asarray(labels, dtype=np.int32),
+            gold,
+            np.asarray(offsets, dtype=np.int64),
+            np.asarray(flat, dtype=np.int32).reshape(-1, 3),
+        )
+
+    def vocabs(
+        self, train: EncodedSplit, max_tokens: int, max_paths: int, max_targets: int, min_count: int = 2
+    ) -> tuple[Vocabs, dict[str, float]]:
+        """Capped vocabularies from the raw train counts, and their coverage of train."""
+        token_counts = np.bincount(train.contexts[:, [0, 2]].ravel(), minlength=len(self.tokens))
+        path_counts = np.bincount(train.contexts[:, 1], minlength=len(self.paths))
+        target_counts = np.bincount(train.labels, minlength=len(self.targets))
+
+        def capped(names: dict[str, int], counts: np.ndarray, size: int) -> tuple[Vocab, float]:
+            by_id = list(names)
+            order = sorted((i for i in range(len(by_id)) if counts[i] >= min_count),
+                           key=lambda i: (-int(counts[i]), by_id[i]))[: size - 2]
+            covered = float(counts[order].sum()) / max(1, int(counts.sum()))
+            return Vocab([PAD, UNK, *(by_id[i] for i in order)]), round(covered, 4)
+
+        tokens, token_cov = capped(self.tokens, token_counts, max_tokens)
+        paths, path_cov = capped(self.paths, path_counts, max_paths)
+        targets, target_cov = capped(self.targets, target_counts, max_targets)
+        stats = {
+            "distinct_tokens": int((token_counts > 0).sum()),
+            "distinct_paths": int((path_counts > 0).sum()),
+            "distinct_targets": int((target_counts > 0).sum()),
+            "token_coverage": token_cov,
+            "path_coverage": path_cov,
+            "target_coverage": target_cov,
+        }
+        return Vocabs(tokens, paths, targets), stats
+
+    def remap(self, split: EncodedSplit, vocabs: Vocabs) -> EncodedSplit:
+        """Raw ids → vocabulary ids (``<UNK>`` = 1 for everything outside the caps)."""
+
+        def table(names: dict[str, int], vocab: Vocab) -> np.ndarray:
+            lut = np.ones(max(1, len(names)), dtype=np.int32)
+            for name, raw in names.items():
+                lut[raw] = vocab.index.get(name, 1)
+            return lut
+
+        tokens = table(self.tokens, vocabs.tokens)
+        paths = table(self.paths, vocabs.paths)
+        targets = table(self.targets, vocabs.targets)
+        contexts = np.empty_like(split.contexts)
+        if len(contexts):
+            contexts[:, 0] = tokens[split.contexts[:, 0]]
+            contexts[:, 1] = paths[split.contexts[:, 1]]
+            contexts[:, 2] = tokens[split.contexts[:, 2]]
+        labels = targets[split.labels] if len(split.labels) else split.labels
+        return EncodedSplit(labels.astype(np.int32), split.gold, split.offsets, contexts)
+
+
+def encode_corpus(
+    corpus: Path, max_tokens: int, max_paths: int, max_targets: int, min_count: int = 2
+) -> tuple[Vocabs, dict[str, float], dict[str, EncodedSplit]]:
+    """Read train/valid/test once each; vocabularies from train only."""
+    encoder = RawEncoder()
+    raw = {split: encoder.encode(corpus / f"{split}.jsonl.gz") for split in ("train", "valid", "test")}
+    vocabs, stats = encoder.vocabs(raw["train"], max_tokens, max_paths, max_targets, min_count)
+    return vocabs, stats, {split: encoder.remap(data, vocabs) for split, data in raw.items()}
 
 
 def encode_contexts(contexts: list[str], vocabs: Vocabs) -> np.ndarray:
@@ -162,30 +213,6 @@ def encode_contexts(contexts: list[str], vocabs: Vocabs) -> np.ndarray:
         rows[i, 1] = pth.get(path, 1)
         rows[i, 2] = tok.get(end, 1)
     return rows
-
-
-def encode_split(path: Path, vocabs: Vocabs) -> EncodedSplit:
-    tok = vocabs.tokens.index
-    pth = vocabs.paths.index
-    labels: list[int] = []
-    gold: list[str] = []
-    offsets = [0]
-    flat: list[int] = []
-    for label, contexts in iter_naming(path):
-        labels.append(vocabs.targets.get(label))
-        gold.append(label)
-        for context in contexts:
-            start, path_, end = context.split(",")
-            flat.append(tok.get(start, 1))
-            flat.append(pth.get(path_, 1))
-            flat.append(tok.get(end, 1))
-        offsets.append(len(flat) // 3)
-    return EncodedSplit(
-        np.asarray(labels, dtype=np.int32),
-        gold,
-        np.asarray(offsets, dtype=np.int64),
-        np.asarray(flat, dtype=np.int32).reshape(-1, 3),
-    )
 
 
 def batch_arrays(

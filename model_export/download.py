@@ -234,7 +234,7 @@ class _Progress:
         self._bar = None
         if enabled:
             try:
-                from tqdm import tqdm  # type: ignore[import-not-found]
+                from tqdm import tqdm
 
                 self._bar = tqdm(total=total, unit="pkg", desc="download")
             except ImportError:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .c2v_data import EncodedSplit, Vocabs, batch_arrays, build_vocabs, encode_split
+from .c2v_data import EncodedSplit, Vocabs, batch_arrays, encode_corpus
 from .code2vec import Code2Vec, Code2VecConfig
 from .metrics import NamingScores
 
@@ -49,28 +49,25 @@ def _atomic_torch_save(obj: object, path: Path) -> None:
 
 
 def prepare(corpus: Path, run: Path, config: Code2VecConfig) -> tuple[Vocabs, dict[str, EncodedSplit]]:
-    """Vocabularies and encoded splits, built once and cached in the run folder."""
+    """Vocabularies and encoded splits, built once (one read of each split) and cached."""
     run.mkdir(parents=True, exist_ok=True)
     vocab_dir = run / "vocab"
-    if not (vocab_dir / "targets.json").exists():
-        vocabs, stats = build_vocabs(
-            corpus / "train.jsonl.gz", config.token_vocab, config.path_vocab, config.target_vocab,
-            config.min_count,
+    caches = {split: run / f"{split}.npz" for split in ("train", "valid", "test")}
+    if not (vocab_dir / "targets.json").exists() or not all(p.exists() for p in caches.values()):
+        started = time.time()
+        vocabs, stats, encoded = encode_corpus(
+            corpus, config.token_vocab, config.path_vocab, config.target_vocab, config.min_count
         )
-        stats |= {"tokens": len(vocabs.tokens), "paths": len(vocabs.paths), "targets": len(vocabs.targets)}
-        (run / "vocab_stats.json").write_text(json.dumps(stats, indent=1))
+        for split, data in encoded.items():
+            data.save(caches[split])
+        info: dict[str, object] = dict(stats)
+        info |= {"tokens": len(vocabs.tokens), "paths": len(vocabs.paths), "targets": len(vocabs.targets),
+                  "examples": {split: len(data) for split, data in encoded.items()}}
+        (run / "vocab_stats.json").write_text(json.dumps(info, indent=1))
         vocabs.save(vocab_dir)
-        _log(run, {"event": "vocab", **stats})
+        _log(run, {"event": "encoded", "seconds": round(time.time() - started, 1), **info})
     vocabs = Vocabs.load(vocab_dir)
-    splits: dict[str, EncodedSplit] = {}
-    for split in ("train", "valid", "test"):
-        cache = run / f"{split}.npz"
-        if not cache.exists():
-            started = time.time()
-            encode_split(corpus / f"{split}.jsonl.gz", vocabs).save(cache)
-            _log(run, {"event": "encoded", "split": split, "seconds": round(time.time() - started, 1)})
-        splits[split] = EncodedSplit.load(cache)
-    return vocabs, splits
+    return vocabs, {split: EncodedSplit.load(path) for split, path in caches.items()}
 
 
 @torch.no_grad()
@@ -85,7 +82,7 @@ def predict_top(
         contexts, mask, _ = batch_arrays(split, part, config.max_contexts, None)
         _, _, logits = model(torch.from_numpy(contexts), torch.from_numpy(mask))
         probs = torch.softmax(logits, dim=-1)
-        top_p, top_i = torch.topk(probs, k, dim=-1)
+        top_p, top_i = torch.topk(probs, min(k, probs.shape[-1]), dim=-1)
         ids_out.append(top_i.numpy())
         probs_out.append(top_p.numpy())
     return np.concatenate(ids_out), np.concatenate(probs_out)
@@ -162,7 +159,8 @@ def train(corpus: Path, run: Path, config: Code2VecConfig, resume: bool = True) 
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            running = 0.98 * running + 0.02 * float(loss) if step else float(loss)
+            value = loss.item()
+            running = 0.98 * running + 0.02 * value if step else value
             state["step"] = int(state["step"]) + 1
             state["step_in_epoch"] = step + 1
             if bar:
@@ -195,7 +193,7 @@ def train(corpus: Path, run: Path, config: Code2VecConfig, resume: bool = True) 
     test = evaluate(model, splits["test"], vocabs, config)
     valid = evaluate(model, splits["valid"], vocabs, config)
     summary = {"event": "final", "valid": valid, "test": test, "best_valid_f1": state["best_f1"],
-               "minutes": round((time.time() - started) / 60, 1), "train_examples": int(len(trainable))}
+               "minutes": round((time.time() - started) / 60, 1), "train_examples": len(trainable)}
     (run / "final.json").write_text(json.dumps(summary, indent=1))
     _log(run, summary)
     return summary

@@ -270,7 +270,7 @@ class ContextSpace:
                     if first is None:
                         first = tokens[leaf] = token(leaf)
                     if indices is None:
-                        for (_, _, down), second in zip(flat_right[:reach], right_tokens):
+                        for (_, _, down), second in zip(flat_right[:reach], right_tokens, strict=False):
                             append(new(Context, (first, head + down, second)))
                     else:
                         while cursor < wanted and indices[cursor] < pair_start + reach:
