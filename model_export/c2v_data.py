@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +124,7 @@ class RawEncoder:
         labels: list[int] = []
         gold: list[str] = []
         offsets = [0]
-        flat: list[int] = []
+        flat = array("i")  # 4 bytes an id: the train split holds ~10⁸ of them
         extend = flat.extend
         for label, contexts in iter_naming(path):
             labels.append(targets.setdefault(label, len(targets)))
@@ -140,7 +141,7 @@ class RawEncoder:
             np.asarray(labels, dtype=np.int32),
             gold,
             np.asarray(offsets, dtype=np.int64),
-            np.asarray(flat, dtype=np.int32).reshape(-1, 3),
+            np.frombuffer(flat, dtype=np.int32).reshape(-1, 3).copy(),
         )
 
     def vocabs(

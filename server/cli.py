@@ -21,8 +21,6 @@ NOT_YET = {
     "serve": "the language server",
     "index": "workspace indexing",
     "search": "semantic search",
-    "eval": "model evaluation",
-    "train": "model training",
 }
 
 
@@ -161,7 +159,28 @@ def cmd_corpus(args: argparse.Namespace) -> int:
     return corpus_main(args.rest)
 
 
-PASSTHROUGH = {"corpus", "export", *NOT_YET}
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``pathfusion eval naming|search …`` (see model_export/evaluate.py)."""
+    from model_export.evaluate import main as eval_main
+
+    return eval_main([args.task, *args.rest])
+
+
+TRAINABLE = ("code2vec",)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``pathfusion train MODEL …``: the model_export pipeline (needs the ``train`` extra)."""
+    if args.model not in TRAINABLE:
+        raise CliError(f"unknown model {args.model!r}; trainable now: {', '.join(TRAINABLE)}")
+    try:
+        from model_export.train_code2vec import main as train_main
+    except ImportError as exc:
+        raise CliError(f"training needs the train extra: pip install -e '.[train]' ({exc})") from exc
+    return train_main(args.rest)
+
+
+PASSTHROUGH = {"corpus", "train", "eval", "export", *NOT_YET}
 """Commands whose arguments are parsed by the implementation they delegate to."""
 
 
@@ -195,6 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
                             add_help=False)
     corpus.add_argument("rest", nargs=argparse.REMAINDER)
     corpus.set_defaults(func=cmd_corpus)
+    evaluate = sub.add_parser("eval", help="score the exported models on held-out code")
+    evaluate.add_argument("task", choices=("naming", "search"))
+    evaluate.add_argument("rest", nargs=argparse.REMAINDER)
+    evaluate.set_defaults(func=cmd_eval)
+    train = sub.add_parser("train", help="train a model (code2vec); see model_export/train_code2vec.py")
+    train.add_argument("model", help="which model: code2vec")
+    train.add_argument("rest", nargs=argparse.REMAINDER)
+    train.set_defaults(func=cmd_train)
     for name, what in NOT_YET.items():
         stub = sub.add_parser(name, help=f"{what} (not available yet)", add_help=False)
         stub.add_argument("rest", nargs=argparse.REMAINDER)

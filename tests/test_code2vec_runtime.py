@@ -13,14 +13,13 @@ import pytest
 
 pytest.importorskip("torch")  # only to build the tiny model; the runtime itself has no torch
 
-from test_export_code2vec import SAMPLE, make_run
-
 from model_export.export_code2vec import export
 from server.cli import main
 from server.code2vec import Code2VecModel, Suggestion, suggest_for_document
 from server.models import ModelError, default_models_dir, load_manifest, providers
 from server.parsing import Document
 from server.paths import EXTRACTOR_VERSION, Context, context_space
+from tests.test_export_code2vec import SAMPLE, make_run
 
 
 @pytest.fixture(scope="module")
