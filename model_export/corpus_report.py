@@ -16,6 +16,15 @@ def _row(cells: list[object]) -> str:
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
 
 
+def _display_path(path: str) -> str:
+    """The manifest path relative to the repository when it lies inside it."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return path
+
+
 def render(summary: dict[str, Any]) -> str:
     splits = summary["splits"]
     lines = [
@@ -27,9 +36,10 @@ def render(summary: dict[str, Any]) -> str:
         COMMAND,
         "```",
         "",
-        f"- manifest: `{summary['manifest']}` (sha256 `{summary['manifest_sha256'][:16]}…`), "
+        f"- manifest: `{_display_path(summary['manifest'])}` (sha256 `{summary['manifest_sha256'][:16]}…`), "
         f"{summary['projects']} projects downloaded, {len(summary['download_failures'])} failed",
-        f"- extractor: `{summary['extractor_version']}`; build time {summary['seconds']} s",
+        f"- extractor: `{summary['extractor_version']}`; wall time of the last build {summary['seconds']} s"
+        " (2 cores; stages already on disk are reused)",
         f"- files: {summary['files']}",
         f"- functions extracted (before dedup): {summary['functions_extracted']:,}",
         f"- duplicates removed: {summary['duplicates']['exact']:,} exact, "
@@ -80,3 +90,16 @@ def render(summary: dict[str, Any]) -> str:
 def write_report(summary: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(summary))
+
+
+def main() -> int:
+    """Re-render the report from ``data/corpus/stats.json`` without rebuilding."""
+    import json
+
+    summary = json.loads(Path("data/corpus/stats.json").read_text())
+    write_report(summary, Path("docs/corpus.md"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
