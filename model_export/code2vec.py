@@ -38,6 +38,8 @@ class Code2VecConfig:
     patience: int = 2
     seed: int = 13
     threads: int = 2
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
     max_train_examples: int | None = None
     eval_every: int = 0
     """Evaluate on the validation split every N steps as well as at each epoch end (0: only
@@ -111,3 +113,12 @@ class Code2VecExport(nn.Module):
         probabilities = torch.softmax(logits, dim=-1)
         top_p, top_ids = torch.topk(probabilities, self.top_k, dim=-1)
         return code, weights, top_ids, top_p
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for a config's ``device`` (``auto`` prefers CUDA when present)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda requested but torch sees no CUDA device")
+    return torch.device(name)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .c2v_data import EncodedSplit, Vocabs, batch_arrays, encode_corpus
-from .code2vec import Code2Vec, Code2VecConfig
+from .code2vec import Code2Vec, Code2VecConfig, resolve_device
 from .metrics import NamingScores
 
 DEFAULT_CORPUS = Path("data/corpus")
@@ -76,15 +76,16 @@ def predict_top(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` target ids and probabilities for the examples ``indices`` (eval mode)."""
     model.eval()
+    device = next(model.parameters()).device
     ids_out, probs_out = [], []
     for start in range(0, len(indices), 512):
         part = indices[start : start + 512]
         contexts, mask, _ = batch_arrays(split, part, config.max_contexts, None)
-        _, _, logits = model(torch.from_numpy(contexts), torch.from_numpy(mask))
+        _, _, logits = model(torch.from_numpy(contexts).to(device), torch.from_numpy(mask).to(device))
         probs = torch.softmax(logits, dim=-1)
         top_p, top_i = torch.topk(probs, min(k, probs.shape[-1]), dim=-1)
-        ids_out.append(top_i.numpy())
-        probs_out.append(top_p.numpy())
+        ids_out.append(top_i.cpu().numpy())
+        probs_out.append(top_p.cpu().numpy())
     return np.concatenate(ids_out), np.concatenate(probs_out)
 
 
@@ -110,12 +111,13 @@ def train(corpus: Path, run: Path, config: Code2VecConfig, resume: bool = True) 
     trainable = np.flatnonzero(train_split.labels > 1)  # examples whose target is in vocabulary
     if config.max_train_examples:
         trainable = trainable[: config.max_train_examples]
-    model = Code2Vec(len(vocabs.tokens), len(vocabs.paths), len(vocabs.targets), config)
+    device = resolve_device(config.device)
+    model = Code2Vec(len(vocabs.tokens), len(vocabs.paths), len(vocabs.targets), config).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = {"epoch": 0, "step_in_epoch": 0, "step": 0, "best_f1": -1.0, "bad_epochs": 0, "elapsed": 0.0}
     checkpoint = run / "checkpoint.pt"
     if resume and checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=True)
+        saved = torch.load(checkpoint, weights_only=True, map_location=device)
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
         state = saved["state"]
@@ -154,8 +156,8 @@ def train(corpus: Path, run: Path, config: Code2VecConfig, resume: bool = True) 
         for step in range(int(state["step_in_epoch"]), steps_per_epoch):
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             contexts, mask, labels = batch_arrays(train_split, batch, config.max_contexts, rng)
-            _, _, logits = model(torch.from_numpy(contexts), torch.from_numpy(mask))
-            loss = loss_fn(logits, torch.from_numpy(labels))
+            _, _, logits = model(torch.from_numpy(contexts).to(device), torch.from_numpy(mask).to(device))
+            loss = loss_fn(logits, torch.from_numpy(labels).to(device))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -189,7 +191,7 @@ def train(corpus: Path, run: Path, config: Code2VecConfig, resume: bool = True) 
         if state["bad_epochs"] >= config.patience:
             _log(run, {"event": "early_stop", "epoch": epoch})
             break
-    model.load_state_dict(torch.load(run / "best.pt", weights_only=True))
+    model.load_state_dict(torch.load(run / "best.pt", weights_only=True, map_location=device))
     test = evaluate(model, splits["test"], vocabs, config)
     valid = evaluate(model, splits["valid"], vocabs, config)
     summary = {"event": "final", "valid": valid, "test": test, "best_valid_f1": state["best_f1"],
