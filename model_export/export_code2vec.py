@@ -28,7 +28,6 @@ folder, checked, then moved into place; the manifest is written last (temp + ren
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -44,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from server.models import sha256_file
 from server.paths import EXTRACTOR_VERSION
 
 from .c2v_data import Vocabs
@@ -65,14 +65,6 @@ CORPUS_MANIFEST = Path(__file__).with_name("corpus_manifest.txt")
 
 class ExportError(RuntimeError):
     """The run folder is incomplete or the exported graph disagrees with torch."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_run(run: Path) -> tuple[Code2Vec, Vocabs, Code2VecConfig, dict[str, Any] | None]:
