@@ -18,7 +18,6 @@ from .parsing import Document
 from .paths import EXTRACTOR_VERSION, MAX_CONTEXTS, context_space, name_label, to_code2vec_line
 
 NOT_YET = {
-    "serve": "the language server",
     "index": "workspace indexing",
     "search": "semantic search",
 }
@@ -153,6 +152,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return export_main(args.rest)
 
 
+def parse_tcp(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``:PORT`` = localhost) for ``serve --tcp``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (default)")
+    mode.add_argument("--tcp", type=parse_tcp, metavar="HOST:PORT", help="listen on a TCP port")
+    parser.add_argument("--models", type=Path, default=None,
+                        help="models folder (default: the modelsDir setting, $PATHFUSION_MODELS "
+                             "or models/ of the repository)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``pathfusion serve [--stdio | --tcp HOST:PORT] [--models DIR]``: the language server."""
+    from .lsp import serve
+
+    return serve(args)
+
+
 def cmd_corpus(args: argparse.Namespace) -> int:
     from model_export.corpus import main as corpus_main
 
@@ -205,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="models folder (default: $PATHFUSION_MODELS or models/ of the repository)")
     suggest.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     suggest.set_defaults(func=cmd_suggest)
+    serve = sub.add_parser("serve", help="the language server (stdio by default)")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
     export = sub.add_parser("export", help="export a trained model to ONNX (needs the train extra)",
                             add_help=False)
     export.add_argument("target", choices=("code2vec",))

@@ -1,0 +1,393 @@
+"""The language server end to end (pytest-lsp, real subprocess) and its settings."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from server.lsp import PathfusionServer, Snapshot, hover_markdown, text_edits
+from server.parsing import Document
+from server.settings import Settings
+
+LIB = '''import json
+
+
+def load_config(path):
+    with open(path) as fh:
+        return json.loads(fh.read())
+
+
+def empty():
+    pass
+'''
+
+APP = '''from lib import load_config
+
+
+def main():
+    return load_config("x.json")
+'''
+
+NAME_LINE, NAME_START, NAME_END = 3, 4, 15  # `load_config` in LIB
+
+
+# -- fixtures --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from model_export.export_code2vec import export
+    from tests.test_export_code2vec import make_run
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("lsp-models")
+    out = root / "models"
+    export(make_run(root / "run"), out, top_k=10)
+    return out
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "lib.py").write_text(LIB)
+    (root / "app.py").write_text(APP)
+    return root
+
+
+@pytest_asyncio.fixture
+async def client() -> AsyncIterator[LanguageClient]:
+    config = ClientServerConfig(server_command=[sys.executable, "-m", "server", "serve", "--stdio"])
+    lsp_client = await config.start()
+    assert isinstance(lsp_client, LanguageClient)
+    yield lsp_client
+    await lsp_client.shutdown_session()
+    await lsp_client.stop()
+
+
+async def initialize(client: LanguageClient, root: Path, options: dict[str, Any]) -> types.InitializeResult:
+    return await client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"),
+        root_uri=root.as_uri(),
+        workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name="ws")],
+        initialization_options=options,
+    ))
+
+
+def options(models_dir: Path | str, **extra: Any) -> dict[str, Any]:
+    # hoverMinConfidence 1.0: the random tiny model's hover is never suppressed
+    return {"modelsDir": str(models_dir), "topK": 5, "hoverMinConfidence": 1.0, **extra}
+
+
+def open_doc(client: LanguageClient, path: Path, text: str | None = None, version: int = 1) -> str:
+    uri = path.as_uri()
+    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+        uri=uri, language_id="python", version=version, text=path.read_text() if text is None else text)))
+    return uri
+
+
+async def hover(client: LanguageClient, uri: str, line: int, character: int) -> types.Hover | None:
+    return await client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=line, character=character)))
+
+
+async def code_actions(client: LanguageClient, uri: str, line: int, character: int) -> list[types.CodeAction]:
+    pos = types.Position(line=line, character=character)
+    result = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), range=types.Range(start=pos, end=pos),
+        context=types.CodeActionContext(diagnostics=[])))
+    return [a for a in result or [] if isinstance(a, types.CodeAction)]
+
+
+async def status(client: LanguageClient) -> dict[str, Any]:
+    result = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="pathfusion.status", arguments=[]))
+    assert isinstance(result, dict)
+    return result
+
+
+def apply_edits(text: str, edits: Sequence[types.TextEdit | Any]) -> str:
+    """Apply LSP edits (ASCII text: UTF-16 offsets = characters), last first."""
+    lines = text.splitlines(keepends=True)
+
+    def offset(pos: types.Position) -> int:
+        return sum(len(line) for line in lines[: pos.line]) + pos.character
+
+    for edit in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True):
+        text = text[: offset(edit.range.start)] + edit.new_text + text[offset(edit.range.end) :]
+    return text
+
+
+def current_name_line(value: str) -> str:
+    return next(line for line in value.splitlines() if line.startswith("Current name"))
+
+
+# -- end to end ------------------------------------------------------------------------------
+async def test_hover_and_incremental_change(client: LanguageClient, models_dir: Path, workspace: Path) -> None:
+    result = await initialize(client, workspace, options(models_dir))
+    assert result.capabilities.text_document_sync is not None
+    assert result.capabilities.position_encoding in (None, types.PositionEncodingKind.Utf16)
+    uri = open_doc(client, workspace / "lib.py")
+
+    found = await hover(client, uri, NAME_LINE, NAME_START + 3)
+    assert found is not None and isinstance(found.contents, types.MarkupContent)
+    assert found.contents.kind == types.MarkupKind.Markdown
+    value = found.contents.value
+    assert "`load_config`" in value and "%" in value and "1. `" in value
+    assert value.count("%") == 5
+    assert "Current name `load_config`" in value
+    assert found.range == types.Range(start=types.Position(line=NAME_LINE, character=NAME_START),
+                                      end=types.Position(line=NAME_LINE, character=NAME_END))
+    # anywhere on the def line, not inside the body, not outside functions
+    assert await hover(client, uri, NAME_LINE, 0) is not None
+    assert await hover(client, uri, NAME_LINE + 1, 8) is None
+    assert await hover(client, uri, 0, 3) is None
+
+    # incremental change: rename the def by a ranged edit
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=types.Position(line=NAME_LINE, character=NAME_START),
+                              end=types.Position(line=NAME_LINE, character=NAME_END)),
+            text="read_settings")]))
+    found = await hover(client, uri, NAME_LINE, NAME_START + 1)
+    assert found is not None and isinstance(found.contents, types.MarkupContent)
+    assert "Current name `read_settings`" in current_name_line(found.contents.value)
+    assert found.range is not None and found.range.end.character == NAME_START + len("read_settings")
+
+    # whole-document change
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=3),
+        content_changes=[types.TextDocumentContentChangeWholeDocument(text="\n" + LIB)]))
+    found = await hover(client, uri, NAME_LINE + 1, NAME_START)
+    assert found is not None and isinstance(found.contents, types.MarkupContent)
+    assert "Current name `load_config`" in found.contents.value
+    assert (await status(client))["documents"] == [{"uri": uri, "version": 3}]
+
+    client.text_document_did_close(types.DidCloseTextDocumentParams(
+        text_document=types.TextDocumentIdentifier(uri=uri)))
+    assert await hover(client, uri, NAME_LINE + 1, NAME_START) is None
+    assert (await status(client))["documents"] == []
+
+
+async def test_rename_actions_resolve_across_files(
+    client: LanguageClient, models_dir: Path, workspace: Path
+) -> None:
+    await initialize(client, workspace, options(models_dir))
+    uri = open_doc(client, workspace / "lib.py", version=7)
+    assert await code_actions(client, uri, NAME_LINE + 1, 4) == []  # inside the body
+
+    actions = await code_actions(client, uri, NAME_LINE, NAME_START + 2)
+    assert actions, "the tiny model suggests at least one other name"
+    for action in actions:
+        assert action.kind == types.CodeActionKind.RefactorRewrite
+        assert action.title.startswith("Rename `load_config` → `") and action.title.endswith("`")
+        assert action.edit is None
+        assert isinstance(action.data, dict)
+        assert action.data["version"] == 7 and action.data["uri"] == uri
+        assert set(action.data) >= {"line", "character", "new_name"}
+    titles = [a.title for a in actions]
+    assert len(set(titles)) == len(titles) and "Rename `load_config` → `load_config`" not in titles
+
+    action = actions[0]
+    assert isinstance(action.data, dict)
+    new_name = action.data["new_name"]
+    resolved = await client.code_action_resolve_async(action)
+    assert resolved.disabled is None, resolved.disabled
+    assert resolved.edit is not None and resolved.edit.document_changes
+    by_uri: dict[str, types.TextDocumentEdit] = {}
+    for change in resolved.edit.document_changes:
+        assert isinstance(change, types.TextDocumentEdit)
+        by_uri[change.text_document.uri] = change
+    app_uri = (workspace / "app.py").as_uri()
+    assert set(by_uri) == {uri, app_uri}
+    assert by_uri[uri].text_document.version == 7      # open document
+    assert by_uri[app_uri].text_document.version is None  # file on disk
+    new_lib = apply_edits(LIB, by_uri[uri].edits)
+    new_app = apply_edits(APP, by_uri[app_uri].edits)
+    assert new_lib == LIB.replace("def load_config(", f"def {new_name}(")
+    assert new_app == APP.replace("load_config", new_name)
+    assert all(e.range.start.line in (0, 4) for e in by_uri[app_uri].edits)  # minimal edits
+
+    # the document changes: the old action resolves to no edit
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=8),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=types.Position(line=0, character=0),
+                              end=types.Position(line=0, character=0)),
+            text="# edited\n")]))
+    stale = await client.code_action_resolve_async(actions[0])
+    assert stale.edit is None
+    assert stale.disabled is not None and "changed" in stale.disabled.reason
+
+
+async def test_status_and_configuration_pull(client: LanguageClient, models_dir: Path, workspace: Path) -> None:
+    client.set_configuration({"topK": 2, "device": "cpu"}, section="pathfusion")
+    await initialize(client, workspace, options(models_dir))
+    uri = open_doc(client, workspace / "lib.py")
+    info = await wait_for_settings(client, lambda s: s["topK"] == 2)
+    assert info["model_loaded"] is True and info["model"]["name"] == "code2vec"
+    assert info["model_error"] is None
+    assert info["settings"]["modelsDir"] == str(models_dir)  # from initializationOptions
+    assert info["settings"]["device"] == "cpu"
+    assert info["documents"] == [{"uri": uri, "version": 1}]
+    found = await hover(client, uri, NAME_LINE, NAME_START)
+    assert found is not None and isinstance(found.contents, types.MarkupContent)
+    assert found.contents.value.count("%") == 2
+
+    # re-pulled on didChangeConfiguration
+    client.set_configuration({"topK": 3, "device": "cpu", "hoverMinConfidence": 7}, section="pathfusion")
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+    info = await wait_for_settings(client, lambda s: s["topK"] == 3)
+    assert info["settings"]["hoverMinConfidence"] == 1.0  # bad value: the previous one kept
+    assert any("hoverMinConfidence" in m.message for m in client.messages)
+
+
+async def wait_for_settings(client: LanguageClient, ready: Any) -> dict[str, Any]:
+    for _ in range(100):
+        info = await status(client)
+        if ready(info["settings"]):
+            return info
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"settings never became ready: {info['settings']}")
+
+
+async def test_bad_model_dir_answers_nothing(client: LanguageClient, workspace: Path) -> None:
+    await initialize(client, workspace, options(workspace / "no-models"))
+    uri = open_doc(client, workspace / "lib.py")
+    assert await hover(client, uri, NAME_LINE, NAME_START) is None
+    assert await hover(client, uri, NAME_LINE, NAME_START) is None
+    assert await code_actions(client, uri, NAME_LINE, NAME_START) == []
+    info = await status(client)
+    assert info["model_loaded"] is False and "not found" in info["model_error"]
+    warnings = [m for m in client.messages if "name suggestions are off" in m.message]
+    assert len(warnings) == 1 and warnings[0].type == types.MessageType.Warning
+
+
+async def test_syntax_error_document_still_hovers(
+    client: LanguageClient, models_dir: Path, workspace: Path
+) -> None:
+    await initialize(client, workspace, options(models_dir))
+    broken = LIB.replace("fh.read())", "fh.read(") + "\ndef other(:\n"
+    uri = open_doc(client, workspace / "broken.py", text=broken)
+    found = await hover(client, uri, NAME_LINE, NAME_START)
+    assert found is not None and isinstance(found.contents, types.MarkupContent)
+    assert "Current name `load_config`" in found.contents.value
+    assert (await status(client))["model_loaded"] is True
+
+
+# -- in-process units --------------------------------------------------------------------------
+class BumpingModel:
+    """A fake model whose prediction edits the document meanwhile."""
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+
+    def predict(self, functions: Sequence[Any], top_k: int = 5) -> list[list[tuple[str, float]]]:
+        self.doc.version += 1
+        return [[("read|config", 0.6), ("load|config", 0.3)] for _ in functions]
+
+
+async def test_result_for_old_version_is_dropped() -> None:
+    ls = PathfusionServer()
+    doc = Document(LIB, uri="file:///x/lib.py", version=1)
+    ls.documents[doc.uri] = doc
+    model = BumpingModel(doc)
+
+    async def get_model() -> Any:
+        return model
+
+    ls.get_model = get_model  # type: ignore[method-assign]
+    position = types.Position(line=NAME_LINE, character=NAME_START)
+    assert await ls.suggestion_for(doc.uri, position) is None
+    model.predict = lambda functions, top_k=5: [[("read|config", 0.6)] for _ in functions]  # type: ignore[method-assign]
+    found = await ls.suggestion_for(doc.uri, position)
+    assert found is not None
+    snapshot, suggestion, _ = found
+    assert snapshot == Snapshot(doc.uri, doc.version, LIB)
+    assert suggestion.suggestions == [("read_config", "read|config", 0.6)]
+    ls.executor.shutdown()
+
+
+def test_hover_markdown_suppression() -> None:
+    from server.code2vec import Suggestion
+
+    confident = Suggestion("f", "load_config", 1, "load|config",
+                           [("load_config", "load|config", 0.8), ("read_config", "read|config", 0.1)], 1)
+    assert hover_markdown(confident, 0.5) is None
+    text = hover_markdown(confident, 0.9)
+    assert text is not None and "1. `load_config` — 80.0% ← current" in text and "rank 1" in text
+    missing = Suggestion("f", "foo", 1, "foo", [("read_config", "read|config", 0.1)], None)
+    assert "not in the top 1" in (hover_markdown(missing, 0.5) or "")
+    assert hover_markdown(Suggestion("f", "foo", 1, "foo", [], None), 0.5) is None
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("a\nb\nc\n", "a\nB\nc\n"),
+    ("a\nb\nc", "a\nb\nC"),
+    ("a\nb", "a\nb\nc\n"),
+    ("", "x\n"),
+    ("x\ny\n", ""),
+    ("é😀\nb", "é😀\nb2"),
+])
+def test_text_edits_are_minimal_and_correct(old: str, new: str) -> None:
+    edits = text_edits(old, new)
+    if old.isascii():
+        assert apply_edits(old, edits) == new
+    assert len(edits) <= 1
+
+
+# -- settings ----------------------------------------------------------------------------------
+def test_settings_defaults_and_shapes() -> None:
+    assert Settings.from_dict(None) == Settings()
+    assert Settings.from_dict({}).warnings == ()
+    assert Settings.from_dict({"topK": 3}).top_k == 3
+    assert Settings.from_dict({"pathfusion": {"topK": 4}}).top_k == 4
+    assert Settings.from_dict({"pathfusion.topK": 6}).top_k == 6
+    assert Settings.from_dict({"top_k": 7, "max-file-size": 10}).max_file_size == 10
+    both = Settings.from_dict({"topK": 1, "pathfusion": {"topK": 2}, "pathfusion.topK": 3})
+    assert both.top_k == 3
+    full = Settings.from_dict({"pathfusion": {
+        "modelsDir": " /m ", "llmBackend": "ONNX", "llmModelPath": "", "fusionVariant": "attention",
+        "device": "cuda", "topK": 2.0, "exclude": ["build/**", ""], "maxFileSize": 2048,
+        "hoverMinConfidence": 0}})
+    assert full == Settings(models_dir="/m", llm_backend="onnx", llm_model_path=None,
+                            fusion_variant="attention", device="cuda", top_k=2, exclude=("build/**",),
+                            max_file_size=2048, hover_min_confidence=0.0)
+    assert full.warnings == ()
+    assert full.to_dict()["topK"] == 2 and full.to_dict()["exclude"] == ["build/**"]
+    assert Settings.from_dict(full.to_dict()) == full
+
+
+def test_settings_bad_values_fall_back_with_warnings() -> None:
+    s = Settings.from_dict({"topK": 0, "device": "tpu", "exclude": [1], "hoverMinConfidence": 1.5,
+                            "maxFileSize": True, "modelsDir": 3, "fusionVariant": "sum",
+                            "llmBackend": None, "colour": "red", "topk2": 1})
+    assert s == Settings()
+    text = "\n".join(s.warnings)
+    assert len(s.warnings) == 10
+    for needle in ("pathfusion.topK", "between 1 and 50", "pathfusion.device", "auto, cpu, cuda",
+                   "pathfusion.exclude", "hoverMinConfidence", "maxFileSize", "modelsDir",
+                   "fusionVariant", "llmBackend", "unknown setting pathfusion.colour"):
+        assert needle in text, needle
+    assert Settings.from_dict({"topK": 2.5}).top_k == 5
+    assert Settings.from_dict({"hoverMinConfidence": float("nan")}).hover_min_confidence == 0.5
+
+
+def test_settings_base_and_odd_input() -> None:
+    base = Settings(top_k=9, device="cpu")
+    s = Settings.from_dict({"topK": -1, "device": "auto"}, base=base)
+    assert s.top_k == 9 and s.device == "auto" and len(s.warnings) == 1 and "using 9" in s.warnings[0]
+    assert Settings.from_dict(None, base=s).warnings == ()
+    assert Settings.from_dict([1, 2]).warnings and Settings.from_dict([1, 2]) == Settings()
+    assert Settings.from_dict({"pathfusion": 3}).warnings
+    assert Settings.from_dict({"exclude": "*.pyi"}).exclude == ("*.pyi",)
