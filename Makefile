@@ -23,13 +23,16 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.runtime
 	touch $@
 
 demo: $(VENV)/.runtime
-	@echo "== functions and code2vec path contexts of $(STDLIB)/json/decoder.py =="
-	$(BIN)/pathfusion extract $(STDLIB)/json/decoder.py --show 3
+	@echo "== code2vec path contexts of one function ($(STDLIB)/json/decoder.py) =="
+	$(BIN)/pathfusion extract $(STDLIB)/json/decoder.py --line 250 --show 5
 	@echo
-	@echo "== one function in the code2vec text format =="
-	$(BIN)/pathfusion extract $(STDLIB)/json/decoder.py --line 250 --format c2v --max-contexts 8
+	@echo "== name suggestions for badly named functions (examples/misnamed.py) =="
+	$(BIN)/pathfusion suggest examples/misnamed.py --top-k 3
 	@echo
-	@echo "(name suggestions, search and the language server arrive with the trained models)"
+	@echo "== name suggestions for the standard library's json/decoder.py =="
+	$(BIN)/pathfusion suggest $(STDLIB)/json/decoder.py --top-k 3
+	@echo
+	@echo "Connect an editor: run '$(BIN)/pathfusion serve' (LSP over stdio); see README.md."
 
 test: $(VENV)/.dev lint
 	$(BIN)/python -m pytest -q

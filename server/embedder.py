@@ -1,0 +1,447 @@
+"""The LLM embedder at run time (design §4): text → L2-normalised sentence embedding.
+
+Two backends behind one :class:`Embedder` protocol (``embed(texts) -> float32 [n, dim]``,
+``dim``, ``model_id``):
+
+* :class:`OnnxEmbedder` (default) — the graph written by ``pathfusion export embedder``
+  (all-MiniLM-L6-v2; mean pooling and normalisation are inside the graph), the
+  ``tokenizers`` fast tokenizer and onnxruntime.  It never imports torch.  The int8 graph is
+  the default on CPU; on CUDA the fp32 graph is preferred by :func:`load_embedder`, because
+  dynamically quantised ``MatMulInteger`` nodes mostly run on the CPU there.
+* :class:`TransformersEmbedder` — any local Hugging Face folder (``AutoTokenizer`` and
+  ``AutoModel`` with ``local_files_only=True`` and ``trust_remote_code=False``; torch and
+  transformers come with the ``train`` extra and are imported only when it is used).
+
+Batching: texts are tokenised once, **sorted by token length**, cut into batches padded to
+their own longest text, and the embeddings are put back in the caller's order.  Similar
+lengths per batch waste little compute on padding; the result equals embedding each text
+alone (the attention mask keeps padding out of every token and of the pooling).  The int8
+ONNX graph is the exception: its activations are quantised with one scale per batch, so it
+runs one text at a time to keep every vector independent of its batch (see
+:meth:`OnnxEmbedder.load`).
+
+Pooling of :class:`TransformersEmbedder` (``pooling=None`` chooses):
+
+* encoders (BERT, RoBERTa, MiniLM, …): **mean** over the real tokens, or what the folder's
+  sentence-transformers ``1_Pooling/config.json`` says (``mean`` / ``cls``);
+* decoders — ``config.is_decoder``, a ``model_type`` in :data:`CAUSAL_LM_TYPES`, an
+  architecture named ``…ForCausalLM``/``…LMHeadModel``, or ``AutoModel`` returning a causal
+  LM — the hidden state of the **last real token**: in a causal model only that token has
+  attended to the whole text, while a mean is dominated by early tokens that saw little of
+  it (SGPT, E5-Mistral, gte-Qwen use last-token pooling).  Padding is forced to the right and
+  the last real token is located with the attention mask, so padding never shifts the
+  positions of an absolute-position model (GPT-2).  No EOS token is appended: the text is
+  tokenised as the model's tokenizer does by default.
+
+Every embedding is L2-normalised.  User mistakes (a missing folder, one without
+``config.json``, a model that cannot be loaded, a bad backend name) raise
+:class:`EmbedderError` with a message that says what to do; it is a
+:class:`~server.models.ModelError`, so callers that already report model errors catch it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .models import ModelError, load_manifest, model_entry, model_file, providers
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("onnx", "transformers")
+POOLINGS = ("mean", "last", "cls")
+ENTRY_NAME = "embedder"
+DEFAULT_MAX_LENGTH = 512
+"""Token limit of :class:`TransformersEmbedder` when the folder does not give one."""
+
+CAUSAL_LM_TYPES = frozenset({
+    "bloom", "codegen", "cohere", "deepseek_v2", "deepseek_v3", "falcon", "gemma", "gemma2",
+    "gemma3", "gemma3_text", "gpt2", "gpt_bigcode", "gpt_neo", "gpt_neox", "gptj", "granite",
+    "llama", "mistral", "mixtral", "mpt", "olmo", "olmo2", "opt", "phi", "phi3", "qwen2",
+    "qwen2_moe", "qwen3", "qwen3_moe", "stablelm", "starcoder2",
+})
+"""``model_type`` values of decoder-only (causal) language models."""
+
+
+class EmbedderError(ModelError):
+    """The embedder cannot be loaded or used; the message says why and what to do."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Text → L2-normalised float32 embeddings ``[len(texts), dim]``, in the input order."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def model_id(self) -> str: ...
+
+    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray: ...
+
+
+def _check_batch_size(batch_size: int) -> int:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise EmbedderError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
+def _sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (stable for equal lengths)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise EmbedderError("embed() takes a sequence of texts, not a single string")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise EmbedderError(f"text {i} is a {type(text).__name__}, not a str")
+    return texts
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+class OnnxEmbedder:
+    """The exported embedder graph (see ``model_export/export_embedder.py``) in onnxruntime."""
+
+    def __init__(self, session: Any, tokenizer: Any, *, dim: int, model_id: str, pad_id: int = 0,
+                 path: Path | None = None, one_per_run: bool = False) -> None:
+        self._session = session
+        self._tokenizer = tokenizer
+        self._dim = dim
+        self._model_id = model_id
+        self._pad_id = pad_id
+        self.path = path
+        self._inputs = [node.name for node in session.get_inputs()]
+        unknown = set(self._inputs) - {"input_ids", "attention_mask", "token_type_ids"}
+        if unknown or "input_ids" not in self._inputs:
+            raise EmbedderError(f"{path}: unexpected graph inputs {self._inputs}; re-export the embedder")
+        self._output = session.get_outputs()[0].name
+        # Run each text alone (batch of 1), whatever ``batch_size`` says; see :meth:`load`.
+        self.one_per_run = one_per_run
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @classmethod
+    def load(cls, models_dir: Path | str | None = None, device: str = "auto", quantized: bool = True,
+             *, threads: int | None = None, verify: bool = True) -> OnnxEmbedder:
+        """The ``embedder`` model of the models folder's manifest.
+
+        ``quantized`` picks the int8 graph (else fp32); when the export has only the other
+        one, that one is used with a warning.  ``threads`` sets onnxruntime's intra-op threads
+        (None: its default).  ``verify`` checks the files' sha256 against the manifest.
+
+        The int8 graph embeds one text per run: its dynamic quantisation picks one activation
+        scale per tensor, i.e. per *batch*, so a text's int8 embedding would depend on the
+        texts batched with it (cosine down to ≈ 0.96 for very short texts), which breaks
+        "same function → same vector" and the content-hash cache.  On the CPU this costs
+        nothing (measured: batches of 1 are as fast as batches of 32 with one thread).
+        """
+        try:
+            manifest = load_manifest(models_dir, verify=verify)
+            folder = Path(models_dir) if models_dir is not None else None
+            if folder is None:
+                from .models import default_models_dir
+
+                folder = default_models_dir()
+            entry = model_entry(manifest, ENTRY_NAME, folder)
+            config_path = model_file(folder, str(entry.get("config") or ""))
+        except EmbedderError:
+            raise
+        except ModelError as exc:
+            raise EmbedderError(str(exc)) from exc
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            files = config["files"]
+            dim = int(config["dim"])
+            max_length = int(config["max_length"])
+            tokenizer_name = str(config["tokenizer"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise EmbedderError(f"{config_path} is not a valid embedder config ({exc!r}); "
+                                f"re-export the embedder with `pathfusion export embedder`") from exc
+        wanted, other = ("int8", "fp32") if quantized else ("fp32", "int8")
+        name = files.get(wanted) if isinstance(files, dict) else None
+        if not name:
+            name = files.get(other) if isinstance(files, dict) else None
+            if not name:
+                raise EmbedderError(f"{config_path} lists no ONNX graph; re-export the embedder")
+            log.warning("the %s embedder graph was not exported; using the %s one", wanted, other)
+        onnx_path = config_path.parent / str(name)
+        tokenizer_path = config_path.parent / tokenizer_name
+        for path in (onnx_path, tokenizer_path):
+            if not path.is_file():
+                raise EmbedderError(f"{path} is missing; re-export the embedder")
+        try:
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_file(str(tokenizer_path))
+            tokenizer.no_padding()
+            tokenizer.enable_truncation(max_length)
+            options = ort.SessionOptions()
+            if threads is not None:
+                options.intra_op_num_threads = int(threads)
+                options.inter_op_num_threads = 1
+            session = ort.InferenceSession(str(onnx_path), options, providers=providers(device))
+        except ModelError as exc:
+            raise EmbedderError(str(exc)) from exc
+        except Exception as exc:  # onnxruntime/tokenizers raise their own exception types
+            raise EmbedderError(f"cannot load the embedder {onnx_path}: {exc}; "
+                                f"re-export it with `pathfusion export embedder`") from exc
+        model_id = str(config.get("id") or entry.get("id") or "embedder")
+        return cls(session, tokenizer, dim=dim, model_id=model_id, pad_id=int(config.get("pad_id", 0)),
+                   path=onnx_path, one_per_run=name == files.get("int8"))
+
+    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        texts = _check_texts(texts)
+        _check_batch_size(batch_size)
+        batch_size = 1 if self.one_per_run else batch_size
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        if not texts:
+            return out
+        encodings = self._tokenizer.encode_batch(texts)
+        lengths = [len(encoding.ids) for encoding in encodings]
+        for batch in _sorted_batches(lengths, batch_size):
+            width = max(lengths[i] for i in batch)
+            ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            types = np.zeros((len(batch), width), dtype=np.int64)
+            for row, i in enumerate(batch):
+                encoding = encodings[i]
+                n = lengths[i]
+                ids[row, :n] = encoding.ids
+                mask[row, :n] = encoding.attention_mask
+                types[row, :n] = encoding.type_ids
+            arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            result = self._session.run([self._output], {name: arrays[name] for name in self._inputs})[0]
+            out[batch] = result
+        return out
+
+
+# --------------------------------------------------------------------------- transformers
+
+
+def _resolve_torch_device(torch: Any, device: str) -> str:
+    device = (device or "auto").lower()
+    if device not in ("auto", "cpu", "cuda"):
+        raise EmbedderError(f"unknown device {device!r}; expected one of auto, cpu, cuda")
+    available = bool(torch.cuda.is_available())
+    if device == "cuda" and not available:
+        log.warning("device 'cuda' requested but torch sees no CUDA GPU; using the CPU")
+    return "cuda" if device in ("auto", "cuda") and available else "cpu"
+
+
+def _sentence_transformers_settings(folder: Path) -> tuple[str | None, int | None]:
+    """(pooling, max_seq_length) from a sentence-transformers folder's configs, if any."""
+    pooling = None
+    max_length = None
+    try:
+        pool = json.loads((folder / "1_Pooling" / "config.json").read_text(encoding="utf-8"))
+        if pool.get("pooling_mode_lasttoken"):
+            pooling = "last"
+        elif pool.get("pooling_mode_cls_token"):
+            pooling = "cls"
+        elif pool.get("pooling_mode_mean_tokens"):
+            pooling = "mean"
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        sbert = json.loads((folder / "sentence_bert_config.json").read_text(encoding="utf-8"))
+        if isinstance(sbert.get("max_seq_length"), int):
+            max_length = sbert["max_seq_length"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    return pooling, max_length
+
+
+def is_decoder_config(config: Any) -> bool:
+    """Whether a transformers config describes a decoder-only (causal) language model."""
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    if getattr(config, "is_decoder", False):
+        return True
+    if getattr(config, "model_type", None) in CAUSAL_LM_TYPES:
+        return True
+    architectures = getattr(config, "architectures", None) or []
+    return any(str(name).endswith(("ForCausalLM", "LMHeadModel")) for name in architectures)
+
+
+class TransformersEmbedder:
+    """A local Hugging Face model folder through transformers (see the module docstring)."""
+
+    def __init__(self, model_path: Path | str, device: str = "auto", pooling: str | None = None,
+                 *, max_length: int | None = None, threads: int | None = None) -> None:
+        folder = Path(model_path).expanduser()
+        if not str(model_path).strip() or not folder.exists():
+            raise EmbedderError(f"LLM model path {folder} does not exist; set pathfusion.llmModelPath "
+                                f"to a local Hugging Face model folder")
+        if not folder.is_dir():
+            raise EmbedderError(f"LLM model path {folder} is not a folder; expected a Hugging Face "
+                                f"model folder (with config.json)")
+        if not (folder / "config.json").is_file():
+            raise EmbedderError(f"{folder} has no config.json: it is not a Hugging Face model "
+                                f"folder (save one with save_pretrained, or download it with "
+                                f"`huggingface-cli download … --local-dir`)")
+        if pooling is not None and pooling not in POOLINGS:
+            raise EmbedderError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            import torch
+            from transformers import AutoConfig, AutoModel, AutoTokenizer
+        except ImportError as exc:
+            raise EmbedderError(f"the transformers backend needs torch and transformers "
+                                f"(pip install -e '.[train]'): {exc}") from exc
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        self._torch = torch
+        self.device = _resolve_torch_device(torch, device)
+        common = {"local_files_only": True, "trust_remote_code": False}
+        try:
+            config = AutoConfig.from_pretrained(str(folder), **common)
+        except Exception as exc:
+            raise EmbedderError(f"cannot read {folder / 'config.json'}: {exc}") from exc
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), **common)
+        except Exception as exc:
+            raise EmbedderError(f"cannot load the tokenizer of {folder}: {exc} (the folder needs "
+                                f"tokenizer files, e.g. tokenizer.json)") from exc
+        dtype = torch.float32 if self.device == "cpu" else "auto"
+        try:
+            model = AutoModel.from_pretrained(str(folder), config=config, dtype=dtype, **common)
+        except Exception as exc:
+            raise EmbedderError(f"cannot load the model in {folder}: {exc} (only architectures "
+                                f"built into transformers are supported; trust_remote_code stays "
+                                f"off)") from exc
+        self._lm_class = type(model).__name__.endswith(("ForCausalLM", "LMHeadModel"))
+        decoder = is_decoder_config(config) or self._lm_class
+        st_pooling, st_max_length = _sentence_transformers_settings(folder)
+        self.is_decoder = decoder
+        self.pooling = pooling or st_pooling or ("last" if decoder else "mean")
+        limit = getattr(tokenizer, "model_max_length", None)
+        if max_length is None:
+            max_length = st_max_length or DEFAULT_MAX_LENGTH
+            if isinstance(limit, int) and 0 < limit < max_length:
+                max_length = limit
+        self.max_length = int(max_length)
+        tokenizer.padding_side = "right"
+        if tokenizer.pad_token is None:
+            fallback = tokenizer.eos_token or tokenizer.unk_token
+            if fallback is not None:
+                tokenizer.pad_token = fallback
+        self._can_pad = tokenizer.pad_token is not None
+        self._tokenizer = tokenizer
+        self._model = model.to(self.device).eval()
+        self._dim = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0)
+                        or getattr(config, "d_model", 0))
+        if not self._dim:
+            raise EmbedderError(f"{folder / 'config.json'} gives no hidden size; cannot embed with it")
+        # The resolved folder identifies the weights: another folder is another model (the
+        # workspace index is rebuilt when the id changes).
+        self._model_id = f"transformers:{folder.resolve()}"
+        self.path = folder
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    def _hidden(self, batch: dict[str, Any]) -> Any:
+        if self._lm_class:  # AutoModel gave a causal LM: take its last layer's hidden states
+            return self._model(**batch, output_hidden_states=True).hidden_states[-1]
+        return self._model(**batch).last_hidden_state
+
+    def _pool(self, hidden: Any, mask: Any) -> Any:
+        torch = self._torch
+        hidden = hidden.float()
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        if self.pooling == "last":
+            positions = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0)
+            last = (positions * mask).argmax(dim=1)
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        texts = _check_texts(texts)
+        batch_size = _check_batch_size(batch_size) if self._can_pad else 1
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        if not texts:
+            return out
+        torch = self._torch
+        encoded = self._tokenizer(texts, truncation=True, max_length=self.max_length)
+        ids: list[list[int]] = encoded["input_ids"]
+        lengths = [len(row) for row in ids]
+        keys = [key for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded]
+        with torch.inference_mode():
+            for batch in _sorted_batches(lengths, batch_size):
+                features = [{key: encoded[key][i] for key in keys} for i in batch]
+                padded = self._tokenizer.pad(features, padding=True, return_tensors="pt")
+                if "attention_mask" not in padded:
+                    padded["attention_mask"] = torch.ones_like(padded["input_ids"])
+                tensors = {key: value.to(self.device) for key, value in padded.items()}
+                hidden = self._hidden(tensors)
+                pooled = self._pool(hidden, tensors["attention_mask"])
+                out[batch] = pooled.cpu().numpy()
+        return _normalise(out)
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def load_embedder(backend: str = "onnx", models_dir: Path | str | None = None,
+                  model_path: Path | str | None = None, device: str = "auto", *,
+                  quantized: bool | None = None, threads: int | None = None,
+                  pooling: str | None = None) -> Embedder:
+    """The embedder chosen by the settings (``llm_backend``, ``models_dir``,
+    ``llm_model_path``, ``device``).
+
+    ``quantized=None`` picks the int8 graph unless onnxruntime will run on CUDA.
+    """
+    backend = (backend or "onnx").lower()
+    if backend == "onnx":
+        if quantized is None:
+            try:
+                quantized = providers(device)[0] != "CUDAExecutionProvider"
+            except ModelError as exc:
+                raise EmbedderError(str(exc)) from exc
+        return OnnxEmbedder.load(models_dir, device=device, quantized=quantized, threads=threads)
+    if backend == "transformers":
+        if model_path is None or not str(model_path).strip():
+            raise EmbedderError("the transformers LLM backend needs a model folder: set "
+                                "pathfusion.llmModelPath to a local Hugging Face model folder")
+        return TransformersEmbedder(model_path, device=device, pooling=pooling, threads=threads)
+    raise EmbedderError(f"unknown LLM backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+
+
+def load_embedder_from_settings(settings: Any, **kwargs: Any) -> Embedder:
+    """:func:`load_embedder` with the fields of a :class:`server.settings.Settings`."""
+    return load_embedder(getattr(settings, "llm_backend", "onnx"), getattr(settings, "models_dir", None),
+                         getattr(settings, "llm_model_path", None), getattr(settings, "device", "auto"),
+                         **kwargs)
+
