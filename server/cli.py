@@ -13,14 +13,10 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .parsing import Document
 from .paths import EXTRACTOR_VERSION, MAX_CONTEXTS, context_space, name_label, to_code2vec_line
-
-NOT_YET = {
-    "index": "workspace indexing",
-    "search": "semantic search",
-}
 
 
 class CliError(Exception):
@@ -143,9 +139,116 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def _open_index(workspace: Path, models: Path | None, device: str) -> Any:
+    """The embedder and the stored index of ``workspace`` (errors as :class:`CliError`)."""
+    from .embedder import load_embedder
+    from .index import WorkspaceIndex
+    from .models import ModelError
+
+    if not workspace.exists():
+        raise CliError(f"{workspace}: no such directory")
+    if not workspace.is_dir():
+        raise CliError(f"{workspace}: not a directory")
     try:
-        from model_export.export_code2vec import main as export_main
+        embedder = load_embedder("onnx", models, device=device)
+    except ModelError as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        return WorkspaceIndex.open(workspace, embedder)
+    except OSError as exc:
+        raise CliError(f"cannot open the index of {workspace}: {exc}") from exc
+
+
+def _run_indexing(index: Any, show_progress: bool) -> Any:
+    """``index.sync()`` with a tqdm bar on stderr; Ctrl-C stops it cleanly."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="file", file=sys.stderr, disable=not show_progress, leave=False,
+               desc="indexing")
+    def progress(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        stats = index.sync(progress=progress)
+    except KeyboardInterrupt as exc:
+        raise CliError("interrupted; the index keeps what was committed") from exc
+    except OSError as exc:
+        raise CliError(f"indexing failed: {exc}") from exc
+    finally:
+        bar.close()
+    return stats
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    """``pathfusion index DIR [--models DIR] [--json]``: build or update the workspace index.
+
+    ``--json`` prints (stable; fields are only ever added)::
+
+        {"workspace": str, "index_dir": str, "files": int, "functions": int,
+         "scanned": int, "changed": int, "removed": int, "embedded": int, "cached": int,
+         "skipped": [{"path": str, "reason": str}], "seconds": float,
+         "functions_per_second": float, "cancelled": bool, "rebuild_reason": str | null}
+    """
+    index = _open_index(args.dir, args.models, args.device)
+    try:
+        stats = _run_indexing(index, show_progress=not args.quiet)
+        if args.json:
+            json.dump({"workspace": str(index.root), "index_dir": str(index.dir), **stats.to_json()},
+                      sys.stdout, indent=1)
+            print()
+            return 0
+        if stats.rebuild_reason:
+            print(f"note: {stats.rebuild_reason}", file=sys.stderr)
+        for path, reason in stats.skipped:
+            print(f"skipped {path}: {reason}", file=sys.stderr)
+        print(f"{stats.files} files, {stats.functions} functions "
+              f"({stats.embedded} embedded, {stats.cached} cached, {stats.changed} files changed, "
+              f"{stats.removed} removed) in {stats.seconds:.2f} s "
+              f"({stats.functions_per_second:.1f} functions/s); index in {index.dir}")
+    finally:
+        index.close()
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """``pathfusion search QUERY --workspace DIR [--k N] [--json]``: ranked functions.
+
+    The index is brought up to date first (incrementally).  ``--json`` prints a list
+    (stable; fields are only ever added) of ``{"uri", "range": {"start": {"line",
+    "character"}, "end": {...}} (0-based, UTF-16), "name", "qualname", "score", "snippet",
+    "path", "line" (1-based)}``, best first.
+    """
+    if args.k < 1:
+        raise CliError(f"--k must be at least 1, got {args.k}")
+    if not args.query.strip():
+        raise CliError("the query is empty")
+    index = _open_index(args.workspace, args.models, args.device)
+    try:
+        _run_indexing(index, show_progress=not args.json and sys.stderr.isatty())
+        results = index.search(args.query, k=args.k)
+    finally:
+        index.close()
+    if args.json:
+        json.dump([r.to_json() for r in results], sys.stdout, indent=1)
+        print()
+        return 0
+    if not results:
+        print("no results (the workspace has no indexed functions)")
+    for r in results:
+        print(f"{r.score:6.3f}  {r.path}:{r.line}  {r.qualname}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``pathfusion export code2vec|embedder …`` (model_export/export_*.py)."""
+    try:
+        if args.target == "embedder":
+            from model_export.export_embedder import main as export_main
+        else:
+            from model_export.export_code2vec import main as export_main
     except ImportError as exc:
         raise CliError(f"export needs the training dependencies ({exc}); "
                        "install them with: pip install -e '.[train]'") from exc
@@ -203,7 +306,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train_main(args.rest)
 
 
-PASSTHROUGH = {"corpus", "train", "eval", "export", *NOT_YET}
+PASSTHROUGH = {"corpus", "train", "eval", "export"}
 """Commands whose arguments are parsed by the implementation they delegate to."""
 
 
@@ -228,12 +331,29 @@ def build_parser() -> argparse.ArgumentParser:
                          help="models folder (default: $PATHFUSION_MODELS or models/ of the repository)")
     suggest.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     suggest.set_defaults(func=cmd_suggest)
+    index = sub.add_parser("index", help="build or update the workspace index of DIR")
+    index.add_argument("dir", type=Path)
+    index.add_argument("--models", type=Path, default=None,
+                       help="models folder (default: $PATHFUSION_MODELS or models/ of the repository)")
+    index.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    index.add_argument("--json", action="store_true", help="machine-readable counts (stable)")
+    index.add_argument("--quiet", action="store_true", help="no progress bar")
+    index.set_defaults(func=cmd_index)
+    search = sub.add_parser("search", help="search the functions of a workspace by meaning")
+    search.add_argument("query")
+    search.add_argument("--workspace", type=Path, default=Path("."),
+                        help="workspace folder (default: the current directory)")
+    search.add_argument("--k", type=int, default=10, help="number of results")
+    search.add_argument("--models", type=Path, default=None,
+                        help="models folder (default: $PATHFUSION_MODELS or models/ of the repository)")
+    search.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    search.add_argument("--json", action="store_true", help="machine-readable results (stable)")
+    search.set_defaults(func=cmd_search)
     serve = sub.add_parser("serve", help="the language server (stdio by default)")
     add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
-    export = sub.add_parser("export", help="export a trained model to ONNX (needs the train extra)",
-                            add_help=False)
-    export.add_argument("target", choices=("code2vec",))
+    export = sub.add_parser("export", help="export a trained model to ONNX (needs the train extra)")
+    export.add_argument("target", choices=("code2vec", "embedder"))
     export.add_argument("rest", nargs=argparse.REMAINDER)
     export.set_defaults(func=cmd_export)
     corpus = sub.add_parser("corpus", help="build the training corpus (see model_export/corpus.py)",
@@ -248,10 +368,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("model", help="which model: code2vec")
     train.add_argument("rest", nargs=argparse.REMAINDER)
     train.set_defaults(func=cmd_train)
-    for name, what in NOT_YET.items():
-        stub = sub.add_parser(name, help=f"{what} (not available yet)", add_help=False)
-        stub.add_argument("rest", nargs=argparse.REMAINDER)
-        stub.set_defaults(func=None, what=what)
     return parser
 
 
@@ -262,10 +378,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command not in PASSTHROUGH:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.rest = [*extra, *args.rest]
-    if args.func is None:
-        print(f"pathfusion {args.command}: {args.what} is not available yet in this version.",
-              file=sys.stderr)
-        return 2
     try:
         return int(args.func(args))
     except CliError as exc:
