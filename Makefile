@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+DEMO_WS := data/demo-workspace
 STDLIB := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
 
 .PHONY: demo test lint corpus bench clean
@@ -31,6 +32,12 @@ demo: $(VENV)/.runtime
 	@echo
 	@echo "== name suggestions for the standard library's json/decoder.py =="
 	$(BIN)/pathfusion suggest $(STDLIB)/json/decoder.py --top-k 3
+	@echo
+	@echo "== semantic search over the standard library's json, email and http packages =="
+	@test -d $(DEMO_WS) || (mkdir -p $(DEMO_WS) && cp -r $(STDLIB)/json $(STDLIB)/email $(STDLIB)/http $(DEMO_WS)/)
+	$(BIN)/pathfusion index $(DEMO_WS)
+	@for q in "decode a JSON document" "send an HTTP request with headers" "parse an email address" "encode_basestring"; do \
+	  echo "-- search: $$q"; $(BIN)/pathfusion search "$$q" --workspace $(DEMO_WS) --k 3 || exit 1; done
 	@echo
 	@echo "Connect an editor: run '$(BIN)/pathfusion serve' (LSP over stdio); see README.md."
 
