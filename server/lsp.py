@@ -1,4 +1,5 @@
-"""The language server (design §8): hover name suggestions and rename code actions.
+"""The language server (design §8): hover name suggestions, rename code actions and
+semantic search over the workspace index.
 
 Why the handlers are thin and the work is elsewhere: the event loop only keeps the
 documents in sync and answers; every model call, parse for a request and jedi refactoring
@@ -10,6 +11,16 @@ Models are loaded lazily, on the first request that needs one, and again when
 ``modelsDir`` or ``device`` change.  A folder that cannot be used is reported once with
 ``window/showMessage``; the features then answer nothing until the settings change.
 
+The workspace index (:class:`~server.index.WorkspaceIndex`, one per workspace folder) is
+opened on ``initialized`` with the embedder of the settings (same models folder as the
+code2vec model) and synced with a cancellable ``window/workDoneProgress``.  Indexing runs and
+incremental updates (``didSave``, ``didChangeWatchedFiles``, watched dynamically for
+``**/*.py``) are serialised on a single dedicated thread, so an edit arriving during indexing
+waits for the run instead of racing it, and hovers keep the shared pool; searches
+(``pathfusion.search``, ``workspace/symbol``, "Similar functions" in the hover) run on the
+shared pool against the index's own lock.  Without an embedder the user is warned once and
+the search features answer empty.
+
 Positions are UTF-16 (the LSP default): the server removes the client's other position
 encodings from ``initialize`` so that it never negotiates another one.
 """
@@ -18,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import difflib
 import keyword
 import logging
@@ -25,19 +37,23 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 from pygls.uris import from_fs_path, to_fs_path
 
 from .code2vec import Code2VecModel, Suggestion, suggest_for_document
+from .embedder import Embedder, load_embedder
+from .index import SearchResult, WorkspaceIndex
 from .models import ModelError, default_models_dir
 from .parsing import Document, Position
 from .settings import SECTION, Settings
@@ -47,6 +63,11 @@ log = logging.getLogger(__name__)
 NAME = "pathfusion"
 VERSION = "0.1.0"
 STATUS_COMMAND = "pathfusion.status"
+SEARCH_COMMAND = "pathfusion.search"
+REINDEX_COMMAND = "pathfusion.reindex"
+SIMILAR_IN_HOVER = 3
+WATCH_REGISTRATION_ID = "pathfusion-watch-py"
+SYMBOL_RESULTS = 20
 RENAME_KIND = types.CodeActionKind.RefactorRewrite
 
 
@@ -208,6 +229,103 @@ def jedi_rename(
     return types.WorkspaceEdit(document_changes=changes)
 
 
+
+# -- the workspace index (design §8 "Search", "Index") -------------------------------------------
+@dataclass
+class FolderIndex:
+    """The index of one workspace folder and the state of its indexing runs.  ``state`` is
+    ``opening`` → ``indexing`` → ``ready`` (or ``error``; ``cancelled`` after a cancelled run,
+    whose partial index still answers searches)."""
+
+    root: str
+    index: WorkspaceIndex | None = None
+    state: str = "opening"
+    error: str | None = None
+    last_run: dict[str, Any] | None = None
+
+    def status(self) -> dict[str, Any]:
+        """Runs off the loop (reads SQLite)."""
+        data: dict[str, Any] = {"root": self.root, "state": self.state, "error": self.error,
+                                "files": 0, "functions": 0, "rebuild_reason": None,
+                                "last_run": self.last_run}
+        if self.index is not None:
+            try:
+                data.update(self.index.status())
+            except Exception as exc:  # a closed or broken index must not break the status
+                data["error"] = data["error"] or f"cannot read the index: {exc}"
+            data["root"] = self.root
+        return data
+
+
+def search_args(args: Sequence[Any]) -> tuple[str, int]:
+    """``(query, k)`` of ``pathfusion.search``: ``[{"query", "k"}]``, ``{"query", "k"}`` or
+    ``[[{...}]]``; a bare string is the query.  Raises ValueError on anything else."""
+    value: Any = list(args)
+    while isinstance(value, list | tuple) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, str):
+        value = {"query": value}
+    if not isinstance(value, dict):
+        raise ValueError('pathfusion.search expects {"query": str, "k": int}')
+    query = value.get("query")
+    if not isinstance(query, str):
+        raise ValueError("pathfusion.search: query must be a string")
+    k = value.get("k", 10)
+    if isinstance(k, bool) or not isinstance(k, int | float) or int(k) != k:
+        raise ValueError("pathfusion.search: k must be an integer")
+    return query, max(0, min(int(k), 200))
+
+
+def merge_results(per_folder: Sequence[Sequence[SearchResult]], k: int) -> list[SearchResult]:
+    """The ``k`` best results of several folders (by score; ties by path and line)."""
+    merged = [result for results in per_folder for result in results]
+    merged.sort(key=lambda r: (-r.score, r.path, r.line))
+    return merged[:k]
+
+
+def symbol_kind(qualname: str) -> types.SymbolKind:
+    """Method for a function defined in a class body, Function otherwise."""
+    parent, _, _ = qualname.rpartition(".")
+    return types.SymbolKind.Method if parent and not parent.endswith("<locals>") else types.SymbolKind.Function
+
+
+def lsp_range(data: dict[str, dict[str, int]]) -> types.Range:
+    return types.Range(
+        start=types.Position(line=data["start"]["line"], character=data["start"]["character"]),
+        end=types.Position(line=data["end"]["line"], character=data["end"]["character"]))
+
+
+def workspace_symbol(result: SearchResult) -> types.WorkspaceSymbol:
+    parent, _, _ = result.qualname.rpartition(".")
+    return types.WorkspaceSymbol(
+        name=result.name, kind=symbol_kind(result.qualname),
+        location=types.Location(uri=result.uri, range=lsp_range(result.range)),
+        container_name=parent or None)
+
+
+def similar_markdown(results: Sequence[SearchResult]) -> str:
+    lines = ["**Similar functions**", ""]
+    for result in results:
+        lines.append(f"- [{result.qualname}]({result.uri}#L{result.line}) — {result.score:.2f}")
+    return "\n".join(lines)
+
+
+def function_at(snapshot: Snapshot, position: Position) -> tuple[str, types.Range] | None:
+    """The qualname and name range of the function whose name or ``def`` line holds
+    ``position`` (worker thread)."""
+    func = Document(snapshot.text, uri=snapshot.uri, version=snapshot.version).function_at(position)
+    if func is None:
+        return None
+    span = func.name_span
+    return func.qualname, types.Range(
+        start=types.Position(line=span.start.line, character=span.start.character),
+        end=types.Position(line=span.end.line, character=span.end.character))
+
+
+def _is_within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 # -- the server ------------------------------------------------------------------------------
 class PathfusionProtocol(LanguageServerProtocol):
     """Speaks UTF-16 positions only (what :class:`~server.parsing.Document` uses)."""
@@ -234,6 +352,20 @@ class PathfusionServer(LanguageServer):
         self.model_error: str | None = None
         self._model_lock: asyncio.Lock | None = None
         self._reported: set[str] = set()
+        # the workspace index: runs (sync, updates) are serialised on their own thread, so
+        # that a long indexing run never starves hovers of the shared pool
+        self.index_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pathfusion-index")
+        self.folders: dict[str, FolderIndex] = {}
+        self.embedder: Embedder | None = None
+        self.embedder_key: tuple[Any, ...] | None = None
+        self.embedder_error: str | None = None
+        self.index_key: tuple[Any, ...] | None = None
+        self._folders_key: tuple[Any, ...] | None = None
+        self._index_task: asyncio.Task[None] | None = None
+        self._cancel_run: threading.Event | None = None
+        self.closing = threading.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._watching = False
 
     # -- messages & settings ---------------------------------------------------------------
     def warn_once(self, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:
@@ -293,6 +425,271 @@ class PathfusionServer(LanguageServer):
             if error is not None:
                 self.warn_once(f"name suggestions are off: {error}")
             return model
+
+
+    # -- workspace index -----------------------------------------------------------------------
+    def background(self, coro: Any) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task whose reference is kept until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def workspace_roots(self) -> list[str]:
+        """The local workspace folders (else the root), as absolute paths."""
+        uris = [folder.uri for folder in self.workspace.folders.values()]
+        if not uris and self.workspace.root_uri:
+            uris = [self.workspace.root_uri]
+        roots: list[str] = []
+        for uri in uris:
+            path = to_fs_path(uri) if uri.startswith("file:") else None
+            if path:
+                root = os.path.abspath(path)
+                if root not in roots:
+                    roots.append(root)
+        return roots
+
+    def _index_key(self) -> tuple[Any, ...]:
+        s = self.settings
+        return (tuple(self.workspace_roots()), self._models_dir(), s.llm_backend, s.llm_model_path,
+                s.device, s.exclude, s.max_file_size)
+
+    def start_indexing(self, force: bool = False) -> asyncio.Task[None]:
+        """(Re)open the indexes when the folders or the settings they depend on changed and
+        bring them up to date; ``force`` re-syncs anyway (a running run is cancelled)."""
+        key = self._index_key()
+        if not force and key == self.index_key and self._index_task is not None:
+            return self._index_task
+        if self._cancel_run is not None:
+            self._cancel_run.set()
+        self.index_key = key
+        task = self.background(self._reindex(key, self._index_task))
+        self._index_task = task
+        return task
+
+    async def _reindex(self, key: tuple[Any, ...], previous: asyncio.Task[None] | None) -> None:
+        if previous is not None and not previous.done():
+            with contextlib.suppress(Exception):  # logged by the run itself
+                await previous
+        if key != self.index_key or self.closing.is_set():
+            return  # superseded meanwhile
+        if key != self._folders_key:
+            await self._open_folders(key)
+        if not self._watching and any(f.index is not None for f in self.folders.values()):
+            self._watching = True  # only an index needs file events
+            self.background(self.register_watcher())
+        await self._sync_all()
+
+    async def _open_folders(self, key: tuple[Any, ...]) -> None:
+        loop = asyncio.get_running_loop()
+        roots, models_dir, backend, model_path, device = key[:5]
+        old = [folder.index for folder in self.folders.values() if folder.index is not None]
+        for index in old:
+            await loop.run_in_executor(self.index_executor, index.close)
+        self.folders = {root: FolderIndex(root) for root in roots}
+        self._folders_key = key
+        embedder_key = (models_dir, backend, model_path, device)
+        if embedder_key != self.embedder_key:
+            try:
+                self.embedder = await loop.run_in_executor(
+                    self.executor, lambda: load_embedder(backend, models_dir, model_path, device))
+                self.embedder_error = None
+            except Exception as exc:  # EmbedderError, onnxruntime's and the file system's own
+                self.embedder, self.embedder_error = None, str(exc)
+            self.embedder_key = embedder_key
+        embedder = self.embedder
+        if embedder is None:
+            for folder in self.folders.values():
+                folder.state, folder.error = "off", self.embedder_error
+            self.warn_once(f"semantic search is off: {self.embedder_error}")
+            return
+        settings = self.settings
+        for folder in self.folders.values():
+            try:
+                folder.index = await loop.run_in_executor(
+                    self.index_executor, WorkspaceIndex.from_settings, folder.root, embedder, settings)
+            except Exception as exc:  # unwritable cache dir, ...
+                folder.state, folder.error = "error", f"cannot open the index: {exc}"
+                self.warn_once(f"cannot index {folder.root}: {exc}")
+
+    def _supports_progress(self) -> bool:
+        caps = self.client_capabilities.window
+        return bool(caps is not None and caps.work_done_progress)
+
+    async def _begin_progress(self, title: str) -> tuple[str | None, Any]:
+        """A server-created, cancellable progress token and its cancellation future."""
+        if not self._supports_progress():
+            return None, None
+        token = f"pathfusion-index-{uuid.uuid4().hex}"
+        try:
+            await self.work_done_progress.create_async(token)
+        except Exception as exc:  # the client refused: index without progress
+            log.warning("window/workDoneProgress/create failed: %s", exc)
+            return None, None
+        self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+            title=title, cancellable=True, percentage=0))
+        return token, self.work_done_progress.tokens.get(token)
+
+    def _report_progress(self, token: str, percentage: int, message: str) -> None:
+        self.work_done_progress.report(token, types.WorkDoneProgressReport(
+            percentage=percentage, message=message, cancellable=True))
+
+    def _end_progress(self, token: str | None, message: str) -> None:
+        if token is None:
+            return
+        self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+        self.work_done_progress.tokens.pop(token, None)
+
+    async def _sync_all(self) -> None:
+        folders = [folder for folder in self.folders.values() if folder.index is not None]
+        if not folders:
+            return
+        loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+        self._cancel_run = cancel
+        for folder in folders:
+            folder.state = "indexing"
+        token, future = await self._begin_progress("pathfusion: indexing")
+
+        def cancelled() -> bool:
+            return cancel.is_set() or self.closing.is_set() or (future is not None and future.cancelled())
+
+        functions = 0
+        stopped = False
+        for position, folder in enumerate(folders):
+            if stopped or cancelled():
+                stopped = True
+                folder.state = "cancelled"
+                continue
+            progress = self._progress_callback(loop, token, position, len(folders))
+            assert folder.index is not None
+            try:
+                stats = await loop.run_in_executor(self.index_executor, folder.index.sync, progress, cancelled)
+            except Exception as exc:  # WorkspaceError (folder gone), OSError, embedder errors
+                log.warning("indexing %s failed: %s", folder.root, exc)
+                folder.state, folder.error = "error", f"indexing failed: {exc}"
+                continue
+            run = stats.to_json()
+            run["skipped"] = len(stats.skipped)
+            folder.last_run, folder.error = run, None
+            functions += stats.functions
+            if stats.cancelled:
+                folder.state, stopped = "cancelled", True
+            else:
+                folder.state = "ready"
+        if self._cancel_run is cancel:
+            self._cancel_run = None
+        self._end_progress(token, "cancelled" if stopped else f"{functions} functions indexed")
+
+    def _progress_callback(self, loop: asyncio.AbstractEventLoop, token: str | None, position: int,
+                           count: int) -> Callable[[int, int], None] | None:
+        """A callback for a worker thread that reports percentages (when they change)."""
+        if token is None:
+            return None
+        last = [-1]
+
+        def progress(done: int, total: int) -> None:
+            share = done / total if total > 0 else 1.0
+            percentage = min(100, int(100 * (position + share) / count))
+            if percentage == last[0]:
+                return
+            last[0] = percentage
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the server is exiting
+                loop.call_soon_threadsafe(self._report_progress, token, percentage, f"{done}/{total} files")
+
+        return progress
+
+    def folder_of_uri_ready(self, uri: str) -> bool:
+        if not uri.startswith("file:"):
+            return False
+        folder = self.folder_of(os.path.abspath(to_fs_path(uri) or ""))
+        return folder is not None and folder.index is not None and folder.state == "ready"
+
+    def folder_of(self, path: str) -> FolderIndex | None:
+        """The folder (innermost) whose root holds ``path``."""
+        best: FolderIndex | None = None
+        for root, folder in self.folders.items():
+            if _is_within(path, root) and (best is None or len(root) > len(best.root)):
+                best = folder
+        return best
+
+    async def update_paths(self, changed: Sequence[str], deleted: Sequence[str] = ()) -> None:
+        """Re-index saved/changed files and drop deleted ones (serialised with the runs)."""
+        loop = asyncio.get_running_loop()
+        groups: dict[str, tuple[list[str], list[str]]] = {}
+        for paths, slot in ((changed, 0), (deleted, 1)):
+            for path in paths:
+                folder = self.folder_of(os.path.abspath(path))
+                if folder is not None and folder.index is not None:
+                    groups.setdefault(folder.root, ([], []))[slot].append(path)
+        for root, (update, remove) in groups.items():
+            index = self.folders[root].index
+            if index is None:
+                continue
+            try:
+                if remove:
+                    await loop.run_in_executor(self.index_executor, index.remove_files, remove)
+                if update:
+                    await loop.run_in_executor(self.index_executor, index.update_files, update)
+            except Exception as exc:  # a closed index (settings changed meanwhile), OSError
+                log.warning("updating the index of %s failed: %s", root, exc)
+
+    async def search(self, query: str, k: int) -> list[SearchResult]:
+        """Every folder's best ``k`` functions for ``query``, merged by score."""
+        query = query.strip()
+        if not query or k <= 0:
+            return []
+        loop = asyncio.get_running_loop()
+        per_folder: list[list[SearchResult]] = []
+        for folder in list(self.folders.values()):
+            if folder.index is None:
+                continue
+            try:
+                per_folder.append(await loop.run_in_executor(self.executor, folder.index.search, query, k))
+            except Exception as exc:  # a closed index, an embedder failure
+                log.warning("search in %s failed: %s", folder.root, exc)
+        return merge_results(per_folder, k)
+
+    async def similar_for(self, snapshot: Snapshot, qualname: str) -> list[SearchResult]:
+        """Up to :data:`SIMILAR_IN_HOVER` functions similar to ``qualname`` of the document
+        (as indexed), when its folder's index is ready."""
+        if not snapshot.uri.startswith("file:"):
+            return []
+        path = os.path.abspath(to_fs_path(snapshot.uri) or "")
+        folder = self.folder_of(path)
+        if folder is None or folder.index is None or folder.state != "ready":
+            return []
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(
+                self.executor, folder.index.similar, (path, qualname), SIMILAR_IN_HOVER)
+        except Exception as exc:
+            log.warning("similar functions failed: %s", exc)
+            return []
+        return [r for r in results if not (r.path == path and r.qualname == qualname)]
+
+    def index_status(self) -> dict[str, Any]:
+        """Runs off the loop."""
+        return {
+            "embedder": self.embedder.model_id if self.embedder is not None else None,
+            "embedder_error": self.embedder_error,
+            "folders": [folder.status() for folder in list(self.folders.values())],
+        }
+
+    async def register_watcher(self) -> None:
+        """Ask for ``**/*.py`` change events where the client can register them dynamically."""
+        caps = self.client_capabilities.workspace
+        watched = caps.did_change_watched_files if caps is not None else None
+        if watched is None or not watched.dynamic_registration:
+            return
+        try:
+            await self.client_register_capability_async(types.RegistrationParams(registrations=[
+                types.Registration(
+                    id=WATCH_REGISTRATION_ID, method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+                    register_options=types.DidChangeWatchedFilesRegistrationOptions(
+                        watchers=[types.FileSystemWatcher(glob_pattern="**/*.py")]))]))
+        except Exception as exc:  # didSave still keeps the index up to date
+            log.info("cannot register the file watcher: %s", exc)
 
     # -- documents ---------------------------------------------------------------------------
     def snapshot(self, uri: str) -> Snapshot | None:
@@ -354,6 +751,7 @@ def initialize(ls: PathfusionServer, params: types.InitializeParams) -> None:
 @server.feature(types.INITIALIZED)
 async def initialized(ls: PathfusionServer, params: types.InitializedParams) -> None:
     await ls.pull_settings()
+    ls.start_indexing()
 
 
 @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
@@ -362,11 +760,15 @@ async def did_change_configuration(ls: PathfusionServer, params: types.DidChange
         await ls.pull_settings()
     elif params.settings is not None:
         ls.apply_settings(params.settings)
+    if ls.index_key is not None:
+        ls.start_indexing()  # reopens only when the folders, models or index settings changed
 
 
 @server.feature(types.SHUTDOWN)
 def shutdown(ls: PathfusionServer, params: None) -> None:
+    ls.closing.set()  # a running indexing run stops after its current batch
     ls.executor.shutdown(wait=False, cancel_futures=True)
+    ls.index_executor.shutdown(wait=False, cancel_futures=True)
 
 
 # -- document sync -----------------------------------------------------------------------------
@@ -396,18 +798,66 @@ def did_close(ls: PathfusionServer, params: types.DidCloseTextDocumentParams) ->
     ls.documents.pop(params.text_document.uri, None)
 
 
+@server.feature(types.TEXT_DOCUMENT_DID_SAVE, types.SaveOptions(include_text=False))
+async def did_save(ls: PathfusionServer, params: types.DidSaveTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    path = to_fs_path(uri) if uri.startswith("file:") else None
+    if path:
+        await ls.update_paths([path])
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+async def did_change_watched_files(ls: PathfusionServer, params: types.DidChangeWatchedFilesParams) -> None:
+    changed: list[str] = []
+    deleted: list[str] = []
+    for event in params.changes:
+        path = to_fs_path(event.uri) if event.uri.startswith("file:") else None
+        if path:
+            (deleted if event.type == types.FileChangeType.Deleted else changed).append(path)
+    await ls.update_paths(changed, deleted)
+
+
 # -- features ----------------------------------------------------------------------------------
 @server.feature(types.TEXT_DOCUMENT_HOVER)
 async def hover(ls: PathfusionServer, params: types.HoverParams) -> types.Hover | None:
-    found = await ls.suggestion_for(params.text_document.uri, params.position)
-    if found is None:
+    """Name suggestions, then (when the index is ready) the most similar functions."""
+    uri = params.text_document.uri
+    found = await ls.suggestion_for(uri, params.position)
+    parts: list[str] = []
+    name_range: types.Range | None = None
+    qualname: str | None = None
+    if found is not None:
+        _, suggestion, name_range = found
+        qualname = suggestion.qualname
+        text = hover_markdown(suggestion, ls.settings.hover_min_confidence)
+        if text is not None:
+            parts.append(text)
+    snapshot = ls.snapshot(uri)
+    if snapshot is not None and ls.folder_of_uri_ready(uri):
+        if qualname is None:
+            pos = Position(params.position.line, params.position.character)
+            loop = asyncio.get_running_loop()
+            located = await loop.run_in_executor(ls.executor, function_at, snapshot, pos)
+            if located is not None:
+                qualname, name_range = located
+        if qualname is not None:
+            similar = await ls.similar_for(snapshot, qualname)
+            if similar and ls.is_current(snapshot):
+                parts.append(similar_markdown(similar))
+    if not parts:
         return None
-    _, suggestion, name_range = found
-    text = hover_markdown(suggestion, ls.settings.hover_min_confidence)
-    if text is None:
-        return None
-    return types.Hover(
-        contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text), range=name_range)
+    return types.Hover(contents=types.MarkupContent(
+        kind=types.MarkupKind.Markdown, value="\n\n---\n\n".join(parts)), range=name_range)
+
+
+@server.feature(types.WORKSPACE_SYMBOL)
+async def workspace_symbol_search(
+    ls: PathfusionServer, params: types.WorkspaceSymbolParams
+) -> list[types.WorkspaceSymbol]:
+    """Semantic search for every LSP editor (the same engine as ``pathfusion.search``)."""
+    if not params.query.strip():
+        return []
+    return [workspace_symbol(result) for result in await ls.search(params.query, SYMBOL_RESULTS)]
 
 
 def _wants_rename(only: Sequence[str] | None) -> bool:
@@ -482,7 +932,28 @@ async def resolve_code_action(ls: PathfusionServer, action: types.CodeAction) ->
 @server.command(STATUS_COMMAND)
 async def status_command(ls: PathfusionServer, *args: Any) -> dict[str, Any]:
     await ls.get_model()
-    return ls.status()
+    data = ls.status()
+    data["index"] = await asyncio.get_running_loop().run_in_executor(ls.executor, ls.index_status)
+    return data
+
+
+@server.command(SEARCH_COMMAND)
+async def search_command(ls: PathfusionServer, *args: Any) -> list[dict[str, Any]]:
+    """``{"query": str, "k": int}`` → ``[{uri, range, name, qualname, score, snippet}]``."""
+    try:
+        query, k = search_args(args)
+    except ValueError as exc:
+        raise JsonRpcInvalidParams(str(exc)) from exc
+    results = await ls.search(query, k)
+    keys = ("uri", "range", "name", "qualname", "score", "snippet")
+    return [{key: value for key, value in result.to_json().items() if key in keys} for result in results]
+
+
+@server.command(REINDEX_COMMAND)
+async def reindex_command(ls: PathfusionServer, *args: Any) -> dict[str, Any]:
+    """Re-sync every folder (with progress); answers when the run ends."""
+    await ls.start_indexing(force=True)
+    return await asyncio.get_running_loop().run_in_executor(ls.executor, ls.index_status)
 
 
 # -- entry -------------------------------------------------------------------------------------
