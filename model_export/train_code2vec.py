@@ -147,6 +147,8 @@ def train(corpus: Path, run: Path, config: Code2VecConfig, resume: bool = True) 
     out_of_time = False
     while state["epoch"] < config.epochs and not out_of_time:
         epoch = int(state["epoch"])
+        if int(state["step_in_epoch"]) == 0:
+            state["best_at_epoch_start"] = float(state["best_f1"])
         order = np.random.default_rng(config.seed + epoch).permutation(trainable)
         rng = np.random.default_rng([config.seed, epoch, int(state["step_in_epoch"])])
         model.train()
@@ -180,7 +182,9 @@ def train(corpus: Path, run: Path, config: Code2VecConfig, resume: bool = True) 
         if bar:
             bar.close()
         result = validate()
-        improved = result["f1"] >= state["best_f1"] - 1e-9
+        # An epoch counts as an improvement when any validation in it (mid-epoch ones
+        # included) raised the best score.
+        improved = float(state["best_f1"]) > float(state.get("best_at_epoch_start", -1.0))
         state["bad_epochs"] = 0 if improved else int(state["bad_epochs"]) + 1
         _log(run, {"event": "epoch", "epoch": epoch, "step": state["step"], "loss": round(running, 4),
                    "minutes": round((time.time() - started) / 60, 1), **result})
