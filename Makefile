@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 DEMO_WS := data/demo-workspace
 STDLIB := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
 
-.PHONY: demo test lint corpus bench clean
+.PHONY: demo test lint nvim corpus bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,18 @@ demo: $(VENV)/.runtime
 	@echo
 	@echo "Connect an editor: run '$(BIN)/pathfusion serve' (LSP over stdio); see README.md."
 
-test: $(VENV)/.dev lint
+test: $(VENV)/.dev lint nvim
 	$(BIN)/python -m pytest -q
+
+# tests/test_neovim.py drives the server from headless Neovim (Debian bookworm: 0.7.2).
+nvim:
+	@[ "$$PATHFUSION_SKIP_NVIM" = 1 ] || command -v nvim >/dev/null || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq neovim; \
+	  else \
+	    echo "nvim is missing: install Neovim >= 0.7 (e.g. 'sudo apt-get install neovim'), or set PATHFUSION_SKIP_NVIM=1 to skip the Neovim end-to-end test" >&2; \
+	    exit 1; \
+	  fi
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check server model_export tests benchmarks
