@@ -117,7 +117,22 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- ONNX
 
 
-class OnnxEmbedder:
+class _Identified:
+    """``dim`` and ``model_id`` of a concrete embedder, read-only for callers."""
+
+    _dim: int
+    _model_id: str
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+
+class OnnxEmbedder(_Identified):
     """The exported embedder graph (see ``model_export/export_embedder.py``) in onnxruntime."""
 
     def __init__(self, session: Any, tokenizer: Any, *, dim: int, model_id: str, pad_id: int = 0,
@@ -135,14 +150,6 @@ class OnnxEmbedder:
         self._output = session.get_outputs()[0].name
         # Run each text alone (batch of 1), whatever ``batch_size`` says; see :meth:`load`.
         self.one_per_run = one_per_run
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def model_id(self) -> str:
-        return self._model_id
 
     @classmethod
     def load(cls, models_dir: Path | str | None = None, device: str = "auto", quantized: bool = True,
@@ -288,7 +295,7 @@ def is_decoder_config(config: Any) -> bool:
     return any(str(name).endswith(("ForCausalLM", "LMHeadModel")) for name in architectures)
 
 
-class TransformersEmbedder:
+class TransformersEmbedder(_Identified):
     """A local Hugging Face model folder through transformers (see the module docstring)."""
 
     def __init__(self, model_path: Path | str, device: str = "auto", pooling: str | None = None,
@@ -361,14 +368,6 @@ class TransformersEmbedder:
         # workspace index is rebuilt when the id changes).
         self._model_id = f"transformers:{folder.resolve()}"
         self.path = folder
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def model_id(self) -> str:
-        return self._model_id
 
     def _hidden(self, batch: dict[str, Any]) -> Any:
         if self._lm_class:  # AutoModel gave a causal LM: take its last layer's hidden states
