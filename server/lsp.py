@@ -751,6 +751,9 @@ def initialize(ls: PathfusionServer, params: types.InitializeParams) -> None:
 @server.feature(types.INITIALIZED)
 async def initialized(ls: PathfusionServer, params: types.InitializedParams) -> None:
     await ls.pull_settings()
+    # Load code2vec now, in the background, so that the first hover does not pay for it
+    # (a hover arriving meanwhile waits on the same lock instead of loading it twice).
+    ls.background(ls.get_model())
     ls.start_indexing()
 
 
