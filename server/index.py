@@ -810,11 +810,22 @@ class WorkspaceIndex:
             scores = self._knn(vector, max(4 * k, 50), live)
             lexical: dict[int, float] = {}
             table = self._name_table()
-            for label in self._name_lookup().candidates(query, exact_form, query_tokens):
+            lookup = self._name_lookup()
+            # A function outside the k-NN set scores at most the lowest k-NN score plus its
+            # bonus, so it can reach the top k only with a bonus of at least ``need``
+            # (bonuses only raise the k-th score, so ``need`` from vector scores alone is a
+            # safe bound).  When even SUBTOKEN_BONUS falls short, subtoken matches matter
+            # only inside the k-NN set.  Neither shortcut changes the ranking (given an
+            # exact k-NN); both spare scoring thousands of common-subtoken names.
+            need = _needed_bonus(scores, k)
+            candidates = lookup.name_candidates(query, exact_form) | set(scores)
+            if need <= SUBTOKEN_BONUS:
+                candidates |= lookup.token_candidates(query_tokens)
+            for label in candidates:
                 bonus = lexical_bonus(query, exact_form, query_tokens, *table[label])
                 if bonus:
                     lexical[label] = bonus
-            missing = [label for label in lexical if label not in scores]
+            missing = [label for label, bonus in lexical.items() if label not in scores and bonus >= need]
             scores.update(self._vector_scores(vector, missing))
             ranked = sorted(((score + lexical.get(label, 0.0), label) for label, score in scores.items()),
                             key=lambda item: (-item[0], item[1]))[:k]
@@ -867,6 +878,15 @@ class WorkspaceIndex:
                 name=name, qualname=qualname, score=float(score), snippet=snippet, path=path,
                 label=int(label)))
         return results
+
+
+def _needed_bonus(scores: dict[int, float], k: int) -> float:
+    """The bonus a function outside the k-NN set needs to reach the top ``k``: the k-th
+    vector score minus the lowest one (-inf when the k-NN set is not larger than k)."""
+    if len(scores) <= k:
+        return float("-inf")
+    ordered = sorted(scores.values(), reverse=True)
+    return ordered[k - 1] - ordered[-1]
 
 
 def lexical_bonus(query: str, exact_form: bool, query_tokens: set[str],
@@ -924,6 +944,10 @@ class _NameLookup:
         self.haystack = "\n".join(parts)
 
     def candidates(self, query: str, exact_form: bool, query_tokens: set[str]) -> set[int]:
+        return self.name_candidates(query, exact_form) | self.token_candidates(query_tokens)
+
+    def name_candidates(self, query: str, exact_form: bool) -> set[int]:
+        """Exact, case-insensitive and substring matches of an identifier-like query."""
         found: set[int] = set()
         if exact_form:
             found.update(self.exact.get(query, ()))
@@ -934,6 +958,11 @@ class _NameLookup:
                 while at >= 0:
                     found.add(self.order[bisect.bisect_right(self.starts, at) - 1])
                     at = self.haystack.find(needle, at + 1)
+        return found
+
+    def token_candidates(self, query_tokens: set[str]) -> set[int]:
+        """Names with a subtoken that :func:`_token_match` pairs with a query token."""
+        found: set[int] = set()
         for query_token in query_tokens:
             found.update(self.by_token.get(query_token, ()))
             if len(query_token) >= 4:
