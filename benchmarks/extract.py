@@ -10,7 +10,6 @@ function; writes the same numbers as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -21,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.report import print_rows, save_json
 from server.parsing import Document, SourceError, decode_source
 from server.paths import MAX_CONTEXTS, context_space
 
@@ -94,11 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     result = run(args.root, args.limit)
-    for key, value in result.items():
-        print(f"{key:>40}: {value}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    print_rows(result.items())
+    save_json(result, args.json)
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.extract import stdlib_files
+from benchmarks.report import save_json
 from server.parsing import Document, SourceError, decode_source
 from server.paths import MAX_CONTEXTS, _flatten, context_space
 
@@ -62,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         "functions_per_s_parse_and_list_only": round(n / (t2 - t0), 1),
     }
     print(json.dumps(result, indent=1))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    save_json(result, args.json)
     return 0
 
 

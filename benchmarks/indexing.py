@@ -25,7 +25,6 @@ Runtime ≈ 2 × functions / 100 s on the 2-core dev machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -39,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import print_rows, save_json  # noqa: E402
 from server.embedder import load_embedder  # noqa: E402
 from server.index import WorkspaceIndex, text_hash  # noqa: E402
 from server.parsing import Document, SourceError, decode_source  # noqa: E402
@@ -189,11 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             ("update_files after one edit p50 (ms)", result["update_one_edit_ms"]["p50"]),
             ("update_files after one edit max (ms)", result["update_one_edit_ms"]["max"]),
             ("functions re-embedded per edit", edit_embedded)]
-    for key, value in rows:
-        print(f"{key:>40}: {value}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    print_rows(rows)
+    save_json(result, args.json)
     return 0
 
 

@@ -44,6 +44,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.report import print_rows, save_json  # noqa: E402
 
 
 class Client:
@@ -225,11 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             ("warm hover p50 (ms)", result["warm_hover_ms"]["p50"]),
             ("warm hover p95 (ms)", result["warm_hover_ms"]["p95"]),
             ("warm hovers answered", f"{answered}/{len(warm)}")]
-    for key, value in rows:
-        print(f"{key:>36}: {value}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    print_rows(rows, width=36)
+    save_json(result, args.json)
     return 0
 
 
