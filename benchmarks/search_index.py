@@ -54,6 +54,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import save_json  # noqa: E402
 from server import index as index_module  # noqa: E402
 from server.index import WorkspaceIndex  # noqa: E402
 
@@ -388,9 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         grid = entry["measure"]["hnswlib_ef_grid"]
         print(f"{size:>10} ef grid: " + ", ".join(f"ef={ef}: {g['recall_at_10']} ({g['mean_query_ms']} ms)"
                                                 for ef, g in grid.items()))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    save_json(result, args.json)
     return 0
 
 
