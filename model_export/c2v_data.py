@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from server.atomic import write_atomic
+
 PAD, UNK = "<PAD>", "<UNK>"
 
 
@@ -41,7 +43,7 @@ class Vocab:
         return self.index.get(item, 1)
 
     def save(self, path: Path) -> None:
-        _atomic_text(path, json.dumps(self.items, ensure_ascii=False))
+        write_atomic(path, json.dumps(self.items, ensure_ascii=False).encode("utf-8"), mode=0o644)
 
     @classmethod
     def load(cls, path: Path) -> Vocab:
@@ -67,12 +69,6 @@ class Vocabs:
             Vocab.load(folder / "paths.json"),
             Vocab.load(folder / "targets.json"),
         )
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def iter_naming(path: Path) -> Iterator[tuple[str, list[str]]]:

@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server.atomic import write_atomic
 from server.parsing import Document, SourceError, decode_source
 from server.paths import EXTRACTOR_VERSION, context_space, mask_source, name_label
 
@@ -203,12 +204,6 @@ def extract_file(
     return records
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def shard_paths_of(shards: Path, project: str) -> tuple[Path, Path]:
     """(records, stats) paths of a project's shard; the stats file marks it complete."""
     return shards / f"{project}.jsonl.gz", shards / f"{project}.stats.json"
@@ -235,9 +230,9 @@ def extract_project(archive: Path, project: str, shards: Path) -> dict[str, Any]
             for record in records:
                 gz.write((json.dumps(asdict(record), ensure_ascii=False) + "\n").encode())
                 functions += 1
-    _atomic_write_bytes(out, buffer.getvalue())
+    write_atomic(out, buffer.getvalue(), mode=0o644)
     stats = {"project": project, "files": dict(reasons), "functions": functions}
-    _atomic_write_bytes(stats_path, json.dumps(stats).encode())
+    write_atomic(stats_path, json.dumps(stats).encode(), mode=0o644)
     return stats
 
 
@@ -328,7 +323,7 @@ def stage_dedup(shard_paths: Sequence[Path], out: Path) -> dict[str, Any]:
             identifiers.append(record["identifiers"])
             hashes.append(record["code_hash"])
     result = find_duplicates(ids, keys, identifiers, hashes)
-    _atomic_write_bytes(out, json.dumps(result).encode())
+    write_atomic(out, json.dumps(result).encode(), mode=0o644)
     return result
 
 
@@ -447,7 +442,7 @@ def build(
         **split_stats,
         "seconds": round(time.time() - started, 1),
     }
-    _atomic_write_bytes(corpus / "stats.json", json.dumps(summary, indent=1).encode())
+    write_atomic(corpus / "stats.json", json.dumps(summary, indent=1).encode(), mode=0o644)
     return summary
 
 

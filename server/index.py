@@ -73,7 +73,9 @@ from typing import Any
 import hnswlib
 import numpy as np
 
+from .atomic import write_atomic
 from .embedder import Embedder
+from .models import sha256_file
 from .parsing import Document, FunctionInfo, SourceError, decode_source
 from .paths import EXTRACTOR_VERSION, split_subtokens
 from .workspace import WorkspaceFilter, discover
@@ -158,28 +160,6 @@ def snippet_of(source: str) -> str:
         cut = text.rfind("\n", 0, SNIPPET_CHARS)
         text = text[: cut if cut > 0 else SNIPPET_CHARS]
     return text
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- results
@@ -406,7 +386,7 @@ class WorkspaceIndex:
         if manifest.get("generation") != self._generation:
             raise IndexCorrupt(f"{HNSW_FILE} is older than {DATABASE} (an update was interrupted)")
         try:
-            digest = _sha256_file(path)
+            digest = sha256_file(path)
         except OSError as exc:
             raise IndexCorrupt(f"{HNSW_FILE} is unreadable ({exc})") from exc
         if digest != manifest.get("index_sha256"):
@@ -460,7 +440,7 @@ class WorkspaceIndex:
         os.close(fd)
         try:
             self._hnsw.save_index(tmp)
-            digest = _sha256_file(Path(tmp))
+            digest = sha256_file(Path(tmp))
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -472,7 +452,7 @@ class WorkspaceIndex:
             "dim": self.dim, "extractor_version": EXTRACTOR_VERSION, "root": str(self.root),
             "generation": self._generation, "index_sha256": digest, "labels": labels,
         }
-        _atomic_write(self.dir / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+        write_atomic(self.dir / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
 
     def close(self) -> None:
         with self._lock:
