@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from server.atomic import write_atomic
 from server.models import sha256_file
 from server.paths import EXTRACTOR_VERSION
 
@@ -103,16 +104,30 @@ def export_onnx(wrapper: Code2VecExport, path: Path) -> None:
         "top_ids": {0: "batch"},
         "top_probs": {0: "batch"},
     }
+    # The legacy exporter announces its own deprecation; the choice is deliberate (see the
+    # module docstring).
+    legacy_onnx_export(wrapper, example, path, INPUT_NAMES, OUTPUT_NAMES, dynamic_axes, DeprecationWarning)
+
+
+def legacy_onnx_export(
+    module: torch.nn.Module,
+    example: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    quiet: type[Warning] = Warning,
+) -> None:
+    """Trace ``module`` with the TorchScript exporter (opset :data:`OPSET`, constants folded),
+    with warnings of class ``quiet`` silenced, and check the graph (:func:`_check_graph`)."""
     with warnings.catch_warnings(), torch.no_grad():
-        # The legacy exporter announces its own deprecation; the choice is deliberate (see
-        # the module docstring).
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", quiet)
         torch.onnx.export(
-            wrapper,
+            module,
             example,
             str(path),
-            input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES),
+            input_names=list(input_names),
+            output_names=list(output_names),
             dynamic_axes=dynamic_axes,
             opset_version=OPSET,
             do_constant_folding=True,
@@ -216,16 +231,8 @@ def parity_check(
 
 
 def _atomic_write_json(path: Path, data: object) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=False)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the manifest is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """The manifest, shared by every export, written atomically and readable by all."""
+    write_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"), mode=0o644)
 
 
 def merge_manifest(out: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:

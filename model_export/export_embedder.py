@@ -48,7 +48,6 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,12 @@ import torch
 
 from server.models import sha256_file
 
-from .export_code2vec import ExportError, _atomic_write_json, _check_graph, merge_manifest
+from .export_code2vec import (
+    ExportError,
+    _atomic_write_json,
+    legacy_onnx_export,
+    merge_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -187,22 +191,9 @@ def export_onnx(wrapper: MeanPooledEncoder, path: Path, input_names: Sequence[st
     example = tuple(torch.ones(2, 5, dtype=torch.int64) for _ in input_names)
     dynamic_axes = {name: {0: "batch", 1: "seq"} for name in input_names}
     dynamic_axes[OUTPUT_NAME] = {0: "batch"}
-    with warnings.catch_warnings(), torch.no_grad():
-        # The legacy exporter announces its own deprecation and traces a few Python-side
-        # shape checks of transformers; both are expected (see the module docstring).
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapper,
-            example,
-            str(path),
-            input_names=list(input_names),
-            output_names=[OUTPUT_NAME],
-            dynamic_axes=dynamic_axes,
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
-    _check_graph(path)
+    # The legacy exporter announces its own deprecation and traces a few Python-side shape
+    # checks of transformers; both are expected (see the module docstring).
+    legacy_onnx_export(wrapper, example, path, input_names, [OUTPUT_NAME], dynamic_axes)
 
 
 def _session(path: Path) -> Any:
