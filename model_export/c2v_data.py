@@ -199,19 +199,6 @@ def encode_corpus(
     return vocabs, stats, {split: encoder.remap(data, vocabs) for split, data in raw.items()}
 
 
-def encode_contexts(contexts: list[str], vocabs: Vocabs) -> np.ndarray:
-    """``tok,path,tok`` strings → int32 rows (unknown items map to ``<UNK>``)."""
-    tok = vocabs.tokens.index
-    pth = vocabs.paths.index
-    rows = np.empty((len(contexts), 3), dtype=np.int32)
-    for i, context in enumerate(contexts):
-        start, path, end = context.split(",")
-        rows[i, 0] = tok.get(start, 1)
-        rows[i, 1] = pth.get(path, 1)
-        rows[i, 2] = tok.get(end, 1)
-    return rows
-
-
 def batch_arrays(
     split: EncodedSplit,
     indices: np.ndarray,

@@ -393,13 +393,3 @@ def _function_info(doc: Document, node: Node, prefix: str) -> FunctionInfo | Non
         source_without_docstring=without,
         node=root,
     )
-
-
-def function_node(info: FunctionInfo) -> Node:
-    """The ``function_definition`` node itself (unwrapping decorators)."""
-    node = info.node
-    if node.type == "decorated_definition":
-        inner = node.child_by_field_name("definition")
-        if inner is not None:
-            return inner
-    return node

@@ -440,7 +440,3 @@ def mask_source(source: str, name: str) -> str:
     if not name:
         return source
     return re.sub(rf"(?<![\w]){re.escape(name)}(?![\w])", METHOD_NAME, source)
-
-
-def contexts_text(contexts: Sequence[Context]) -> list[str]:
-    return [context.to_text() for context in contexts]
