@@ -27,7 +27,15 @@ import numpy as np
 
 from .models import ModelError, load_manifest, model_entry, model_file, providers
 from .parsing import Document, FunctionInfo
-from .paths import MAX_CONTEXTS, Context, context_space, name_label, render_name, sample_indices
+from .paths import (
+    MAX_CONTEXTS,
+    Context,
+    context_space,
+    mask_source,
+    name_label,
+    render_name,
+    sample_indices,
+)
 
 BATCH_SIZE = 64
 SPECIAL_TARGETS = frozenset({0, 1})
@@ -158,9 +166,11 @@ class Code2VecModel:
 
     # -- outputs ------------------------------------------------------------------------
     def predict(
-        self, functions: Sequence[Sequence[ContextLike]], top_k: int = 5
+        self, functions: Sequence[Sequence[ContextLike]], top_k: int = 5,
+        sources: Sequence[str] | None = None,
     ) -> list[list[tuple[str, float]]]:
         """For each function, up to ``top_k`` (label, probability), most probable first.
+        (``sources`` is part of the :class:`Predictor` interface; code2vec needs only paths.)
 
         ``top_k`` is capped by the graph's own k (the manifest's ``top_k``); a function
         without contexts gets ``[]``.
@@ -190,8 +200,12 @@ class Code2VecModel:
 
 
 class Predictor(Protocol):
+    """What suggests names: code2vec itself, or a fusion variant
+    (:class:`server.fusion.FusionPredictor`), which also needs the masked sources."""
+
     def predict(
-        self, functions: Sequence[Sequence[ContextLike]], top_k: int = 5
+        self, functions: Sequence[Sequence[ContextLike]], top_k: int = 5,
+        sources: Sequence[str] | None = None,
     ) -> list[list[tuple[str, float]]]: ...
 
 
@@ -243,7 +257,8 @@ def suggest_for_document(
     dunder methods excepted, in source order."""
     functions = [f for f in functions_at(doc, line) if not is_dunder(f.name)]
     contexts = [context_space(f.node, doc.source, f.name).sample(MAX_CONTEXTS) for f in functions]
-    predictions = model.predict(contexts, top_k=top_k) if functions else []
+    sources = [mask_source(f.source, f.name) for f in functions]
+    predictions = model.predict(contexts, top_k=top_k, sources=sources) if functions else []
     result: list[Suggestion] = []
     for func, ctx, predicted in zip(functions, contexts, predictions, strict=True):
         label = name_label(func.name)

@@ -1,0 +1,270 @@
+"""Embed a fixed sample of the corpus once, so that every fusion is trained and evaluated
+on the same cached inputs (design §4–5).
+
+Why a cache: the LLM embedder is by far the most expensive part (the shipped int8 MiniLM
+does ≈ 25–40 functions/s per CPU core), while the fusions, heads and query encoders train in
+minutes once ``l`` (LLM embedding) and ``c`` (code2vec code vector) are on disk.  The job is
+cut into chunks of :data:`CHUNK` texts written atomically, so it can run in the background,
+be stopped at any time and resume; training uses whatever train chunks exist.
+
+Selections (fixed seeds, written once to ``<out>/<split>-<task>.jsonl.gz``):
+
+* ``naming``: functions with ``naming=True``; the LLM sees ``masked_code`` (design §2);
+* ``search``: docstring/code pairs; the LLM sees ``code_without_docstring`` as written and
+  the query is ``docstring_summary``; for the test split also the anonymised code
+  (:mod:`model_export.anonymise`).  Test pairs follow the CodeSearchNet protocol: all test
+  pairs shuffled with :data:`SEARCH_SEED`, the first ``groups × 1000`` kept, so that every
+  group of 1,000 is one consecutive slice.
+
+Texts are embedded with the *shipped* embedder (``models/``, int8 by default) because that is
+what the server computes at run time; ``--fp32 DIR`` embeds with another export to measure
+the effect of quantisation.
+
+Layout: ``<out>/<split>-<task>-<field>/<chunk:05d>.npy`` (float32 [≤ CHUNK, dim]) with
+fields ``code`` (masked for naming), ``query``, ``anon``; ``<out>/<split>-<task>-c2v.npy``
+(and ``-c2v-anon.npy``) hold the code2vec vectors of the same rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from server.atomic import write_atomic
+from server.parsing import parse_bytes
+from server.paths import extract_contexts
+
+from .anonymise import anonymise
+
+CHUNK = 500
+SAMPLE_SEED = 20251
+SEARCH_SEED = 2019
+"""Seed of the CodeSearchNet-style shuffle of the test pairs."""
+GROUP = 1000
+
+DEFAULT_SIZES = {
+    ("test", "naming"): 6000, ("test", "search"): 5 * GROUP,
+    ("valid", "naming"): 3000, ("valid", "search"): 2 * GROUP,
+    ("train", "naming"): 60000, ("train", "search"): 60000,
+}
+FIELDS = {"naming": ("code",), "search": ("code", "query")}
+KEEP = ("id", "project", "qualname", "name", "label", "contexts")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One chunk of one field of one selection: the job's unit of work and of resumption."""
+
+    split: str
+    task: str
+    field: str
+    chunk: int
+
+    def path(self, out: Path) -> Path:
+        return out / f"{self.split}-{self.task}-{self.field}" / f"{self.chunk:05d}.npy"
+
+
+def selection_path(out: Path, split: str, task: str) -> Path:
+    return out / f"{split}-{task}.jsonl.gz"
+
+
+def _records(corpus: Path, split: str) -> Iterator[dict[str, Any]]:
+    with gzip.open(corpus / f"{split}.jsonl.gz", "rt", encoding="utf-8") as handle:
+        for line in handle:
+            yield json.loads(line)
+
+
+def select(records: Sequence[dict[str, Any]], split: str, task: str, size: int) -> list[dict[str, Any]]:
+    """The fixed sample of ``split``'s ``records`` for ``task`` (see the module docstring)."""
+    flag = "naming" if task == "naming" else "search"
+    rows = [r for r in records if r.get(flag)]
+    if task == "search" and split == "test":
+        random.Random(SEARCH_SEED).shuffle(rows)
+        rows = rows[: (min(size, len(rows)) // GROUP) * GROUP]
+    else:
+        random.Random(f"{SAMPLE_SEED}-{split}-{task}").shuffle(rows)
+        rows = rows[:size]
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        item = {key: r.get(key) for key in KEEP}
+        if task == "naming":
+            item["code"] = r["masked_code"]
+        else:
+            item["code"] = r["code_without_docstring"]
+            item["query"] = r["docstring_summary"]
+            if split == "test":
+                anonymous = anonymise(r["code_without_docstring"])
+                item["anon"] = anonymous
+                item["anon_contexts"] = anonymised_contexts(anonymous)
+        out.append(item)
+    return out
+
+
+def anonymised_contexts(code: str) -> list[str]:
+    """code2vec contexts of the anonymised function, by the one extractor of ``server/``."""
+    source = code.encode("utf-8")
+    root = parse_bytes(source).root_node
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node.type == "function_definition":
+            name = node.child_by_field_name("name")
+            text = source[name.start_byte:name.end_byte].decode() if name is not None else ""
+            return [c.to_text() for c in extract_contexts(node, source, text)]
+        stack.extend(reversed(node.children))
+    return []
+
+
+def write_selection(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    write_atomic(path, gzip.compress(data, 6))
+
+
+def read_selection(path: Path) -> list[dict[str, Any]]:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def fields_of(split: str, task: str) -> tuple[str, ...]:
+    extra = ("anon",) if (split, task) == ("test", "search") else ()
+    return FIELDS[task] + extra
+
+
+def plan(sizes: dict[tuple[str, str], int], lengths: dict[tuple[str, str], int]) -> list[Unit]:
+    """Every unit in priority order: test and valid first (needed by any evaluation), then
+    the train chunks interleaved across tasks so that both grow together."""
+    units: list[Unit] = []
+    for split in ("test", "valid"):
+        for task in ("naming", "search"):
+            n = lengths[(split, task)]
+            for field in fields_of(split, task):
+                units += [Unit(split, task, field, i) for i in range((n + CHUNK - 1) // CHUNK)]
+    train = {task: lengths[("train", task)] for task in ("naming", "search")}
+    most = max((n + CHUNK - 1) // CHUNK for n in train.values())
+    for i in range(most):
+        for task in ("naming", "search"):
+            if i * CHUNK < train[task]:
+                units += [Unit("train", task, field, i) for field in fields_of("train", task)]
+    return units
+
+
+def _embed_units(out: str, models: str, quantized: bool, units: list[Unit]) -> int:
+    """Worker: embed ``units`` with one single-threaded embedder (two such processes beat one
+    two-threaded one for one-text-at-a-time int8 inference)."""
+    from server.embedder import OnnxEmbedder
+
+    embedder = OnnxEmbedder.load(models, quantized=quantized, threads=1)
+    root = Path(out)
+    cache: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    done = 0
+    for unit in units:
+        target = unit.path(root)
+        if target.exists():
+            continue
+        key = (unit.split, unit.task)
+        if key not in cache:
+            cache[key] = read_selection(selection_path(root, *key))
+        rows = cache[key][unit.chunk * CHUNK:(unit.chunk + 1) * CHUNK]
+        vectors = embedder.embed([r[unit.field] or "" for r in rows]).astype(np.float32)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".tmp{os.getpid()}.npy")
+        np.save(tmp, vectors)
+        os.replace(tmp, target)
+        done += 1
+        print(f"{time.strftime('%H:%M:%S')} {unit.split}-{unit.task}-{unit.field} chunk {unit.chunk} "
+              f"({len(rows)} texts)", flush=True)
+    return done
+
+
+def load_field(out: Path, split: str, task: str, field: str, rows: int | None = None) -> np.ndarray:
+    """The embedded rows of one field, chunks concatenated in order, stopping at the first
+    missing chunk (so a partial train set is a prefix of the selection)."""
+    parts: list[np.ndarray] = []
+    chunk = 0
+    while True:
+        path = Unit(split, task, field, chunk).path(out)
+        if not path.exists():
+            break
+        parts.append(np.load(path))
+        chunk += 1
+    data = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+    return data[:rows] if rows is not None else data
+
+
+def code2vec_vectors(out: Path, models: Path) -> None:
+    """code2vec code vectors of every selection (and of the anonymised test code)."""
+    from server.code2vec import Code2VecModel
+
+    model = Code2VecModel.load(models, threads=1)
+    for split in ("train", "valid", "test"):
+        for task in ("naming", "search"):
+            rows = read_selection(selection_path(out, split, task))
+            for suffix, key in (("", "contexts"), ("-anon", "anon_contexts")):
+                if key == "anon_contexts" and (split, task) != ("test", "search"):
+                    continue
+                path = out / f"{split}-{task}-c2v{suffix}.npy"
+                if path.exists():
+                    continue
+                vectors = model.code_vectors([r[key] or [] for r in rows])
+                tmp = path.with_suffix(".tmp.npy")
+                np.save(tmp, vectors)
+                os.replace(tmp, path)
+                print(f"code2vec vectors {path.name}: {vectors.shape}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model_export.embed_corpus", description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    parser.add_argument("--out", type=Path, default=Path("data/embeddings"))
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--fp32", action="store_true", help="use the fp32 graph of --models")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--train-size", type=int, default=None, help="functions per train task")
+    parser.add_argument("--only", choices=("select", "code2vec", "embed"), default=None)
+    args = parser.parse_args(argv)
+    sizes = dict(DEFAULT_SIZES)
+    if args.train_size is not None:
+        sizes[("train", "naming")] = sizes[("train", "search")] = args.train_size
+    args.out.mkdir(parents=True, exist_ok=True)
+    lengths: dict[tuple[str, str], int] = {}
+    for split in ("test", "valid", "train"):
+        missing = [t for t in ("naming", "search") if not selection_path(args.out, split, t).exists()]
+        records = list(_records(args.corpus, split)) if missing else []
+        for task in missing:
+            rows = select(records, split, task, sizes[(split, task)])
+            write_selection(selection_path(args.out, split, task), rows)
+            print(f"selected {len(rows)} {split} {task} rows", flush=True)
+        del records
+        for task in ("naming", "search"):
+            lengths[(split, task)] = len(read_selection(selection_path(args.out, split, task)))
+    if args.only == "select":
+        return 0
+    if args.only in (None, "code2vec"):
+        code2vec_vectors(args.out, args.models)
+    if args.only == "code2vec":
+        return 0
+    units = [u for u in plan(sizes, lengths) if not u.path(args.out).exists()]
+    print(f"{len(units)} chunks to embed", flush=True)
+    shares = [units[w::args.workers] for w in range(args.workers)]
+    with ProcessPoolExecutor(args.workers) as pool:
+        futures = [pool.submit(_embed_units, str(args.out), str(args.models), not args.fp32, share)
+                   for share in shares]
+        total = sum(f.result() for f in futures)
+    print(f"done: {total} chunks", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""The fusion variants at run time (design §1, §4): ``l`` (LLM embedding) + ``c`` (code2vec
+code vector) → naming top-k and search vectors, and queries → the same search space.
+
+What runs where, per function:
+
+* naming (hover, code actions, ``pathfusion suggest``): ``l`` of the *masked* source (the
+  name replaced by ``METHOD_NAME``, :func:`server.paths.mask_source`, exactly as in
+  training), ``c`` from the function's path contexts, → ``top_ids``/``top_probs``;
+* search (the workspace index): ``l`` of the source *as written* (design §2), ``c`` of the
+  function's own text, → ``search_vector``;
+* a query: the variant's query encoder (``<variant>.query.onnx``), over query tokens or over
+  the query's LLM embedding, whichever the manifest names.
+
+The graphs are written by ``pathfusion export fusion`` (:mod:`model_export.export_fusion`).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .code2vec import Code2VecModel, ContextLike
+from .embedder import Embedder
+from .models import (
+    ModelError,
+    default_models_dir,
+    load_manifest,
+    model_entry,
+    model_file,
+    providers,
+)
+from .parsing import FunctionInfo, parse_bytes
+from .paths import MAX_CONTEXTS, context_space, mask_source
+from .query import QueryEncoderRuntime
+
+ENTRY = "fusion"
+SPECIAL_TARGETS = frozenset({0, 1})
+
+
+def resolve_variant(entry: dict[str, Any], wanted: str | None) -> str:
+    """``wanted`` (a variant name, or ``default``/None for the manifest's default)."""
+    variants = entry.get("variants") or {}
+    name = entry.get("default") if wanted in (None, "", "default") else wanted
+    if name not in variants:
+        raise ModelError(f"fusion variant {name!r} is not in the models folder (it has: "
+                         f"{', '.join(sorted(variants)) or 'none'}); pick one of those in pathfusion.fusionVariant")
+    return str(name)
+
+
+def _session(path: Path, device: str, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers(device))
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelError(f"{path}: onnxruntime cannot load it ({exc}); re-export with `pathfusion export fusion`") from exc
+
+
+def function_contexts(func: FunctionInfo) -> list[str]:
+    """Path contexts of ``func`` computed from its own text only (re-parsed, dedented), so
+    that its search vector — like the index's vector cache key — depends on nothing else
+    in the file."""
+    column = func.span.start.character
+    text = textwrap.dedent(" " * column + func.source)
+    source = text.encode("utf-8")
+    stack = [parse_bytes(source).root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "function_definition":
+            return [c.to_text() for c in context_space(node, source, func.name).sample(MAX_CONTEXTS)]
+        stack.extend(reversed(node.children))
+    return []
+
+
+@dataclass
+class FusionRuntime:
+    """One variant's graphs, with the code2vec model and the embedder that feed them."""
+
+    variant: str
+    entry: dict[str, Any]
+    session: Any
+    query_session: Any
+    query_encoder: QueryEncoderRuntime | None
+    code2vec: Code2VecModel
+    embedder: Embedder
+    models_dir: Path
+
+    @classmethod
+    def load(cls, embedder: Embedder, code2vec: Code2VecModel, models_dir: Path | str | None = None,
+             variant: str | None = None, device: str = "auto", *, threads: int = 1) -> FusionRuntime:
+        models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
+        manifest = load_manifest(models_dir, verify=False)
+        entry = model_entry(manifest, ENTRY, models_dir)
+        name = resolve_variant(entry, variant)
+        spec = entry["variants"][name]
+        expected = int(spec.get("dims", {}).get("llm", 384))
+        if embedder.dim != expected:
+            raise ModelError(f"fusion variant {name!r} was trained on {expected}-d LLM embeddings, but the "
+                             f"embedder {embedder.model_id} gives {embedder.dim}-d; use the default embedder "
+                             f"or retrain the fusion for this one")
+        session = _session(model_file(models_dir, spec["onnx"]), device, threads)
+        query_path = model_file(models_dir, spec["query_onnx"])
+        query_encoder = None
+        query_session = None
+        if spec.get("query", {}).get("input") == "tokens":
+            query_encoder = QueryEncoderRuntime.load(query_path.parent, query_path.name,
+                                                     Path(spec["query_vocab"]).name)
+        else:
+            query_session = _session(query_path, "cpu", 1)
+        return cls(name, spec, session, query_session, query_encoder, code2vec, embedder, models_dir)
+
+    @property
+    def model_id(self) -> str:
+        """Identity of the search space (index rebuilds when it changes)."""
+        files = "|".join(str(self.entry.get(k)) for k in ("onnx", "query_onnx"))
+        return f"fusion:{self.variant}:{self.embedder.model_id}:{files}:{self.entry.get('bytes')}"
+
+    @property
+    def search_dim(self) -> int:
+        return int(self.entry.get("dims", {}).get("search", 256))
+
+    # -- graph runs --------------------------------------------------------------------
+    def _run(self, outputs: list[str], llm: np.ndarray, code: np.ndarray) -> list[np.ndarray]:
+        feeds = {"llm": llm.astype(np.float32), "code": code.astype(np.float32)}
+        wanted = {i.name for i in self.session.get_inputs()}
+        try:
+            return list(self.session.run(outputs, {k: v for k, v in feeds.items() if k in wanted}))
+        except Exception as exc:
+            raise ModelError(f"fusion {self.variant} inference failed: {exc}") from exc
+
+    def naming(self, llm: np.ndarray, code: np.ndarray, top_k: int) -> list[list[tuple[str, float]]]:
+        if len(llm) == 0:
+            return []
+        ids, probs = self._run(["top_ids", "top_probs"], llm, code)
+        targets = self.code2vec.targets
+        out: list[list[tuple[str, float]]] = []
+        for row_ids, row_probs in zip(ids, probs, strict=True):
+            names = [(targets[int(i)], float(p)) for i, p in zip(row_ids, row_probs, strict=True)
+                     if int(i) not in SPECIAL_TARGETS and 0 <= int(i) < len(targets)]
+            out.append(names[: max(0, top_k)])
+        return out
+
+    def search_vectors(self, llm: np.ndarray, code: np.ndarray) -> np.ndarray:
+        if len(llm) == 0:
+            return np.zeros((0, self.search_dim), dtype=np.float32)
+        (vectors,) = self._run(["search_vector"], llm, code)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+    def query_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        if self.query_encoder is not None:
+            return self.query_encoder.encode(texts)
+        if len(texts) == 0:
+            return np.zeros((0, self.search_dim), dtype=np.float32)
+        llm = np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
+        (vectors,) = self.query_session.run(None, {"query_llm": llm})
+        vectors = np.asarray(vectors, dtype=np.float32)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+    # -- functions ---------------------------------------------------------------------
+    def encode_functions(self, functions: Sequence[FunctionInfo]) -> np.ndarray:
+        """Search vectors of ``functions`` (LLM of the source as written + code2vec)."""
+        if not functions:
+            return np.zeros((0, self.search_dim), dtype=np.float32)
+        llm = np.asarray(self.embedder.embed([f.source for f in functions]), dtype=np.float32)
+        code = self.code2vec.code_vectors([function_contexts(f) for f in functions])
+        return self.search_vectors(llm, code)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.query_vectors(texts)
+
+    @property
+    def dim(self) -> int:
+        return self.search_dim
+
+
+class FusionPredictor:
+    """Name suggestions of a fusion variant, behind the interface of
+    :func:`server.code2vec.suggest_for_document` (contexts + the masked sources)."""
+
+    def __init__(self, runtime: FusionRuntime) -> None:
+        self.runtime = runtime
+
+    def predict(self, functions: Sequence[Sequence[ContextLike]], top_k: int = 5,
+                sources: Sequence[str] | None = None) -> list[list[tuple[str, float]]]:
+        if sources is None or len(sources) != len(functions):
+            raise ValueError("a fusion predictor needs the masked source of every function")
+        if not functions:
+            return []
+        llm = np.asarray(self.runtime.embedder.embed(list(sources)), dtype=np.float32)
+        code = self.runtime.code2vec.code_vectors(functions)
+        return self.runtime.naming(llm, code, top_k)
+
+
+def masked_sources(functions: Sequence[FunctionInfo]) -> list[str]:
+    """What the LLM sees of each function for naming (design §2)."""
+    return [mask_source(f.source, f.name) for f in functions]
