@@ -43,8 +43,7 @@ from typing import Any
 import numpy as np
 
 from server.atomic import write_atomic
-from server.parsing import parse_bytes
-from server.paths import extract_contexts
+from server.paths import contexts_of_text
 
 from .anonymise import anonymise
 
@@ -107,24 +106,9 @@ def select(records: Sequence[dict[str, Any]], split: str, task: str, size: int) 
             if split == "test":
                 anonymous = anonymise(r["code_without_docstring"])
                 item["anon"] = anonymous
-                item["anon_contexts"] = anonymised_contexts(anonymous)
+                item["anon_contexts"] = contexts_of_text(anonymous)
         out.append(item)
     return out
-
-
-def anonymised_contexts(code: str) -> list[str]:
-    """code2vec contexts of the anonymised function, by the one extractor of ``server/``."""
-    source = code.encode("utf-8")
-    root = parse_bytes(source).root_node
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if node.type == "function_definition":
-            name = node.child_by_field_name("name")
-            text = source[name.start_byte:name.end_byte].decode() if name is not None else ""
-            return [c.to_text() for c in extract_contexts(node, source, text)]
-        stack.extend(reversed(node.children))
-    return []
 
 
 def write_selection(path: Path, rows: Sequence[dict[str, Any]]) -> None:

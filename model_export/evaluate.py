@@ -1,4 +1,4 @@
-"""``pathfusion eval naming``: score the *exported* model on held-out code.
+"""``pathfusion eval naming|search``: score the *exported* models on held-out code.
 
 Why the ONNX model and not the torch one: what ships is what is measured.  Two sources of
 examples:
@@ -11,6 +11,10 @@ examples:
   function stored with more than 200 contexts gets a fixed subset seeded by its position in
   the split (the same subset the training run's evaluation uses).
 
+Search (``--projects`` only): the docstring/code pairs of the folder (first docstring
+paragraph of ≥ 3 words as the query, the function without its docstring as the code,
+``--anonymise`` for AdvTest-style identifiers), ranked with the variant's query encoder.
+
 Metrics are defined in :mod:`model_export.metrics`.  No torch is imported here.
 """
 
@@ -19,29 +23,53 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from server.code2vec import Code2VecModel
+from server.code2vec import Code2VecModel, Predictor
+from server.embedder import load_embedder
+from server.fusion import FusionPredictor, FusionRuntime
 from server.models import ModelError
-from server.parsing import Document, SourceError, decode_source
-from server.paths import MAX_CONTEXTS, context_space, name_label
+from server.parsing import Document, FunctionInfo, SourceError, decode_source
+from server.paths import MAX_CONTEXTS, context_space, contexts_of_text, mask_source, name_label
 
-from .c2v_data import iter_naming
-from .corpus import skip_reason
-from .metrics import NamingScores
+from .anonymise import anonymise
+from .corpus import docstring_summary, read_jsonl_gz, skip_reason
+from .metrics import SEARCH_GROUP, NamingScores, mrr
 
-VARIANTS = ("code2vec",)
-"""Variants that can be scored now (the fusions arrive with the LLM embedder)."""
+VARIANTS = ("code2vec", "llm", "concat", "weighted", "attention")
+"""``code2vec`` scores naming with the shipped code2vec model (its own softmax head) and
+search with the fusion export's ``code2vec`` variant; the others are fusion variants
+(``pathfusion export fusion``)."""
+SEARCH_SEED = 2019
+"""Seed of the shuffle before cutting the pairs into groups (CodeSearchNet protocol)."""
 
 
-def iter_project_examples(root: Path) -> Iterator[tuple[str, list[str]]]:
-    """(gold label, contexts) of the naming functions under ``root``'s project folders."""
+@dataclass
+class NamingExample:
+    label: str
+    contexts: list[str]
+    masked: str
+    """The masked source the LLM sees for naming (design §2)."""
+
+
+@dataclass
+class SearchExample:
+    query: str
+    code: str
+    """The function as written, docstring removed (design §5)."""
+    contexts: list[str]
+
+
+def _project_functions(root: Path) -> Iterator[tuple[Document, FunctionInfo]]:
+    """Every function of the corpus-eligible files under ``root``'s project folders."""
     if not root.is_dir():
         raise ValueError(f"{root}: not a directory (expected one sub-folder per project)")
     for project in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -63,43 +91,71 @@ def iter_project_examples(root: Path) -> Iterator[tuple[str, list[str]]]:
                 except SourceError:
                     continue
                 for func in doc.functions():
-                    label = name_label(func.name)
-                    dunder = func.name.startswith("__") and func.name.endswith("__")
-                    if not label or dunder or func.line_count < 3:
-                        continue
-                    contexts = context_space(func.node, doc.source, func.name).sample(MAX_CONTEXTS)
-                    yield label, [c.to_text() for c in contexts]
+                    yield doc, func
 
 
-def iter_split_examples(corpus: Path, split: str) -> Iterator[tuple[str, list[str]]]:
+def iter_project_examples(root: Path) -> Iterator[NamingExample]:
+    """The naming functions under ``root``'s project folders (corpus rules)."""
+    for doc, func in _project_functions(root):
+        label = name_label(func.name)
+        dunder = func.name.startswith("__") and func.name.endswith("__")
+        if not label or dunder or func.line_count < 3:
+            continue
+        contexts = context_space(func.node, doc.source, func.name).sample(MAX_CONTEXTS)
+        yield NamingExample(label, [c.to_text() for c in contexts], mask_source(func.source, func.name))
+
+
+def iter_project_pairs(root: Path, anonymised: bool = False) -> list[SearchExample]:
+    """Docstring/code pairs under ``root`` (corpus rules), optionally with identifiers
+    anonymised in the code (:mod:`model_export.anonymise`)."""
+    pairs: list[SearchExample] = []
+    for _, func in _project_functions(root):
+        query = docstring_summary(func.docstring)
+        if query is None:
+            continue
+        code = func.source_without_docstring
+        if anonymised:
+            code = anonymise(code)
+        contexts = contexts_of_text(code)
+        pairs.append(SearchExample(query, code, contexts))
+    return pairs
+
+
+def iter_split_examples(corpus: Path, split: str) -> Iterator[NamingExample]:
     path = corpus / f"{split}.jsonl.gz"
     if not path.exists():
         raise ValueError(f"{path} not found; run `make corpus` first")
-    for index, (label, contexts) in enumerate(iter_naming(path)):
+    index = 0
+    for record in read_jsonl_gz(path):
+        if not record["naming"]:
+            continue
+        contexts = record["contexts"]
         if len(contexts) > MAX_CONTEXTS:
             chosen = np.sort(np.random.default_rng(index).choice(len(contexts), MAX_CONTEXTS, replace=False))
             contexts = [contexts[i] for i in chosen]
-        yield label, contexts
+        index += 1
+        yield NamingExample(record["label"], contexts, record["masked_code"])
 
 
 def evaluate_naming(
-    examples: Iterator[tuple[str, list[str]]], model: Code2VecModel, limit: int | None = None
+    examples: Iterable[NamingExample], model: Predictor, known: Iterable[str], limit: int | None = None
 ) -> dict[str, Any]:
+    """Naming metrics of ``model`` (code2vec or a fusion predictor) on ``examples``."""
     scores = NamingScores()
     in_vocab, out_of_vocab = NamingScores(), NamingScores()
-    known = set(model.targets)
-    batch: list[tuple[str, list[str]]] = []
+    vocabulary = set(known)
+    batch: list[NamingExample] = []
     seconds = 0.0
 
     def flush() -> None:
         nonlocal seconds
         started = time.perf_counter()
-        predictions = model.predict([contexts for _, contexts in batch], top_k=10)
+        predictions = model.predict([e.contexts for e in batch], top_k=10, sources=[e.masked for e in batch])
         seconds += time.perf_counter() - started
-        for (gold, _), ranked in zip(batch, predictions, strict=True):
+        for example, ranked in zip(batch, predictions, strict=True):
             candidates = [label for label, _ in ranked]
-            scores.add(gold, candidates)
-            (in_vocab if gold in known else out_of_vocab).add(gold, candidates)
+            scores.add(example.label, candidates)
+            (in_vocab if example.label in vocabulary else out_of_vocab).add(example.label, candidates)
         batch.clear()
 
     for count, example in enumerate(examples):
@@ -121,32 +177,76 @@ def evaluate_naming(
     return result
 
 
+def evaluate_search(pairs: Sequence[SearchExample], runtime: FusionRuntime, limit: int | None = None,
+                    seed: int = SEARCH_SEED) -> dict[str, Any]:
+    """MRR of ``runtime`` under the CodeSearchNet protocol: pairs shuffled with ``seed``, cut
+    into groups of 1,000 (one group of all pairs when there are fewer — then the task is
+    easier, and the result says so with ``group``)."""
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    chosen = [pairs[i] for i in order][: limit if limit is not None else len(order)]
+    if not chosen:
+        raise ValueError("no docstring/code pairs found (functions whose docstring's first paragraph has ≥ 3 words)")
+    group = SEARCH_GROUP if len(chosen) >= SEARCH_GROUP else len(chosen)
+    chosen = chosen[: (len(chosen) // group) * group]
+    started = time.perf_counter()
+    llm = np.asarray(runtime.embedder.embed([p.code for p in chosen]), dtype=np.float32)
+    code = runtime.code2vec.code_vectors([p.contexts for p in chosen])
+    codes = runtime.search_vectors(llm, code)
+    seconds = time.perf_counter() - started
+    queries = runtime.query_vectors([p.query for p in chosen])
+    return {"examples": len(chosen), "group": group, "mrr": round(mrr(queries, codes, group), 4),
+            "model_ms_per_function": round(seconds / len(chosen) * 1000, 3)}
+
+
+def load_predictor(variant: str, models: Path | None, device: str) -> tuple[Predictor, list[str]]:
+    """The naming model of ``variant`` and its target names."""
+    code2vec = Code2VecModel.load(models, device=device, threads=os.cpu_count() or 1)
+    if variant == "code2vec":
+        return code2vec, code2vec.targets
+    runtime = load_runtime(variant, models, device, code2vec)
+    return FusionPredictor(runtime), code2vec.targets
+
+
+def load_runtime(variant: str, models: Path | None, device: str,
+                 code2vec: Code2VecModel | None = None) -> FusionRuntime:
+    code2vec = code2vec or Code2VecModel.load(models, device=device, threads=os.cpu_count() or 1)
+    embedder = load_embedder("onnx", models, device=device)
+    return FusionRuntime.load(embedder, code2vec, models, variant, device, threads=os.cpu_count() or 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pathfusion eval", description=__doc__.splitlines()[0])
     parser.add_argument("task", choices=("naming", "search"))
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--projects", type=Path, help="folder with one sub-folder per project")
-    source.add_argument("--corpus", type=Path, help="corpus folder (with --split)")
+    source.add_argument("--corpus", type=Path, help="corpus folder (with --split; naming only)")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    parser.add_argument("--variant", default="code2vec")
+    parser.add_argument("--variant", default="code2vec", choices=VARIANTS)
+    parser.add_argument("--anonymise", action="store_true", help="search: anonymise identifiers in the code")
     parser.add_argument("--models", type=Path, default=None)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if args.task == "search" or args.variant not in VARIANTS:
-        print(f"pathfusion eval: {args.task} with variant {args.variant!r} is not available yet "
-              f"(available: naming with {', '.join(VARIANTS)})", file=sys.stderr)
+    if args.task == "search" and args.projects is None:
+        print("pathfusion eval: error: search is evaluated on --projects DIR (the corpus split's search "
+              "numbers come from python -m model_export.train_fusion)", file=sys.stderr)
         return 2
     try:
-        model = Code2VecModel.load(args.models, device=args.device, threads=os.cpu_count() or 1)
-        examples = (iter_project_examples(args.projects) if args.projects
-                    else iter_split_examples(args.corpus, args.split))
-        result = evaluate_naming(examples, model, args.limit)
+        if args.task == "naming":
+            model, targets = load_predictor(args.variant, args.models, args.device)
+            examples = (iter_project_examples(args.projects) if args.projects
+                        else iter_split_examples(args.corpus, args.split))
+            result = evaluate_naming(examples, model, targets, args.limit)
+        else:
+            runtime = load_runtime(args.variant, args.models, args.device)
+            result = evaluate_search(iter_project_pairs(args.projects, args.anonymise), runtime, args.limit)
+            result["anonymised"] = args.anonymise
     except (ModelError, ValueError) as exc:
         print(f"pathfusion eval: error: {exc}", file=sys.stderr)
         return 1
-    result = {"task": "naming", "variant": args.variant,
+    result = {"task": args.task, "variant": args.variant,
               "source": str(args.projects) if args.projects else f"{args.corpus}:{args.split}", **result}
     if args.json:
         print(json.dumps(result, indent=1))
@@ -154,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, value in result.items():
             if key != "samples":
                 print(f"{key:>24}: {value}")
-        for sample in result["samples"]:
+        for sample in result.get("samples", []):
             print(f"    gold {sample['gold']:<30} predicted {sample['predicted']}")
     return 0
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 SPECIAL_NAMES = frozenset({"<UNK>", "<PAD>", ""})
 
 
@@ -101,3 +103,26 @@ class NamingScores:
         data = asdict(self)
         data.pop("samples")
         return data
+
+
+SEARCH_GROUP = 1000
+"""CodeSearchNet's group size: each query against 1 correct + 999 distractor codes."""
+
+
+def mrr(queries: np.ndarray, codes: np.ndarray, group: int = SEARCH_GROUP) -> float:
+    """Mean reciprocal rank under the CodeSearchNet protocol.
+
+    Row ``i`` of ``queries`` belongs with row ``i`` of ``codes``.  The pairs are cut into
+    consecutive groups of ``group`` (a trailing incomplete group is left out — the caller
+    shuffles with a fixed seed first); each query is ranked by inner product against the
+    codes of its own group.  A distractor scoring *equal* to the correct code ranks ahead of
+    it (ties count against the model, so a constant model cannot score well).
+    """
+    total, count = 0.0, 0
+    for start in range(0, len(queries) - group + 1, group):
+        scores = np.asarray(queries[start:start + group]) @ np.asarray(codes[start:start + group]).T
+        correct = np.diagonal(scores)[:, None]
+        ranks = (scores >= correct).sum(axis=1)
+        total += float((1.0 / ranks).sum())
+        count += len(ranks)
+    return total / count if count else 0.0

@@ -45,7 +45,7 @@ from server.query import QueryVocab
 
 from .embed_corpus import GROUP, load_field, read_selection, selection_path
 from .fusion import VARIANTS, FusionConfig, FusionModel
-from .metrics import NamingScores
+from .metrics import NamingScores, mrr
 from .query_encoder import QueryEncoder, QueryEncoderConfig, build_vocab
 
 EMBEDDINGS = Path("data/embeddings")
@@ -175,20 +175,6 @@ class QuerySide(nn.Module):
 # -- metrics ---------------------------------------------------------------------------------
 
 
-def mrr(queries: torch.Tensor, codes: torch.Tensor, group: int = GROUP) -> float:
-    """CodeSearchNet MRR: consecutive groups of ``group`` pairs, each query ranked against
-    its group's codes (1 correct + ``group − 1`` distractors); ties count against the query."""
-    total, count = 0.0, 0
-    for start in range(0, len(queries) - group + 1, group):
-        q, c = queries[start:start + group], codes[start:start + group]
-        scores = q @ c.T
-        correct = scores.diagonal().unsqueeze(1)
-        ranks = (scores >= correct).sum(dim=1).float()  # the correct one counts itself
-        total += float((1.0 / ranks).sum())
-        count += len(q)
-    return total / count if count else 0.0
-
-
 def naming_scores(logits: torch.Tensor, labels: Sequence[str], targets: Sequence[str]) -> dict[str, Any]:
     """code2vec/code2seq metrics of ``logits`` (see :mod:`model_export.metrics`)."""
     scores = NamingScores()
@@ -306,7 +292,7 @@ def evaluate_search(model: FusionModel, query: QuerySide, llm: torch.Tensor, cod
     with torch.no_grad():
         codes = _encode_in_chunks(lambda s: model.search_vector(llm[s], code[s]), len(llm))
         queries = _encode_in_chunks(lambda s: query(data.queries[s], data.query_llm[s]), len(llm))
-    return mrr(queries, codes)
+    return mrr(queries.numpy(), codes.numpy())
 
 
 # -- the comparison --------------------------------------------------------------------------
@@ -412,10 +398,10 @@ def run_variant(variant: str, query_choice: tuple[str, str], data: Datasets, cfg
 def zero_shot_llm(data: Datasets) -> dict[str, Any]:
     """Search with the raw LLM embeddings (no training): cosine of query and code."""
     test = data.search["test"]
-    result = {"mrr": mrr(test.query_llm, test.llm)}
+    result = {"mrr": mrr(test.query_llm.numpy(), test.llm.numpy())}
     if test.anon_llm is not None:
-        result["mrr_anonymised"] = mrr(test.query_llm, test.anon_llm)
-    result["valid_mrr"] = mrr(data.search["valid"].query_llm, data.search["valid"].llm)
+        result["mrr_anonymised"] = mrr(test.query_llm.numpy(), test.anon_llm.numpy())
+    result["valid_mrr"] = mrr(data.search["valid"].query_llm.numpy(), data.search["valid"].llm.numpy())
     return result
 
 

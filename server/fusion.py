@@ -34,8 +34,8 @@ from .models import (
     model_file,
     providers,
 )
-from .parsing import FunctionInfo, parse_bytes
-from .paths import MAX_CONTEXTS, context_space, mask_source
+from .parsing import FunctionInfo
+from .paths import contexts_of_text, mask_source
 from .query import QueryEncoderRuntime
 
 ENTRY = "fusion"
@@ -66,19 +66,10 @@ def _session(path: Path, device: str, threads: int) -> Any:
 
 
 def function_contexts(func: FunctionInfo) -> list[str]:
-    """Path contexts of ``func`` computed from its own text only (re-parsed, dedented), so
-    that its search vector — like the index's vector cache key — depends on nothing else
-    in the file."""
-    column = func.span.start.character
-    text = textwrap.dedent(" " * column + func.source)
-    source = text.encode("utf-8")
-    stack = [parse_bytes(source).root_node]
-    while stack:
-        node = stack.pop()
-        if node.type == "function_definition":
-            return [c.to_text() for c in context_space(node, source, func.name).sample(MAX_CONTEXTS)]
-        stack.extend(reversed(node.children))
-    return []
+    """Path contexts of ``func`` from its own text only (re-indented to column 0 and parsed
+    alone), so that its search vector — like the index's cache key — depends on nothing
+    else in the file."""
+    return contexts_of_text(textwrap.dedent(" " * func.span.start.character + func.source))
 
 
 @dataclass

@@ -48,6 +48,8 @@ from typing import NamedTuple
 
 from tree_sitter import Node
 
+from .parsing import parse_bytes
+
 EXTRACTOR_VERSION = "pf-paths-3"
 MAX_LENGTH = 8
 MAX_WIDTH = 2
@@ -440,3 +442,22 @@ def mask_source(source: str, name: str) -> str:
     if not name:
         return source
     return re.sub(rf"(?<![\w]){re.escape(name)}(?![\w])", METHOD_NAME, source)
+
+
+def contexts_of_text(code: str, max_contexts: int = MAX_CONTEXTS) -> list[str]:
+    """Contexts (as text) of the first function defined in ``code``, parsed on its own.
+
+    Why a standalone parse: a function's search vector must depend only on its own text (the
+    index caches vectors by the text's hash), and evaluation transforms code (anonymised
+    identifiers) before extracting.  Text without a function gives no contexts.
+    """
+    source = code.encode("utf-8")
+    stack = [parse_bytes(source).root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "function_definition":
+            name_node = node.child_by_field_name("name")
+            name = source[name_node.start_byte:name_node.end_byte].decode("utf-8", "replace") if name_node else ""
+            return [c.to_text() for c in context_space(node, source, name).sample(max_contexts)]
+        stack.extend(reversed(node.children))
+    return []

@@ -180,8 +180,11 @@ class FixedModel:
 
     def __init__(self, names: list[tuple[str, float]]) -> None:
         self.names = names
+        self.sources: Sequence[str] | None = None
 
-    def predict(self, functions: Sequence[Sequence[object]], top_k: int = 5) -> list[list[tuple[str, float]]]:
+    def predict(self, functions: Sequence[Sequence[object]], top_k: int = 5,
+                sources: Sequence[str] | None = None) -> list[list[tuple[str, float]]]:
+        self.sources = sources
         return [[] if not f else self.names[:top_k] for f in functions]
 
 
@@ -210,6 +213,8 @@ def test_suggest_rank_and_rendering() -> None:
     assert s.suggestions == [("_fetchItem", "fetch|item", 0.5), ("_getItem", "get|item", 0.3),
                              ("_lookup", "lookup", 0.1)]
     assert s.current_rank == 2
+    # what a fusion's LLM sees: the masked source, never the name (design §2)
+    assert fake.sources == ["def METHOD_NAME(self, k):\n        return self.d[k]"]
     (s,) = suggest_for_document(doc, fake, top_k=1)
     assert s.current_rank is None
 

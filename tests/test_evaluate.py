@@ -56,5 +56,8 @@ def test_eval_errors_are_clear(trained, tmp_path: Path, capsys: pytest.CaptureFi
     assert "not a directory" in capsys.readouterr().err
     assert eval_main(["naming", "--projects", str(tmp_path), "--models", str(tmp_path / "nomodels")]) == 1
     assert "error" in capsys.readouterr().err
-    assert eval_main(["search", "--projects", str(tmp_path), "--models", str(models)]) == 2
-    assert "not available yet" in capsys.readouterr().err
+    # a models folder without the fusion export cannot rank queries: say what to export
+    assert eval_main(["search", "--projects", str(tmp_path), "--models", str(models)]) == 1
+    assert "export" in capsys.readouterr().err
+    assert eval_main(["search", "--corpus", str(tmp_path), "--models", str(models)]) == 2
+    assert "--projects" in capsys.readouterr().err

@@ -13,7 +13,8 @@ from model_export.anonymise import anonymise
 from model_export.compact_onnx import compact
 from model_export.embed_corpus import CHUNK, GROUP, Unit, load_field, plan, select
 from model_export.fusion import VARIANTS, FusionConfig, FusionExport, FusionModel
-from model_export.train_fusion import NamingData, TrainConfig, mrr, naming_scores, train_naming
+from model_export.metrics import mrr
+from model_export.train_fusion import NamingData, TrainConfig, naming_scores, train_naming
 from server.parsing import Document, parse_bytes
 
 # -- anonymisation ---------------------------------------------------------------------------
@@ -75,6 +76,7 @@ def test_every_variant_gives_naming_logits_and_unit_search_vectors(variant: str)
     assert torch.allclose(vectors.norm(dim=1), torch.ones(5), atol=1e-5)
     top_ids, top_probs, search = FusionExport(model)(llm, code)
     assert top_ids.shape == top_probs.shape == (5, 10)
+    assert torch.allclose(search, vectors)
     assert torch.all(top_probs[:, :-1] >= top_probs[:, 1:])
 
 
@@ -126,8 +128,8 @@ def test_naming_training_learns_a_separable_task_and_keeps_the_best_epoch(tmp_pa
 
 
 def test_mrr_ranks_each_query_within_its_group_only() -> None:
-    codes = torch.eye(4)
-    queries = torch.tensor([[1.0, 0, 0, 0],      # rank 1
+    codes = np.eye(4)
+    queries = np.array([[1.0, 0, 0, 0],      # rank 1
                             [1.0, 0.5, 0, 0],    # correct (index 1) scores 0.5 < 1.0 → rank 2
                             [0, 0, 1.0, 0],      # rank 1
                             [0, 0, 0.9, 0.1]])   # rank 2
@@ -139,8 +141,8 @@ def test_mrr_ranks_each_query_within_its_group_only() -> None:
 
 
 def test_mrr_counts_ties_against_the_query() -> None:
-    codes = torch.tensor([[1.0, 0], [1.0, 0]])
-    assert mrr(torch.tensor([[1.0, 0], [1.0, 0]]), codes, group=2) == pytest.approx(0.5)
+    codes = np.array([[1.0, 0], [1.0, 0]])
+    assert mrr(np.array([[1.0, 0], [1.0, 0]]), codes, group=2) == pytest.approx(0.5)
 
 
 def test_naming_scores_use_the_first_legal_candidate() -> None:
