@@ -66,6 +66,30 @@ class FusionConfig:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over a short token sequence.
+
+    Hand-written rather than ``nn.MultiheadAttention`` because the latter's eval-mode fast
+    path (``_native_multi_head_attention``) has no ONNX export."""
+
+    def __init__(self, width: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by {heads} heads")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch, length, width = tokens.shape
+        q, k, v = self.qkv(tokens).reshape(batch, length, 3, self.heads, width // self.heads).permute(
+            2, 0, 3, 1, 4).unbind(0)
+        scores = q @ k.transpose(-1, -2) / float(width // self.heads) ** 0.5
+        weights = self.dropout(torch.softmax(scores, dim=-1))
+        return self.out((weights @ v).transpose(1, 2).reshape(batch, length, width))
+
+
 class Fusion(nn.Module):
     """``(l, c) → representation [B, out_dim]`` for one variant."""
 
@@ -86,7 +110,7 @@ class Fusion(nn.Module):
         if config.variant == "weighted":
             self.weight_logits = nn.Parameter(torch.zeros(2))
         if config.variant == "attention":
-            self.attention = nn.MultiheadAttention(width, config.heads, dropout=config.dropout, batch_first=True)
+            self.attention = SelfAttention(width, config.heads, config.dropout)
             self.norm1 = nn.LayerNorm(width)
             self.feed_forward = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(config.dropout),
                                               nn.Linear(2 * width, width))
@@ -108,7 +132,7 @@ class Fusion(nn.Module):
             w = self.weights()
             return w[0] * p_llm + w[1] * p_code
         tokens = torch.stack([p_llm, p_code], dim=1)  # [B, 2, width]
-        attended, _ = self.attention(tokens, tokens, tokens, need_weights=False)
+        attended = self.attention(tokens)
         tokens = self.norm1(tokens + attended)
         tokens = self.norm2(tokens + self.feed_forward(tokens))
         return tokens.mean(dim=1)

@@ -219,7 +219,7 @@ def train_naming(model: FusionModel, train: NamingData, valid: NamingData, targe
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         model.eval()
         with torch.no_grad():
             result = naming_scores(model.naming_logits(valid.llm, valid.code), valid.labels, targets)
@@ -263,7 +263,7 @@ def train_search(model: FusionModel, query: QuerySide, train: SearchData, valid:
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         valid_mrr = evaluate_search(model, query, valid.llm, valid.code, valid)
         _log(log, {"task": "search", "query": query.name, "epoch": epoch, "loss": float(np.mean(losses)),
                    "valid_mrr": valid_mrr, "seconds": round(time.time() - started, 1)})
@@ -325,11 +325,12 @@ def new_query_side(kind: str, pooling: str, data: Datasets, search_dim: int) -> 
     return QuerySide(kind, pooling, None if kind == "llm" else data.vocab, search_dim)
 
 
-def select_query_encoder(data: Datasets, cfg: TrainConfig, runs: Path) -> dict[str, Any]:
-    """Validation MRR of every query encoder of :data:`QUERY_GRID` on the concat variant."""
+def select_query_encoder(data: Datasets, cfg: TrainConfig, runs: Path,
+                         grid: Sequence[tuple[str, str]] = QUERY_GRID) -> dict[str, Any]:
+    """Validation MRR of every query encoder of ``grid`` on the concat variant."""
     path = runs / "query_selection.json"
     done: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"runs": {}}
-    for kind, pooling in QUERY_GRID:
+    for kind, pooling in grid:
         name = f"{kind}-{pooling}"
         if name in done["runs"]:
             continue
@@ -340,7 +341,8 @@ def select_query_encoder(data: Datasets, cfg: TrainConfig, runs: Path) -> dict[s
         best = train_search(model, query, data.search["train"], data.search["valid"], cfg, runs / "query_selection.log")
         done["runs"][name] = {**best, "seconds": round(time.time() - started, 1)}
         write_atomic(path, json.dumps(done, indent=1).encode())
-    done["best"] = max(done["runs"], key=lambda k: done["runs"][k]["mrr"])
+    names = [f"{kind}-{pooling}" for kind, pooling in grid]
+    done["best"] = max(names, key=lambda k: done["runs"][k]["mrr"])
     write_atomic(path, json.dumps(done, indent=1).encode())
     return done
 
@@ -413,16 +415,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--query-grid", default=",".join(f"{k}-{p}" for k, p in QUERY_GRID),
+                        help="comma-separated kind-pooling query encoders to select from")
+    parser.add_argument("--naming-epochs", type=int, default=TrainConfig.naming_epochs)
+    parser.add_argument("--search-epochs", type=int, default=TrainConfig.search_epochs)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = TrainConfig()
+    cfg = TrainConfig(naming_epochs=args.naming_epochs, search_epochs=args.search_epochs)
+    grid = tuple(tuple(item.split("-", 1)) for item in args.query_grid.split(",") if item)
     args.runs.mkdir(parents=True, exist_ok=True)
     data = load_datasets(args.embeddings, args.models)
     sizes = {f"{task}-{split}": len(d.llm) for task, group in (("naming", data.naming), ("search", data.search))
              for split, d in group.items()}
     print("examples:", sizes, flush=True)
-    selection = select_query_encoder(data, cfg, args.runs)
+    selection = select_query_encoder(data, cfg, args.runs, grid)
     choice = tuple(selection["best"].split("-", 1))
     print(f"query encoder: {selection['best']}", flush=True)
     rows = {variant: run_variant(variant, (choice[0], choice[1]), data, cfg, args.runs) for variant in args.variants}
