@@ -407,6 +407,20 @@ def zero_shot_llm(data: Datasets) -> dict[str, Any]:
     return result
 
 
+def shipped_code2vec(out: Path, models: Path) -> dict[str, Any]:
+    """The shipped code2vec model with its own softmax head (trained on all 373k train
+    functions) on the same test naming sample — the single-source naming baseline."""
+    from server.code2vec import Code2VecModel
+
+    model = Code2VecModel.load(models, threads=1)
+    rows = _rows(out, "test", "naming")
+    scores = NamingScores()
+    predictions = model.predict([r["contexts"] for r in rows], top_k=10)
+    for row, ranked in zip(rows, predictions, strict=True):
+        scores.add(row["label"], [label for label, _ in ranked])
+    return scores.result()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model_export.train_fusion", description=__doc__.split("\n")[0])
     parser.add_argument("--embeddings", type=Path, default=EMBEDDINGS)
@@ -434,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"query encoder: {selection['best']}", flush=True)
     rows = {variant: run_variant(variant, (choice[0], choice[1]), data, cfg, args.runs) for variant in args.variants}
     summary = {"examples": sizes, "query_selection": selection, "variants": rows, "llm_zero_shot": zero_shot_llm(data),
-               "train_config": cfg.__dict__}
+               "code2vec_shipped": shipped_code2vec(args.embeddings, args.models), "train_config": cfg.__dict__}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(args.results, json.dumps(summary, indent=1).encode())
     print(f"results → {args.results}", flush=True)
