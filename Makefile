@@ -66,3 +66,13 @@ bench: $(VENV)/.runtime
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The VS Code extension (vscode-client/): npm ci, esbuild bundle, vsce → vscode-client/pathfusion.vsix.
+.PHONY: vsix e2e-vscode
+vsix:
+	cd vscode-client && npm ci --no-audit --no-fund && npm run build && npm run package
+
+# Opt-in, not part of `make test`: the .vsix in code-server, driven by headless Chromium
+# (installs chromium, libkrb5-dev, Node 24 and code-server when missing; see vscode-client/README.md).
+e2e-vscode: vsix $(VENV)/.runtime
+	vscode-client/e2e/run.sh

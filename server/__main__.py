@@ -1,8 +1,9 @@
-"""``python -m server``: the same commands as ``pathfusion`` (``serve`` when none is given,
-so that editors can start the server with ``python -m server``)."""
+"""``python -m server``: the same commands as ``pathfusion``.  With no command, or with only
+``serve``'s options (``--stdio``, ``--tcp HOST:PORT``, ``--models DIR``), it serves — so that
+editors can start the server with ``python -m server --stdio``."""
 
 import sys
 
-from .cli import main
+from .cli import with_default_command
 
-raise SystemExit(main(sys.argv[1:] or ["serve"]))
+raise SystemExit(with_default_command(sys.argv[1:]))
