@@ -17,6 +17,8 @@ The graphs are written by ``pathfusion export fusion`` (:mod:`model_export.expor
 from __future__ import annotations
 
 import textwrap
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,10 +178,39 @@ class FusionRuntime:
 
 class FusionPredictor:
     """Name suggestions of a fusion variant, behind the interface of
-    :func:`server.code2vec.suggest_for_document` (contexts + the masked sources)."""
+    :func:`server.code2vec.suggest_for_document` (contexts + the masked sources).
+
+    The LLM embedding of a masked source is the expensive part (tens of ms on a CPU core)
+    and hovers repeat on unchanged functions, so the last :data:`CACHE_SIZE` embeddings are
+    kept, keyed by the masked text itself (design §2: "computed on demand and cached")."""
+
+    CACHE_SIZE = 2048
 
     def __init__(self, runtime: FusionRuntime) -> None:
         self.runtime = runtime
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _embeddings(self, sources: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            missing = list(dict.fromkeys(s for s in sources if s not in self._cache))
+        if missing:
+            fresh = np.asarray(self.runtime.embedder.embed(missing), dtype=np.float32)
+            with self._lock:
+                for text, vector in zip(missing, fresh, strict=True):
+                    self._cache[text] = vector
+                while len(self._cache) > self.CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        with self._lock:
+            rows = []
+            for text in sources:
+                vector = self._cache.get(text)
+                if vector is None:  # evicted by a concurrent call: embed again
+                    vector = np.asarray(self.runtime.embedder.embed([text]), dtype=np.float32)[0]
+                else:
+                    self._cache.move_to_end(text)
+                rows.append(vector)
+        return np.stack(rows)
 
     def predict(self, functions: Sequence[Sequence[ContextLike]], top_k: int = 5,
                 sources: Sequence[str] | None = None) -> list[list[tuple[str, float]]]:
@@ -187,7 +218,7 @@ class FusionPredictor:
             raise ValueError("a fusion predictor needs the masked source of every function")
         if not functions:
             return []
-        llm = np.asarray(self.runtime.embedder.embed(list(sources)), dtype=np.float32)
+        llm = self._embeddings(sources)
         code = self.runtime.code2vec.code_vectors(functions)
         return self.runtime.naming(llm, code, top_k)
 

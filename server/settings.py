@@ -26,7 +26,8 @@ from typing import Any
 SECTION = "pathfusion"
 DEVICES = ("auto", "cpu", "cuda")
 LLM_BACKENDS = ("onnx", "transformers")
-FUSION_VARIANTS = ("code2vec", "concat", "weighted", "attention")
+FUSION_VARIANTS = ("default", "code2vec", "llm", "concat", "weighted", "attention")
+"""``default`` = the manifest's default variant (the best on validation)."""
 MAX_TOP_K = 50
 
 
@@ -38,7 +39,7 @@ class Settings:
     """Models folder; None = ``$PATHFUSION_MODELS`` or the repository's ``models/``."""
     llm_backend: str = "onnx"
     llm_model_path: str | None = None
-    fusion_variant: str = "code2vec"
+    fusion_variant: str = "default"
     device: str = "auto"
     top_k: int = 5
     exclude: tuple[str, ...] = ()

@@ -162,3 +162,31 @@ def test_eval_search_and_naming_on_project_folders(exported, tmp_path: Path,  # 
     assert evaluate.main(["naming", "--projects", str(tmp_path / "projects"), "--models", str(models),
                           "--variant", "llm", "--device", "cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["examples"] == 3
+
+
+class CountingEmbedder:
+    """The real embedder, counting the texts it is asked to embed."""
+
+    def __init__(self, inner: OnnxEmbedder) -> None:
+        self.inner, self.texts = inner, 0
+        self.dim, self.model_id = inner.dim, inner.model_id
+
+    def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        self.texts += len(texts)
+        return self.inner.embed(texts, batch_size)
+
+
+def test_predictor_embeds_each_masked_source_once(exported) -> None:  # type: ignore[no-untyped-def]
+    _, models, _ = exported
+    embedder = CountingEmbedder(OnnxEmbedder.load(models))
+    runtime = FusionRuntime.load(embedder, Code2VecModel.load(models), models, "llm", "cpu")  # type: ignore[arg-type]
+    predictor = FusionPredictor(runtime)
+    doc = Document("def a(x):\n    return x + 1\n\ndef b(y):\n    return y * 2\n")
+    first = suggest_for_document(doc, predictor, top_k=3)
+    assert embedder.texts == 2
+    again = suggest_for_document(doc, predictor, top_k=3)   # a second hover: no new embedding
+    assert embedder.texts == 2
+    assert [s.suggestions for s in again] == [s.suggestions for s in first]
+    doc.replace("def a(x):\n    return x - 1\n\ndef b(y):\n    return y * 2\n")
+    suggest_for_document(doc, predictor, top_k=3)            # only the edited function
+    assert embedder.texts == 3
