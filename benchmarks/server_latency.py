@@ -13,7 +13,11 @@ a temporary folder holding a copy of one real standard-library file (default
   start to that hover's answer.
 * **warm**: after ``pathfusion.status`` reports the folder ``ready``, ``--hovers`` hovers on
   the names of different functions of the file (cycling), p50/p95/max — these include the
-  "similar functions" k-NN of the index.
+  "similar functions" k-NN of the index;
+* **new file**: the first hover on a second file (``--second-file``, default ``inspect.py``)
+  opened once the server is warm — no worker has listed its functions yet;
+* **after an edit**: ``--edits`` times, a line is inserted at the top of the first file
+  (``didChange``, a new version) and a function name is hovered at once.
 
 Needs ``models/code2vec`` (the exported code2vec model); without it the script says so and
 exits with status 2.
@@ -131,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=ROOT / "models")
     parser.add_argument("--file", type=Path, default=Path(sysconfig.get_paths()["stdlib"]) / "argparse.py")
     parser.add_argument("--hovers", type=int, default=100)
+    parser.add_argument("--edits", type=int, default=20, help="hovers each right after an edit")
+    parser.add_argument("--second-file", type=Path,
+                        default=Path(sysconfig.get_paths()["stdlib"]) / "inspect.py",
+                        help="opened once the server is warm, hovered once")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "server_latency.json")
     parser.add_argument("--skip-model-check", action="store_true",
@@ -171,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         client.notify("initialized", {})
         client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python",
                                                                 "version": 1, "text": text}})
-        line, char, _ = names[0]
+        # the first function that can get suggestions (a dunder never does: it would time
+        # only the wait for the model)
+        line, char, _ = next(n for n in names if not (n[2].startswith("__") and n[2].endswith("__")))
         t0 = time.perf_counter()
         cold = client.request("textDocument/hover", {"textDocument": {"uri": uri},
                                                      "position": {"line": line, "character": char}},
@@ -201,6 +211,33 @@ def main(argv: list[str] | None = None) -> int:
                                     args.timeout)
             warm.append(1e3 * (time.perf_counter() - t))
             answered += result is not None
+        # a file opened once the server is warm (model loaded): its first hover lists the
+        # functions of a document no worker has seen yet
+        second = ws / args.second_file.name
+        shutil.copyfile(args.second_file, second)
+        second_text = second.read_text(encoding="utf-8")
+        second_names = function_names(second_text)
+        client.notify("textDocument/didOpen", {"textDocument": {"uri": second.as_uri(), "languageId": "python",
+                                                                "version": 1, "text": second_text}})
+        line, char, _ = second_names[len(second_names) // 2]
+        t = time.perf_counter()
+        client.request("textDocument/hover", {"textDocument": {"uri": second.as_uri()},
+                                              "position": {"line": line, "character": char}}, args.timeout)
+        new_file_ms = 1e3 * (time.perf_counter() - t)
+        # after an edit (a new version: the worker view is rebuilt from the edited tree)
+        after_edit: list[float] = []
+        for i in range(args.edits):
+            client.notify("textDocument/didChange", {
+                "textDocument": {"uri": uri, "version": 2 + i},
+                "contentChanges": [{"range": {"start": {"line": 0, "character": 0},
+                                              "end": {"line": 0, "character": 0}},
+                                    "text": f"# edit {i}\n"}]})
+            line, char, _ = names[(7 * i + 3) % len(names)]
+            t = time.perf_counter()
+            client.request("textDocument/hover", {"textDocument": {"uri": uri},
+                                                  "position": {"line": line + i + 1, "character": char}},
+                           args.timeout)
+            after_edit.append(1e3 * (time.perf_counter() - t))
         client.request("shutdown", None, args.timeout)
         client.notify("exit", None)
         proc.wait(timeout=10)
@@ -219,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         "index_state": state, "index_wait_s": round(index_wait_s, 2),
         "warm_hover_ms": {"p50": pct(warm, 50), "p95": pct(warm, 95), "max": round(max(warm), 2),
                           "n": len(warm), "answered": answered},
+        "first_hover_new_file_ms": round(new_file_ms, 1), "second_file": str(args.second_file),
+        "hover_after_edit_ms": {"p50": pct(after_edit, 50), "p95": pct(after_edit, 95),
+                                "max": round(max(after_edit), 2), "n": len(after_edit)},
         "server_log_tail": log_tail,
     }
     rows = [("functions in file", len(names)), ("initialize (ms)", result["initialize_ms"]),
@@ -227,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
             ("index state / wait (s)", f"{state} / {result['index_wait_s']}"),
             ("warm hover p50 (ms)", result["warm_hover_ms"]["p50"]),
             ("warm hover p95 (ms)", result["warm_hover_ms"]["p95"]),
-            ("warm hovers answered", f"{answered}/{len(warm)}")]
+            ("warm hovers answered", f"{answered}/{len(warm)}"),
+            ("first hover, newly opened file (ms)", result["first_hover_new_file_ms"]),
+            ("hover right after an edit p50 (ms)", result["hover_after_edit_ms"]["p50"]),
+            ("hover right after an edit p95 (ms)", result["hover_after_edit_ms"]["p95"])]
     print_rows(rows, width=36)
     save_json(result, args.json)
     return 0

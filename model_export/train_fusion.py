@@ -65,9 +65,9 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-5
-    naming_epochs: int = 40
-    search_epochs: int = 30
-    patience: int = 4
+    naming_epochs: int = 30
+    search_epochs: int = 15
+    patience: int = 3
     temperature: float = 20.0
     """Fixed logit scale of the in-batch softmax (cosines are in [-1, 1])."""
     seed: int = SEED

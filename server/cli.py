@@ -140,10 +140,12 @@ def cmd_suggest(args: argparse.Namespace) -> int:
 
 
 def _open_index(workspace: Path, models: Path | None, device: str) -> Any:
-    """The embedder and the stored index of ``workspace`` (errors as :class:`CliError`)."""
+    """The stored index of ``workspace`` with the search model the server would use for the
+    same models folder and device (errors as :class:`CliError`)."""
     from .embedder import load_embedder
-    from .index import WorkspaceIndex
+    from .index import WorkspaceIndex, search_model_from_settings
     from .models import ModelError
+    from .settings import Settings
 
     if not workspace.exists():
         raise CliError(f"{workspace}: no such directory")
@@ -153,8 +155,9 @@ def _open_index(workspace: Path, models: Path | None, device: str) -> Any:
         embedder = load_embedder("onnx", models, device=device)
     except ModelError as exc:
         raise CliError(str(exc)) from exc
+    settings = Settings(models_dir=str(models) if models is not None else None, device=device)
     try:
-        return WorkspaceIndex.open(workspace, embedder)
+        return WorkspaceIndex.open(workspace, search_model_from_settings(settings, embedder))
     except OSError as exc:
         raise CliError(f"cannot open the index of {workspace}: {exc}") from exc
 
@@ -243,10 +246,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``pathfusion export code2vec|embedder …`` (model_export/export_*.py)."""
+    """``pathfusion export code2vec|embedder|fusion …`` (model_export/export_*.py)."""
     try:
         if args.target == "embedder":
             from model_export.export_embedder import main as export_main
+        elif args.target == "fusion":
+            from model_export.export_fusion import main as export_main
         else:
             from model_export.export_code2vec import main as export_main
     except ImportError as exc:
@@ -292,7 +297,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return eval_main([args.task, *args.rest])
 
 
-TRAINABLE = ("code2vec",)
+TRAINABLE = ("code2vec", "fusion")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -300,7 +305,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.model not in TRAINABLE:
         raise CliError(f"unknown model {args.model!r}; trainable now: {', '.join(TRAINABLE)}")
     try:
-        from model_export.train_code2vec import main as train_main
+        if args.model == "fusion":
+            from model_export.train_fusion import main as train_main
+        else:
+            from model_export.train_code2vec import main as train_main
     except ImportError as exc:
         raise CliError(f"training needs the train extra: pip install -e '.[train]' ({exc})") from exc
     return train_main(args.rest)
@@ -353,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
     export = sub.add_parser("export", help="export a trained model to ONNX (needs the train extra)")
-    export.add_argument("target", choices=("code2vec", "embedder"))
+    export.add_argument("target", choices=("code2vec", "embedder", "fusion"))
     export.add_argument("rest", nargs=argparse.REMAINDER)
     export.set_defaults(func=cmd_export)
     corpus = sub.add_parser("corpus", help="build the training corpus (see model_export/corpus.py)",
@@ -364,8 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("task", choices=("naming", "search"))
     evaluate.add_argument("rest", nargs=argparse.REMAINDER)
     evaluate.set_defaults(func=cmd_eval)
-    train = sub.add_parser("train", help="train a model (code2vec); see model_export/train_code2vec.py")
-    train.add_argument("model", help="which model: code2vec")
+    train = sub.add_parser("train", help="train a model: code2vec (model_export/train_code2vec.py) or "
+                                         "fusion (model_export/train_fusion.py)")
+    train.add_argument("model", help="which model: code2vec or fusion")
     train.add_argument("rest", nargs=argparse.REMAINDER)
     train.set_defaults(func=cmd_train)
     return parser
@@ -385,6 +394,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return 0
+
+
+SERVE_OPTIONS = ("--stdio", "--tcp", "--models")
+
+
+def with_default_command(argv: Sequence[str]) -> int:
+    """:func:`main`, with ``serve`` implied when ``argv`` is empty or starts with one of
+    ``serve``'s own options (how editors start language servers: ``python -m server --stdio``)."""
+    args = list(argv)
+    if not args or args[0].split("=", 1)[0] in SERVE_OPTIONS:
+        args.insert(0, "serve")
+    return main(args)
 
 
 if __name__ == "__main__":

@@ -3,23 +3,32 @@ semantic search over the workspace index.
 
 Why the handlers are thin and the work is elsewhere: the event loop only keeps the
 documents in sync and answers; every model call, parse for a request and jedi refactoring
-runs in a thread pool on an immutable :class:`Snapshot` (uri, version, text), and a result
-computed for a version that is no longer the document's is dropped.  The loop's
-:class:`~server.parsing.Document` objects are never touched by a worker thread.
+runs in a thread pool on an immutable :class:`Snapshot` (uri, version, text and a copy of
+the loop's syntax tree), and a result computed for a version that is no longer the
+document's is dropped.  The loop's :class:`~server.parsing.Document` objects are never
+touched by a worker thread; workers share one :class:`SnapshotDocument` per document version
+(:class:`WorkerDocuments`), so repeated hovers neither re-parse nor re-list the functions.
 
 Models are loaded lazily, on the first request that needs one, and again when
 ``modelsDir`` or ``device`` change.  A folder that cannot be used is reported once with
 ``window/showMessage``; the features then answer nothing until the settings change.
 
 The workspace index (:class:`~server.index.WorkspaceIndex`, one per workspace folder) is
-opened on ``initialized`` with the embedder of the settings (same models folder as the
-code2vec model) and synced with a cancellable ``window/workDoneProgress``.  Indexing runs and
+opened on ``initialized`` with the search model of the settings
+(:func:`~server.index.search_model_from_settings` over the embedder of the same models
+folder as the code2vec model) and synced with a cancellable ``window/workDoneProgress``.
+``workspace/didChangeWorkspaceFolders`` closes the removed folders' indexes and opens and
+syncs the added ones; the other folders keep theirs.  Indexing runs and
 incremental updates (``didSave``, ``didChangeWatchedFiles``, watched dynamically for
 ``**/*.py``) are serialised on a single dedicated thread, so an edit arriving during indexing
 waits for the run instead of racing it, and hovers keep the shared pool; searches
 (``pathfusion.search``, ``workspace/symbol``, "Similar functions" in the hover) run on the
 shared pool against the index's own lock.  Without an embedder the user is warned once and
 the search features answer empty.
+
+Ending: ``shutdown`` stops the indexing run (at its next batch) and saves the indexes;
+when the connection ends without it (the client closed the pipe or died), :meth:`serve`
+does the same and exits by itself instead of waiting for a run nobody will see.
 
 Positions are UTF-16 (the LSP default): the server removes the client's other position
 encodings from ``initialize`` so that it never negotiates another one.
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import difflib
 import keyword
@@ -37,10 +47,12 @@ import os
 import re
 import sys
 import threading
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +65,9 @@ from pygls.uris import from_fs_path, to_fs_path
 
 from .code2vec import Code2VecModel, Suggestion, suggest_for_document
 from .embedder import Embedder, load_embedder
-from .index import SearchResult, WorkspaceIndex
+from .index import SearchModel, SearchResult, WorkspaceIndex, search_model_from_settings
 from .models import ModelError, default_models_dir
-from .parsing import Document, Position
+from .parsing import Document, FunctionInfo, Position
 from .settings import SECTION, Settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +81,12 @@ SIMILAR_IN_HOVER = 3
 WATCH_REGISTRATION_ID = "pathfusion-watch-py"
 SYMBOL_RESULTS = 20
 RENAME_KIND = types.CodeActionKind.RefactorRewrite
+SKIPPED_IN_STATUS = 50
+"""Skipped files (path, reason) listed per folder in ``pathfusion.status``."""
+EXIT_TIMEOUT_S = 5.0
+"""After the connection ends, how long the indexing thread may take to stop at its next
+cancellation check before the process exits without it."""
+WORKER_DOCUMENTS = 16
 
 
 @dataclass(frozen=True)
@@ -78,20 +96,98 @@ class Snapshot:
     uri: str
     version: int
     text: str
+    tree: Any = field(default=None, compare=False, repr=False)
+    """A copy of the loop's tree-sitter tree of ``text`` (None: parse ``text``).  Copying is
+    O(1) and is what tree-sitter asks for before a tree is used on another thread; it spares
+    every request a full parse (25 ms for ``argparse.py``)."""
+
+
+class SnapshotDocument(Document):
+    """A worker's read-only view of a :class:`Snapshot`.
+
+    Why a subclass: a hover needs the function under the cursor, not a new parse and two
+    full listings of the document's functions (that was 50 of the 55 ms of a warm hover on
+    ``argparse.py``).  The tree comes from the snapshot, and :meth:`functions` is computed
+    once per version and shared by every request on it (:class:`WorkerDocuments`);
+    ``lock`` serialises the requests that read the tree.
+    """
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        if snapshot.tree is None:
+            super().__init__(snapshot.text, uri=snapshot.uri, version=snapshot.version)
+        else:
+            self.uri = snapshot.uri
+            self.version = snapshot.version
+            self._set_text(snapshot.text)
+            self.tree = snapshot.tree
+        self._functions: list[FunctionInfo] | None = None
+        self.lock = threading.Lock()
+
+    def functions(self) -> list[FunctionInfo]:
+        if self._functions is None:
+            self._functions = super().functions()
+        return list(self._functions)
+
+    def function_at(self, position: Position) -> FunctionInfo | None:
+        """As :meth:`Document.function_at`, over the listed functions: they come in source
+        order, so none after ``position``'s line can hold it."""
+        best: FunctionInfo | None = None
+        for func in self.functions():
+            if func.span.start.line > position.line:
+                break
+            if position.line == func.name_span.start.line or func.name_span.start <= position <= func.name_span.end:
+                best = func
+        return best
+
+    def apply_change(self, start: Position, end: Position, new_text: str, version: int | None = None) -> None:
+        raise TypeError("a snapshot document is read-only")
+
+    def replace(self, text: str, version: int | None = None) -> None:
+        raise TypeError("a snapshot document is read-only")
+
+
+class WorkerDocuments:
+    """The latest :class:`SnapshotDocument` of each recently used uri, for worker threads."""
+
+    def __init__(self, size: int = WORKER_DOCUMENTS) -> None:
+        self.size = size
+        self._docs: OrderedDict[str, SnapshotDocument] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, snapshot: Snapshot) -> SnapshotDocument:
+        with self._lock:
+            doc = self._docs.get(snapshot.uri)
+            if doc is not None and doc.version == snapshot.version and doc.text == snapshot.text:
+                self._docs.move_to_end(snapshot.uri)
+                return doc
+        doc = SnapshotDocument(snapshot)
+        with self._lock:
+            self._docs[snapshot.uri] = doc
+            self._docs.move_to_end(snapshot.uri)
+            while len(self._docs) > self.size:
+                self._docs.popitem(last=False)
+        return doc
+
+    def drop(self, uri: str) -> None:
+        with self._lock:
+            self._docs.pop(uri, None)
 
 
 # -- pure functions run in worker threads ---------------------------------------------------
 def suggestion_at(
-    snapshot: Snapshot, position: Position, model: Code2VecModel, top_k: int
+    snapshot: Snapshot, position: Position, model: Code2VecModel, top_k: int,
+    documents: WorkerDocuments | None = None,
 ) -> tuple[Suggestion, types.Range] | None:
     """The suggestions for the function whose name or ``def`` line holds ``position``,
     with the range of its name; None elsewhere, for dunders and without contexts."""
-    doc = Document(snapshot.text, uri=snapshot.uri, version=snapshot.version)
-    func = doc.function_at(position)
-    if func is None:
-        return None
-    line = func.name_span.start.line + 1
-    for suggestion in suggest_for_document(doc, model, top_k=top_k, line=line):
+    doc = documents.get(snapshot) if documents is not None else SnapshotDocument(snapshot)
+    with doc.lock:
+        func = doc.function_at(position)
+        if func is None:
+            return None
+        line = func.name_span.start.line + 1
+        suggestions = suggest_for_document(doc, model, top_k=top_k, line=line)
+    for suggestion in suggestions:
         if suggestion.qualname == func.qualname and suggestion.suggestions:
             span = func.name_span
             return suggestion, types.Range(
@@ -310,10 +406,13 @@ def similar_markdown(results: Sequence[SearchResult]) -> str:
     return "\n".join(lines)
 
 
-def function_at(snapshot: Snapshot, position: Position) -> tuple[str, types.Range] | None:
+def function_at(snapshot: Snapshot, position: Position,
+                documents: WorkerDocuments | None = None) -> tuple[str, types.Range] | None:
     """The qualname and name range of the function whose name or ``def`` line holds
     ``position`` (worker thread)."""
-    func = Document(snapshot.text, uri=snapshot.uri, version=snapshot.version).function_at(position)
+    doc = documents.get(snapshot) if documents is not None else SnapshotDocument(snapshot)
+    with doc.lock:
+        func = doc.function_at(position)
     if func is None:
         return None
     span = func.name_span
@@ -327,8 +426,42 @@ def _is_within(path: str, root: str) -> bool:
 
 
 # -- the server ------------------------------------------------------------------------------
+class _GuardedWriter:
+    """pygls' writer, made quiet once the client is gone.
+
+    Why: a client that dies leaves a broken pipe, and pygls logs every failed write with a
+    traceback (and raises into whatever sent it: a progress report, a warning).  The first
+    failure is logged once; later messages are dropped — the end of the input stream then
+    ends the server (:func:`serve`).
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.lost = False
+
+    def write(self, data: bytes) -> Any:
+        if self.lost:
+            return None
+        try:
+            return self.inner.write(data)
+        except (BrokenPipeError, ConnectionResetError, ValueError) as exc:  # ValueError: closed file
+            self.lost = True
+            log.warning("the client is gone (%s); dropping what the server still had to say",
+                        type(exc).__name__)
+            return None
+
+    def close(self) -> Any:
+        with contextlib.suppress(OSError, ValueError):
+            return self.inner.close()
+        return None
+
+
 class PathfusionProtocol(LanguageServerProtocol):
-    """Speaks UTF-16 positions only (what :class:`~server.parsing.Document` uses)."""
+    """Speaks UTF-16 positions only (what :class:`~server.parsing.Document` uses), and
+    writes through :class:`_GuardedWriter`."""
+
+    def set_writer(self, writer: Any, include_headers: bool = True) -> None:
+        super().set_writer(_GuardedWriter(writer), include_headers)
 
     @lsp_method(types.INITIALIZE)
     def lsp_initialize(self, params: types.InitializeParams):
@@ -359,6 +492,7 @@ class PathfusionServer(LanguageServer):
         self.embedder: Embedder | None = None
         self.embedder_key: tuple[Any, ...] | None = None
         self.embedder_error: str | None = None
+        self.search_model: SearchModel | None = None
         self.index_key: tuple[Any, ...] | None = None
         self._folders_key: tuple[Any, ...] | None = None
         self._index_task: asyncio.Task[None] | None = None
@@ -366,6 +500,11 @@ class PathfusionServer(LanguageServer):
         self.closing = threading.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watching = False
+        self._index_jobs: set[concurrent.futures.Future[Any]] = set()
+        self.documents_for_workers = WorkerDocuments()
+        self.shutdown_requested = False
+        self.exit_code: int | None = None
+        """Set by the ``exit`` notification (0 after ``shutdown``, else 1, as LSP says)."""
 
     # -- messages & settings ---------------------------------------------------------------
     def warn_once(self, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:
@@ -450,9 +589,18 @@ class PathfusionServer(LanguageServer):
         return roots
 
     def _index_key(self) -> tuple[Any, ...]:
+        """(folders, then everything an opened index depends on)."""
         s = self.settings
         return (tuple(self.workspace_roots()), self._models_dir(), s.llm_backend, s.llm_model_path,
-                s.device, s.exclude, s.max_file_size)
+                s.device, s.fusion_variant, s.exclude, s.max_file_size)
+
+    async def on_index_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the indexing thread (serialised with every run), keeping its
+        future so that the exit can wait for it (:meth:`finish`)."""
+        future = self.index_executor.submit(fn, *args)
+        self._index_jobs.add(future)
+        future.add_done_callback(self._index_jobs.discard)
+        return await asyncio.wrap_future(future)
 
     def start_indexing(self, force: bool = False) -> asyncio.Task[None]:
         """(Re)open the indexes when the folders or the settings they depend on changed and
@@ -463,31 +611,50 @@ class PathfusionServer(LanguageServer):
         if self._cancel_run is not None:
             self._cancel_run.set()
         self.index_key = key
-        task = self.background(self._reindex(key, self._index_task))
+        task = self.background(self._reindex(key, self._index_task, force))
         self._index_task = task
         return task
 
-    async def _reindex(self, key: tuple[Any, ...], previous: asyncio.Task[None] | None) -> None:
+    async def _reindex(self, key: tuple[Any, ...], previous: asyncio.Task[None] | None, force: bool) -> None:
         if previous is not None and not previous.done():
             with contextlib.suppress(Exception):  # logged by the run itself
                 await previous
         if key != self.index_key or self.closing.is_set():
             return  # superseded meanwhile
+        # code2vec first: the first hover waits for it, and loading the embedder and
+        # indexing beside it on two cores made that wait 50 % longer
+        with contextlib.suppress(Exception):
+            await self.get_model()
+        opened: list[FolderIndex] = []
         if key != self._folders_key:
-            await self._open_folders(key)
+            opened = await self._open_folders(key)
         if not self._watching and any(f.index is not None for f in self.folders.values()):
             self._watching = True  # only an index needs file events
             self.background(self.register_watcher())
-        await self._sync_all()
+        # the folders just opened, and those whose run a newer request cancelled (or the
+        # user did: a folder change resumes them); everything on pathfusion.reindex
+        await self._sync_all([f for f in self.folders.values()
+                              if force or f in opened or f.state not in ("ready", "error", "off")])
 
-    async def _open_folders(self, key: tuple[Any, ...]) -> None:
-        loop = asyncio.get_running_loop()
+    async def _open_folders(self, key: tuple[Any, ...]) -> list[FolderIndex]:
+        """Open the indexes of ``key``'s folders; returns the folders opened.
+
+        When only the folders changed (``workspace/didChangeWorkspaceFolders``), the removed
+        ones are closed (their graph saved) and the added ones opened: the others keep
+        their index.  Any other change reopens every folder with the new settings.
+        """
         roots, models_dir, backend, model_path, device = key[:5]
-        old = [folder.index for folder in self.folders.values() if folder.index is not None]
-        for index in old:
-            await loop.run_in_executor(self.index_executor, index.close)
-        self.folders = {root: FolderIndex(root) for root in roots}
+        same_settings = self._folders_key is not None and key[1:] == self._folders_key[1:]
+        keep = {root: folder for root, folder in self.folders.items() if same_settings and root in roots}
+        for root, folder in self.folders.items():
+            if root not in keep and folder.index is not None:
+                await self.on_index_thread(folder.index.close)
+        self.folders = {root: keep.get(root) or FolderIndex(root) for root in roots}
         self._folders_key = key
+        opened = [folder for root, folder in self.folders.items() if root not in keep]
+        if not opened:
+            return []
+        loop = asyncio.get_running_loop()
         embedder_key = (models_dir, backend, model_path, device)
         if embedder_key != self.embedder_key:
             try:
@@ -497,20 +664,24 @@ class PathfusionServer(LanguageServer):
             except Exception as exc:  # EmbedderError, onnxruntime's and the file system's own
                 self.embedder, self.embedder_error = None, str(exc)
             self.embedder_key = embedder_key
+            self.search_model = None
         embedder = self.embedder
         if embedder is None:
-            for folder in self.folders.values():
+            for folder in opened:
                 folder.state, folder.error = "off", self.embedder_error
             self.warn_once(f"semantic search is off: {self.embedder_error}")
-            return
+            return []
         settings = self.settings
-        for folder in self.folders.values():
+        if self.search_model is None or not same_settings:
+            self.search_model = search_model_from_settings(settings, embedder)
+        model = self.search_model
+        for folder in opened:
             try:
-                folder.index = await loop.run_in_executor(
-                    self.index_executor, WorkspaceIndex.from_settings, folder.root, embedder, settings)
+                folder.index = await self.on_index_thread(WorkspaceIndex.from_settings, folder.root, model, settings)
             except Exception as exc:  # unwritable cache dir, ...
                 folder.state, folder.error = "error", f"cannot open the index: {exc}"
                 self.warn_once(f"cannot index {folder.root}: {exc}")
+        return [folder for folder in opened if folder.index is not None]
 
     def _supports_progress(self) -> bool:
         caps = self.client_capabilities.window
@@ -540,8 +711,9 @@ class PathfusionServer(LanguageServer):
         self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
         self.work_done_progress.tokens.pop(token, None)
 
-    async def _sync_all(self) -> None:
-        folders = [folder for folder in self.folders.values() if folder.index is not None]
+    async def _sync_all(self, folders: Sequence[FolderIndex]) -> None:
+        """Sync ``folders`` one after the other under one cancellable progress."""
+        folders = [folder for folder in folders if folder.index is not None]
         if not folders:
             return
         loop = asyncio.get_running_loop()
@@ -564,12 +736,13 @@ class PathfusionServer(LanguageServer):
             progress = self._progress_callback(loop, token, position, len(folders))
             assert folder.index is not None
             try:
-                stats = await loop.run_in_executor(self.index_executor, folder.index.sync, progress, cancelled)
+                stats = await self.on_index_thread(folder.index.sync, progress, cancelled)
             except Exception as exc:  # WorkspaceError (folder gone), OSError, embedder errors
                 log.warning("indexing %s failed: %s", folder.root, exc)
                 folder.state, folder.error = "error", f"indexing failed: {exc}"
                 continue
             run = stats.to_json()
+            run["skipped_files"] = run["skipped"][:SKIPPED_IN_STATUS]  # [{"path", "reason"}]
             run["skipped"] = len(stats.skipped)
             folder.last_run, folder.error = run, None
             functions += stats.functions
@@ -615,7 +788,8 @@ class PathfusionServer(LanguageServer):
 
     async def update_paths(self, changed: Sequence[str], deleted: Sequence[str] = ()) -> None:
         """Re-index saved/changed files and drop deleted ones (serialised with the runs)."""
-        loop = asyncio.get_running_loop()
+        if self.closing.is_set():
+            return
         groups: dict[str, tuple[list[str], list[str]]] = {}
         for paths, slot in ((changed, 0), (deleted, 1)):
             for path in paths:
@@ -628,9 +802,9 @@ class PathfusionServer(LanguageServer):
                 continue
             try:
                 if remove:
-                    await loop.run_in_executor(self.index_executor, index.remove_files, remove)
+                    await self.on_index_thread(index.remove_files, remove)
                 if update:
-                    await loop.run_in_executor(self.index_executor, index.update_files, update)
+                    await self.on_index_thread(index.update_files, update)
             except Exception as exc:  # a closed index (settings changed meanwhile), OSError
                 log.warning("updating the index of %s failed: %s", root, exc)
 
@@ -672,6 +846,7 @@ class PathfusionServer(LanguageServer):
         """Runs off the loop."""
         return {
             "embedder": self.embedder.model_id if self.embedder is not None else None,
+            "search_model": self.search_model.model_id if self.search_model is not None else None,
             "embedder_error": self.embedder_error,
             "folders": [folder.status() for folder in list(self.folders.values())],
         }
@@ -696,7 +871,7 @@ class PathfusionServer(LanguageServer):
         doc = self.documents.get(uri)
         if doc is None or len(doc.source) > self.settings.max_file_size:
             return None
-        return Snapshot(uri, doc.version, doc.text)
+        return Snapshot(uri, doc.version, doc.text, doc.tree.copy())
 
     def is_current(self, snapshot: Snapshot) -> bool:
         doc = self.documents.get(snapshot.uri)
@@ -717,7 +892,8 @@ class PathfusionServer(LanguageServer):
         loop = asyncio.get_running_loop()
         try:
             found = await loop.run_in_executor(
-                self.executor, suggestion_at, snapshot, pos, model, self.settings.top_k)
+                self.executor, suggestion_at, snapshot, pos, model, self.settings.top_k,
+                self.documents_for_workers)
         except ModelError as exc:
             self.warn_once(f"name suggestions failed: {exc}")
             return None
@@ -737,6 +913,37 @@ class PathfusionServer(LanguageServer):
             "documents": [{"uri": uri, "version": doc.version} for uri, doc in sorted(self.documents.items())],
         }
 
+    # -- the end -------------------------------------------------------------------------------
+    def stop_indexing(self) -> None:
+        """Make the running indexing run stop at its next cancellation check, and drop the
+        queued index jobs (any thread)."""
+        self.closing.set()
+        if self._cancel_run is not None:
+            self._cancel_run.set()
+        self.index_executor.shutdown(wait=False, cancel_futures=True)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def close_indexes(self) -> None:
+        """Save (when they lag behind SQLite) and close every folder's index."""
+        for folder in list(self.folders.values()):
+            if folder.index is not None:
+                try:
+                    folder.index.close()
+                except Exception as exc:  # the exit must go on
+                    log.warning("closing the index of %s failed: %s", folder.root, exc)
+
+    def finish(self, timeout: float = EXIT_TIMEOUT_S) -> None:
+        """After the connection ended — ``exit``, or the client closed the pipe or died:
+        stop indexing, wait (at most ``timeout``) for the indexing thread to reach its next
+        cancellation check, save and close the indexes.  Why here and not at interpreter
+        exit: the pools' threads are joined then, and a run that nobody cancelled would
+        keep a server without a client alive until the run ends."""
+        self.stop_indexing()
+        jobs = list(self._index_jobs)
+        if jobs:
+            concurrent.futures.wait(jobs, timeout=timeout)
+        self.close_indexes()
+
 
 server = PathfusionServer()
 
@@ -746,14 +953,16 @@ server = PathfusionServer()
 def initialize(ls: PathfusionServer, params: types.InitializeParams) -> None:
     ls.apply_settings(params.initialization_options)
     ls.base_settings = ls.settings
+    # Load code2vec now, in the background, so that the first hover does not wait for all
+    # of it (a hover arriving meanwhile waits on the same lock instead of loading it
+    # twice; settings pulled on ``initialized`` that name another folder reload it).
+    ls.background(ls.get_model())
 
 
 @server.feature(types.INITIALIZED)
 async def initialized(ls: PathfusionServer, params: types.InitializedParams) -> None:
     await ls.pull_settings()
-    # Load code2vec now, in the background, so that the first hover does not pay for it
-    # (a hover arriving meanwhile waits on the same lock instead of loading it twice).
-    ls.background(ls.get_model())
+    ls.background(ls.get_model())  # a no-op unless the pulled settings name other models
     ls.start_indexing()
 
 
@@ -768,10 +977,30 @@ async def did_change_configuration(ls: PathfusionServer, params: types.DidChange
 
 
 @server.feature(types.SHUTDOWN)
-def shutdown(ls: PathfusionServer, params: None) -> None:
-    ls.closing.set()  # a running indexing run stops after its current batch
-    ls.executor.shutdown(wait=False, cancel_futures=True)
-    ls.index_executor.shutdown(wait=False, cancel_futures=True)
+async def shutdown(ls: PathfusionServer, params: None) -> None:
+    """Stop indexing (the run stops after its current batch) and save the indexes before
+    answering, so that the client's ``exit`` finds nothing left to do."""
+    ls.shutdown_requested = True
+    ls.stop_indexing()
+    jobs = [asyncio.wrap_future(job) for job in list(ls._index_jobs)]
+    if jobs:
+        await asyncio.wait(jobs, timeout=EXIT_TIMEOUT_S)
+    await asyncio.get_running_loop().run_in_executor(None, ls.close_indexes)
+
+
+@server.feature(types.EXIT)
+def exit_notification(ls: PathfusionServer, params: None) -> None:
+    ls.exit_code = 0 if ls.shutdown_requested else 1
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+async def did_change_workspace_folders(
+    ls: PathfusionServer, params: types.DidChangeWorkspaceFoldersParams
+) -> None:
+    """pygls has already updated ``ls.workspace.folders``: close the removed folders'
+    indexes, open and sync the added ones (the other folders keep theirs)."""
+    if ls.index_key is not None:
+        ls.start_indexing()
 
 
 # -- document sync -----------------------------------------------------------------------------
@@ -799,6 +1028,7 @@ def did_change(ls: PathfusionServer, params: types.DidChangeTextDocumentParams) 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: PathfusionServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.documents.pop(params.text_document.uri, None)
+    ls.documents_for_workers.drop(params.text_document.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_SAVE, types.SaveOptions(include_text=False))
@@ -840,7 +1070,7 @@ async def hover(ls: PathfusionServer, params: types.HoverParams) -> types.Hover 
         if qualname is None:
             pos = Position(params.position.line, params.position.character)
             loop = asyncio.get_running_loop()
-            located = await loop.run_in_executor(ls.executor, function_at, snapshot, pos)
+            located = await loop.run_in_executor(ls.executor, function_at, snapshot, pos, ls.documents_for_workers)
             if located is not None:
                 qualname, name_range = located
         if qualname is not None:
@@ -961,16 +1191,42 @@ async def reindex_command(ls: PathfusionServer, *args: Any) -> dict[str, Any]:
 
 # -- entry -------------------------------------------------------------------------------------
 def serve(args: argparse.Namespace) -> int:
-    """Run the server until the client disconnects (``exit``)."""
+    """Run the server until the client disconnects (``exit``, or the end of its pipe), then
+    stop the background work and exit — by itself, within :data:`EXIT_TIMEOUT_S` plus the
+    time it takes to save the indexes."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="pathfusion %(levelname)s %(name)s: %(message)s")
     if args.models is not None:
         server.base_settings = server.settings = Settings(models_dir=str(args.models))
-    if args.tcp is not None:
-        server.start_tcp(*args.tcp)
-    else:
-        server.start_io()
-    return 0
+    try:
+        if args.tcp is not None:
+            server.start_tcp(*args.tcp)
+        else:
+            server.start_io()
+    finally:
+        if args.tcp is None:
+            _detach_stdout()
+        server.finish()
+    code = server.exit_code if server.exit_code is not None else 0
+    stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if stuck:  # a worker that ignored the cancellation: do not wait for it at interpreter exit
+        deadline = time.monotonic() + EXIT_TIMEOUT_S
+        for thread in stuck:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in stuck):
+            log.warning("exiting with %d worker thread(s) still busy", sum(t.is_alive() for t in stuck))
+            logging.shutdown()
+            os._exit(code)
+    return code
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null once the client is gone, so that flushing what pygls left
+    in the buffer at exit cannot raise BrokenPipeError (a traceback on stderr)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

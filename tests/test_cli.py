@@ -43,3 +43,13 @@ def test_every_command_answers_help_without_traceback() -> None:
         assert "Traceback" not in proc.stderr, command
         assert proc.returncode == 0, (command, proc.stderr)
         assert "usage" in proc.stdout.lower(), command
+
+
+def test_python_m_server_serves_with_only_serve_options() -> None:
+    """Editors start language servers as ``python -m server --stdio``: that must serve (and
+    exit cleanly when the client closes stdin), not fail on a missing command."""
+    for args in ([], ["--stdio"]):
+        done = subprocess.run([sys.executable, "-m", "server", *args], input=b"", capture_output=True,
+                              timeout=60, cwd=Path(__file__).resolve().parents[1])
+        assert done.returncode == 0, done.stderr.decode()
+        assert b"Traceback" not in done.stderr

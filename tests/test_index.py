@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,9 @@ def test_build_layout_and_exact_match(workspace: Path, cache_dir: Path) -> None:
         stats = index.sync()
         assert (stats.files, stats.functions, stats.embedded, stats.cached) == (3, 6, 6, 0)
         assert index.dir == index_dir_for(workspace) and index.dir.parent == cache_dir
-        assert {p.name for p in index.dir.iterdir()} == {DATABASE, HNSW_FILE, MANIFEST}
+        # SQLite runs in WAL mode: its log files exist while the index is open
+        assert {p.name for p in index.dir.iterdir()} - {f"{DATABASE}-wal", f"{DATABASE}-shm"} == \
+            {DATABASE, HNSW_FILE, MANIFEST}
         first = index.search("is_prime", k=3)[0]
         assert first.qualname == "is_prime" and first.score > 1  # exact bonus 2 + cosine
         assert first.uri == (workspace / "mathutil.py").as_uri()
@@ -146,6 +149,7 @@ def test_build_layout_and_exact_match(workspace: Path, cache_dir: Path) -> None:
         assert "hidden" not in names(index.search("hidden", k=10))
         again = index.sync()
         assert (again.changed, again.embedded) == (0, 0)
+    assert {p.name for p in index.dir.iterdir()} == {DATABASE, HNSW_FILE, MANIFEST}  # log checkpointed
     manifest = json.loads((index.dir / MANIFEST).read_text())
     assert manifest["model_id"].startswith("fake|dim=32|") and manifest["root"] == str(workspace)
     with sqlite3.connect(index.dir / DATABASE) as db:  # stored vectors, never pickles
@@ -246,7 +250,7 @@ def test_cancel_leaves_usable_index(workspace: Path, monkeypatch: pytest.MonkeyP
     embedder = FakeEmbedder()
 
     def cancelled() -> bool:
-        return bool(embedder.texts)  # after the first file was committed
+        return len(embedder.texts) >= 2  # after the first file (config.py, 2 functions) was committed
 
     progress: list[tuple[int, int]] = []
     with WorkspaceIndex.open(workspace, embedder) as index:
@@ -262,19 +266,183 @@ def test_cancel_leaves_usable_index(workspace: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_interrupted_update_is_repaired(workspace: Path) -> None:
-    """SQLite committed but index.bin not saved (the process died): rebuilt from the cache."""
+    """SQLite committed but index.bin not saved (the process died): the older graph is
+    repaired from the stored vectors (added and deleted functions), nothing re-embedded."""
     embedder = FakeEmbedder()
     with WorkspaceIndex.open(workspace, embedder) as index:
         index.sync()
         folder = index.dir
         stale = (folder / HNSW_FILE).read_bytes(), (folder / MANIFEST).read_bytes()
         (workspace / "extra.py").write_text("def extra_function():\n    return 42\n")
+        (workspace / "net" / "http.py").unlink()
         index.sync()
+        expected = [r.to_json() for r in index.search("extra_function", k=6)]
+    (folder / HNSW_FILE).write_bytes(stale[0])
+    (folder / MANIFEST).write_bytes(stale[1])
+    embedder.texts.clear()
+    with WorkspaceIndex.open(workspace, embedder) as index:
+        assert index.rebuild_reason is None
+        assert "behind" in (index.repaired or "") and "added 1 functions" in (index.repaired or "")
+        assert [r.to_json() for r in index.search("extra_function", k=6)] == expected
+        assert "download_file" not in names(index.search("download_file", k=10))
+        assert index.sync().embedded == 0 and embedder.texts == ["extra_function", "download_file"]
+    manifest = json.loads((folder / MANIFEST).read_text())
+    with sqlite3.connect(folder / DATABASE) as db:  # close() saved the repaired graph
+        generation = int(db.execute("SELECT value FROM state WHERE key='generation'").fetchone()[0])
+    assert manifest["generation"] == generation
+
+
+def test_small_updates_save_the_graph_lazily(workspace: Path) -> None:
+    """A one-file update commits SQLite only; the graph is saved by flush/close/the timer,
+    and a reopen before that (a crash) repairs it to the same results."""
+    embedder = FakeEmbedder()
+    index = WorkspaceIndex.open(workspace, embedder, autosave_s=None)
+    index.sync()
+    folder = index.dir
+    saved = (folder / HNSW_FILE).stat().st_mtime_ns, (folder / MANIFEST).read_bytes()
+    path = workspace / "mathutil.py"
+    path.write_text(path.read_text().replace("def reverse_words(sentence):", "def count_vowels(sentence):"))
+    assert index.update_files([path]).embedded == 1
+    assert ((folder / HNSW_FILE).stat().st_mtime_ns, (folder / MANIFEST).read_bytes()) == saved
+    assert index.status()["graph_saved"] is False
+    expected = [r.to_json() for r in index.search("count vowels", k=6)]
+    # a second process opens the folder as a crash would leave it: repaired, same answers
+    with WorkspaceIndex.open(workspace, embedder, autosave_s=None) as other:
+        assert other.repaired is not None and other.rebuild_reason is None
+        assert [r.to_json() for r in other.search("count vowels", k=6)] == expected
+    assert index.flush() is True and index.flush() is False
+    assert index.status()["graph_saved"] is True
+    index.close()
+    with WorkspaceIndex.open(workspace, embedder) as index:
+        assert index.repaired is None and index.rebuild_reason is None
+        assert [r.to_json() for r in index.search("count vowels", k=6)] == expected
+
+
+def test_autosave_timer_saves_after_a_small_update(workspace: Path) -> None:
+    embedder = FakeEmbedder()
+    with WorkspaceIndex.open(workspace, embedder, autosave_s=0.2) as index:
+        index.sync()
+        (workspace / "extra.py").write_text("def extra_function():\n    return 42\n")
+        index.update_files([workspace / "extra.py"])
+        assert index.status()["graph_saved"] is False
+        for _ in range(100):
+            if index.status()["graph_saved"]:
+                break
+            time.sleep(0.05)
+        assert index.status()["graph_saved"] is True
+
+
+def test_compaction_invalidates_an_older_graph(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Labels are renumbered by a compaction: a graph saved before it is rebuilt, not repaired."""
+    embedder = FakeEmbedder()
+    with WorkspaceIndex.open(workspace, embedder) as index:
+        index.sync()
+        folder = index.dir
+        stale = (folder / HNSW_FILE).read_bytes(), (folder / MANIFEST).read_bytes()
+        monkeypatch.setattr(index, "_after_change", lambda: (index._rebuild_hnsw(), False)[1])
+        (workspace / "net" / "http.py").unlink()
+        index.sync()
+        expected = [r.to_json() for r in index.search("is_prime", k=5)]
     (folder / HNSW_FILE).write_bytes(stale[0])
     (folder / MANIFEST).write_bytes(stale[1])
     with WorkspaceIndex.open(workspace, embedder) as index:
-        assert "older" in (index.rebuild_reason or "")
-        assert index.search("extra_function", k=1)[0].qualname == "extra_function"
+        assert "compaction" in (index.rebuild_reason or "")
+        assert [r.to_json() for r in index.search("is_prime", k=5)] == expected
+
+
+def test_memory_matches_sqlite_after_updates(workspace: Path) -> None:
+    """The in-memory matrix, the graph and the name look-up follow every change."""
+    embedder = FakeEmbedder()
+    with WorkspaceIndex.open(workspace, embedder) as index:
+        index.sync()
+        index.search("warm the name look-up", k=1)
+        path = workspace / "mathutil.py"
+        path.write_text(path.read_text().replace("class Stats:", "class Averages:")
+                        .replace("return sum(values)", "return 1.0 * sum(values)"))
+        index.update_files([path])
+        (workspace / "config.py").unlink()
+        index.update_files([workspace / "config.py"])
+        rows = index.db.execute(
+            "SELECT f.label, f.name, f.qualname, v.vector FROM functions f JOIN vectors v "
+            "ON v.content_hash = f.content_hash WHERE f.deleted = 0").fetchall()
+        live = {label for label, *_ in rows}
+        assert set(np.flatnonzero(index._live)) == live and index.counts()[1] == len(live)
+        for label, name, qualname, blob in rows:
+            assert np.array_equal(index._vectors[label], np.frombuffer(blob, dtype=np.float32))
+            assert index._name_table()[label][:2] == (name, qualname)
+        assert set(index._name_table()) == live
+        assert names(index.search("Averages.mean", k=1)) == ["Averages.mean"]
+        assert "Stats.mean" not in names(index.search("Stats.mean", k=10))
+        assert "load_config" not in names(index.search("load_config", k=10))
+
+
+class HashModel:
+    """A :class:`server.index.SearchModel` that sees FunctionInfo objects, not texts."""
+
+    model_id = "hash-model"
+    dim = 16
+
+    def __init__(self) -> None:
+        self.functions: list[str] = []
+
+    def _vector(self, text: str) -> np.ndarray:
+        seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+        vector = np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+        return vector / np.linalg.norm(vector)
+
+    def encode_functions(self, functions: Sequence[Any]) -> np.ndarray:
+        self.functions.extend(f.qualname for f in functions)
+        return np.stack([self._vector(f.name) for f in functions])
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self._vector(t) for t in texts])
+
+
+def test_search_model_protocol_and_embedder_wrapper(workspace: Path) -> None:
+    from server.index import (
+        EmbedderSearchModel,
+        SearchModel,
+        model_identity,
+        search_model_from_settings,
+    )
+    from server.settings import Settings
+
+    model = HashModel()
+    assert isinstance(model, SearchModel)
+    with WorkspaceIndex.open(workspace, model) as index:
+        assert index.sync().embedded == 6 and sorted(model.functions)[:2] == ["Stats.mean", "download_file"]
+        assert index.model_id == model_identity(model) and index.model_id.startswith("hash-model|dim=16|")
+        # the query vector equals the function's vector (both hash the name): cosine 1 + exact bonus 2
+        assert index.search("is_prime", k=1)[0].score == pytest.approx(3.0, abs=1e-5)
+    embedder = FakeEmbedder()
+    wrapped = search_model_from_settings(Settings(), embedder)
+    assert isinstance(wrapped, EmbedderSearchModel) and not isinstance(embedder, SearchModel)
+    # the wrapper is what a bare embedder gets, and reproduces its vectors exactly
+    with WorkspaceIndex.open(workspace, wrapped) as index:
+        assert "model changed" in (index.rebuild_reason or "")  # another model id than hash-model
+        index.sync()
+        text = (workspace / "mathutil.py").read_text()
+        source = text[text.index("def is_prime"):text.index("def reverse_words")].rstrip()
+        label = index.search("is_prime", k=1)[0].label
+        assert np.array_equal(index._vectors[label], embedder.embed([source])[0])
+    with WorkspaceIndex.open(workspace, embedder) as index:
+        assert index.rebuild_reason is None and index.sync().embedded == 0
+
+
+def test_bad_files_in_the_workspace_are_skipped_with_a_reason(workspace: Path) -> None:
+    """Design §10: binary, non-UTF-8 and oversized files are reported, never fatal."""
+    (workspace / "blob.py").write_bytes(b"\x7fELF\x00\x01\x02\x00" * 10)
+    (workspace / "latin.py").write_bytes("def caf\u00e9():\n    return '\u00e9'\n".encode("latin-1"))
+    (workspace / "empty.py").write_text("")
+    (workspace / "huge.py").write_text("def big():\n    return 1\n" + "# padding\n" * 200)
+    with WorkspaceIndex.open(workspace, FakeEmbedder(), max_file_size=1000) as index:
+        stats = index.sync()
+        reasons = {Path(path).name: reason for path, reason in stats.skipped}
+        assert "binary" in reasons["blob.py"]
+        assert "utf-8" in reasons["latin.py"]
+        assert "larger than 1000 bytes" in reasons["huge.py"]
+        assert "empty.py" not in reasons and index.counts() == (6, 6)  # empty.py indexed, 0 functions
+        assert index.search("big", k=1)[0].name != "big"
 
 
 # ----------------------------------------------------------------------------- real MiniLM
@@ -343,3 +511,22 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["search", "x", "--workspace", str(tmp_path), "--models", str(tmp_path / "m")]) == 1
     err = capsys.readouterr().err
     assert "models folder" in err and "not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cancel_inside_a_large_file_keeps_the_encoded_vectors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One file of 100 functions is encoded in chunks with a cancellation check between
+    them: a cancel stops within a chunk, the file is left for the next run, and the next
+    run reuses the vectors already encoded."""
+    monkeypatch.setattr("server.index.EMBED_BATCH", 8)
+    root = tmp_path / "big"
+    root.mkdir()
+    (root / "many.py").write_text("".join(f"def function_{i}(x):\n    return x + {i}\n\n" for i in range(100)))
+    embedder = FakeEmbedder()
+    with WorkspaceIndex.open(root, embedder) as index:
+        stats = index.sync(cancelled=lambda: len(embedder.texts) >= 16)
+        assert stats.cancelled and index.counts() == (0, 0) and len(embedder.texts) == 16
+        embedder.texts.clear()
+        stats = index.sync()
+        assert not stats.cancelled and index.counts() == (1, 100)
+        assert (stats.embedded, stats.cached, len(embedder.texts)) == (84, 16, 84)

@@ -1,7 +1,9 @@
-"""The name look-up that narrows the lexical ranking never drops a function with a bonus."""
+"""The name look-up computes exactly :func:`lexical_bonus` for every name (vectorised, kept
+up to date label by label), and the pruned search ranks like scoring every function."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,8 +29,78 @@ def test_candidates_cover_every_nonzero_bonus(pairs: list[tuple[str, str]], quer
     assert expected <= _NameLookup(table).candidates(query, exact_form, query_tokens)
 
 
-def test_pruned_search_ranks_like_full_scoring(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """With 240 functions (k-NN set of 50 < live), pruning must not change the top k."""
+def _query_parts(query: str) -> tuple[bool, set[str]]:
+    import re
+
+    words = re.findall(r"[A-Za-z_][\w.]*|\d+", query)
+    exact_form = re.fullmatch(r"[A-Za-z_][\w.]*", query) is not None
+    return exact_form, {t for w in words for t in split_subtokens(w)} - STOP_WORDS
+
+
+def _expected(table: dict[int, tuple[str, str, tuple[str, ...]]], query: str) -> dict[int, float]:
+    exact_form, query_tokens = _query_parts(query)
+    out = {label: lexical_bonus(query, exact_form, query_tokens, *row) for label, row in table.items()}
+    return {label: bonus for label, bonus in out.items() if bonus}
+
+
+def _got(lookup: _NameLookup, query: str) -> dict[int, float]:
+    exact_form, query_tokens = _query_parts(query)
+    labels, bonus = lookup.bonuses(query, exact_form, query_tokens)
+    assert len(set(labels.tolist())) == len(labels)  # each label once
+    return {int(label): float(value) for label, value in zip(labels, bonus, strict=True)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(names, names), min_size=1, max_size=30), queries)
+def test_vectorised_bonuses_equal_lexical_bonus_exactly(pairs: list[tuple[str, str]], query: str) -> None:
+    table = {i: (name, f"{cls}.{name}", split_subtokens(name)) for i, (cls, name) in enumerate(pairs)}
+    assert _got(_NameLookup(table), query) == _expected(table, query)  # same floats, not approx
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(names, names), min_size=2, max_size=30), st.data(), queries)
+def test_incremental_updates_equal_a_fresh_lookup(pairs: list[tuple[str, str]], data: st.DataObject,
+                                                  query: str) -> None:
+    """Removing, re-adding (a new qualname) and adding labels, in any order, gives the
+    bonuses of a look-up built from scratch — dead entries of the joined names included."""
+    table = {i: (name, f"{cls}.{name}", split_subtokens(name)) for i, (cls, name) in enumerate(pairs)}
+    lookup = _NameLookup(dict(table))
+    lookup.bonuses(query, *_query_parts(query))  # joins the names before the updates
+    removed = data.draw(st.sets(st.sampled_from(sorted(table))))
+    for label in removed:
+        lookup.remove(label)
+        del table[label]
+    for label in data.draw(st.sets(st.sampled_from(sorted(table)))) if table else ():
+        name, _, tokens = table[label]
+        table[label] = (name, "Moved." + name, tokens)
+        lookup.add(label, name, "Moved." + name)
+    extra = data.draw(st.lists(names, max_size=5))
+    for offset, name in enumerate(extra):
+        label = len(pairs) + 3 + offset
+        table[label] = (name, name, split_subtokens(name))
+        lookup.add(label, name, name)
+    assert lookup.table == table
+    assert _got(lookup, query) == _expected(table, query)
+    for other in ("json", "Moved.load", "parse data", "loader"):
+        assert _got(lookup, other) == _expected(table, other)
+
+
+def test_dead_entries_are_compacted() -> None:
+    lookup = _NameLookup({i: (f"load_{i}", f"load_{i}", ("load", str(i))) for i in range(3000)})
+    assert len(_got(lookup, "load")) == 3000
+    for i in range(2500):
+        lookup.remove(i)
+    assert set(_got(lookup, "load")) == set(range(2500, 3000))
+    assert len(lookup._order) == 500  # rebuilt: more dead entries than live ones (and > 1024)
+
+
+@pytest.mark.parametrize("widen", [False, True])
+def test_pruned_search_ranks_like_full_scoring(tmp_path, monkeypatch, widen) -> None:  # type: ignore[no-untyped-def]
+    """With 240 functions (k-NN set of 50 < live), pruning must not change the top k;
+    neither must widening the k-NN set (to 100 here) when many candidates qualify."""
+    if widen:
+        monkeypatch.setattr("server.index.EXPAND_CANDIDATES", 0)
+        monkeypatch.setattr("server.index.EXPAND_FACTOR", 2)
     import random as _random
 
     import numpy as np
@@ -52,7 +124,10 @@ def test_pruned_search_ranks_like_full_scoring(tmp_path, monkeypatch) -> None:  
     table = index._name_table()
     labels = sorted(table)
     vectors = np.asarray(index._hnsw.get_items(labels), dtype=np.float32)
-    for query in ["get data", "load config file", "parse_json", "user", "save item data"]:
+    widths: list[int] = []
+    knn_set = index._knn_set
+    monkeypatch.setattr(index, "_knn_set", lambda *a: widths.append(a[1]) or knn_set(*a))
+    for query in ["get data", "load config file", "parse_json", "user", "save item data", "get", "load_data"]:
         import re
 
         vector = index.embed_query(query)
@@ -65,3 +140,4 @@ def test_pruned_search_ranks_like_full_scoring(tmp_path, monkeypatch) -> None:  
         )[:5]
         got = index.search(query, k=5)
         assert [r.label for r in got] == [label for _, label in full], query
+    assert (100 in widths) == widen

@@ -14,7 +14,7 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from server.lsp import PathfusionServer, Snapshot, hover_markdown, text_edits
-from server.parsing import Document
+from server.parsing import Document, Position
 from server.settings import Settings
 
 LIB = '''import json
@@ -292,7 +292,8 @@ class BumpingModel:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
 
-    def predict(self, functions: Sequence[Any], top_k: int = 5) -> list[list[tuple[str, float]]]:
+    def predict(self, functions: Sequence[Any], top_k: int = 5,
+                sources: Sequence[str] | None = None) -> list[list[tuple[str, float]]]:
         self.doc.version += 1
         return [[("read|config", 0.6), ("load|config", 0.3)] for _ in functions]
 
@@ -309,7 +310,7 @@ async def test_result_for_old_version_is_dropped() -> None:
     ls.get_model = get_model  # type: ignore[method-assign]
     position = types.Position(line=NAME_LINE, character=NAME_START)
     assert await ls.suggestion_for(doc.uri, position) is None
-    model.predict = lambda functions, top_k=5: [[("read|config", 0.6)] for _ in functions]  # type: ignore[method-assign]
+    model.predict = lambda functions, top_k=5, sources=None: [[("read|config", 0.6)] for _ in functions]  # type: ignore[method-assign]
     found = await ls.suggestion_for(doc.uri, position)
     assert found is not None
     snapshot, suggestion, _ = found
@@ -391,3 +392,85 @@ def test_settings_base_and_odd_input() -> None:
     assert Settings.from_dict([1, 2]).warnings and Settings.from_dict([1, 2]) == Settings()
     assert Settings.from_dict({"pathfusion": 3}).warnings
     assert Settings.from_dict({"exclude": "*.pyi"}).exclude == ("*.pyi",)
+
+
+NESTED = '''import functools
+
+
+@functools.lru_cache()
+def outer(a, b):
+    def inner(x):
+        return x + a
+    return inner(b)
+
+
+class Store:
+    """A store."""
+
+    @property
+    def size(self):
+        return 0
+
+    async def fetch(self, key):
+        def helper():
+            return key
+        return helper()
+'''
+
+
+def test_snapshot_document_matches_a_fresh_parse() -> None:
+    """A worker's view over the loop's tree (no parse, functions listed once) answers
+    exactly as a freshly parsed Document, also after incremental edits of the loop's."""
+    from server.lsp import SnapshotDocument, WorkerDocuments
+
+    loop_doc = Document(NESTED, uri="file:///x/nested.py", version=1)
+    loop_doc.apply_change(Position(5, 14), Position(5, 15), "value")  # def inner(value):
+    assert "def inner(value):" in loop_doc.text
+    snapshot = Snapshot(loop_doc.uri, loop_doc.version, loop_doc.text, loop_doc.tree.copy())
+    view, fresh = SnapshotDocument(snapshot), Document(loop_doc.text)
+    assert [(f.qualname, f.span, f.source) for f in view.functions()] == \
+        [(f.qualname, f.span, f.source) for f in fresh.functions()]
+    lines = loop_doc.text.splitlines()
+    for line, text in enumerate(lines):
+        for character in range(0, len(text) + 1, 3):
+            got, want = view.function_at(Position(line, character)), fresh.function_at(Position(line, character))
+            assert (got and got.qualname) == (want and want.qualname), (line, character)
+    with pytest.raises(TypeError):
+        view.replace("x = 1\n")
+    documents = WorkerDocuments(size=2)
+    first = documents.get(snapshot)
+    assert documents.get(Snapshot(snapshot.uri, 1, snapshot.text)) is first  # same version: shared
+    newer = Snapshot(snapshot.uri, 2, snapshot.text + "\ndef added():\n    pass\n")
+    assert documents.get(newer) is not first and documents.get(newer).functions()[-1].name == "added"
+    documents.get(Snapshot("file:///x/a.py", 1, "")), documents.get(Snapshot("file:///x/b.py", 1, ""))
+    assert documents.get(newer).version == 2 and len(documents._docs) == 2  # least recently used left
+
+
+async def test_hover_reuses_the_worker_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Warm hovers on one version neither parse nor list the functions again."""
+    import server.parsing
+
+    ls = PathfusionServer()
+    doc = Document(LIB, uri="file:///x/lib.py", version=1)
+    ls.documents[doc.uri] = doc
+
+    class Model:
+        def predict(self, functions: Sequence[Any], top_k: int = 5,
+                    sources: Sequence[str] | None = None) -> list[list[tuple[str, float]]]:
+            return [[("read|config", 0.6)] for _ in functions]
+
+    async def get_model() -> Any:
+        return Model()
+
+    ls.get_model = get_model  # type: ignore[method-assign]
+    listed: list[int] = []
+    parses: list[int] = []
+    real_iter, real_parse = server.parsing.iter_functions, server.parsing.parse_bytes
+    monkeypatch.setattr(server.parsing, "iter_functions", lambda d: listed.append(1) or real_iter(d))
+    monkeypatch.setattr(server.parsing, "parse_bytes", lambda *a: parses.append(1) or real_parse(*a))
+    position = types.Position(line=NAME_LINE, character=NAME_START)
+    for _ in range(3):
+        found = await ls.suggestion_for(doc.uri, position)
+        assert found is not None and found[1].qualname == "load_config"
+    assert (len(listed), len(parses)) == (1, 0)
+    ls.executor.shutdown()

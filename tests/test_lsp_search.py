@@ -5,8 +5,15 @@ all-MiniLM-L6-v2 embedder and a tiny code2vec model, with the index in a tmp cac
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import queue
+import sqlite3
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -73,12 +80,13 @@ async def client(tmp_path: Path) -> AsyncIterator[LanguageClient]:
     await lsp_client.stop()
 
 
-async def initialize(client: LanguageClient, root: Path, models_dir: Path) -> None:
+async def initialize(client: LanguageClient, root: Path, models_dir: Path, **options: Any) -> None:
     await client.initialize_session(types.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"),
         root_uri=root.as_uri(),
         workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name="ws")],
-        initialization_options={"modelsDir": str(models_dir), "hoverMinConfidence": 1.0, "device": "cpu"},
+        initialization_options={"modelsDir": str(models_dir), "hoverMinConfidence": 1.0, "device": "cpu",
+                                **options},
     ))
 
 
@@ -251,6 +259,177 @@ async def test_missing_embedder_warns_once_and_answers_empty(
     assert await client.workspace_symbol_async(types.WorkspaceSymbolParams(query="is_prime")) == []
     warnings = [m for m in client.messages if "semantic search is off" in m.message]
     assert len(warnings) == 1 and warnings[0].type == types.MessageType.Warning
+
+
+async def test_workspace_folders_added_and_removed(
+    client: LanguageClient, models_dir: Path, workspace: Path, tmp_path: Path
+) -> None:
+    """didChangeWorkspaceFolders: an added folder is opened and indexed, a removed one
+    closed (its graph saved) and no longer searched; the other folder keeps its index."""
+    await initialize(client, workspace, models_dir)
+    await wait_indexed(client)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "geometry.py").write_text("def triangle_area(base, height):\n    return base * height / 2\n")
+    client.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(
+        event=types.WorkspaceFoldersChangeEvent(
+            added=[types.WorkspaceFolder(uri=other.as_uri(), name="other")], removed=[])))
+
+    async def both_ready() -> dict[str, Any] | None:
+        folders = {f["root"]: f for f in (await status(client))["index"]["folders"]}
+        ready = len(folders) == 2 and all(f["state"] == "ready" for f in folders.values())
+        return folders if ready else None
+
+    folders = await wait_for(both_ready, "the added folder's index", seconds=60)
+    assert folders[str(other)]["functions"] == 1
+    assert folders[str(workspace)]["last_run"]["scanned"] == 3  # not re-synced by the change
+    assert (await search(client, "triangle_area", k=1))[0]["qualname"] == "triangle_area"
+    assert (await search(client, "is_prime", k=1))[0]["qualname"] == "is_prime"
+    client.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(
+        event=types.WorkspaceFoldersChangeEvent(
+            added=[], removed=[types.WorkspaceFolder(uri=workspace.as_uri(), name="ws")])))
+
+    async def removed() -> bool:
+        return [f["root"] for f in (await status(client))["index"]["folders"]] == [str(other)]
+
+    await wait_for(removed, "the removed folder to be closed", seconds=30)
+    assert all(r["qualname"] != "is_prime" for r in await search(client, "is_prime", k=5))
+    assert (await search(client, "triangle_area", k=1))[0]["qualname"] == "triangle_area"
+
+
+async def test_bad_files_are_skipped_with_reasons_in_status(
+    client: LanguageClient, models_dir: Path, workspace: Path
+) -> None:
+    """Design §10 through the server: binary, non-UTF-8 and oversized files in the
+    workspace are skipped with a reason the status shows; an empty file is fine; hover on
+    an open document over ``maxFileSize`` answers nothing instead of analysing it."""
+    (workspace / "blob.py").write_bytes(b"\x7fELF\x00\x01\x02\x00" * 10)
+    (workspace / "latin.py").write_bytes("def caf\u00e9():\n    return '\u00e9'\n".encode("latin-1"))
+    (workspace / "empty.py").write_text("")
+    big = "def big_function():\n    return 1\n" + "# padding\n" * 300
+    (workspace / "big.py").write_text(big)
+    await initialize(client, workspace, models_dir, maxFileSize=2000)
+    info = await wait_indexed(client)
+    [folder] = info["index"]["folders"]
+    assert folder["state"] == "ready" and folder["functions"] == 6
+    reasons = {Path(item["path"]).name: item["reason"] for item in folder["last_run"]["skipped_files"]}
+    assert folder["last_run"]["skipped"] == len(reasons) == 3
+    assert "binary" in reasons["blob.py"] and "utf-8" in reasons["latin.py"]
+    assert "larger than 2000" in reasons["big.py"]
+    for path, text in ((workspace / "big.py", big), (workspace / "empty.py", "")):
+        uri = path.as_uri()
+        client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+            uri=uri, language_id="python", version=1, text=text)))
+        assert await client.text_document_hover_async(types.HoverParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=0, character=5))) is None
+    assert (await status(client))["model_loaded"] is True  # the server still works
+
+
+class RawClient:
+    """Just enough JSON-RPC over a server subprocess's pipes to start it and then vanish."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.messages: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.next_id = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        stream = self.proc.stdout
+        assert stream is not None
+        with contextlib.suppress(ValueError, OSError):  # the test closes the pipe
+            while True:
+                length = 0
+                while line := stream.readline():
+                    if not line.strip():
+                        break
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                if not line:
+                    return
+                self.messages.put(json.loads(stream.read(length)))
+
+    def send(self, method: str, params: Any, request: bool = True) -> int:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
+        if request:
+            self.next_id += 1
+            message["id"] = self.next_id
+        body = json.dumps(message).encode()
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.proc.stdin.flush()
+        return self.next_id
+
+    def request(self, method: str, params: Any, timeout: float = 60.0) -> Any:
+        rid = self.send(method, params)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                message = self.messages.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if message.get("id") == rid and "method" not in message:
+                return message.get("result")
+        raise AssertionError(f"no answer to {method}")
+
+
+@pytest.mark.parametrize("how", ["close-stdin", "kill-pipes", "shutdown-exit", "exit-only"])
+def test_client_disconnect_during_indexing_ends_the_server(models_dir: Path, tmp_path: Path, how: str) -> None:
+    """Design §10 "a client that disconnects": the client vanishes while the index is being
+    built (2,000 functions: tens of seconds of embedding); the server stops the run, saves
+    the graph and exits by itself, quickly, with no traceback.  An orderly ``shutdown`` +
+    ``exit`` does the same with exit code 0, a bare ``exit`` with 1 (LSP)."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    for number in range(200):
+        (root / f"gen_{number}.py").write_text("".join(
+            f"def function_{number}_{i}(value):\n    return value * {i} + {number}\n\n" for i in range(10)))
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PATHFUSION_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--stdio"], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        client = RawClient(proc)
+        client.request("initialize", {"processId": None, "rootUri": root.as_uri(), "capabilities": {},
+                                      "workspaceFolders": [{"uri": root.as_uri(), "name": "ws"}],
+                                      "initializationOptions": {"modelsDir": str(models_dir), "device": "cpu"}})
+        client.send("initialized", {}, request=False)
+        for _ in range(600):
+            info = client.request("workspace/executeCommand", {"command": "pathfusion.status", "arguments": []})
+            folders = info["index"]["folders"]
+            if folders and folders[0]["state"] == "indexing" and folders[0]["functions"] > 0:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"indexing never got going: {info}")
+        start = time.monotonic()
+        assert proc.stdin is not None and proc.stdout is not None
+        if how == "shutdown-exit":
+            assert client.request("shutdown", None, timeout=15) is None
+            client.send("exit", None, request=False)
+        elif how == "exit-only":
+            client.send("exit", None, request=False)
+        else:
+            proc.stdin.close()
+            if how == "kill-pipes":  # the client process died: its end of both pipes is gone
+                proc.stdout.close()
+        proc.wait(timeout=30)
+        took = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr is not None else ""
+    assert proc.returncode == (1 if how == "exit-only" else 0), stderr
+    assert took < 15, f"the server took {took:.1f} s to exit"
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    [folder] = [p for p in cache.iterdir() if p.is_dir()]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    with sqlite3.connect(folder / "meta.sqlite") as db:
+        generation = int(db.execute("SELECT value FROM state WHERE key='generation'").fetchone()[0])
+        indexed = db.execute("SELECT count(*) FROM functions WHERE deleted = 0").fetchone()[0]
+    assert 0 < indexed < 2000  # stopped part way
+    assert manifest["generation"] == generation  # the graph was saved on the way out
 
 
 # -- units -------------------------------------------------------------------------------------
