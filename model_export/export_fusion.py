@@ -133,6 +133,14 @@ def export_query(query: QuerySide, path: Path) -> None:
                        {"ids": axes, "mask": axes, "query_vector": {0: "batch"}}, DeprecationWarning)
 
 
+def embedder_id(models: Path) -> str:
+    """The id of the embedder whose vectors the fusions were trained on (the shipped one)."""
+    config = models / "embedder" / "embedder.json"
+    if not config.is_file():
+        raise ExportError(f"{config} not found; the fusions are trained on the shipped embedder's vectors")
+    return str(json.loads(config.read_text(encoding="utf-8"))["id"])
+
+
 def export_variant(variant: str, runs: Path, staging: Path) -> dict[str, Any]:
     """Write ``<variant>.onnx`` and ``<variant>.query.onnx`` (compacted) into ``staging``."""
     model, query, config = load_variant(runs / variant)
@@ -179,7 +187,8 @@ def export(runs: Path = RUNS, out: Path = Path("models"), variants: Sequence[str
     target.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=target))
     try:
-        entries = {v: export_variant(v, runs, staging) for v in variants}
+        trained_on = embedder_id(out)
+        entries = {v: {**export_variant(v, runs, staging), "embedder": trained_on} for v in variants}
         for item in staging.iterdir():
             shutil.move(str(item), target / item.name)
     finally:

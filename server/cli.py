@@ -17,6 +17,7 @@ from typing import Any
 
 from .parsing import Document
 from .paths import EXTRACTOR_VERSION, MAX_CONTEXTS, context_space, name_label, to_code2vec_line
+from .settings import FUSION_VARIANTS
 
 
 class CliError(Exception):
@@ -100,7 +101,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     ``--json`` prints (stable; fields are only ever added)::
 
         {"file": str,
-         "model": {"name": "code2vec", "extractor_version": str, "sha256": str,
+         "model": {"name": "code2vec" | "fusion:<variant>", "extractor_version": str, "sha256": str,
                    "vocab_sizes": {...}, "providers": [...]},
          "functions": [{"qualname": str, "name": str, "line": int (1-based, first line of
                         the definition), "label": str (the current name as a label),
@@ -112,6 +113,8 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     Functions without path contexts have no suggestions; dunder methods are left out.
     """
     from .code2vec import Code2VecModel, functions_at, suggest_for_document
+    from .embedder import load_embedder
+    from .fusion import fusion_variant, naming_predictor
     from .models import ModelError
 
     if args.top_k < 1:
@@ -120,13 +123,17 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     if args.line is not None and not functions_at(doc, args.line):
         raise CliError(f"{args.file}:{args.line}: no function there")
     try:
-        model = Code2VecModel.load(args.models, device=args.device)
+        code2vec = Code2VecModel.load(args.models, device=args.device)
+        variant = fusion_variant(args.models, args.variant)
+        embedder = (load_embedder("onnx", args.models, device=args.device)
+                    if variant not in (None, "code2vec") else None)
+        model = naming_predictor(code2vec, embedder, args.variant, args.models, args.device)
         suggestions = suggest_for_document(doc, model, top_k=args.top_k, line=args.line)
     except ModelError as exc:
         raise CliError(str(exc)) from exc
     result = {
         "file": str(args.file),
-        "model": model.info,
+        "model": getattr(model, "info", {}),
         "functions": [s.to_json() for s in suggestions],
     }
     if args.json:
@@ -338,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     suggest.add_argument("--models", type=Path, default=None,
                          help="models folder (default: $PATHFUSION_MODELS or models/ of the repository)")
     suggest.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    suggest.add_argument("--variant", choices=FUSION_VARIANTS, default="default",
+                         help="naming model: default (the manifest's best), code2vec, llm or a fusion")
     suggest.set_defaults(func=cmd_suggest)
     index = sub.add_parser("index", help="build or update the workspace index of DIR")
     index.add_argument("dir", type=Path)

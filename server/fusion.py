@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .code2vec import Code2VecModel, ContextLike
+from .code2vec import Code2VecModel, ContextLike, Predictor
 from .embedder import Embedder
 from .models import (
     ModelError,
@@ -95,6 +95,10 @@ class FusionRuntime:
         entry = model_entry(manifest, ENTRY, models_dir)
         name = resolve_variant(entry, variant)
         spec = entry["variants"][name]
+        trained_on = spec.get("embedder")
+        if trained_on is not None and embedder.model_id != trained_on:
+            raise ModelError(f"fusion variant {name!r} was trained on {trained_on} embeddings, but the embedder "
+                             f"is {embedder.model_id}; use the default embedder or retrain the fusion for it")
         expected = int(spec.get("dims", {}).get("llm", 384))
         if embedder.dim != expected:
             raise ModelError(f"fusion variant {name!r} was trained on {expected}-d LLM embeddings, but the "
@@ -175,6 +179,12 @@ class FusionRuntime:
     def dim(self) -> int:
         return self.search_dim
 
+    @property
+    def info(self) -> dict[str, Any]:
+        """What the CLI and the server report about the naming model."""
+        return {**self.code2vec.info, "name": f"fusion:{self.variant}", "embedder": self.embedder.model_id,
+                "metrics": self.entry.get("metrics")}
+
 
 class FusionPredictor:
     """Name suggestions of a fusion variant, behind the interface of
@@ -188,6 +198,7 @@ class FusionPredictor:
 
     def __init__(self, runtime: FusionRuntime) -> None:
         self.runtime = runtime
+        self.info = runtime.info
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -226,3 +237,42 @@ class FusionPredictor:
 def masked_sources(functions: Sequence[FunctionInfo]) -> list[str]:
     """What the LLM sees of each function for naming (design §2)."""
     return [mask_source(f.source, f.name) for f in functions]
+
+
+def fusion_variant(models_dir: Path | str | None, wanted: str | None) -> str | None:
+    """The fusion variant that ``wanted`` (a ``pathfusion.fusionVariant`` value) names in
+    ``models_dir``, or None when naming should use code2vec's own model: ``code2vec``
+    asked explicitly, or a models folder without a fusion export (older exports keep
+    working).  A variant the folder lacks is a :class:`ModelError`."""
+    folder = Path(models_dir) if models_dir is not None else default_models_dir()
+    entry = load_manifest(folder, verify=False)["models"].get(ENTRY)
+    if not isinstance(entry, dict):
+        if wanted not in (None, "", "default", "code2vec"):
+            raise ModelError(f"fusion variant {wanted!r} needs the fusion export in {folder}; "
+                             f"run `pathfusion export fusion` or set pathfusion.fusionVariant to default")
+        return None
+    return resolve_variant(entry, wanted)
+
+
+def naming_predictor(code2vec: Code2VecModel, embedder: Embedder | None, variant: str | None,
+                     models_dir: Path | str | None, device: str = "auto") -> Predictor:
+    """What suggests names for ``variant`` (see :func:`fusion_variant`): code2vec itself for
+    ``code2vec`` (its own softmax head, trained on the whole corpus) or without a fusion
+    export, else the variant's fusion graph fed by ``embedder``."""
+    name = fusion_variant(models_dir, variant)
+    if name is None or name == "code2vec":
+        return code2vec
+    if embedder is None:
+        raise ModelError(f"fusion variant {name!r} needs the LLM embedder, which is not loaded")
+    return FusionPredictor(FusionRuntime.load(embedder, code2vec, models_dir, name, device))
+
+
+def search_runtime(code2vec: Code2VecModel, embedder: Embedder, variant: str | None,
+                   models_dir: Path | str | None, device: str = "auto") -> FusionRuntime | None:
+    """The variant's search space (its fusion + query encoder), or None for a models folder
+    without a fusion export (the index then embeds with the LLM alone)."""
+    folder = Path(models_dir) if models_dir is not None else default_models_dir()
+    entry = load_manifest(folder, verify=False)["models"].get(ENTRY)
+    if not isinstance(entry, dict):
+        return None
+    return FusionRuntime.load(embedder, code2vec, folder, resolve_variant(entry, variant), device)

@@ -231,14 +231,29 @@ def as_search_model(model: SearchModel | Embedder) -> SearchModel:
     return EmbedderSearchModel(model)
 
 
-def search_model_from_settings(settings: Any, embedder: Embedder) -> SearchModel:
+def search_model_from_settings(settings: Any, embedder: Embedder, code2vec: Any = None) -> SearchModel:
     """The search model the settings ask for — the one place where the server and the CLI
     pick it, so that they index and query in the same space.
 
-    Today every setting gives :class:`EmbedderSearchModel`; ``pathfusion.fusionVariant``
-    (``settings.fusion_variant``) is where the fusion variants will plug in.
+    ``pathfusion.fusionVariant`` (``settings.fusion_variant``; ``default`` = the manifest's
+    best variant) picks the fusion graph and query encoder of the models folder
+    (:func:`server.fusion.search_runtime`).  A folder without a fusion export, or an
+    embedder of another width than the fusions were trained on (a ``transformers`` model),
+    gives :class:`EmbedderSearchModel`: the LLM embedding of function and query alone.
     """
-    return EmbedderSearchModel(embedder)
+    from .code2vec import Code2VecModel
+    from .fusion import search_runtime
+    from .models import ModelError
+
+    models_dir = getattr(settings, "models_dir", None)
+    device = getattr(settings, "device", "auto")
+    try:
+        model = code2vec if code2vec is not None else Code2VecModel.load(models_dir, device=device)
+        runtime = search_runtime(model, embedder, getattr(settings, "fusion_variant", "default"), models_dir, device)
+    except ModelError as exc:
+        log.warning("search uses the LLM embedder alone: %s", exc)
+        return EmbedderSearchModel(embedder)
+    return runtime if runtime is not None else EmbedderSearchModel(embedder)
 
 
 def cache_root() -> Path:

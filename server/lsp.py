@@ -63,8 +63,9 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 from pygls.uris import from_fs_path, to_fs_path
 
-from .code2vec import Code2VecModel, Suggestion, suggest_for_document
+from .code2vec import Code2VecModel, Predictor, Suggestion, suggest_for_document
 from .embedder import Embedder, load_embedder
+from .fusion import naming_predictor
 from .index import SearchModel, SearchResult, WorkspaceIndex, search_model_from_settings
 from .models import ModelError, default_models_dir
 from .parsing import Document, FunctionInfo, Position
@@ -175,7 +176,7 @@ class WorkerDocuments:
 
 # -- pure functions run in worker threads ---------------------------------------------------
 def suggestion_at(
-    snapshot: Snapshot, position: Position, model: Code2VecModel, top_k: int,
+    snapshot: Snapshot, position: Position, model: Predictor, top_k: int,
     documents: WorkerDocuments | None = None,
 ) -> tuple[Suggestion, types.Range] | None:
     """The suggestions for the function whose name or ``def`` line holds ``position``,
@@ -480,8 +481,10 @@ class PathfusionServer(LanguageServer):
         self.base_settings = Settings(models_dir=models_dir)
         self.settings = self.base_settings
         self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pathfusion")
-        self.model: Code2VecModel | None = None
-        self.model_key: tuple[str, str] | None = None
+        self.model: Predictor | None = None
+        """What suggests names: code2vec or a fusion variant (:func:`server.fusion.naming_predictor`)."""
+        self.code2vec: Code2VecModel | None = None
+        self.model_key: tuple[Any, ...] | None = None
         self.model_error: str | None = None
         self._model_lock: asyncio.Lock | None = None
         self._reported: set[str] = set()
@@ -541,9 +544,16 @@ class PathfusionServer(LanguageServer):
         return str(Path(self.settings.models_dir).expanduser()) if self.settings.models_dir \
             else str(default_models_dir())
 
-    async def get_model(self) -> Code2VecModel | None:
-        """The model for the current settings (loaded off the loop), or None."""
-        key = (self._models_dir(), self.settings.device)
+    async def get_model(self) -> Predictor | None:
+        """The naming model for the current settings (loaded off the loop), or None.
+
+        ``pathfusion.fusionVariant`` picks it: code2vec alone, or a fusion variant, which
+        also needs the LLM embedder — loaded here and shared with the index.  A fusion that
+        cannot be loaded (no export, another embedder) falls back to code2vec with a warning.
+        """
+        s = self.settings
+        models_dir = self._models_dir()
+        key = (models_dir, s.device, s.fusion_variant, s.llm_backend, s.llm_model_path)
         if key == self.model_key:
             return self.model
         if self._model_lock is None:
@@ -552,19 +562,39 @@ class PathfusionServer(LanguageServer):
             if key == self.model_key:
                 return self.model
             loop = asyncio.get_running_loop()
+            model: Predictor | None = None
+            error = None
             try:
-                model: Code2VecModel | None = await loop.run_in_executor(
-                    self.executor, lambda: Code2VecModel.load(key[0], device=key[1]))
-                error = None
+                code2vec = await loop.run_in_executor(
+                    self.executor, lambda: Code2VecModel.load(models_dir, device=s.device))
+                self.code2vec = model = code2vec
             except ModelError as exc:
-                model, error = None, str(exc)
+                error = str(exc)
             except Exception as exc:  # onnxruntime and the file system raise their own types
-                model, error = None, f"cannot load the models in {key[0]}: {exc}"
+                error = f"cannot load the models in {models_dir}: {exc}"
+            if model is not None and s.fusion_variant != "code2vec":
+                try:
+                    embedder = await self._shared_embedder(models_dir)
+                    model = await loop.run_in_executor(
+                        self.executor,
+                        lambda: naming_predictor(code2vec, embedder, s.fusion_variant, models_dir, s.device))
+                except Exception as exc:  # ModelError, EmbedderError, onnxruntime's own
+                    self.warn_once(f"name suggestions use code2vec alone: {exc}")
             self.model, self.model_key, self.model_error = model, key, error
             if error is not None:
                 self.warn_once(f"name suggestions are off: {error}")
             return model
 
+    async def _shared_embedder(self, models_dir: str | None) -> Embedder:
+        """The LLM embedder of the current settings, loaded once for naming and the index."""
+        s = self.settings
+        key = (models_dir, s.llm_backend, s.llm_model_path, s.device)
+        if key != self.embedder_key or self.embedder is None:
+            loop = asyncio.get_running_loop()
+            self.embedder = await loop.run_in_executor(
+                self.executor, lambda: load_embedder(s.llm_backend, models_dir, s.llm_model_path, s.device))
+            self.embedder_key, self.embedder_error = key, None
+        return self.embedder
 
     # -- workspace index -----------------------------------------------------------------------
     def background(self, coro: Any) -> asyncio.Task[Any]:
@@ -673,7 +703,8 @@ class PathfusionServer(LanguageServer):
             return []
         settings = self.settings
         if self.search_model is None or not same_settings:
-            self.search_model = search_model_from_settings(settings, embedder)
+            self.search_model = await self.on_index_thread(search_model_from_settings, settings, embedder,
+                                                           self.code2vec)
         model = self.search_model
         for folder in opened:
             try:
@@ -906,7 +937,7 @@ class PathfusionServer(LanguageServer):
             "name": NAME,
             "version": VERSION,
             "model_loaded": self.model is not None,
-            "model": self.model.info if self.model is not None else None,
+            "model": getattr(self.model, "info", None) if self.model is not None else None,
             "models_dir": self.model_key[0] if self.model_key else self._models_dir(),
             "model_error": self.model_error,
             "settings": self.settings.to_dict(),
