@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 DEMO_WS := data/demo-workspace
 STDLIB := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
 
-.PHONY: demo test lint nvim corpus bench clean
+.PHONY: demo test lint nvim corpus bench clean vscode-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,12 @@ demo: $(VENV)/.runtime
 	@echo
 	@echo "Connect an editor: run '$(BIN)/pathfusion serve' (LSP over stdio); see README.md."
 
-test: $(VENV)/.dev lint nvim
+test: $(VENV)/.dev lint nvim vscode-test
 	$(BIN)/python -m pytest -q
+
+# The extension's type check, eslint and unit tests (node:test; no VS Code needed).
+vscode-test:
+	cd vscode-client && npm ci --no-audit --no-fund && npm run lint && npm test
 
 # tests/test_neovim.py drives the server from headless Neovim (Debian bookworm: 0.7.2).
 nvim:
