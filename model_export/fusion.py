@@ -77,6 +77,7 @@ class SelfAttention(nn.Module):
         if width % heads:
             raise ValueError(f"width {width} is not divisible by {heads} heads")
         self.heads = heads
+        self.scale = (width // heads) ** -0.5
         self.qkv = nn.Linear(width, 3 * width)
         self.out = nn.Linear(width, width)
         self.dropout = nn.Dropout(dropout)
@@ -85,7 +86,7 @@ class SelfAttention(nn.Module):
         batch, length, width = tokens.shape
         q, k, v = self.qkv(tokens).reshape(batch, length, 3, self.heads, width // self.heads).permute(
             2, 0, 3, 1, 4).unbind(0)
-        scores = q @ k.transpose(-1, -2) / float(width // self.heads) ** 0.5
+        scores = (q @ k.transpose(-1, -2)) * self.scale
         weights = self.dropout(torch.softmax(scores, dim=-1))
         return self.out((weights @ v).transpose(1, 2).reshape(batch, length, width))
 
