@@ -223,6 +223,11 @@ class FusionPredictor:
                 rows.append(vector)
         return np.stack(rows)
 
+    def prefetch(self, sources: Sequence[str]) -> None:
+        """Embed and cache ``sources`` (masked) ahead of the hovers that will need them."""
+        if sources:
+            self._embeddings(sources)
+
     def predict(self, functions: Sequence[Sequence[ContextLike]], top_k: int = 5,
                 sources: Sequence[str] | None = None) -> list[list[tuple[str, float]]]:
         if sources is None or len(sources) != len(functions):

@@ -63,12 +63,13 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 from pygls.uris import from_fs_path, to_fs_path
 
-from .code2vec import Code2VecModel, Predictor, Suggestion, suggest_for_document
+from .code2vec import Code2VecModel, Predictor, Suggestion, is_dunder, suggest_for_document
 from .embedder import Embedder, load_embedder
-from .fusion import naming_predictor
+from .fusion import FusionPredictor, naming_predictor
 from .index import SearchModel, SearchResult, WorkspaceIndex, search_model_from_settings
 from .models import ModelError, default_models_dir
 from .parsing import Document, FunctionInfo, Position
+from .paths import mask_source
 from .settings import SECTION, Settings
 
 log = logging.getLogger(__name__)
@@ -469,6 +470,16 @@ class PathfusionProtocol(LanguageServerProtocol):
         if params.capabilities.general is not None:
             params.capabilities.general.position_encodings = None
         return (yield from super().lsp_initialize(params))
+
+
+PREFETCH_LIMIT = 500
+"""Functions of one opened document whose naming embeddings are computed ahead of hovers."""
+
+
+def naming_sources(text: str) -> list[str]:
+    """The masked sources (what a fusion's LLM sees) of the functions of ``text`` that get
+    suggestions (dunder methods never do)."""
+    return [mask_source(f.source, f.name) for f in Document(text).functions() if not is_dunder(f.name)]
 
 
 class PathfusionServer(LanguageServer):
@@ -904,6 +915,21 @@ class PathfusionServer(LanguageServer):
             return None
         return Snapshot(uri, doc.version, doc.text, doc.tree.copy())
 
+    async def prefetch_naming(self, uri: str) -> None:
+        """Embed the masked sources of an opened document's functions in the background, so
+        that hovers find them cached (fusion variants only: code2vec needs no embedding).
+        Batches of 8 on the shared pool leave the other worker to hovers meanwhile."""
+        snapshot = self.snapshot(uri)
+        model = await self.get_model()
+        if snapshot is None or not isinstance(model, FusionPredictor):
+            return
+        loop = asyncio.get_running_loop()
+        sources = await loop.run_in_executor(self.executor, naming_sources, snapshot.text)
+        for start in range(0, min(len(sources), PREFETCH_LIMIT), 8):
+            if self.closing.is_set() or not self.is_current(snapshot):
+                return
+            await loop.run_in_executor(self.executor, model.prefetch, sources[start:start + 8])
+
     def is_current(self, snapshot: Snapshot) -> bool:
         doc = self.documents.get(snapshot.uri)
         return doc is not None and doc.version == snapshot.version
@@ -1039,6 +1065,7 @@ async def did_change_workspace_folders(
 def did_open(ls: PathfusionServer, params: types.DidOpenTextDocumentParams) -> None:
     item = params.text_document
     ls.documents[item.uri] = Document(item.text, uri=item.uri, version=item.version)
+    ls.background(ls.prefetch_naming(item.uri))
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)

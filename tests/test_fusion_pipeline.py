@@ -190,3 +190,18 @@ def test_predictor_embeds_each_masked_source_once(exported) -> None:  # type: ig
     doc.replace("def a(x):\n    return x - 1\n\ndef b(y):\n    return y * 2\n")
     suggest_for_document(doc, predictor, top_k=3)            # only the edited function
     assert embedder.texts == 3
+
+
+def test_prefetched_sources_make_hovers_embedding_free(exported) -> None:  # type: ignore[no-untyped-def]
+    from server.lsp import naming_sources
+
+    _, models, _ = exported
+    embedder = CountingEmbedder(OnnxEmbedder.load(models))
+    predictor = FusionPredictor(FusionRuntime.load(embedder, Code2VecModel.load(models), models, "llm", "cpu"))
+    text = "class A:\n    def __init__(self):\n        self.x = 1\n\n    def get(self):\n        return self.x\n"
+    sources = naming_sources(text)
+    assert sources == ["def METHOD_NAME(self):\n        return self.x"]   # dunders get no suggestions
+    predictor.prefetch(sources)
+    assert embedder.texts == 1
+    suggest_for_document(Document(text), predictor, top_k=3)
+    assert embedder.texts == 1
