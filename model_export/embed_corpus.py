@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
-import os
 import random
 import sys
 import time
@@ -46,6 +46,7 @@ from server.atomic import write_atomic
 from server.paths import contexts_of_text
 
 from .anonymise import anonymise
+from .corpus import read_jsonl_gz
 
 CHUNK = 500
 SAMPLE_SEED = 20251
@@ -80,9 +81,15 @@ def selection_path(out: Path, split: str, task: str) -> Path:
 
 
 def _records(corpus: Path, split: str) -> Iterator[dict[str, Any]]:
-    with gzip.open(corpus / f"{split}.jsonl.gz", "rt", encoding="utf-8") as handle:
-        for line in handle:
-            yield json.loads(line)
+    return read_jsonl_gz(corpus / f"{split}.jsonl.gz")
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` through :func:`server.atomic.write_atomic`: a chunk is whole or absent."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, buffer.getvalue(), mode=0o644)
 
 
 def select(records: Sequence[dict[str, Any]], split: str, task: str, size: int) -> list[dict[str, Any]]:
@@ -117,8 +124,7 @@ def write_selection(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def read_selection(path: Path) -> list[dict[str, Any]]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
+    return list(read_jsonl_gz(path))
 
 
 def fields_of(split: str, task: str) -> tuple[str, ...]:
@@ -161,11 +167,7 @@ def _embed_units(out: str, models: str, quantized: bool, units: list[Unit]) -> i
         if key not in cache:
             cache[key] = read_selection(selection_path(root, *key))
         rows = cache[key][unit.chunk * CHUNK:(unit.chunk + 1) * CHUNK]
-        vectors = embedder.embed([r[unit.field] or "" for r in rows]).astype(np.float32)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".tmp{os.getpid()}.npy")
-        np.save(tmp, vectors)
-        os.replace(tmp, target)
+        save_npy(target, embedder.embed([r[unit.field] or "" for r in rows]).astype(np.float32))
         done += 1
         print(f"{time.strftime('%H:%M:%S')} {unit.split}-{unit.task}-{unit.field} chunk {unit.chunk} "
               f"({len(rows)} texts)", flush=True)
@@ -202,9 +204,7 @@ def code2vec_vectors(out: Path, models: Path) -> None:
                 if path.exists():
                     continue
                 vectors = model.code_vectors([r[key] or [] for r in rows])
-                tmp = path.with_suffix(".tmp.npy")
-                np.save(tmp, vectors)
-                os.replace(tmp, path)
+                save_npy(path, vectors)
                 print(f"code2vec vectors {path.name}: {vectors.shape}", flush=True)
 
 
