@@ -256,6 +256,16 @@ def search_model_from_settings(settings: Any, embedder: Embedder, code2vec: Any 
     return runtime if runtime is not None else EmbedderSearchModel(embedder)
 
 
+def _hash_or_remove(tmp: str) -> str:
+    """sha256 of a freshly written temp graph; the temp file is removed if hashing fails."""
+    try:
+        return sha256_file(Path(tmp))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def cache_root() -> Path:
     """``$PATHFUSION_CACHE_DIR``, else the user cache directory of pathfusion."""
     env = os.environ.get(ENV_CACHE_DIR)
@@ -739,13 +749,7 @@ class WorkspaceIndex:
     def _save_locked(self) -> None:
         """Save the graph now, hashing it under the lock (opening, compaction)."""
         tmp, state = self._write_graph()
-        try:
-            digest = sha256_file(Path(tmp))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        self._install(tmp, state, digest)
+        self._install(tmp, state, _hash_or_remove(tmp))
 
     def flush(self) -> bool:
         """Save the graph if it lags behind SQLite; True if it saved.  The lock is held while
@@ -757,12 +761,7 @@ class WorkspaceIndex:
                     return False
                 graph, db = self._hnsw, self._db
                 tmp, state = self._write_graph()
-            try:
-                digest = sha256_file(Path(tmp))
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            digest = _hash_or_remove(tmp)
             with self._lock:
                 if self._hnsw is not graph or self._db is not db or self._saved_generation >= state["generation"]:
                     with contextlib.suppress(OSError):  # a rebuild or a wipe replaced the graph meanwhile
