@@ -585,7 +585,9 @@ class PathfusionServer(LanguageServer):
                 error = f"cannot load the models in {models_dir}: {exc}"
             if model is not None and s.fusion_variant != "code2vec":
                 try:
-                    embedder = await self._shared_embedder(models_dir)
+                    embedder = await self._shared_embedder(models_dir, s.llm_backend, s.llm_model_path, s.device)
+                    if embedder is None:
+                        raise ModelError(f"the LLM embedder cannot be loaded: {self.embedder_error}")
                     model = await loop.run_in_executor(
                         self.executor,
                         lambda: naming_predictor(code2vec, embedder, s.fusion_variant, models_dir, s.device))
@@ -596,15 +598,22 @@ class PathfusionServer(LanguageServer):
                 self.warn_once(f"name suggestions are off: {error}")
             return model
 
-    async def _shared_embedder(self, models_dir: str | None) -> Embedder:
-        """The LLM embedder of the current settings, loaded once for naming and the index."""
-        s = self.settings
-        key = (models_dir, s.llm_backend, s.llm_model_path, s.device)
-        if key != self.embedder_key or self.embedder is None:
+    async def _shared_embedder(self, models_dir: str | None, backend: str, model_path: str | None,
+                               device: str) -> Embedder | None:
+        """The LLM embedder for these settings, loaded once and shared by naming and the
+        index; None when it cannot be loaded (the reason in ``embedder_error``, also kept
+        per settings so that a broken model is not reloaded on every request)."""
+        key = (models_dir, backend, model_path, device)
+        if key != self.embedder_key:
             loop = asyncio.get_running_loop()
-            self.embedder = await loop.run_in_executor(
-                self.executor, lambda: load_embedder(s.llm_backend, models_dir, s.llm_model_path, s.device))
-            self.embedder_key, self.embedder_error = key, None
+            try:
+                self.embedder = await loop.run_in_executor(
+                    self.executor, lambda: load_embedder(backend, models_dir, model_path, device))
+                self.embedder_error = None
+            except Exception as exc:  # EmbedderError, onnxruntime's and the file system's own
+                self.embedder, self.embedder_error = None, str(exc)
+            self.embedder_key = key
+            self.search_model = None  # its vectors came from the previous embedder
         return self.embedder
 
     # -- workspace index -----------------------------------------------------------------------
@@ -695,18 +704,7 @@ class PathfusionServer(LanguageServer):
         opened = [folder for root, folder in self.folders.items() if root not in keep]
         if not opened:
             return []
-        loop = asyncio.get_running_loop()
-        embedder_key = (models_dir, backend, model_path, device)
-        if embedder_key != self.embedder_key:
-            try:
-                self.embedder = await loop.run_in_executor(
-                    self.executor, lambda: load_embedder(backend, models_dir, model_path, device))
-                self.embedder_error = None
-            except Exception as exc:  # EmbedderError, onnxruntime's and the file system's own
-                self.embedder, self.embedder_error = None, str(exc)
-            self.embedder_key = embedder_key
-            self.search_model = None
-        embedder = self.embedder
+        embedder = await self._shared_embedder(models_dir, backend, model_path, device)
         if embedder is None:
             for folder in opened:
                 folder.state, folder.error = "off", self.embedder_error
