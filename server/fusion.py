@@ -67,6 +67,12 @@ def _session(path: Path, device: str, threads: int) -> Any:
         raise ModelError(f"{path}: onnxruntime cannot load it ({exc}); re-export with `pathfusion export fusion`") from exc
 
 
+def _unit_rows(vectors: Any) -> np.ndarray:
+    """float32 rows scaled to unit length (the index is an inner-product space)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
 def function_contexts(func: FunctionInfo) -> list[str]:
     """Path contexts of ``func`` from its own text only (re-indented to column 0 and parsed
     alone), so that its search vector — like the index's cache key — depends on nothing
@@ -150,8 +156,7 @@ class FusionRuntime:
         if len(llm) == 0:
             return np.zeros((0, self.search_dim), dtype=np.float32)
         (vectors,) = self._run(["search_vector"], llm, code)
-        vectors = np.asarray(vectors, dtype=np.float32)
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return _unit_rows(vectors)
 
     def query_vectors(self, texts: Sequence[str]) -> np.ndarray:
         if self.query_encoder is not None:
@@ -160,8 +165,7 @@ class FusionRuntime:
             return np.zeros((0, self.search_dim), dtype=np.float32)
         llm = np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
         (vectors,) = self.query_session.run(None, {"query_llm": llm})
-        vectors = np.asarray(vectors, dtype=np.float32)
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return _unit_rows(vectors)
 
     # -- functions ---------------------------------------------------------------------
     def encode_functions(self, functions: Sequence[FunctionInfo]) -> np.ndarray:
@@ -203,25 +207,22 @@ class FusionPredictor:
         self._lock = threading.Lock()
 
     def _embeddings(self, sources: Sequence[str]) -> np.ndarray:
+        """LLM embeddings of ``sources``, embedding only what the cache lacks (outside the
+        lock, so that concurrent hovers are not serialised behind one embedding)."""
         with self._lock:
-            missing = list(dict.fromkeys(s for s in sources if s not in self._cache))
+            found = {text: self._cache[text] for text in dict.fromkeys(sources) if text in self._cache}
+            for text in found:
+                self._cache.move_to_end(text)
+        missing = [text for text in dict.fromkeys(sources) if text not in found]
         if missing:
             fresh = np.asarray(self.runtime.embedder.embed(missing), dtype=np.float32)
+            found.update(zip(missing, fresh, strict=True))
             with self._lock:
-                for text, vector in zip(missing, fresh, strict=True):
-                    self._cache[text] = vector
+                for text in missing:
+                    self._cache[text] = found[text]
                 while len(self._cache) > self.CACHE_SIZE:
                     self._cache.popitem(last=False)
-        with self._lock:
-            rows = []
-            for text in sources:
-                vector = self._cache.get(text)
-                if vector is None:  # evicted by a concurrent call: embed again
-                    vector = np.asarray(self.runtime.embedder.embed([text]), dtype=np.float32)[0]
-                else:
-                    self._cache.move_to_end(text)
-                rows.append(vector)
-        return np.stack(rows)
+        return np.stack([found[text] for text in sources])
 
     def prefetch(self, sources: Sequence[str]) -> None:
         """Embed and cache ``sources`` (masked) ahead of the hovers that will need them."""
@@ -276,8 +277,5 @@ def search_runtime(code2vec: Code2VecModel, embedder: Embedder, variant: str | N
                    models_dir: Path | str | None, device: str = "auto") -> FusionRuntime | None:
     """The variant's search space (its fusion + query encoder), or None for a models folder
     without a fusion export (the index then embeds with the LLM alone)."""
-    folder = Path(models_dir) if models_dir is not None else default_models_dir()
-    entry = load_manifest(folder, verify=False)["models"].get(ENTRY)
-    if not isinstance(entry, dict):
-        return None
-    return FusionRuntime.load(embedder, code2vec, folder, resolve_variant(entry, variant), device)
+    name = fusion_variant(models_dir, variant)
+    return None if name is None else FusionRuntime.load(embedder, code2vec, models_dir, name, device)
