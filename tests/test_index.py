@@ -112,9 +112,8 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
-@pytest.fixture()
-def workspace(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
+def write_workspace(root: Path) -> Path:
+    """:data:`FILES` under ``root``, plus a git-ignored ``ignored.py``."""
     for rel, text in FILES.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +121,11 @@ def workspace(tmp_path: Path) -> Path:
     (root / ".gitignore").write_text("ignored.py\n")
     (root / "ignored.py").write_text("def hidden():\n    pass\n")
     return root
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path) -> Path:
+    return write_workspace(tmp_path / "ws")
 
 
 def names(results: list) -> list[str]:

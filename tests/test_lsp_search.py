@@ -24,7 +24,7 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from server.lsp import merge_results, search_args, symbol_kind
-from tests.test_index import FILES
+from tests.test_index import write_workspace
 
 SEARCH_KEYS = {"uri", "range", "name", "qualname", "score", "snippet"}
 
@@ -50,15 +50,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    root.mkdir()
-    for name, text in FILES.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text.lstrip("\n"))
-    (root / ".gitignore").write_text("ignored.py\n")
-    (root / "ignored.py").write_text("def hidden():\n    pass\n")
-    return root
+    return write_workspace(tmp_path / "ws")
 
 
 @pytest_asyncio.fixture
