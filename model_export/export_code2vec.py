@@ -28,6 +28,7 @@ folder, checked, then moved into place; the manifest is written last (temp + ren
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import logging
 import os
@@ -49,6 +50,7 @@ from server.paths import EXTRACTOR_VERSION
 
 from .c2v_data import Vocabs
 from .code2vec import Code2Vec, Code2VecConfig, Code2VecExport
+from .compact_onnx import compact, compact_effect
 from .train_code2vec import DEFAULT_RUN
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ PARITY_TOLERANCE = 1e-4
 INPUT_NAMES = ("starts", "paths", "ends", "mask")
 OUTPUT_NAMES = ("code_vector", "attention", "top_ids", "top_probs")
 VOCAB_FILES = ("tokens.json", "paths.json", "targets.json")
+SHIPPED_VOCAB = {"tokens": "tokens.json", "paths": "paths.json.gz", "targets": "targets.json"}
+"""Vocabulary files as shipped: the path vocabulary (long strings) gzip-compressed, 15× smaller."""
 PARITY_SHAPES = ((1, 1), (2, 7), (5, 50), (16, 200), (64, 200))
 """(batch, contexts) of the random parity batches."""
 CORPUS_MANIFEST = Path(__file__).with_name("corpus_manifest.txt")
@@ -272,20 +276,30 @@ def export(run: Path, out: Path = Path("models"), top_k: int = 10) -> dict[str, 
     target_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=target_dir))
     try:
-        export_onnx(wrapper, staging / "code2vec.onnx")
-        parity = parity_check(wrapper, staging / "code2vec.onnx")
-        for name in VOCAB_FILES:
-            shutil.copyfile(run / "vocab" / name, staging / name)
+        export_onnx(wrapper, staging / "fp32.onnx")
+        parity = parity_check(wrapper, staging / "fp32.onnx")
+        # Shipped with int8 row-scaled weights (4× smaller, fp32 compute; see compact_onnx).
+        sizes = compact(staging / "fp32.onnx", staging / "code2vec.onnx")
+        rng = np.random.default_rng(1)
+        batches = [random_batch(rng, batch, contexts, (len(vocabs.tokens), len(vocabs.paths), len(vocabs.targets)))
+                   for batch, contexts in PARITY_SHAPES]
+        effect = compact_effect(staging / "fp32.onnx", staging / "code2vec.onnx", batches, OUTPUT_NAMES)
+        for kind, name in SHIPPED_VOCAB.items():
+            data = (run / "vocab" / f"{kind}.json").read_bytes()
+            (staging / name).write_bytes(gzip.compress(data, 9, mtime=0) if name.endswith(".gz") else data)
         files: dict[str, str] = {}
-        for name in ("code2vec.onnx", *VOCAB_FILES):
+        for name in ("code2vec.onnx", *SHIPPED_VOCAB.values()):
             files[f"code2vec/{name}"] = sha256_file(staging / name)
             os.replace(staging / name, target_dir / name)
+        for kind, name in SHIPPED_VOCAB.items():  # a vocabulary stored the other way by an older export
+            stale = f"{kind}.json" if name.endswith(".gz") else f"{kind}.json.gz"
+            (target_dir / stale).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     entry = {
         "files": files,
         "onnx": "code2vec/code2vec.onnx",
-        "vocab": {kind: f"code2vec/{kind}.json" for kind in ("tokens", "paths", "targets")},
+        "vocab": {kind: f"code2vec/{name}" for kind, name in SHIPPED_VOCAB.items()},
         "inputs": list(INPUT_NAMES),
         "outputs": list(OUTPUT_NAMES),
         "opset": OPSET,
@@ -298,6 +312,8 @@ def export(run: Path, out: Path = Path("models"), top_k: int = 10) -> dict[str, 
         "config": config.to_dict(),
         "parity": {"max_abs_diff": parity["max_abs_diff"], "tolerance": PARITY_TOLERANCE,
                    "shapes": parity["shapes"]},
+        "storage": {"weights": "int8-rows", "bytes_fp32": sizes["bytes_before"], "bytes": sizes["bytes_after"],
+                    "effect": effect},
         "torch_version": torch.__version__,
     }
     manifest = merge_manifest(out, "code2vec", entry)

@@ -296,10 +296,12 @@ def save_tokenizer(model_dir: Path, tokenizer: Any, path: Path, max_length: int)
 
 
 def export_minilm(out_dir: Path, quantize: bool = True, *, model_dir: Path | None = None,
-                  keep_fp32: bool = True, max_length: int = MAX_LENGTH) -> dict[str, Any]:
+                  keep_fp32: bool = True, max_length: int = MAX_LENGTH,
+                  model_id: str | None = None) -> dict[str, Any]:
     """Export the embedder into ``<out_dir>/embedder/``; returns its manifest entry (file
     names relative to ``out_dir``).  The manifest itself is left to
-    :func:`write_manifest_entry`."""
+    :func:`write_manifest_entry`.  ``model_id`` names the model (the index re-embeds a
+    workspace when it changes); default: the packaged model's id or the folder's name."""
     out_dir = Path(out_dir)
     if not quantize and not keep_fp32:
         raise ExportError("nothing to export: keep_fp32=False needs quantize=True")
@@ -325,7 +327,7 @@ def export_minilm(out_dir: Path, quantize: bool = True, *, model_dir: Path | Non
         onnx_files = {"fp32": FP32_FILE if keep_fp32 else None, "int8": INT8_FILE if quantize else None}
         default = "int8" if quantize else "fp32"
         config = {
-            "id": MODEL_ID if is_packaged else model_dir.resolve().name,
+            "id": model_id or (MODEL_ID if is_packaged else model_dir.resolve().name),
             "dim": dim,
             "max_length": max_length,
             "pooling": "mean",
@@ -410,6 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-quantize", action="store_true", help="write the fp32 graph only")
     parser.add_argument("--int8-only", action="store_true",
                         help="leave the fp32 graph out of the models folder (saves ~90 MB)")
+    parser.add_argument("--id", default=None,
+                        help="model id recorded in the manifest (default: the model's or its folder's name)")
     parser.add_argument("--max-length", type=int, default=MAX_LENGTH, help="tokens per text (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -420,7 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         entry = export_minilm(args.out, quantize=not args.no_quantize, model_dir=args.model_dir,
-                              keep_fp32=not args.int8_only, max_length=args.max_length)
+                              keep_fp32=not args.int8_only, max_length=args.max_length,
+                              model_id=args.id)
         write_manifest_entry(args.out, entry)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -160,7 +160,12 @@ def export_variant(variant: str, runs: Path, staging: Path) -> dict[str, Any]:
     compacted = {"fusion": fusion_parity(model, shipped), "query": query_parity(query, shipped_query)}
     full.unlink()
     full_query.unlink()
+    outputs = ["top_ids", "top_probs", "search_vector"]
+    if variant == "code2vec":  # its names come from code2vec's own head: ship the search part only
+        sizes["fusion"]["bytes_after"] = search_only(shipped)
+        outputs = ["search_vector"]
     entry: dict[str, Any] = {
+        "outputs": outputs,
         "onnx": f"fusion/{variant}.onnx", "query_onnx": f"fusion/{variant}.query.onnx",
         "query": {"kind": query.kind, "pooling": query.pooling,
                   "input": "query_llm" if query.kind == "llm" else "tokens"},
@@ -176,24 +181,51 @@ def export_variant(variant: str, runs: Path, staging: Path) -> dict[str, Any]:
     return entry
 
 
+def search_only(path: Path) -> int:
+    """Cut ``path`` down to the ``search_vector`` output in place (naming head dropped);
+    returns its new size."""
+    import onnx
+    from onnx import utils
+
+    model = onnx.load(str(path))
+    inputs = [i.name for i in model.graph.input]
+    onnx.save(utils.Extractor(model).extract_model(inputs, ["search_vector"]), str(path))
+    return path.stat().st_size
+
+
 def _validation_score(entry: dict[str, Any]) -> float:
     valid = entry["valid"]
     return float(valid["naming"].get("f1", 0.0)) + float(valid["search"].get("mrr", 0.0))
 
 
-def export(runs: Path = RUNS, out: Path = Path("models"), variants: Sequence[str] = VARIANTS) -> dict[str, Any]:
-    """Export ``variants`` of ``runs`` into ``out/fusion`` and merge the manifest entry."""
+def export(runs: Path = RUNS, out: Path = Path("models"), variants: Sequence[str] = VARIANTS,
+           keep: str = "all") -> dict[str, Any]:
+    """Export ``variants`` of ``runs`` into ``out/fusion`` and merge the manifest entry.
+
+    ``keep="default"`` ships only the variant that validation picks plus ``code2vec`` (the
+    single-source baseline, search part only): ``models/`` must stay small enough for a remote
+    GPU job to carry it with data (``docs/training.md``); the others' scores stay in
+    ``docs/results.md``, and ``keep="all"`` exports them for comparison."""
+    if keep not in ("all", "default"):
+        raise ExportError(f"keep must be all or default, not {keep!r}")
     target = out / "fusion"
     target.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=target))
     try:
         trained_on = embedder_id(out)
         entries = {v: {**export_variant(v, runs, staging), "embedder": trained_on} for v in variants}
+        default = max(entries, key=lambda v: _validation_score(entries[v]))
+        if keep == "default":
+            entries = {v: e for v, e in entries.items() if v in (default, "code2vec")}
+        shipped = {Path(e[k]).name for e in entries.values() for k in ("onnx", "query_onnx", "query_vocab") if k in e}
+        for item in target.glob("*.onnx"):  # graphs of variants no longer shipped
+            if item.name not in shipped:
+                item.unlink()
         for item in staging.iterdir():
-            shutil.move(str(item), target / item.name)
+            if item.name in shipped:
+                shutil.move(str(item), target / item.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    default = max(entries, key=lambda v: _validation_score(entries[v]))
     files: dict[str, str] = {}
     for entry in entries.values():
         for key in ("onnx", "query_onnx", "query_vocab"):
@@ -209,9 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=RUNS)
     parser.add_argument("--out", type=Path, default=Path("models"))
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--keep", choices=("default", "all"), default="default",
+                        help="ship the best variant (+ code2vec's search part) or all of them (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        manifest = export(args.runs, args.out, args.variants)
+        manifest = export(args.runs, args.out, args.variants, args.keep)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

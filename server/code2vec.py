@@ -17,6 +17,7 @@ leaves them out of the naming task.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .models import ModelError, load_manifest, model_entry, model_file, providers
+from .onnx_session import create_session
 from .parsing import Document, FunctionInfo
 from .paths import (
     MAX_CONTEXTS,
@@ -43,6 +45,15 @@ SPECIAL_TARGETS = frozenset({0, 1})
 
 ContextLike = Context | tuple[str, str, str] | str
 """A path context: a :class:`Context`, any (start, path, end) triple, or ``"tok,path,tok"``."""
+
+
+def read_vocab_text(path: Path) -> str:
+    """A vocabulary file's JSON text; ``*.gz`` files are gzip-compressed (the 30,000 path
+    strings shrink 15×, which keeps ``models/`` inside its size budget)."""
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        data = gzip.decompress(data)
+    return data.decode("utf-8")
 
 
 class Code2VecModel:
@@ -75,7 +86,6 @@ class Code2VecModel:
     ) -> Code2VecModel:
         """Verify the manifest of ``models_dir`` (default: :func:`default_models_dir`) and
         open the graph on ``device`` (``auto``, ``cpu`` or ``cuda``)."""
-        import onnxruntime as ort
 
         from .models import default_models_dir
 
@@ -87,7 +97,7 @@ class Code2VecModel:
         for kind in ("tokens", "paths", "targets"):
             path = model_file(folder, vocab[kind])
             try:
-                items = json.loads(path.read_text(encoding="utf-8"))
+                items = json.loads(read_vocab_text(path))
             except (OSError, ValueError) as exc:
                 raise ModelError(f"{path}: unreadable vocabulary ({exc}); re-export the models") from exc
             if not isinstance(items, list) or len(items) < 2 or not all(isinstance(x, str) for x in items):
@@ -98,15 +108,7 @@ class Code2VecModel:
                                  f"re-export the models")
             lists[kind] = items
         onnx_path = model_file(folder, entry.get("onnx", "code2vec/code2vec.onnx"))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(str(onnx_path), options, providers=providers(device))
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"{onnx_path}: onnxruntime cannot load it ({exc}); re-export the models") from exc
+        session = create_session(onnx_path, providers(device), threads, fix="re-export the models")
         names = {i.name for i in session.get_inputs()}
         if names != {"starts", "paths", "ends", "mask"}:
             raise ModelError(f"{onnx_path} has inputs {sorted(names)}, expected starts, paths, ends, mask")

@@ -16,6 +16,7 @@ The graphs are written by ``pathfusion export fusion`` (:mod:`model_export.expor
 
 from __future__ import annotations
 
+import hashlib
 import textwrap
 import threading
 from collections import OrderedDict
@@ -36,6 +37,7 @@ from .models import (
     model_file,
     providers,
 )
+from .onnx_session import create_session
 from .parsing import FunctionInfo
 from .paths import contexts_of_text, mask_source
 from .query import QueryEncoderRuntime
@@ -55,16 +57,7 @@ def resolve_variant(entry: dict[str, Any], wanted: str | None) -> str:
 
 
 def _session(path: Path, device: str, threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, threads)
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), options, providers=providers(device))
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise ModelError(f"{path}: onnxruntime cannot load it ({exc}); re-export with `pathfusion export fusion`") from exc
+    return create_session(path, providers(device), threads, fix="re-export with `pathfusion export fusion`")
 
 
 def _unit_rows(vectors: Any) -> np.ndarray:
@@ -143,6 +136,9 @@ class FusionRuntime:
     def naming(self, llm: np.ndarray, code: np.ndarray, top_k: int) -> list[list[tuple[str, float]]]:
         if len(llm) == 0:
             return []
+        if "top_ids" not in {o.name for o in self.session.get_outputs()}:
+            raise ModelError(f"fusion variant {self.variant!r} is shipped for search only; its names come "
+                             "from code2vec (pathfusion.fusionVariant code2vec)")
         ids, probs = self._run(["top_ids", "top_probs"], llm, code)
         targets = self.code2vec.targets
         out: list[list[tuple[str, float]]] = []
@@ -196,30 +192,34 @@ class FusionPredictor:
 
     The LLM embedding of a masked source is the expensive part (tens of ms on a CPU core)
     and hovers repeat on unchanged functions, so the last :data:`CACHE_SIZE` embeddings are
-    kept, keyed by the masked text itself (design §2: "computed on demand and cached")."""
+    kept (design §2: "computed on demand and cached"), keyed by a 16-byte digest of the
+    masked text rather than the text: a function's source can be any length, and a cache
+    keyed by it held a copy of every edited version of every hovered function (issue 12);
+    with digests the cache is bounded in bytes (~1.6 KB an entry)."""
 
     CACHE_SIZE = 2048
 
     def __init__(self, runtime: FusionRuntime) -> None:
         self.runtime = runtime
         self.info = runtime.info
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
     def _embeddings(self, sources: Sequence[str]) -> np.ndarray:
         """LLM embeddings of ``sources``, embedding only what the cache lacks (outside the
         lock, so that concurrent hovers are not serialised behind one embedding)."""
+        keys = {text: _digest(text) for text in dict.fromkeys(sources)}
         with self._lock:
-            found = {text: self._cache[text] for text in dict.fromkeys(sources) if text in self._cache}
+            found = {text: self._cache[key] for text, key in keys.items() if key in self._cache}
             for text in found:
-                self._cache.move_to_end(text)
-        missing = [text for text in dict.fromkeys(sources) if text not in found]
+                self._cache.move_to_end(keys[text])
+        missing = [text for text in keys if text not in found]
         if missing:
             fresh = np.asarray(self.runtime.embedder.embed(missing), dtype=np.float32)
             found.update(zip(missing, fresh, strict=True))
             with self._lock:
                 for text in missing:
-                    self._cache[text] = found[text]
+                    self._cache[keys[text]] = found[text]
                 while len(self._cache) > self.CACHE_SIZE:
                     self._cache.popitem(last=False)
         return np.stack([found[text] for text in sources])
@@ -238,6 +238,10 @@ class FusionPredictor:
         llm = self._embeddings(sources)
         code = self.runtime.code2vec.code_vectors(functions)
         return self.runtime.naming(llm, code, top_k)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", errors="surrogatepass"), digest_size=16).digest()
 
 
 def masked_sources(functions: Sequence[FunctionInfo]) -> list[str]:

@@ -39,6 +39,7 @@ import numpy as np
 
 from .atomic import write_atomic
 from .models import ModelError
+from .onnx_session import create_session
 from .paths import split_subtokens
 
 MAX_QUERY_TOKENS = 32
@@ -209,24 +210,14 @@ class QueryEncoderRuntime:
         vocabulary, so a graph and a vocabulary that do not belong together (or a graph
         onnxruntime cannot run) fail here with :class:`ModelError`, not on the first search.
         """
-        import onnxruntime as ort
 
         folder = Path(folder)
         vocab = QueryVocab.load(folder / vocab_name)
         onnx_path = folder / onnx_name
         if not onnx_path.is_file():
             raise ModelError(f"{onnx_path} not found; export the query encoder")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
         chosen = list(providers) if providers is not None else ["CPUExecutionProvider"]
-        try:
-            session = ort.InferenceSession(str(onnx_path), options, providers=chosen)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"{onnx_path}: onnxruntime cannot load it ({exc}); "
-                             f"re-export the query encoder") from exc
+        session = create_session(onnx_path, chosen, threads, fix="re-export the query encoder")
         names = [i.name for i in session.get_inputs()]
         outputs = [o.name for o in session.get_outputs()]
         if sorted(names) != sorted(INPUT_NAMES) or OUTPUT_NAME not in outputs:

@@ -272,7 +272,7 @@ def test_cli_suggest_errors(case: str, models_dir: Path, tmp_path: Path,
         models = tmp_path / "no-models"
     elif case == "bad_models":
         models = copy_models(models_dir, tmp_path)
-        (models / "code2vec" / "paths.json").write_text("[]")
+        (models / "code2vec" / "paths.json.gz").write_bytes(b"not gzip")
     elif case == "no_function":
         extra = ["--line", "2"]
     assert main(["suggest", str(source), "--models", str(models), *extra]) == 1

@@ -23,6 +23,7 @@ from model_export.export_code2vec import (  # noqa: E402
     parity_check,
     random_batch,
 )
+from server.code2vec import read_vocab_text  # noqa: E402
 from server.parsing import Document  # noqa: E402
 from server.paths import EXTRACTOR_VERSION, context_space  # noqa: E402
 
@@ -106,18 +107,24 @@ def test_files_and_manifest(exported: tuple[Path, Path, dict]) -> None:
     assert manifest["extractor_version"] == EXTRACTOR_VERSION
     assert manifest["corpus_manifest_sha256"] == sha256(CORPUS_MANIFEST)
     entry = manifest["models"]["code2vec"]
-    names = {"code2vec/code2vec.onnx", "code2vec/tokens.json", "code2vec/paths.json", "code2vec/targets.json"}
+    names = {"code2vec/code2vec.onnx", "code2vec/tokens.json", "code2vec/paths.json.gz", "code2vec/targets.json"}
     assert set(entry["files"]) == names
     for name, digest in entry["files"].items():
         assert sha256(out / name) == digest
     for kind in ("tokens", "paths", "targets"):
-        assert (out / "code2vec" / f"{kind}.json").read_text() == (run / "vocab" / f"{kind}.json").read_text()
+        shipped = out / entry["vocab"][kind]
+        assert read_vocab_text(shipped) == (run / "vocab" / f"{kind}.json").read_text()
         assert entry["vocab_sizes"][kind] == len(json.loads((run / "vocab" / f"{kind}.json").read_text()))
     assert entry["dims"] == {"code": 384, "embed": 128}
     assert entry["top_k"] == 10
     assert entry["metrics"] == {"f1": 0.25, "precision": 0.3, "recall": 0.2}
     assert entry["config"]["target_vocab"] == entry["vocab_sizes"]["targets"]
     assert entry["parity"]["max_abs_diff"] <= 1e-4
+    storage = entry["storage"]
+    assert storage["weights"] == "int8-rows" and storage["bytes"] < storage["bytes_fp32"]
+    assert storage["bytes"] == (out / "code2vec" / "code2vec.onnx").stat().st_size
+    assert 0 < storage["effect"]["max_abs_diff"]["code_vector"] <= COMPACT_TOLERANCE
+    assert storage["effect"]["top1_agreement"] > 0.9
     assert not [p for p in (out / "code2vec").iterdir() if p.name.startswith(".")]  # no staging left
 
 
@@ -134,6 +141,9 @@ def test_graph_signature_dynamic_and_float32(exported: tuple[Path, Path, dict]) 
         assert [d.dim_param for d in tensor.shape.dim] == ["batch", "contexts"]
     assert [o.name for o in graph.output] == ["code_vector", "attention", "top_ids", "top_probs"]
     assert all(t.data_type != onnx.TensorProto.DOUBLE for t in graph.initializer)
+
+
+COMPACT_TOLERANCE = 5e-3
 
 
 @pytest.mark.parametrize("batch,contexts", [(1, 1), (3, 9), (7, 200), (33, 64)])
@@ -155,7 +165,10 @@ def test_parity_with_torch(exported: tuple[Path, Path, dict], batch: int, contex
     assert top_ids.shape == top_probs.shape == (batch, 10)
     for got, want in ((code, t_code), (attention, t_attention), (top_probs, t_probs)):
         assert np.all(np.isfinite(got))
-        assert np.max(np.abs(got - want.numpy())) <= 1e-4
+        # The shipped graph stores its large matrices as int8 rows (compact_onnx): each
+        # weight is off by at most half a step; the fp32 graph's own parity (≤ 1e-4) is
+        # enforced by the export and recorded in the manifest.
+        assert np.max(np.abs(got - want.numpy())) <= COMPACT_TOLERANCE
     # Padding gets no attention; every real row's attention sums to 1.
     mask = feeds["mask"]
     assert np.all(attention[mask == 0] == 0)

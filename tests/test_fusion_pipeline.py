@@ -109,6 +109,26 @@ def test_export_writes_compact_graphs_with_parity_and_a_default(exported) -> Non
         assert (models / item["onnx"]).is_file() and (models / item["query_onnx"]).is_file()
         assert item["metrics"]["mrr"] > 0
     assert "code2vec" in info["manifest"]["models"] and "embedder" in info["manifest"]["models"]
+    # code2vec's names come from its own head: its fusion graph ships the search part only.
+    searching = entry["variants"]["code2vec"]
+    assert searching["outputs"] == ["search_vector"]
+    runtime = FusionRuntime.load(OnnxEmbedder.load(models), Code2VecModel.load(models), models, "code2vec", "cpu")
+    assert runtime.search_vectors(np.zeros((1, 384), np.float32), np.zeros((1, 384), np.float32)).shape == (1, 256)
+    with pytest.raises(ModelError, match="search only"):
+        runtime.naming(np.zeros((1, 384), np.float32), np.zeros((1, 384), np.float32), 3)
+
+
+def test_export_keep_default_ships_the_best_variant_and_code2vec(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    runs, models, info = exported
+    small = tmp_path / "models"
+    shutil.copytree(models, small)
+    manifest = export_fusion.export(runs, small, ["code2vec", "llm", "attention"], keep="default")
+    entry = manifest["models"]["fusion"]
+    best = info["manifest"]["models"]["fusion"]["default"]
+    assert entry["default"] == best and set(entry["variants"]) == {best, "code2vec"}
+    shipped = {p.name for p in (small / "fusion").glob("*.onnx")}
+    assert shipped == {f"{v}.onnx" for v in entry["variants"]} | {f"{v}.query.onnx" for v in entry["variants"]}
+    assert set(entry["files"]) == {f"fusion/{name}" for name in shipped}
 
 
 def test_runtime_matches_torch_and_serves_suggestions_and_queries(exported) -> None:  # type: ignore[no-untyped-def]

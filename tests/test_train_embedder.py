@@ -1,0 +1,199 @@
+"""Fine-tuning the embedder (model_export/train_embedder.py, search_pairs.py) on a tiny BERT
+and a synthetic corpus: packing, batching, the loss, resume = uninterrupted, export parity."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model_export import train_embedder
+from model_export.export_embedder import (
+    export_minilm,
+    load_reference,
+    packaged_model_dir,
+    reference_embeddings,
+    write_manifest_entry,
+)
+from model_export.search_pairs import (
+    PackSpec,
+    Pairs,
+    Ragged,
+    chosen_for_anonymisation,
+    pack_split,
+    project_batches,
+    tokenizer_sha256,
+)
+from model_export.train_embedder import EmbedderTrainConfig, contrastive_loss, duplicate_mask
+from server.embedder import OnnxEmbedder
+
+WORDS = ["read", "write", "parse", "config", "file", "url", "json", "cache", "user", "token",
+         "list", "sort", "socket", "image", "matrix", "queue"]
+
+
+def _record(split: str, project: str, i: int, rng: random.Random) -> dict[str, object]:
+    words = rng.sample(WORDS, 3)
+    name = "_".join(words[:2])
+    code = (f"def {name}(value, {words[2]}_count):\n"
+            f"    result = {words[0]}_{words[1]}(value)\n"
+            f"    return result + {words[2]}_count\n")
+    return {"id": f"{split}-{project}-{i}", "project": project, "search": True,
+            "docstring_summary": f"{words[0]} the {words[1]} with {words[2]}",
+            "code_without_docstring": code}
+
+
+def _write_corpus(root: Path, sizes: dict[str, int]) -> None:
+    rng = random.Random(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in sizes.items():
+        rows = [_record(split, f"{split}proj{i % 5}", i, rng) for i in range(n)]
+        rows.append({"id": "nodoc", "project": "x", "search": False, "docstring_summary": None,
+                     "code_without_docstring": "def f(): pass"})
+        with gzip.open(root / f"{split}.jsonl.gz", "wt", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT with MiniLM's tokenizer (random weights, seeded)."""
+    from transformers import BertConfig, BertModel
+
+    source = packaged_model_dir()
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    BertModel(config, add_pooling_layer=False).save_pretrained(str(folder), safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (source / name).is_file():
+            shutil.copy2(source / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    _write_corpus(root, {"train": 300, "valid": 120, "test": 120})
+    return root
+
+
+def test_ragged_roundtrip_and_padding() -> None:
+    ragged = Ragged.build([[101, 7, 102], [101, 102], [101, 5, 6, 7, 102]])
+    assert len(ragged) == 3 and list(ragged[2]) == [101, 5, 6, 7, 102]
+    ids, mask = ragged.batch([1, 2], pad_id=0)
+    assert ids.tolist() == [[101, 102, 0, 0, 0], [101, 5, 6, 7, 102]]
+    assert mask.tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+
+
+def test_pack_cuts_lengths_and_anonymises_a_share(corpus: Path, tiny_model: Path, tmp_path: Path) -> None:
+    spec = PackSpec(tokenizer_sha256(tiny_model / "tokenizer.json"), max_query_tokens=6,
+                    max_code_tokens=12, eval_code_tokens=20, anonymise_share=0.5)
+    train_meta = pack_split(corpus, "train", spec, tiny_model / "tokenizer.json", tmp_path / "train.npz",
+                            progress=False)
+    valid_meta = pack_split(corpus, "valid", spec, tiny_model / "tokenizer.json", tmp_path / "valid.npz",
+                            progress=False)
+    train, valid = Pairs.load(tmp_path / "train.npz"), Pairs.load(tmp_path / "valid.npz")
+    assert train_meta["pairs"] == len(train) == 300  # the pair without a docstring is left out
+    assert valid_meta["pairs"] == len(valid) == 120
+    assert train.query.lengths().max() <= 6 and train.code.lengths().max() <= 12
+    assert valid.code.lengths().max() <= 20 and valid.code.lengths().max() > 12
+    assert all(train.code[i][-1] == 102 for i in range(len(train)))  # [SEP] kept when cut
+    # The anonymised share is chosen by id (not order), about half here; none in valid.
+    expected = [chosen_for_anonymisation(f"train-trainproj{i % 5}-{i}", 0.5, spec.seed) for i in range(300)]
+    assert train.anonymised.tolist() == expected and 100 < sum(expected) < 200
+    assert not valid.anonymised.any() and valid.anon is not None and train.anon is None
+    from tokenizers import Tokenizer
+    tokenizer = Tokenizer.from_file(str(tiny_model / "tokenizer.json"))
+    anonymous = tokenizer.decode(list(valid.anon[0]))
+    assert "func" in anonymous and "var1" in anonymous
+    plain = tokenizer.decode(list(valid.code[0]))
+    assert "func" not in plain and "value" in plain
+
+
+def test_project_batches_cover_each_pair_once_with_project_chunks() -> None:
+    project = np.repeat(np.arange(10), 40)
+    batches = project_batches(project, batch_size=64, chunk=16, seed=3)
+    flat = np.concatenate(batches)
+    assert all(len(b) == 64 for b in batches) and len(batches) == 400 // 64
+    assert len(set(flat.tolist())) == len(flat)
+    # Each batch is made of 4 runs of 16 same-project pairs (the chunks).
+    for batch in batches:
+        projects = project[batch]
+        runs = np.flatnonzero(np.diff(projects)) + 1
+        assert len(np.unique(projects)) <= 5 and len(runs) <= 8
+    assert [b.tolist() for b in project_batches(project, 64, 16, seed=3)] == [b.tolist() for b in batches]
+    assert [b.tolist() for b in project_batches(project, 64, 16, seed=4)] != [b.tolist() for b in batches]
+
+
+def test_contrastive_loss_prefers_matching_pairs_and_masks_duplicates() -> None:
+    eye = torch.eye(4)
+    assert contrastive_loss(eye, eye, 20.0, symmetric=True) < 1e-3
+    assert contrastive_loss(eye, eye.flip(0), 20.0, symmetric=True) > 10
+    # Rows 0 and 1 have the same code: without the mask the loss cannot go to zero.
+    codes = torch.stack([eye[0], eye[0], eye[2], eye[3]])
+    queries = codes.clone()
+    assert contrastive_loss(queries, codes, 20.0, symmetric=False) > 0.3  # 2 rows × ln 2 / 4
+    same = torch.from_numpy(duplicate_mask(Ragged.build([[1, 2], [1, 2], [3], [4]]), [0, 1, 2, 3]))
+    assert same.tolist()[0] == [False, True, False, False]
+    assert contrastive_loss(queries, codes, 20.0, symmetric=False, not_negative=same) < 1e-3
+
+
+def _config(tiny_model: Path, **overrides: object) -> EmbedderTrainConfig:
+    config = EmbedderTrainConfig(model_dir=str(tiny_model), batch_size=32, lr=1e-3, warmup_steps=2, epochs=2,
+                                 project_chunk=8, max_query_tokens=16, max_code_tokens=48,
+                                 eval_code_tokens=64, eval_every=4, valid_groups=1, threads=1,
+                                 device="cpu", eval_batch=32, log_every=1)
+    return EmbedderTrainConfig(**{**config.__dict__, **overrides})
+
+
+def _log(run: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_training_learns_resumes_exactly_and_exports(corpus: Path, tiny_model: Path, tmp_path: Path) -> None:
+    pack = tmp_path / "pack"
+    whole = train_embedder.train(corpus, tmp_path / "whole", _config(tiny_model), pack, progress=False)
+    assert whole["finished"] and whole["steps"] == 2 * (300 // 32)
+    log = _log(tmp_path / "whole")
+    valid = [e for e in log if e["event"] == "valid"]
+    assert valid[0]["step"] == 0 and len(valid) >= 4
+    assert max(e["mrr"] for e in valid[1:]) > valid[0]["mrr"]  # training helps the held-out pairs
+    train_losses = [e["loss"] for e in log if e["event"] == "train"]
+    assert train_losses[-1] < train_losses[0]
+    assert 0 < whole["test"]["mrr"] <= 1 and "mrr_anonymised" in whole["test"]
+
+    # Interrupted after 5 steps and resumed: the same weights as the uninterrupted run.
+    run = tmp_path / "resumed"
+    paused = train_embedder.train(corpus, run, _config(tiny_model, max_steps=5), pack, progress=False)
+    assert not paused["finished"] and paused["step"] == 5
+    resumed = train_embedder.train(corpus, run, _config(tiny_model), pack, progress=False)
+    assert resumed["finished"] and any(e["event"] == "resumed" for e in _log(run))
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.allclose(a[key], b[key], atol=1e-6) for key in a)
+    assert resumed["test"] == whole["test"]
+
+    # best/ exports as the served ONNX embedder with fp32 parity.
+    entry = export_minilm(tmp_path / "models", quantize=True, model_dir=run / "best", model_id="tiny-code")
+    write_manifest_entry(tmp_path / "models", entry)
+    assert entry["id"] == "tiny-code" and entry["metrics"]["parity"]["max_abs_diff"] <= 1e-4
+    served = OnnxEmbedder.load(tmp_path / "models", device="cpu", quantized=False)
+    assert served.model_id == "tiny-code" and served.dim == 32
+    texts = ["read the config with user", "def parse_json(value):\n    return value"]
+    model, tokenizer = load_reference(run / "best")
+    want = reference_embeddings(model, tokenizer, texts)
+    assert np.abs(served.embed(texts) - want).max() <= 1e-4
+
+
+def test_bad_overrides_are_refused() -> None:
+    with pytest.raises(ValueError, match="known keys"):
+        EmbedderTrainConfig.from_overrides(["nope=1"])
+    with pytest.raises(ValueError, match="true or false"):
+        EmbedderTrainConfig.from_overrides(["symmetric=maybe"])
+    assert EmbedderTrainConfig.from_overrides(["batch_size=64", "symmetric=false"]).batch_size == 64
