@@ -81,6 +81,9 @@ INT8_FILE = "embedder.int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "embedder.json"
 
+ARCHITECTURE_KEYS = ("model_type", "num_attention_heads", "hidden_act", "layer_norm_eps", "pad_token_id",
+                     "hidden_dropout_prob", "attention_probs_dropout_prob", "position_embedding_type")
+
 SAMPLE_TEXTS: tuple[str, ...] = (
     "read a json file",
     "Sort the list of users by their last login date, newest first.",
@@ -338,6 +341,10 @@ def export_minilm(out_dir: Path, quantize: bool = True, *, model_dir: Path | Non
             "inputs": list(input_names),
             "output": OUTPUT_NAME,
             "pad_id": int(tokenizer.pad_token_id or 0),
+            # What the weights' shapes do not tell (model_export/onnx_to_hf.py rebuilds the
+            # torch model from the int8 graph for fine-tuning).
+            "architecture": {key: getattr(model.config, key) for key in ARCHITECTURE_KEYS
+                             if hasattr(model.config, key)},
         }
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
         kept = [name for name in onnx_files.values() if name] + [TOKENIZER_FILE, CONFIG_FILE]

@@ -107,6 +107,32 @@ class Pairs:
     def __len__(self) -> int:
         return len(self.query)
 
+    def head(self, count: int) -> Pairs:
+        """The first ``count`` pairs (a smaller pack for a job that cannot carry them all)."""
+        count = max(0, min(count, len(self)))
+
+        def cut(ragged: Ragged) -> Ragged:
+            return Ragged(ragged.ids[:ragged.offsets[count]], ragged.offsets[:count + 1].copy())
+
+        return Pairs(cut(self.query), cut(self.code), self.project[:count], self.anonymised[:count],
+                     cut(self.anon) if self.anon is not None else None,
+                     {**self.meta, "pairs": count, "cut_from": self.meta.get("pairs")})
+
+    def save(self, path: Path) -> None:
+        """Write the pack atomically (compressed ``.npz``)."""
+        arrays: dict[str, Any] = {
+            "query_ids": self.query.ids, "query_offsets": self.query.offsets,
+            "code_ids": self.code.ids, "code_offsets": self.code.offsets,
+            "project": self.project, "anonymised": self.anonymised,
+            "meta": np.asarray(json.dumps(self.meta)),
+        }
+        if self.anon is not None:
+            arrays |= {"anon_ids": self.anon.ids, "anon_offsets": self.anon.offsets}
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, buffer.getvalue())
+
     @classmethod
     def load(cls, path: Path) -> Pairs:
         if not path.is_file():
@@ -215,21 +241,8 @@ def pack_split(corpus: Path, split: str, spec: PackSpec, tokenizer_path: Path, o
         bar.close()
     meta = {"version": PACK_VERSION, "split": split, "pairs": len(queries), "projects": len(projects),
             "spec": spec.__dict__, "code_tokens": code_limit, "anonymised": int(sum(flags))}
-    query, code = Ragged.build(queries), Ragged.build(codes)
-    arrays: dict[str, Any] = {
-        "query_ids": query.ids, "query_offsets": query.offsets,
-        "code_ids": code.ids, "code_offsets": code.offsets,
-        "project": np.asarray(project_ids, dtype=np.int32),
-        "anonymised": np.asarray(flags, dtype=bool),
-        "meta": np.asarray(json.dumps(meta)),
-    }
-    if anons:
-        anon = Ragged.build(anons)
-        arrays |= {"anon_ids": anon.ids, "anon_offsets": anon.offsets}
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out, buffer.getvalue())
+    Pairs(Ragged.build(queries), Ragged.build(codes), np.asarray(project_ids, dtype=np.int32),
+          np.asarray(flags, dtype=bool), Ragged.build(anons) if anons else None, meta).save(out)
     return meta
 
 

