@@ -34,15 +34,23 @@ from typing import Any
 import numpy as np
 
 from server.code2vec import Code2VecModel, Predictor
-from server.embedder import load_embedder
+from server.embedder import Embedder, load_embedder
 from server.fusion import FusionPredictor, FusionRuntime
+from server.index import lexical_bonus, query_features
 from server.models import ModelError
 from server.parsing import Document, FunctionInfo, SourceError, decode_source
-from server.paths import MAX_CONTEXTS, context_space, contexts_of_text, mask_source, name_label
+from server.paths import (
+    MAX_CONTEXTS,
+    context_space,
+    contexts_of_text,
+    mask_source,
+    name_label,
+    split_subtokens,
+)
 
-from .anonymise import anonymise
+from .anonymise import FUNCTION_NAME, anonymise
 from .corpus import docstring_summary, read_jsonl_gz, skip_reason
-from .metrics import SEARCH_GROUP, NamingScores, mrr
+from .metrics import SEARCH_GROUP, NamingScores, mrr_of_scores
 
 VARIANTS = ("code2vec", "llm", "concat", "weighted", "attention")
 """``code2vec`` scores naming with the shipped code2vec model (its own softmax head) and
@@ -66,6 +74,9 @@ class SearchExample:
     code: str
     """The function as written, docstring removed (design §5)."""
     contexts: list[str]
+    name: str = ""
+    """The function's name as the server's lexical ranking sees it (``func`` when anonymised)."""
+    qualname: str = ""
 
 
 def _project_functions(root: Path) -> Iterator[tuple[Document, FunctionInfo]]:
@@ -114,10 +125,12 @@ def iter_project_pairs(root: Path, anonymised: bool = False) -> list[SearchExamp
         if query is None:
             continue
         code = func.source_without_docstring
+        name, qualname = func.name, func.qualname
         if anonymised:
             code = anonymise(code)
+            name = qualname = FUNCTION_NAME
         contexts = contexts_of_text(code)
-        pairs.append(SearchExample(query, code, contexts))
+        pairs.append(SearchExample(query, code, contexts, name, qualname))
     return pairs
 
 
@@ -177,11 +190,60 @@ def evaluate_naming(
     return result
 
 
-def evaluate_search(pairs: Sequence[SearchExample], runtime: FusionRuntime, limit: int | None = None,
-                    seed: int = SEARCH_SEED) -> dict[str, Any]:
-    """MRR of ``runtime`` under the CodeSearchNet protocol: pairs shuffled with ``seed``, cut
+RANKINGS = ("hybrid", "dense")
+"""``hybrid``: vector cosine + the lexical bonus of the function's name, exactly the score
+``pathfusion.search`` ranks by (:func:`server.index.lexical_bonus`); ``dense``: cosine only."""
+SEARCH_VARIANTS = ("default", "embedder", *VARIANTS)
+"""``default``: the search space the server builds from the models folder
+(:func:`server.index.search_model_from_settings`); ``embedder``: the LLM embedding alone."""
+
+
+@dataclass
+class SearchSpace:
+    """Code and query vectors of one search space (unit rows), for docstring-free code."""
+
+    name: str
+    runtime: FusionRuntime | None
+    embedder: Embedder
+
+    def codes(self, pairs: Sequence[SearchExample]) -> np.ndarray:
+        llm = _unit(self.embedder.embed([p.code for p in pairs]))
+        if self.runtime is None:
+            return llm
+        return self.runtime.search_vectors(llm, self.runtime.code2vec.code_vectors([p.contexts for p in pairs]))
+
+    def queries(self, texts: Sequence[str]) -> np.ndarray:
+        if self.runtime is None:
+            return _unit(self.embedder.embed(list(texts)))
+        return self.runtime.query_vectors(list(texts))
+
+
+def _unit(vectors: Any) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def lexical_matrix(queries: Sequence[str], pairs: Sequence[SearchExample]) -> np.ndarray:
+    """``[len(queries), len(pairs)]`` lexical bonuses, computed as the server computes them."""
+    names = [(p.name, p.qualname, split_subtokens(p.name)) for p in pairs]
+    out = np.zeros((len(queries), len(pairs)), dtype=np.float64)
+    for row, query in enumerate(queries):
+        query = query.strip()
+        exact_form, tokens = query_features(query)
+        if not exact_form and not tokens:
+            continue
+        for column, (name, qualname, name_tokens) in enumerate(names):
+            out[row, column] = lexical_bonus(query, exact_form, tokens, name, qualname, name_tokens)
+    return out
+
+
+def evaluate_search(pairs: Sequence[SearchExample], space: SearchSpace, limit: int | None = None,
+                    seed: int = SEARCH_SEED, ranking: str = "hybrid") -> dict[str, Any]:
+    """MRR of ``space`` under the CodeSearchNet protocol: pairs shuffled with ``seed``, cut
     into groups of 1,000 (one group of all pairs when there are fewer — then the task is
-    easier, and the result says so with ``group``)."""
+    easier, and the result says so with ``group``), ranked by ``ranking``."""
+    if ranking not in RANKINGS:
+        raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}, not {ranking!r}")
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
     chosen = [pairs[i] for i in order][: limit if limit is not None else len(order)]
@@ -190,13 +252,37 @@ def evaluate_search(pairs: Sequence[SearchExample], runtime: FusionRuntime, limi
     group = SEARCH_GROUP if len(chosen) >= SEARCH_GROUP else len(chosen)
     chosen = chosen[: (len(chosen) // group) * group]
     started = time.perf_counter()
-    llm = np.asarray(runtime.embedder.embed([p.code for p in chosen]), dtype=np.float32)
-    code = runtime.code2vec.code_vectors([p.contexts for p in chosen])
-    codes = runtime.search_vectors(llm, code)
+    codes = space.codes(chosen)
     seconds = time.perf_counter() - started
-    queries = runtime.query_vectors([p.query for p in chosen])
-    return {"examples": len(chosen), "group": group, "mrr": round(mrr(queries, codes, group), 4),
+    queries = space.queries([p.query for p in chosen])
+
+    def scores(start: int) -> np.ndarray:
+        block = slice(start, start + group)
+        dense = queries[block].astype(np.float64) @ codes[block].astype(np.float64).T
+        if ranking == "dense":
+            return dense
+        return dense + lexical_matrix([p.query for p in chosen[block]], chosen[block])
+
+    return {"mrr": round(mrr_of_scores(scores, len(chosen), group), 4), "pairs": len(chosen),
+            "groups": len(chosen) // group, "group": group, "ranking": ranking, "space": space.name,
             "model_ms_per_function": round(seconds / len(chosen) * 1000, 3)}
+
+
+def load_search_space(variant: str, models: Path | None, device: str) -> SearchSpace:
+    """The search space ``variant`` names (:data:`SEARCH_VARIANTS`)."""
+    from types import SimpleNamespace
+
+    from server.index import search_model_from_settings
+
+    embedder = load_embedder("onnx", models, device=device)
+    if variant == "embedder":
+        return SearchSpace("embedder", None, embedder)
+    if variant == "default":
+        settings = SimpleNamespace(models_dir=models, device=device, fusion_variant="default")
+        served = search_model_from_settings(settings, embedder)
+        runtime = served if isinstance(served, FusionRuntime) else None
+        return SearchSpace(f"default ({served.model_id})", runtime, embedder)
+    return SearchSpace(variant, load_runtime(variant, models, device), embedder)
 
 
 def load_predictor(variant: str, models: Path | None, device: str) -> tuple[Predictor, list[str]]:
@@ -222,7 +308,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     source.add_argument("--projects", type=Path, help="folder with one sub-folder per project")
     source.add_argument("--corpus", type=Path, help="corpus folder (with --split; naming only)")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    parser.add_argument("--variant", default="code2vec", choices=VARIANTS)
+    parser.add_argument("--variant", default=None, choices=SEARCH_VARIANTS,
+                        help="naming: code2vec (default) or a fusion variant; search: default (what the "
+                             "server serves), embedder (the LLM alone) or a fusion variant")
+    parser.add_argument("--ranking", default="hybrid", choices=RANKINGS,
+                        help="search: hybrid (as pathfusion.search ranks; default) or dense (cosine only)")
     parser.add_argument("--anonymise", action="store_true", help="search: anonymise identifiers in the code")
     parser.add_argument("--models", type=Path, default=None)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -235,18 +325,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.task == "naming":
-            model, targets = load_predictor(args.variant, args.models, args.device)
+            variant = args.variant or "code2vec"
+            if variant not in VARIANTS:
+                raise ValueError(f"naming has no variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+            model, targets = load_predictor(variant, args.models, args.device)
             examples = (iter_project_examples(args.projects) if args.projects
                         else iter_split_examples(args.corpus, args.split))
             result = evaluate_naming(examples, model, targets, args.limit)
         else:
-            runtime = load_runtime(args.variant, args.models, args.device)
-            result = evaluate_search(iter_project_pairs(args.projects, args.anonymise), runtime, args.limit)
+            space = load_search_space(args.variant or "default", args.models, args.device)
+            result = evaluate_search(iter_project_pairs(args.projects, args.anonymise), space, args.limit,
+                                     ranking=args.ranking)
             result["anonymised"] = args.anonymise
     except (ModelError, ValueError) as exc:
         print(f"pathfusion eval: error: {exc}", file=sys.stderr)
         return 1
-    result = {"task": args.task, "variant": args.variant,
+    result = {"task": args.task, "variant": args.variant or ("code2vec" if args.task == "naming" else "default"),
               "source": str(args.projects) if args.projects else f"{args.corpus}:{args.split}", **result}
     if args.json:
         print(json.dumps(result, indent=1))

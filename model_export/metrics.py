@@ -18,7 +18,7 @@ candidate predicts the empty name.  Gold names outside the vocabulary stay in th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -118,11 +118,21 @@ def mrr(queries: np.ndarray, codes: np.ndarray, group: int = SEARCH_GROUP) -> fl
     codes of its own group.  A distractor scoring *equal* to the correct code ranks ahead of
     it (ties count against the model, so a constant model cannot score well).
     """
+    def scores(start: int) -> np.ndarray:
+        return np.asarray(queries[start:start + group]) @ np.asarray(codes[start:start + group]).T
+
+    return mrr_of_scores(scores, len(queries), group)
+
+
+def mrr_of_scores(scores: Callable[[int], np.ndarray], pairs: int, group: int = SEARCH_GROUP) -> float:
+    """:func:`mrr` for any ranking: ``scores(start)`` is the ``[group, group]`` score matrix
+    of the queries ``start…start+group`` against the codes of the same rows (the correct
+    code on the diagonal).  Ties count against the model, as in :func:`mrr`."""
     total, count = 0.0, 0
-    for start in range(0, len(queries) - group + 1, group):
-        scores = np.asarray(queries[start:start + group]) @ np.asarray(codes[start:start + group]).T
-        correct = np.diagonal(scores)[:, None]
-        ranks = (scores >= correct).sum(axis=1)
+    for start in range(0, pairs - group + 1, group):
+        matrix = np.asarray(scores(start), dtype=np.float64)
+        correct = np.diagonal(matrix)[:, None]
+        ranks = (matrix >= correct).sum(axis=1)
         total += float((1.0 / ranks).sum())
         count += len(ranks)
     return total / count if count else 0.0

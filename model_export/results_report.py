@@ -308,9 +308,12 @@ FUSION_READING = """### Reading the fusion table honestly
 - **What would move it:** joint or out-of-fold code2vec training with the fusion, the
   whole train split embedded (≈ 3 h on this CPU, minutes on a GPU), a larger code LLM
   (Qwen2.5-Coder through the transformers backend), and a subtoken decoder for naming.
-- **What the runtime ships:** every variant (`models/fusion/`, int8-stored weights, fp32
-  parity ≤ 1e-6 before compaction), and `llm` as the default — it has the best validation
-  score (naming F1 + MRR), as the export rule says.
+- **What the runtime ships:** `llm` as the default — it has the best validation score
+  (naming F1 + MRR), as the export rule says — and `code2vec`'s search part
+  (`models/fusion/`, int8-stored weights, fp32 parity ≤ 1e-6 before compaction). The other
+  variants' rows above were measured from their exported graphs; `pathfusion export fusion
+  --keep all` writes them again. They are not shipped, so that `models/` stays small enough
+  for a remote GPU job to carry it with training data (issue 10: tracked tree ≤ 40 MiB).
 """
 
 
