@@ -9,6 +9,7 @@ so on stderr; errors never print a traceback.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
 from collections.abc import Sequence
@@ -268,24 +269,62 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def parse_tcp(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``:PORT`` = localhost) for ``serve --tcp``."""
+    """``HOST:PORT`` (``:PORT`` = localhost, ``[::1]:PORT`` for IPv6) for ``serve --tcp``."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
     return host or "127.0.0.1", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine (``localhost`` or a
+    loopback address; a host name is not resolved: it could name any interface)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_serve_arguments(args: argparse.Namespace) -> None:
+    """Refuse ``--tcp`` on a host other than loopback without ``--allow-remote``.
+
+    Why: the TCP transport has no authentication, and the server reads, indexes and renames
+    the workspace's files for whoever connects; on another interface that is anyone who can
+    reach the port."""
+    tcp = getattr(args, "tcp", None)
+    if tcp is None or is_loopback(tcp[0]):
+        return
+    if not getattr(args, "allow_remote", False):
+        raise CliError(f"--tcp {tcp[0]}:{tcp[1]}: {tcp[0]!r} is not a loopback address and the TCP "
+                       f"transport has no authentication (whoever connects can read and rename the "
+                       f"workspace's files); listen on 127.0.0.1, or pass --allow-remote to accept it")
+    print(f"pathfusion serve: warning: listening on {tcp[0]}:{tcp[1]} without authentication",
+          file=sys.stderr)
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (default)")
-    mode.add_argument("--tcp", type=parse_tcp, metavar="HOST:PORT", help="listen on a TCP port")
+    mode.add_argument("--tcp", type=parse_tcp, metavar="HOST:PORT",
+                      help="listen on a TCP port; no authentication, so for local use only: HOST must "
+                           "be a loopback address (default 127.0.0.1) unless --allow-remote is given")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="let --tcp listen on a host other than loopback (anyone who reaches the "
+                             "port can read and rename the workspace's files)")
     parser.add_argument("--models", type=Path, default=None,
                         help="models folder (default: the modelsDir setting, $PATHFUSION_MODELS "
                              "or models/ of the repository)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """``pathfusion serve [--stdio | --tcp HOST:PORT] [--models DIR]``: the language server."""
+    """``pathfusion serve [--stdio | --tcp HOST:PORT [--allow-remote]] [--models DIR]``: the
+    language server.  ``--tcp`` is for local use: it has no authentication
+    (:func:`check_serve_arguments`)."""
+    check_serve_arguments(args)
     from .lsp import serve
 
     return serve(args)
@@ -304,7 +343,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return eval_main([args.task, *args.rest])
 
 
-TRAINABLE = ("code2vec", "fusion")
+TRAINABLE = ("code2vec", "embedder", "fusion")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -314,6 +353,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         if args.model == "fusion":
             from model_export.train_fusion import main as train_main
+        elif args.model == "embedder":
+            from model_export.train_embedder import main as train_main
         else:
             from model_export.train_code2vec import main as train_main
     except ImportError as exc:
@@ -381,9 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("task", choices=("naming", "search"))
     evaluate.add_argument("rest", nargs=argparse.REMAINDER)
     evaluate.set_defaults(func=cmd_eval)
-    train = sub.add_parser("train", help="train a model: code2vec (model_export/train_code2vec.py) or "
-                                         "fusion (model_export/train_fusion.py)")
-    train.add_argument("model", help="which model: code2vec or fusion")
+    train = sub.add_parser("train", help="train a model: code2vec (model_export/train_code2vec.py), "
+                                         "embedder (model_export/train_embedder.py) or fusion "
+                                         "(model_export/train_fusion.py)")
+    train.add_argument("model", help="which model: code2vec, embedder or fusion")
     train.add_argument("rest", nargs=argparse.REMAINDER)
     train.set_defaults(func=cmd_train)
     return parser
@@ -405,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-SERVE_OPTIONS = ("--stdio", "--tcp", "--models")
+SERVE_OPTIONS = ("--stdio", "--tcp", "--allow-remote", "--models")
 
 
 def with_default_command(argv: Sequence[str]) -> int:

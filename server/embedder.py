@@ -45,7 +45,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -195,8 +195,14 @@ class OnnxEmbedder(_Identified):
             if not name:
                 raise EmbedderError(f"{config_path} lists no ONNX graph; re-export the embedder")
             log.warning("the %s embedder graph was not exported; using the %s one", wanted, other)
-        onnx_path = config_path.parent / str(name)
-        tokenizer_path = config_path.parent / tokenizer_name
+        # The config's names are relative to its own folder; like the manifest's, they may
+        # not leave the models folder (else a config could make the server read any file).
+        config_dir = PurePosixPath(str(entry.get("config"))).parent
+        try:
+            onnx_path = model_file(folder, str(config_dir / str(name)), listed_in=config_path)
+            tokenizer_path = model_file(folder, str(config_dir / tokenizer_name), listed_in=config_path)
+        except ModelError as exc:
+            raise EmbedderError(f"{exc}; re-export the embedder") from exc
         for path in (onnx_path, tokenizer_path):
             if not path.is_file():
                 raise EmbedderError(f"{path} is missing; re-export the embedder")

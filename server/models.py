@@ -54,11 +54,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def model_file(models_dir: Path, name: str) -> Path:
-    """The path of manifest file ``name`` (relative, inside ``models_dir``)."""
+def model_file(models_dir: Path, name: str, listed_in: Path | None = None) -> Path:
+    """The path of file ``name`` (relative, inside ``models_dir``), as named by the manifest
+    or by ``listed_in`` (a model's own config; its names are checked the same way)."""
     pure = PurePosixPath(name)
     if not name or pure.is_absolute() or ".." in pure.parts or "\\" in name:
-        raise ModelError(f"{models_dir / MANIFEST_NAME}: file name {name!r} is not a path inside the models folder")
+        source = listed_in if listed_in is not None else models_dir / MANIFEST_NAME
+        raise ModelError(f"{source}: file name {name!r} is not a path inside the models folder")
     return models_dir.joinpath(*pure.parts)
 
 

@@ -46,6 +46,9 @@ class Settings:
     """Glob patterns of workspace files to leave out of the index."""
     max_file_size: int = 1_000_000
     """Bytes; larger files are neither indexed nor analysed."""
+    follow_external_symlinks: bool = False
+    """Index what symlinks in a workspace folder lead to outside it (off: a link to ``/``
+    would make the indexer walk the whole file system)."""
     hover_min_confidence: float = 0.5
     """Hover says nothing when the current name is the top suggestion with at least this
     probability."""
@@ -159,6 +162,12 @@ def _probability(value: Any) -> float:
     return float(value)
 
 
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
 def _globs(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -176,6 +185,7 @@ _VALIDATORS: dict[str, Any] = {
     "top_k": _integer(1, MAX_TOP_K),
     "exclude": _globs,
     "max_file_size": _integer(1, 1 << 40),
+    "follow_external_symlinks": _boolean,
     "hover_min_confidence": _probability,
 }
 _FIELD_BY_KEY = {_normal_key(f.name): f.name for f in fields(Settings) if f.name != "warnings"}

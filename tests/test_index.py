@@ -19,7 +19,15 @@ import numpy as np
 import pytest
 
 from server.cli import main
-from server.index import DATABASE, HNSW_FILE, MANIFEST, WorkspaceIndex, index_dir_for
+from server.index import (
+    DATABASE,
+    HNSW_FILE,
+    MANIFEST,
+    SYNC_LOCK,
+    WRITE_LOCK,
+    WorkspaceIndex,
+    index_dir_for,
+)
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -143,7 +151,7 @@ def test_build_layout_and_exact_match(workspace: Path, cache_dir: Path) -> None:
         assert index.dir == index_dir_for(workspace) and index.dir.parent == cache_dir
         # SQLite runs in WAL mode: its log files exist while the index is open
         assert {p.name for p in index.dir.iterdir()} - {f"{DATABASE}-wal", f"{DATABASE}-shm"} == \
-            {DATABASE, HNSW_FILE, MANIFEST}
+            {DATABASE, HNSW_FILE, MANIFEST, WRITE_LOCK, SYNC_LOCK}
         first = index.search("is_prime", k=3)[0]
         assert first.qualname == "is_prime" and first.score > 1  # exact bonus 2 + cosine
         assert first.uri == (workspace / "mathutil.py").as_uri()
@@ -153,7 +161,8 @@ def test_build_layout_and_exact_match(workspace: Path, cache_dir: Path) -> None:
         assert "hidden" not in names(index.search("hidden", k=10))
         again = index.sync()
         assert (again.changed, again.embedded) == (0, 0)
-    assert {p.name for p in index.dir.iterdir()} == {DATABASE, HNSW_FILE, MANIFEST}  # log checkpointed
+    # log checkpointed; the lock files stay (removing one another process may lock is unsafe)
+    assert {p.name for p in index.dir.iterdir()} == {DATABASE, HNSW_FILE, MANIFEST, WRITE_LOCK, SYNC_LOCK}
     manifest = json.loads((index.dir / MANIFEST).read_text())
     assert manifest["model_id"].startswith("fake|dim=32|") and manifest["root"] == str(workspace)
     with sqlite3.connect(index.dir / DATABASE) as db:  # stored vectors, never pickles
@@ -236,7 +245,8 @@ def test_corrupt_database_or_manifest_full_rebuild(workspace: Path, damage: str)
     with WorkspaceIndex.open(workspace, embedder) as index:
         assert index.rebuild_reason is not None
         stats = index.sync()
-        assert stats.embedded == 6 and index.counts() == (3, 6)
+        # an unreadable manifest loses nothing: SQLite says which model made its vectors
+        assert stats.embedded == (0 if damage == "manifest" else 6) and index.counts() == (3, 6)
         assert index.search("is_prime", k=1)[0].qualname == "is_prime"
 
 
@@ -314,12 +324,18 @@ def test_small_updates_save_the_graph_lazily(workspace: Path) -> None:
     with WorkspaceIndex.open(workspace, embedder, autosave_s=None) as other:
         assert other.repaired is not None and other.rebuild_reason is None
         assert [r.to_json() for r in other.search("count vowels", k=6)] == expected
+    # closing, the other one saved the repaired graph of this very generation: nothing to do
+    assert index.flush() is False and index.status()["graph_saved"] is True
+    path.write_text(path.read_text().replace("def count_vowels(sentence):", "def count_letters(sentence):"))
+    index.update_files([path])
+    expected = [r.to_json() for r in index.search("count letters", k=6)]
+    assert index.status()["graph_saved"] is False
     assert index.flush() is True and index.flush() is False
     assert index.status()["graph_saved"] is True
     index.close()
     with WorkspaceIndex.open(workspace, embedder) as index:
         assert index.repaired is None and index.rebuild_reason is None
-        assert [r.to_json() for r in index.search("count vowels", k=6)] == expected
+        assert [r.to_json() for r in index.search("count letters", k=6)] == expected
 
 
 def test_autosave_timer_saves_after_a_small_update(workspace: Path) -> None:
