@@ -96,6 +96,10 @@ def test_cli_prints_mrr_pairs_groups(projects: Path, capsys: pytest.CaptureFixtu
         result = json.loads(capsys.readouterr().out)
         assert {"mrr", "pairs", "groups"} <= set(result) and result["ranking"] == ranking
         assert 0 < result["mrr"] <= 1 and result["pairs"] == 6
+    assert eval_main(["search", "--projects", str(projects), "--variant", "embedder", "--ranking", "dense",
+                      "hybrid", "--json", "--models", str(REPO_MODELS)]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert set(both["by_ranking"]) == {"dense", "hybrid"} and both["mrr"] == both["by_ranking"]["dense"]
     assert eval_main(["search", "--projects", str(projects), "--anonymise", "--json",
                       "--models", str(REPO_MODELS)]) == 0
     result = json.loads(capsys.readouterr().out)
