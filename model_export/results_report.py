@@ -334,9 +334,18 @@ def render_quantisation(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+KEPT_MARKER = "<!-- sections below are kept by results_report.py -->"
+"""Sections after this line (later issues' measurements, each with its own command) are
+carried over when the generated part above is rewritten."""
+
+
 def main() -> int:
     Path("docs").mkdir(exist_ok=True)
-    Path("docs/results.md").write_text(render())
+    target = Path("docs/results.md")
+    kept = ""
+    if target.is_file() and KEPT_MARKER in (old := target.read_text(encoding="utf-8")):
+        kept = "\n" + old[old.index(KEPT_MARKER):]
+    target.write_text(render() + kept)
     summary = _load(FUSION)
     if summary:
         plot(summary)
