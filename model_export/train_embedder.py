@@ -244,6 +244,20 @@ def lr_lambda(warmup: int, total: int) -> Any:
     return factor
 
 
+def _enable_checkpointing(model: Any) -> None:
+    """Activation checkpointing under its current transformers name (the older name warns)."""
+    kwargs = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        try:
+            enable(**kwargs)
+            return
+        except TypeError:
+            enable()
+            return
+    model.gradient_checkpointing_enable(**kwargs)
+
+
 def _hf_model(encoder: MeanPooledEncoder) -> Any:
     """The wrapped transformers model (typed ``Any``: its methods come from transformers)."""
     return encoder.model
@@ -324,7 +338,7 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
     packs = ensure_packs(corpus, pack_dir, spec, tokenizer_file)
     train_pairs, valid_pairs = Pairs.load(packs["train"]), Pairs.load(packs["valid"])
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _enable_checkpointing(model)
     encoder = MeanPooledEncoder(model).to(device)
 
     steps_per_epoch = len(train_pairs) // config.batch_size

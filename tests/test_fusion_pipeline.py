@@ -176,7 +176,7 @@ def test_eval_search_and_naming_on_project_folders(exported, tmp_path: Path,  # 
         assert evaluate.main(["search", "--projects", str(tmp_path / "projects"), "--models", str(models),
                               "--variant", "attention", "--device", "cpu", "--json", *anonymise]) == 0
         result = json.loads(capsys.readouterr().out)
-        assert result["examples"] == 3 and result["group"] == 3
+        assert result["pairs"] == 3 and result["group"] == 3 and result["groups"] == 1
         assert 1 / 3 <= result["mrr"] <= 1.0
         assert result["anonymised"] is bool(anonymise)
     assert evaluate.main(["naming", "--projects", str(tmp_path / "projects"), "--models", str(models),
