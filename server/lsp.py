@@ -59,17 +59,28 @@ from typing import Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 from pygls.uris import from_fs_path, to_fs_path
 
 from .code2vec import Code2VecModel, Predictor, Suggestion, is_dunder, suggest_for_document
+from .documents import apply_changes, sized
 from .embedder import Embedder, load_embedder
 from .fusion import FusionPredictor, naming_predictor
 from .index import SearchModel, SearchResult, WorkspaceIndex, search_model_from_settings
 from .models import ModelError, default_models_dir
 from .parsing import Document, FunctionInfo, Position
 from .paths import mask_source
+from .positions import TextBuffer, line_start, split_lines, utf16_to_index
+from .protocol import RobustProtocol, start_io, start_tcp, well_formed
+from .rename_files import MIRRORS, RenameFiles, RenameFilesError, read_text, regular_file_problem
+from .rename_safety import (
+    candidate_count,
+    clashes,
+    compiles,
+    identifiers,
+    name_problem,
+    safe_suggestion,
+)
 from .settings import SECTION, Settings
 
 log = logging.getLogger(__name__)
@@ -181,15 +192,20 @@ def suggestion_at(
     documents: WorkerDocuments | None = None,
 ) -> tuple[Suggestion, types.Range] | None:
     """The suggestions for the function whose name or ``def`` line holds ``position``,
-    with the range of its name; None elsewhere, for dunders and without contexts."""
+    with the range of its name; None elsewhere, for dunders and without contexts.
+
+    Names that the rename would make clash with a binding of the module are left out
+    (:mod:`server.rename_safety`), so the model is asked for more than ``top_k``."""
     doc = documents.get(snapshot) if documents is not None else SnapshotDocument(snapshot)
     with doc.lock:
         func = doc.function_at(position)
         if func is None:
             return None
         line = func.name_span.start.line + 1
-        suggestions = suggest_for_document(doc, model, top_k=top_k, line=line)
+        suggestions = suggest_for_document(doc, model, top_k=candidate_count(top_k), line=line)
     for suggestion in suggestions:
+        if suggestion.qualname == func.qualname:
+            suggestion = safe_suggestion(suggestion, snapshot.text, func, top_k)
         if suggestion.qualname == func.qualname and suggestion.suggestions:
             span = func.name_span
             return suggestion, types.Range(
@@ -206,49 +222,29 @@ def hover_markdown(suggestion: Suggestion, min_confidence: float) -> str | None:
     top_prob = suggestion.suggestions[0][2]
     if suggestion.current_rank == 1 and top_prob >= min_confidence:
         return None
-    lines = [f"**pathfusion** — suggested names for `{suggestion.name}`", ""]
+    current = code_span(suggestion.name)
+    lines = [f"**pathfusion** — suggested names for {current}", ""]
     for rank, (name, label, prob) in enumerate(suggestion.suggestions, start=1):
         mark = " ← current" if label == suggestion.current_label else ""
-        lines.append(f"{rank}. `{name}` — {prob * 100:.1f}%{mark}")
+        lines.append(f"{rank}. {code_span(name)} — {prob * 100:.1f}%{mark}")
     lines.append("")
     if suggestion.current_rank is None:
-        lines.append(f"Current name `{suggestion.name}`: not in the top {len(suggestion.suggestions)}.")
+        lines.append(f"Current name {current}: not in the top {len(suggestion.suggestions)}.")
     else:
-        lines.append(f"Current name `{suggestion.name}`: rank {suggestion.current_rank}.")
+        lines.append(f"Current name {current}: rank {suggestion.current_rank}.")
     return "\n".join(lines)
 
 
-def _utf16_to_index(line: str, character: int) -> int:
-    """Code point index in ``line`` of a UTF-16 offset (clamped to the line)."""
-    units = 0
-    for index, char in enumerate(line):
-        if units >= character:
-            return index
-        units += 2 if ord(char) > 0xFFFF else 1
-    return len(line)
-
-
-def _utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
-_LINE_RE = re.compile(r"[^\n]*\n|[^\n]+\Z")
-
-
-def _lines(text: str) -> list[str]:
-    return _LINE_RE.findall(text)
+# Line ends and UTF-16 offsets as LSP counts them (``\n``, ``\r\n`` and ``\r``): the edits
+# sent back and the rename's column must split lines exactly as the editor does.
+_lines = split_lines
+_utf16_to_index = utf16_to_index
 
 
 def _line_position(lines: list[str], index: int) -> types.Position:
     """The position of the start of line ``index`` (the end of the text past the end)."""
-    if index < len(lines):
-        return types.Position(line=index, character=0)
-    if not lines:
-        return types.Position(line=0, character=0)
-    last = lines[-1]
-    if last.endswith("\n"):
-        return types.Position(line=len(lines), character=0)
-    return types.Position(line=len(lines) - 1, character=_utf16_len(last))
+    line, character = line_start(lines, index)
+    return types.Position(line=line, character=character)
 
 
 def text_edits(old: str, new: str) -> list[types.TextEdit]:
@@ -271,51 +267,114 @@ class RenameRefused(Exception):
 
 
 _JEDI_LOCK = threading.Lock()
+RENAME_TIMEOUT_S = 20.0
+"""How long a code action resolve waits for its rename.  Why a bound: jedi runs on its own
+thread (never the pool's, so hovers and searches go on meanwhile), and a rename that hangs
+all the same — a file swapped for a FIFO after it was checked — must still be answered."""
+
+
+def rename_root(path: str | None, roots: Sequence[str]) -> str | None:
+    """The folder a rename of the file ``path`` may touch: the innermost workspace folder
+    that holds it, else the file's own directory (None for a document without a path)."""
+    if path is None:
+        return None
+    absolute = os.path.abspath(path)
+    inside = [root for root in roots if _is_within(absolute, os.path.abspath(root))]
+    return max(inside, key=len) if inside else os.path.dirname(absolute)
+
+
+def compute_rename(
+    snapshot: Snapshot,
+    position: Position,
+    new_name: str,
+    roots: Sequence[str],
+    settings: Settings,
+    open_documents: dict[str, tuple[str, int]],
+    documents: WorkerDocuments | None = None,
+) -> types.WorkspaceEdit:
+    """The checked workspace edit of a rename code action (the rename thread).
+
+    ``new_name`` is checked against the document's bindings first (the action may come from
+    an older offer, or from a client that made it up: :mod:`server.rename_safety`), then
+    jedi renames over the workspace's mirror (:mod:`server.rename_files`), and the other
+    files it edits are checked for the name last."""
+    problem = name_problem(new_name)
+    if problem is not None:
+        raise RenameRefused(f"cannot rename to `{new_name}`: it is {problem}")
+    doc = documents.get(snapshot) if documents is not None else SnapshotDocument(snapshot)
+    with doc.lock:
+        func = doc.function_at(position)
+    if func is not None and new_name != func.name:
+        reason = clashes(snapshot.text, func, [new_name]).get(new_name)
+        if reason is not None:
+            raise RenameRefused(f"cannot rename to `{new_name}`: it is {reason}")
+    path = to_fs_path(snapshot.uri) if snapshot.uri.startswith("file:") else None
+    root = rename_root(path, roots)
+    try:
+        files = MIRRORS.prepare(root, settings.exclude, settings.max_file_size) if root is not None \
+            else MIRRORS.empty()
+    except RenameFilesError as exc:
+        raise RenameRefused(str(exc)) from exc
+    return jedi_rename(snapshot, position, new_name, files, open_documents, settings.max_file_size)
 
 
 def jedi_rename(
     snapshot: Snapshot,
     position: Position,
     new_name: str,
-    workspace_root: str | None,
+    files: RenameFiles,
     open_documents: dict[str, tuple[str, int]],
+    max_file_size: int,
 ) -> types.WorkspaceEdit:
     """The workspace edit renaming the symbol at ``position`` (jedi: definition and every
-    reference in the project).  ``open_documents`` maps the real paths of open documents
-    to (text, version)."""
+    reference in the files of ``files``, which is all jedi may read).  ``open_documents``
+    maps the real paths of open documents to (text, version)."""
     import jedi
 
     path = to_fs_path(snapshot.uri) if snapshot.uri.startswith("file:") else None
-    root = workspace_root or (os.path.dirname(path) if path else None)
-    project = jedi.Project(root) if root else None
+    script_path = files.mirror_path(path)
     lines = _lines(snapshot.text)
     line_text = lines[position.line] if position.line < len(lines) else ""
     column = _utf16_to_index(line_text.rstrip("\r\n"), position.character)
     try:
         with _JEDI_LOCK:
-            script = jedi.Script(code=snapshot.text, path=path, project=project)
+            script = jedi.Script(code=snapshot.text, path=script_path, project=files.project(script_path))
             refactoring = script.rename(position.line + 1, column, new_name=new_name)
-            changed = {Path(p): c.get_new_code() for p, c in refactoring.get_changed_files().items()}
+            changed = [(p, c.get_new_code()) for p, c in refactoring.get_changed_files().items()]
     except Exception as exc:  # jedi raises RefactoringError and, on odd code, others
         raise RenameRefused(f"jedi cannot rename here: {exc}") from exc
-    own = os.path.realpath(path) if path else None
+    real_root = os.path.realpath(files.root)
     changes: list[types.TextDocumentEdit] = []
-    for file, new_code in sorted(changed.items()):
-        real = os.path.realpath(file)
+    for file, new_code in sorted(changed, key=lambda item: str(item[0])):
         version: int | None
-        if own is not None and real == own:
-            uri, old, version = snapshot.uri, snapshot.text, snapshot.version
+        if file is None or (script_path is not None and (
+                os.path.abspath(file) == str(script_path)
+                or os.path.realpath(file) == os.path.realpath(script_path))):
+            uri, old, version, name = snapshot.uri, snapshot.text, snapshot.version, None
         else:
-            uri = from_fs_path(str(file)) or file.as_uri()
+            target = files.workspace_path(file)
+            if target is None:
+                raise RenameRefused(f"the rename would edit {file}, which is not a file of the workspace")
+            problem = regular_file_problem(target, real_root, max_file_size)
+            if problem is not None:
+                raise RenameRefused(f"the rename would edit {target.name}: {problem}")
             try:
-                old = file.read_text(encoding="utf-8")
+                old = read_text(target, max_file_size)
             except (OSError, UnicodeDecodeError) as exc:
-                raise RenameRefused(f"cannot read {file}: {exc}") from exc
+                raise RenameRefused(f"cannot read {target.name}: {exc}") from exc
+            uri = from_fs_path(str(target)) or target.as_uri()
+            name = os.path.relpath(target, files.root)
             version = None
+            real = os.path.realpath(target)
             if real in open_documents:
                 open_text, version = open_documents[real]
                 if open_text != old:
-                    raise RenameRefused(f"{file.name} has unsaved changes; save it and retry")
+                    raise RenameRefused(f"{target.name} has unsaved changes; save it and retry")
+            if new_name in identifiers(old):  # what the rename does there: see rename_safety
+                raise RenameRefused(f"cannot rename to `{new_name}`: it is already used in {name}, "
+                                    "which the rename edits")
+        if compiles(old) and not compiles(new_code):
+            raise RenameRefused(f"the renamed {name or 'document'} would not compile")
         edits = text_edits(old, new_code)
         if edits:
             changes.append(types.TextDocumentEdit(
@@ -325,7 +384,6 @@ def jedi_rename(
     if not changes:
         raise RenameRefused("jedi found nothing to rename")
     return types.WorkspaceEdit(document_changes=changes)
-
 
 
 # -- the workspace index (design §8 "Search", "Index") -------------------------------------------
@@ -401,10 +459,29 @@ def workspace_symbol(result: SearchResult) -> types.WorkspaceSymbol:
         container_name=parent or None)
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>~|#&])")
+_URI_UNSAFE = {ord(c): f"%{ord(c):02X}" for c in " ()<>"}
+
+
+def markdown_text(text: str) -> str:
+    """``text`` shown as written in Markdown: ``__repr__`` is not bold "repr", ``<locals>``
+    not an HTML tag."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def code_span(text: str) -> str:
+    """``text`` as a Markdown code span (a fence longer than any run of backticks in it)."""
+    if "`" not in text:
+        return f"`{text}`"
+    fence = "`" * (max(len(run) for run in re.findall(r"`+", text)) + 1)
+    return f"{fence} {text} {fence}"
+
+
 def similar_markdown(results: Sequence[SearchResult]) -> str:
     lines = ["**Similar functions**", ""]
     for result in results:
-        lines.append(f"- [{result.qualname}]({result.uri}#L{result.line}) — {result.score:.2f}")
+        target = result.uri.translate(_URI_UNSAFE)  # a ")" or a space would end the link
+        lines.append(f"- [{markdown_text(result.qualname)}]({target}#L{result.line}) — {result.score:.2f}")
     return "\n".join(lines)
 
 
@@ -458,9 +535,10 @@ class _GuardedWriter:
         return None
 
 
-class PathfusionProtocol(LanguageServerProtocol):
+class PathfusionProtocol(RobustProtocol):
     """Speaks UTF-16 positions only (what :class:`~server.parsing.Document` uses), and
-    writes through :class:`_GuardedWriter`."""
+    writes through :class:`_GuardedWriter`; answers every request and forgets finished
+    messages (:class:`~server.protocol.RobustProtocol`)."""
 
     def set_writer(self, writer: Any, include_headers: bool = True) -> None:
         super().set_writer(_GuardedWriter(writer), include_headers)
@@ -488,10 +566,15 @@ class PathfusionServer(LanguageServer):
     def __init__(self, models_dir: str | None = None, max_workers: int = 2) -> None:
         super().__init__(NAME, VERSION, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
                          protocol_cls=PathfusionProtocol)
-        self.documents: dict[str, Document] = {}
+        self.documents: dict[str, TextBuffer] = {}
+        """Open documents: a parsed :class:`Document` within ``maxFileSize``, else bare text
+        (:mod:`server.documents`)."""
+        self._oversized: set[str] = set()
         self.base_settings = Settings(models_dir=models_dir)
         self.settings = self.base_settings
         self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pathfusion")
+        self.rename_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pathfusion-rename")
+        """jedi renames, one at a time and never on the pool (:data:`RENAME_TIMEOUT_S`)."""
         self.model: Predictor | None = None
         """What suggests names: code2vec or a fusion variant (:func:`server.fusion.naming_predictor`)."""
         self.code2vec: Code2VecModel | None = None
@@ -519,6 +602,13 @@ class PathfusionServer(LanguageServer):
         self.shutdown_requested = False
         self.exit_code: int | None = None
         """Set by the ``exit`` notification (0 after ``shutdown``, else 1, as LSP says)."""
+
+    # -- transport: pygls' start functions with the message loop of server.protocol ---------
+    def start_io(self, stdin: Any = None, stdout: Any = None) -> None:
+        start_io(self, stdin, stdout)
+
+    def start_tcp(self, host: str, port: int) -> None:
+        start_tcp(self, host, port)
 
     # -- messages & settings ---------------------------------------------------------------
     def warn_once(self, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:
@@ -642,7 +732,7 @@ class PathfusionServer(LanguageServer):
         """(folders, then everything an opened index depends on)."""
         s = self.settings
         return (tuple(self.workspace_roots()), self._models_dir(), s.llm_backend, s.llm_model_path,
-                s.device, s.fusion_variant, s.exclude, s.max_file_size)
+                s.device, s.fusion_variant, s.exclude, s.max_file_size, s.follow_external_symlinks)
 
     async def on_index_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` on the indexing thread (serialised with every run), keeping its
@@ -849,8 +939,10 @@ class PathfusionServer(LanguageServer):
                 log.warning("updating the index of %s failed: %s", root, exc)
 
     async def search(self, query: str, k: int) -> list[SearchResult]:
-        """Every folder's best ``k`` functions for ``query``, merged by score."""
-        query = query.strip()
+        """Every folder's best ``k`` functions for ``query``, merged by score.  Lone
+        surrogates (ill-formed UTF-16 an editor may send, e.g. half an emoji) become U+FFFD:
+        the rest of the query still searches, where the tokenizer would refuse all of it."""
+        query = well_formed(query).strip()
         if not query or k <= 0:
             return []
         loop = asyncio.get_running_loop()
@@ -907,9 +999,29 @@ class PathfusionServer(LanguageServer):
             log.info("cannot register the file watcher: %s", exc)
 
     # -- documents ---------------------------------------------------------------------------
+    def keep_document(self, doc: TextBuffer) -> TextBuffer:
+        """Store ``doc`` as ``maxFileSize`` wants it (:func:`~server.documents.sized`: parsed
+        within the limit, bare text above it); say once, while it stays above, why such a
+        document gets no suggestions."""
+        doc = self.documents[doc.uri] = sized(doc, self.settings.max_file_size)
+        if isinstance(doc, Document):
+            self._oversized.discard(doc.uri)
+        elif doc.uri not in self._oversized:
+            self._oversized.add(doc.uri)
+            name = doc.uri.rsplit("/", 1)[-1] or doc.uri
+            message = (f"pathfusion: {name} is {len(doc.source):,} bytes, over pathfusion.maxFileSize "
+                       f"({self.settings.max_file_size:,}): it is not analysed (no name suggestions or "
+                       f"rename actions) while it stays that large")
+            log.info("%s", message)
+            self.window_show_message(types.ShowMessageParams(type=types.MessageType.Info, message=message))
+        return doc
+
     def snapshot(self, uri: str) -> Snapshot | None:
         doc = self.documents.get(uri)
-        if doc is None or len(doc.source) > self.settings.max_file_size:
+        if doc is None:
+            return None
+        doc = self.keep_document(doc)  # the limit may have changed since the last edit
+        if not isinstance(doc, Document):
             return None
         return Snapshot(uri, doc.version, doc.text, doc.tree.copy())
 
@@ -956,6 +1068,13 @@ class PathfusionServer(LanguageServer):
             return None
         return snapshot, found[0], found[1]
 
+    def _document_status(self, doc: TextBuffer) -> dict[str, Any]:
+        entry: dict[str, Any] = {"uri": doc.uri, "version": doc.version}
+        if not isinstance(doc, Document):
+            entry["skipped"] = (f"{len(doc.source):,} bytes, over pathfusion.maxFileSize "
+                                f"({self.settings.max_file_size:,})")
+        return entry
+
     def status(self) -> dict[str, Any]:
         return {
             "name": NAME,
@@ -965,7 +1084,7 @@ class PathfusionServer(LanguageServer):
             "models_dir": self.model_key[0] if self.model_key else self._models_dir(),
             "model_error": self.model_error,
             "settings": self.settings.to_dict(),
-            "documents": [{"uri": uri, "version": doc.version} for uri, doc in sorted(self.documents.items())],
+            "documents": [self._document_status(doc) for _, doc in sorted(self.documents.items())],
         }
 
     # -- the end -------------------------------------------------------------------------------
@@ -977,6 +1096,7 @@ class PathfusionServer(LanguageServer):
             self._cancel_run.set()
         self.index_executor.shutdown(wait=False, cancel_futures=True)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.rename_executor.shutdown(wait=False, cancel_futures=True)
 
     def close_indexes(self) -> None:
         """Save (when they lag behind SQLite) and close every folder's index."""
@@ -1062,7 +1182,7 @@ async def did_change_workspace_folders(
 @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
 def did_open(ls: PathfusionServer, params: types.DidOpenTextDocumentParams) -> None:
     item = params.text_document
-    ls.documents[item.uri] = Document(item.text, uri=item.uri, version=item.version)
+    ls.keep_document(TextBuffer(item.text, uri=item.uri, version=item.version))
     ls.background(ls.prefetch_naming(item.uri))
 
 
@@ -1071,19 +1191,14 @@ def did_change(ls: PathfusionServer, params: types.DidChangeTextDocumentParams) 
     doc = ls.documents.get(params.text_document.uri)
     if doc is None:
         return
-    for change in params.content_changes:
-        if isinstance(change, types.TextDocumentContentChangePartial):
-            start, end = change.range.start, change.range.end
-            doc.apply_change(Position(start.line, start.character), Position(end.line, end.character),
-                             change.text)
-        else:
-            doc.replace(change.text)
-    doc.version = params.text_document.version
+    ls.keep_document(apply_changes(doc, params.content_changes, params.text_document.version,
+                                   ls.settings.max_file_size))
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: PathfusionServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.documents.pop(params.text_document.uri, None)
+    ls._oversized.discard(params.text_document.uri)
     ls.documents_for_workers.drop(params.text_document.uri)
 
 
@@ -1202,13 +1317,21 @@ async def resolve_code_action(ls: PathfusionServer, action: types.CodeAction) ->
     for doc_uri, doc in ls.documents.items():
         if doc_uri.startswith("file:"):
             open_documents[os.path.realpath(to_fs_path(doc_uri) or "")] = (doc.text, doc.version)
-    root = ls.workspace.root_path
-    loop = asyncio.get_running_loop()
+    # the rename's own thread, bounded: a rename never holds the pool of hovers and searches
     try:
-        edit = await loop.run_in_executor(
-            ls.executor, jedi_rename, snapshot, position, new_name, root, open_documents)
+        job = ls.rename_executor.submit(compute_rename, snapshot, position, new_name, ls.workspace_roots(),
+                                        ls.settings, open_documents, ls.documents_for_workers)
+    except RuntimeError:  # the executor is shut down: the server is ending
+        action.disabled = types.CodeActionDisabled(reason="the server is shutting down")
+        return action
+    try:
+        edit = await asyncio.wait_for(asyncio.wrap_future(job), RENAME_TIMEOUT_S)
     except RenameRefused as exc:
         action.disabled = types.CodeActionDisabled(reason=str(exc))
+        return action
+    except asyncio.TimeoutError:
+        action.disabled = types.CodeActionDisabled(
+            reason=f"the rename took longer than {RENAME_TIMEOUT_S:.0f} s; try again later")
         return action
     if not ls.is_current(snapshot):
         action.disabled = types.CodeActionDisabled(

@@ -23,6 +23,8 @@ from functools import lru_cache
 import tree_sitter_python
 from tree_sitter import Language, Node, Parser, Point, Tree
 
+from .positions import Position, TextBuffer
+
 PY_LANGUAGE = Language(tree_sitter_python.language())
 
 #: Node types that can contain a function definition.  Everything else is an expression or
@@ -94,14 +96,6 @@ def decode_source(data: bytes, *, origin: str = "<bytes>") -> str:
         ) from exc
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Position:
-    """An LSP position: zero-based line and UTF-16 code unit offset."""
-
-    line: int
-    character: int
-
-
 @dataclass(frozen=True, slots=True)
 class Span:
     """A region of a document in both coordinate systems we need."""
@@ -145,77 +139,17 @@ def parse_bytes(source: bytes, old_tree: Tree | None = None) -> Tree:
     return parser.parse(source, old_tree) if old_tree is not None else parser.parse(source)
 
 
-def _utf16_len(text: str) -> int:
-    if text.isascii():
-        return len(text)
-    return len(text.encode("utf-16-le")) // 2
+class Document(TextBuffer):
+    """A Python source text and its tree-sitter tree, kept in sync under edits.
 
-
-class Document:
-    """A Python source text and its tree-sitter tree, kept in sync under edits."""
+    The text bookkeeping (LSP positions, line ends) is :class:`~server.positions.TextBuffer`'s;
+    the tree is parsed from its LF view, so that a file with CR-only line ends has the same
+    lines for tree-sitter as for the editor.
+    """
 
     def __init__(self, text: str, uri: str = "", version: int = 0) -> None:
-        self.uri = uri
-        self.version = version
-        self._set_text(text)
-        self.tree = parse_bytes(self.source)
-
-    # -- text bookkeeping -------------------------------------------------------------
-    def _set_text(self, text: str) -> None:
-        self.text = text
-        self.source = text.encode("utf-8", errors="surrogatepass")
-        self._line_starts: list[int] | None = None
-
-    @property
-    def line_starts(self) -> list[int]:
-        """Byte offset of the start of every line (computed lazily, cached per text)."""
-        if self._line_starts is None:
-            starts = [0]
-            find = self.source.find
-            pos = find(b"\n")
-            while pos >= 0:
-                starts.append(pos + 1)
-                pos = find(b"\n", pos + 1)
-            self._line_starts = starts
-        return self._line_starts
-
-    def offset_at(self, position: Position) -> int:
-        """Byte offset of an LSP position; positions past a line's end clamp to it (LSP)."""
-        starts = self.line_starts
-        if position.line >= len(starts):
-            return len(self.source)
-        start = starts[position.line]
-        end = starts[position.line + 1] - 1 if position.line + 1 < len(starts) else len(self.source)
-        line = self.source[start:end]
-        if line.isascii():
-            return start + min(position.character, len(line))
-        text = line.decode("utf-8", errors="surrogatepass")
-        units = 0
-        for index, char in enumerate(text):
-            if units >= position.character:
-                return start + len(text[:index].encode("utf-8", errors="surrogatepass"))
-            units += 2 if ord(char) > 0xFFFF else 1
-        return end
-
-    def position_at(self, offset: int) -> Position:
-        """LSP position (UTF-16 character) of a byte offset."""
-        starts = self.line_starts
-        lo, hi = 0, len(starts) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if starts[mid] <= offset:
-                lo = mid
-            else:
-                hi = mid - 1
-        prefix = self.source[starts[lo] : offset]
-        if prefix.isascii():
-            return Position(lo, len(prefix))
-        return Position(lo, _utf16_len(prefix.decode("utf-8", errors="replace")))
-
-    def _point_at(self, offset: int) -> Point:
-        row = self.source.count(b"\n", 0, offset)
-        line_start = self.source.rfind(b"\n", 0, offset) + 1
-        return Point(row, offset - line_start)
+        super().__init__(text, uri=uri, version=version)
+        self.tree = parse_bytes(self.lf_source)
 
     def span_of(self, start_byte: int, end_byte: int) -> Span:
         return Span(start_byte, end_byte, self.position_at(start_byte), self.position_at(end_byte))
@@ -223,35 +157,23 @@ class Document:
     # -- edits ------------------------------------------------------------------------
     def replace(self, text: str, version: int | None = None) -> None:
         """Replace the whole text (a full-document LSP change)."""
-        self._set_text(text)
-        self.tree = parse_bytes(self.source)
-        if version is not None:
-            self.version = version
+        super().replace(text, version)
+        self.tree = parse_bytes(self.lf_source)
 
     def apply_change(
         self, start: Position, end: Position, new_text: str, version: int | None = None
     ) -> None:
         """Apply one incremental LSP content change and update the tree incrementally."""
-        start_byte = self.offset_at(start)
-        old_end_byte = max(start_byte, self.offset_at(end))
-        start_point = self._point_at(start_byte)
-        old_end_point = self._point_at(old_end_byte)
-        inserted = new_text.encode("utf-8", errors="surrogatepass")
-        new_source = self.source[:start_byte] + inserted + self.source[old_end_byte:]
-        new_end_byte = start_byte + len(inserted)
-        self.text = new_source.decode("utf-8", errors="surrogatepass")
-        self.source = new_source
-        self._line_starts = None
-        new_end_point = self._point_at(new_end_byte)
+        edit = self.splice(start, end, new_text)
         self.tree.edit(
-            start_byte=start_byte,
-            old_end_byte=old_end_byte,
-            new_end_byte=new_end_byte,
-            start_point=start_point,
-            old_end_point=old_end_point,
-            new_end_point=new_end_point,
+            start_byte=edit.start_byte,
+            old_end_byte=edit.old_end_byte,
+            new_end_byte=edit.new_end_byte,
+            start_point=Point(*edit.start_point),
+            old_end_point=Point(*edit.old_end_point),
+            new_end_point=Point(*edit.new_end_point),
         )
-        self.tree = parse_bytes(self.source, self.tree)
+        self.tree = parse_bytes(self.lf_source, self.tree)
         if version is not None:
             self.version = version
 
@@ -296,8 +218,21 @@ def docstring_node(func_node: Node) -> Node | None:
     return None
 
 
-@lru_cache(maxsize=4096)
+DOCSTRING_CACHE_ENTRIES = 1024
+DOCSTRING_CACHED_LENGTH = 4096
+"""Docstring literals longer than this (characters) are evaluated without the cache: the
+cache is keyed by the literal, and a language server sees a new one at every keystroke in a
+docstring, so its size must be bounded in bytes, not only in entries (issue 12)."""
+
+
 def _evaluate_docstring(literal: str) -> str:
+    """The cleaned value of a docstring literal (cached for literals of ordinary length)."""
+    if len(literal) > DOCSTRING_CACHED_LENGTH:
+        return _evaluate_docstring_uncached(literal)
+    return _evaluate_docstring_cached(literal)
+
+
+def _evaluate_docstring_uncached(literal: str) -> str:
     try:
         value = ast.literal_eval(literal)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
@@ -305,6 +240,9 @@ def _evaluate_docstring(literal: str) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace")
     return inspect.cleandoc(str(value))
+
+
+_evaluate_docstring_cached = lru_cache(maxsize=DOCSTRING_CACHE_ENTRIES)(_evaluate_docstring_uncached)
 
 
 def _strip_span(source: bytes, start: int, end: int, body_only: bool) -> str:
@@ -377,7 +315,7 @@ def _function_info(doc: Document, node: Node, prefix: str) -> FunctionInfo | Non
         docstring = _evaluate_docstring(_node_text(source, doc_node))
         body = node.child_by_field_name("body")
         body_only = body is not None and body.named_child_count == 1
-        local = source[start:end]
+        local = doc.lf_source[start:end]  # whole lines of a CR-only file too (its \r become \n)
         without = _strip_span(
             local, doc_node.start_byte - start, doc_node.end_byte - start, body_only
         )

@@ -99,17 +99,44 @@ class Context(NamedTuple):
         return f"{self.start},{self.path},{self.end}"
 
 
-@lru_cache(maxsize=200_000)
-def split_subtokens(identifier: str) -> tuple[str, ...]:
-    """Lowercase subtokens of an identifier: ``_`` , camelCase and digit boundaries."""
+# The caches below serve a long-running language server as well as the corpus pipeline, so
+# they are bounded in entries *and* in the length of what they keep: a cache keyed by every
+# identifier, query word or string literal ever seen grows with every edit, search and hover
+# (issue 12: 200,000 identifiers cost ~120 MB, and a string cache keyed by whole docstrings
+# kept a copy of every edited version).  Identifiers repeat with a Zipf distribution, so the
+# most recent 16k keep nearly every hit; long keys are rare and cheap to recompute.
+CACHE_ENTRIES = 16_384
+CACHED_LENGTH = 64
+"""Keys longer than this (characters) are computed without the cache."""
+
+
+def _split_subtokens(identifier: str) -> tuple[str, ...]:
     return tuple(part.lower() for part in _SUBTOKEN_RE.findall(identifier))
 
 
-@lru_cache(maxsize=200_000)
-def identifier_token(identifier: str) -> str:
-    """The leaf token of an identifier: subtokens joined by ``|``."""
+_split_subtokens_cached = lru_cache(maxsize=CACHE_ENTRIES)(_split_subtokens)
+
+
+def split_subtokens(identifier: str) -> tuple[str, ...]:
+    """Lowercase subtokens of an identifier: ``_`` , camelCase and digit boundaries."""
+    if len(identifier) > CACHED_LENGTH:
+        return _split_subtokens(identifier)
+    return _split_subtokens_cached(identifier)
+
+
+def _identifier_token(identifier: str) -> str:
     parts = split_subtokens(identifier)
     return "|".join(parts) if parts else identifier.lower()
+
+
+_identifier_token_cached = lru_cache(maxsize=CACHE_ENTRIES)(_identifier_token)
+
+
+def identifier_token(identifier: str) -> str:
+    """The leaf token of an identifier: subtokens joined by ``|``."""
+    if len(identifier) > CACHED_LENGTH:
+        return _identifier_token(identifier)
+    return _identifier_token_cached(identifier)
 
 
 def name_label(name: str) -> str:
@@ -133,8 +160,17 @@ def render_name(label: str, template: str = "") -> str:
     return prefix + body
 
 
-@lru_cache(maxsize=100_000)
 def _string_token(text: str, name: str) -> str:
+    """The leaf token of a string literal (see :func:`_string_token_uncached`); only short
+    literals — the identifier-like ones that get a token of their own — are cached."""
+    if len(text) > CACHED_LENGTH:
+        return _string_token_uncached(text, name)
+    return _string_token_cached(text, name)
+
+
+def _string_token_uncached(text: str, name: str) -> str:
+    """``<STR>``, the empty-string token, METHOD_NAME, or the subtokens of a string whose
+    content is one identifier-like word."""
     match = _STRING_PREFIX_RE.match(text)
     if match is None:
         return STR_TOKEN
@@ -149,6 +185,9 @@ def _string_token(text: str, name: str) -> str:
         if parts:
             return "|".join(parts)
     return STR_TOKEN
+
+
+_string_token_cached = lru_cache(maxsize=CACHE_ENTRIES)(_string_token_uncached)
 
 
 def _number_token(text: str) -> str:

@@ -16,6 +16,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 from server.lsp import PathfusionServer, Snapshot, hover_markdown, text_edits
 from server.parsing import Document, Position
 from server.settings import Settings
+from tests.rename_checks import assert_clean_rename
 
 LIB = '''import json
 
@@ -216,6 +217,8 @@ async def test_rename_actions_resolve_across_files(
     new_app = apply_edits(APP, by_uri[app_uri].edits)
     assert new_lib == LIB.replace("def load_config(", f"def {new_name}(")
     assert new_app == APP.replace("load_config", new_name)
+    assert_clean_rename({"lib.py": LIB, "app.py": APP}, {"lib.py": new_lib, "app.py": new_app},
+                        "load_config", new_name)
     assert all(e.range.start.line in (0, 4) for e in by_uri[app_uri].edits)  # minimal edits
 
     # the document changes: the old action resolves to no edit

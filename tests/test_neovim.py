@@ -7,7 +7,6 @@ code2vec model and the real int8 MiniLM embedder in a tmp models folder.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests import test_lsp_search
+from tests.rename_checks import assert_clean_rename
 
 models_dir = test_lsp_search.models_dir  # module-scoped: tiny code2vec + int8 MiniLM
 
@@ -129,5 +129,4 @@ def test_neovim_hover_code_action_and_search(nvim: str, models_dir: Path, tmp_pa
     lib, app = (workspace / "lib.py").read_text(), (workspace / "app.py").read_text()
     assert lib == LIB.replace("def do_it(", f"def {new_name}(")
     assert app == APP.replace("do_it", new_name)
-    ast.parse(lib)
-    ast.parse(app)
+    assert_clean_rename({"lib.py": LIB, "app.py": APP}, {"lib.py": lib, "app.py": app}, "do_it", new_name)

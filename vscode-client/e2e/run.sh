@@ -38,6 +38,8 @@ apt_install() {  # apt_install PACKAGE...: only as root on Debian; otherwise say
 # -- prerequisites ------------------------------------------------------------------------
 [ -x "$PYTHON" ] || die "no Python at $PYTHON: run 'make demo' first or set PATHFUSION_PYTHON"
 "$PYTHON" -c 'import server.lsp' 2>/dev/null || die "$PYTHON cannot import the pathfusion server"
+"$PYTHON" -c 'import pyflakes' 2>/dev/null || \
+  die "$PYTHON has no pyflakes (the rename check needs it): pip install pyflakes, or the dev extra"
 [ -f "$VSIX" ] || die "no $VSIX: run 'make vsix' first"
 command -v chromium >/dev/null || { log "installing chromium"; apt_install chromium; }
 [ -f /usr/include/krb5.h ] || { log "installing libkrb5-dev (code-server's native modules)"; apt_install libkrb5-dev; }
@@ -77,7 +79,7 @@ mkdir -p "$OUT" "$RUN/user/User" "$RUN/extensions" "$RUN/cache"
 cp -r "$HERE/workspace" "$RUN/workspace"
 mkdir -p "$RUN/workspace/.vscode"
 printf '{ "pathfusion.interpreter": "%s" }\n' "$PYTHON" > "$RUN/workspace/.vscode/settings.json"
-printf '{ "resultFile": "%s" }\n' "$OUT/result.json" > "$RUN/workspace/.vscode/pathfusion-e2e.json"
+printf '{ "resultFile": "%s", "repo": "%s" }\n' "$OUT/result.json" "$REPO" > "$RUN/workspace/.vscode/pathfusion-e2e.json"
 cat > "$RUN/user/User/settings.json" <<'JSON'
 {
   "security.workspace.trust.enabled": false,

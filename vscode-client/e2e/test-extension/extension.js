@@ -1,11 +1,14 @@
 // The checks of the VS Code end-to-end test (`make e2e-vscode`), run inside the editor through
 // the VS Code API: the pathfusion extension activates, the hover on a badly named function
 // lists name suggestions, a "Rename `handle` → `…`" code action resolves and applies (in both
-// files), the search returns results, reindexing ends with every folder ready, and a wrong
-// `pathfusion.interpreter` restarts the server into a clear error.  Between checks the UI is
-// left in a state worth a screenshot (hover shown, status, search QuickPick open, error
-// notification) and `stage` says so; e2e/drive.mjs takes the screenshots and reads the DOM.  Does nothing outside a workspace holding
-// .vscode/pathfusion-e2e.json, which names the result file.
+// files, which must still compile with no new pyflakes message), the search returns results,
+// reindexing ends with every folder ready, and a wrong `pathfusion.interpreter` restarts the
+// server into a clear error.  Between checks the UI is left in a state worth a screenshot
+// (hover shown, status, search QuickPick open, error notification) and `stage` says so;
+// e2e/drive.mjs takes the screenshots and reads the DOM.  Does nothing outside a workspace
+// holding .vscode/pathfusion-e2e.json, which names the result file and the repository (for
+// tests/rename_checks.py).
+const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 const vscode = require('vscode');
@@ -32,6 +35,30 @@ async function until(what, probe) {
     await sleep(1000);
   }
   throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ''}`);
+}
+
+/**
+ * Fails unless the renamed files still compile and pyflakes reports nothing in them that it
+ * did not report before (a rename onto a name already bound — `json` under `import json` —
+ * replaces the text just as well and breaks the module).  Runs tests/rename_checks.py of the
+ * repository with the server's interpreter.
+ */
+function checkRenamed(repo, before, after, oldName, newName) {
+  const interpreter = vscode.workspace.getConfiguration('pathfusion').get('interpreter');
+  const script = [
+    'import json, sys',
+    'sys.path.insert(0, sys.argv[1])',
+    'from tests.rename_checks import assert_clean_rename',
+    'data = json.load(sys.stdin)',
+    'assert_clean_rename(data["before"], data["after"], data["old"], data["new"])',
+  ].join('\n');
+  try {
+    execFileSync(interpreter, ['-c', script, repo], {
+      input: JSON.stringify({ before, after, old: oldName, new: newName }), encoding: 'utf8', timeout: 60_000,
+    });
+  } catch (error) {
+    throw new Error(`the renamed code is broken (${interpreter}):\n${error.stderr || error}`);
+  }
 }
 
 function hoverText(hovers) {
@@ -69,7 +96,7 @@ class Report {
   }
 }
 
-async function run(folder, report) {
+async function run(folder, report, repo) {
   const storeUri = vscode.Uri.joinPath(folder.uri, 'store.py');
   const appUri = vscode.Uri.joinPath(folder.uri, 'app.py');
 
@@ -115,6 +142,7 @@ async function run(folder, report) {
       throw new Error(`"${action.title}" was not resolved into an edit (disabled: ${JSON.stringify(action.disabled)})`);
     }
     const newName = /→ `([^`]+)`/.exec(action.title)[1];
+    const before = { 'store.py': document.getText(), 'app.py': (await vscode.workspace.openTextDocument(appUri)).getText() };
     if (!(await vscode.workspace.applyEdit(action.edit))) {
       throw new Error(`applyEdit refused "${action.title}"`);
     }
@@ -126,6 +154,7 @@ async function run(folder, report) {
     if (!app.includes(`import Store, ${newName}, save_json`) || !app.includes(`settings = ${newName}(path)`)) {
       throw new Error(`app.py was not renamed:\n${app}`);
     }
+    checkRenamed(repo, before, { 'store.py': store, 'app.py': app }, 'handle', newName);
     await vscode.workspace.saveAll(false);
     return { offered: actions.map((a) => a.title), applied: action.title, appPy: app };
   });
@@ -182,8 +211,9 @@ function activate() {
   if (!configFile || !fs.existsSync(configFile)) {
     return;
   }
-  const report = new Report(JSON.parse(fs.readFileSync(configFile, 'utf8')).resultFile);
-  run(folder, report)
+  const config = JSON.parse(fs.readFileSync(configFile, 'utf8'));
+  const report = new Report(config.resultFile);
+  run(folder, report, config.repo)
     .catch((error) => { report.data.error = String((error && error.stack) || error); })
     .finally(() => { report.stage('done'); });
 }

@@ -1,0 +1,424 @@
+"""Which new names a rename may give a function without breaking the code (issue 12, item 9).
+
+Why: the naming model knows nothing of the module around a function.  For a function that
+calls ``json.load`` under ``import json`` its top suggestion was ``json``, and "Rename `f` →
+`json`" shadowed the module: every ``json.*`` call of the file then raised
+``AttributeError``.  A name is only offered (hover and code actions) when the rename can
+neither shadow a binding nor be shadowed by one.  For a function defined in scope ``P``
+(the module, a function, or a class body for a method) renamed from ``old`` to ``new``,
+``new`` clashes when it is:
+
+* not an identifier, or a Python keyword (soft keywords such as ``match`` or ``type`` are
+  fine: they stay usable as names);
+* any name of the function's own scopes — a parameter, a local, a name it uses (``json`` in
+  ``json.load``, the builtin ``open``): the function's recursive calls would resolve to it,
+  or its uses would resolve to the function;
+* for a module-level or nested function, any name of ``P`` (an import, a module global, a
+  builtin or global used at module level, the enclosing function's parameters and locals),
+  a name that any scope nested in ``P`` uses without binding it (``print`` called in another
+  function would become this function), or a local of a nested scope that also uses
+  ``old`` (its call would resolve to that local);
+* for a method, any name of its class body (methods, class attributes, names used there),
+  any attribute set or read through ``self``, ``cls`` or the class name, and the same for
+  the classes of the file that it derives from or that derive from it.
+
+The scopes come from the compiler itself (:mod:`symtable`: the exact rules of Python for
+class bodies, comprehensions, ``global`` and ``nonlocal``), the class attributes from
+:mod:`ast`.  A document that does not compile (being edited) falls back to the safe side:
+every word of the document clashes.  The analysis of a text is cached
+(:data:`CACHE_SIZE` texts), so repeated hovers on one version pay for it once.
+
+A rename also edits the other files that import the function; what it does there is only
+known once jedi has computed it, so :func:`identifiers` lets the code action check those
+files before it answers (a name already used there is refused with a reason).
+"""
+
+from __future__ import annotations
+
+import ast
+import keyword
+import re
+import symtable
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .code2vec import Suggestion
+    from .parsing import FunctionInfo
+
+CACHE_SIZE = 4
+"""Texts whose analysis is kept (the documents being hovered)."""
+EXTRA_CANDIDATES = 10
+"""How many more names than shown are asked of the model, so that names dropped as clashes
+leave room for the next ones."""
+_SCOPE_KINDS = frozenset({"module", "class", "function"})
+_WORD_RE = re.compile(r"\w+")
+_PARSE_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError)
+"""What compiling a document may raise: invalid code, null bytes or lone surrogates (ValueError),
+nesting too deep for the parser."""
+
+
+def candidate_count(top_k: int) -> int:
+    """How many names to ask the model for when ``top_k`` are to be shown."""
+    return max(2 * top_k, top_k + EXTRA_CANDIDATES)
+
+
+@dataclass
+class _Table:
+    """One scope of the module (flattened :class:`symtable.SymbolTable`)."""
+
+    table: symtable.SymbolTable
+    kind: str
+    """``module``, ``class``, ``function``, or another (type parameters, annotations)."""
+    parent: _Table | None
+    depth: int
+
+    @property
+    def name(self) -> str:
+        return self.table.get_name()
+
+    def symbol(self, name: str) -> symtable.Symbol | None:
+        try:
+            return self.table.lookup(name)
+        except KeyError:
+            return None
+
+    def scope(self) -> _Table | None:
+        """The nearest enclosing module, class or function scope (type parameter and
+        annotation scopes are not where a ``def`` binds its name)."""
+        up = self.parent
+        while up is not None and up.kind not in _SCOPE_KINDS:
+            up = up.parent
+        return up
+
+    def within(self, other: _Table) -> bool:
+        """Whether this scope is ``other`` or nested in it."""
+        node: _Table | None = self
+        while node is not None and node.depth >= other.depth:
+            if node is other:
+                return True
+            node = node.parent
+        return False
+
+
+def _kind(table: symtable.SymbolTable) -> str:
+    kind = table.get_type()
+    return str(getattr(kind, "value", kind))  # an enum from Python 3.13 on
+
+
+class ModuleNames:
+    """What the clash rules need of one text: its scopes, lazily its AST and words."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tables: list[_Table] = []
+        self.where: dict[str, list[_Table]] = {}
+        """name → the scopes that have a symbol of that name."""
+        self._ast: ast.Module | None = None
+        self._words: frozenset[str] | None = None
+        self._class_names: dict[int, tuple[frozenset[str], dict[str, str]]] = {}
+        try:
+            top = symtable.symtable(text, "<document>", "exec")
+        except _PARSE_ERRORS:
+            self.compiled = False
+            return
+        self.compiled = True
+        stack: list[tuple[symtable.SymbolTable, _Table | None]] = [(top, None)]
+        while stack:
+            table, parent = stack.pop()
+            entry = _Table(table, _kind(table), parent, parent.depth + 1 if parent is not None else 0)
+            self.tables.append(entry)
+            for name in table.get_identifiers():
+                self.where.setdefault(name, []).append(entry)
+            stack.extend((child, entry) for child in reversed(table.get_children()))
+
+    def words(self) -> frozenset[str]:
+        """Every word of the text: the safe side when the text does not compile."""
+        if self._words is None:
+            self._words = frozenset(_WORD_RE.findall(self.text))
+        return self._words
+
+    def tree(self) -> ast.Module | None:
+        if self._ast is None and self.compiled:
+            try:
+                self._ast = ast.parse(self.text)
+            except _PARSE_ERRORS:
+                return None
+        return self._ast
+
+    def class_names(self, scope: _Table) -> tuple[frozenset[str], dict[str, str]]:
+        """For the class ``scope``: the attributes its body reaches through ``self``,
+        ``cls`` or its name, and ``{name: class}`` for the members and such attributes of
+        the related classes of the file (:func:`_related_classes`).  Computed once per
+        class: a hover checks many names."""
+        key = scope.table.get_id()
+        if key not in self._class_names:
+            self._class_names[key] = self._compute_class_names(scope)
+        return self._class_names[key]
+
+    def _compute_class_names(self, scope: _Table) -> tuple[frozenset[str], dict[str, str]]:
+        tree = self.tree()
+        if tree is None:
+            return frozenset(), {}
+        classes: dict[str, list[ast.ClassDef]] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                classes.setdefault(node.name, []).append(node)
+        mine = [node for node in classes.get(scope.name, ()) if node.lineno == scope.table.get_lineno()]
+        if not mine:
+            return frozenset(), {}
+        related: dict[str, str] = {}
+        for other in _related_classes(mine[0], classes):
+            table = next((t for t in self.tables if t.kind == "class" and t.name == other.name
+                          and t.table.get_lineno() == other.lineno), None)
+            names = set(_attributes(other))
+            if table is not None:
+                names.update(table.table.get_identifiers())
+            for name in names:
+                related.setdefault(name, other.name)
+        return frozenset(_attributes(mine[0])), related
+
+    def function_tables(self, qualname: str, line: int) -> list[_Table]:
+        """The function scopes named by ``qualname`` (``A.m.<locals>.f``); when several
+        definitions share it, the one whose ``def`` is on 1-based ``line``, else all."""
+        parts = [part for part in qualname.split(".") if part != "<locals>"]
+        if not parts or not self.tables:
+            return []
+        level = [self.tables[0]]
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            level = [child for table in level for child in self._scope_children(table)
+                     if child.name == part and (child.kind == "function" or (not last and child.kind == "class"))]
+        on_line = [table for table in level if table.table.get_lineno() == line]
+        return on_line or level
+
+    def _scope_children(self, parent: _Table) -> Iterator[_Table]:
+        """The function and class scopes directly in ``parent`` (through type parameter
+        scopes)."""
+        for table in self.tables:
+            if table.kind in ("function", "class") and table.scope() is parent:
+                yield table
+
+
+_CACHE: OrderedDict[str, ModuleNames] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def module_names(text: str) -> ModuleNames:
+    """The analysis of ``text``, cached (the same text object hashes once)."""
+    with _CACHE_LOCK:
+        found = _CACHE.get(text)
+        if found is not None:
+            _CACHE.move_to_end(text)
+            return found
+    found = ModuleNames(text)
+    with _CACHE_LOCK:
+        _CACHE[text] = found
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return found
+
+
+# -- the rules -------------------------------------------------------------------------------
+def name_problem(name: str) -> str | None:
+    """Why ``name`` can never be a function's name, or None."""
+    if not name.isidentifier():
+        return "not an identifier"
+    if keyword.iskeyword(name):
+        return "a Python keyword"
+    return None
+
+
+def clashes(text: str, func: FunctionInfo, names: Iterable[str]) -> dict[str, str]:
+    """``{name: reason}`` for each of ``names`` that renaming ``func`` (a function of
+    ``text``) to would clash with a binding (see the module docstring); the other names
+    are safe.  ``func``'s own name is never reported."""
+    wanted = [name for name in dict.fromkeys(names) if name != func.name]
+    found: dict[str, str] = {}
+    for name in wanted:
+        problem = name_problem(name)
+        if problem is not None:
+            found[name] = problem
+    wanted = [name for name in wanted if name not in found]
+    if not wanted:
+        return found
+    module = module_names(text)
+    tables = module.function_tables(func.qualname, func.name_span.start.line + 1) if module.compiled else []
+    if not tables:  # does not compile (or an unexpected shape): every word of the text clashes
+        words = module.words()
+        found.update({name: "already used in this file" for name in wanted if name in words})
+        return found
+    for table in tables:
+        for name in wanted:
+            if name not in found:
+                reason = _clash(module, table, func.name, name)
+                if reason is not None:
+                    found[name] = reason
+    return found
+
+
+def _clash(module: ModuleNames, own: _Table, old: str, new: str) -> str | None:
+    """Why renaming the function of scope ``own`` from ``old`` to ``new`` clashes, or None."""
+    for table in module.where.get(new, ()):
+        if table.within(own):
+            return _describe(table, new, _where(table))
+    scope = own.scope()
+    if scope is None:
+        return None
+    if scope.kind == "class":
+        return _class_clash(module, scope, new)
+    return _scope_clash(module, scope, own, old, new)
+
+
+def _describe(table: _Table, name: str, where: str) -> str:
+    symbol = table.symbol(name)
+    if symbol is None:
+        return f"used in {where}"
+    if symbol.is_parameter():
+        return f"a parameter of {where}"
+    if symbol.is_imported():
+        return f"imported in {where}"
+    if symbol.is_local() and (symbol.is_assigned() or symbol.is_namespace()):
+        return f"already defined in {where}"
+    return f"used in {where}"
+
+
+_ANONYMOUS = {"lambda": "a lambda", "listcomp": "a comprehension", "setcomp": "a comprehension",
+              "dictcomp": "a comprehension", "genexpr": "a generator expression"}
+
+
+def _where(table: _Table) -> str:
+    if table.kind == "module":
+        return "the module"
+    if table.kind == "class":
+        return f"class `{table.name}`"
+    name = table.name.strip("<>")
+    if table.kind == "function" and name in _ANONYMOUS:  # symtable's names for them
+        return _ANONYMOUS[name]
+    return f"`{table.name}`"
+
+
+def _scope_clash(module: ModuleNames, scope: _Table, own: _Table, old: str, new: str) -> str | None:
+    """A function defined in a module or function ``scope``: its name joins ``scope``'s."""
+    if scope.symbol(new) is not None:
+        return _describe(scope, new, _where(scope))
+    for table in module.where.get(new, ()):
+        if table is scope or not table.within(scope) or table.within(own):
+            continue
+        symbol = table.symbol(new)
+        assert symbol is not None
+        if symbol.is_local():
+            # a local of a nested scope: a clash only where that scope also uses ``old``
+            # (its call would resolve to the local)
+            if any(user.within(table) for user in module.where.get(old, ())):
+                return f"already defined in {_where(table)}, which uses `{old}`"
+            continue
+        # used there without a binding of its own: it resolves outwards, to the renamed
+        # function, unless a function in between binds it
+        up = table.parent
+        resolved = False
+        while up is not None and up is not scope:
+            bound = up.symbol(new)
+            if up.kind == "function" and bound is not None and bound.is_local():
+                resolved = True
+                break
+            up = up.parent
+        if not resolved:
+            return f"used in {_where(table)}"
+    return None
+
+
+def _class_clash(module: ModuleNames, scope: _Table, new: str) -> str | None:
+    """A method: its name joins the class's members (and those of related classes)."""
+    if scope.symbol(new) is not None:
+        return _describe(scope, new, _where(scope))
+    attributes, related = module.class_names(scope)
+    if new in attributes:
+        return f"an attribute of class `{scope.name}`"
+    if new in related:
+        return f"a member of the related class `{related[new]}`"
+    return None
+
+
+def _attributes(node: ast.ClassDef) -> set[str]:
+    """Attributes set or read through ``self``, ``cls`` or the class's name in its body."""
+    owners = {"self", "cls", node.name}
+    return {sub.attr for sub in ast.walk(node)
+            if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name) and sub.value.id in owners}
+
+
+def _base_names(node: ast.ClassDef) -> set[str]:
+    return {base.id for base in node.bases if isinstance(base, ast.Name)}
+
+
+def _related_classes(start: ast.ClassDef, classes: dict[str, list[ast.ClassDef]]) -> list[ast.ClassDef]:
+    """The classes of the file that ``start`` derives from or that derive from it (by
+    simple name, transitively): a method renamed onto one of their members overrides or
+    is overridden by it."""
+    every = [node for nodes in classes.values() for node in nodes]
+    seen = {id(start)}
+    found: list[ast.ClassDef] = []
+    todo = [start]
+    while todo:
+        node = todo.pop()
+        neighbours = [c for name in _base_names(node) for c in classes.get(name, ())]
+        neighbours += [c for c in every if node.name in _base_names(c)]
+        for other in neighbours:
+            if id(other) not in seen:
+                seen.add(id(other))
+                found.append(other)
+                todo.append(other)
+    return found
+
+
+# -- applied to suggestions and to the other files of a rename ---------------------------------
+def safe_suggestion(suggestion: Suggestion, text: str, func: FunctionInfo, top_k: int) -> Suggestion:
+    """``suggestion`` without the names that would clash (the current name stays), cut to
+    ``top_k``, with the current name's rank recomputed."""
+    clashing = clashes(text, func, (name for name, _, _ in suggestion.suggestions))
+    kept = [item for item in suggestion.suggestions
+            if item[0] not in clashing or item[1] == suggestion.current_label][: max(0, top_k)]
+    labels = [label for _, label, _ in kept]
+    rank = labels.index(suggestion.current_label) + 1 if suggestion.current_label in labels else None
+    return replace(suggestion, suggestions=kept, current_rank=rank)
+
+
+def identifiers(text: str) -> frozenset[str]:
+    """Every identifier of ``text`` (names, parameters, imports, attributes, keyword
+    arguments), or every word when it does not parse: a name of this set cannot be given to
+    a function that ``text`` uses without risking a clash there."""
+    try:
+        tree = ast.parse(text)
+    except _PARSE_ERRORS:
+        return frozenset(_WORD_RE.findall(text))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.arg | ast.keyword) and node.arg is not None:
+            names.add(node.arg)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).partition(".")[0])
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Global | ast.Nonlocal):
+            names.update(node.names)
+        elif isinstance(node, ast.ExceptHandler | ast.MatchAs | ast.MatchStar) and node.name:
+            names.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            names.add(node.rest)
+    return frozenset(names)
+
+
+def compiles(text: str) -> bool:
+    """Whether ``text`` is valid Python (a rename must not turn valid code into invalid)."""
+    try:
+        compile(text, "<rename>", "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+    except _PARSE_ERRORS:
+        return False
+    return True
