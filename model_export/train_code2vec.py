@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -30,22 +29,10 @@ from torch import nn
 from .c2v_data import EncodedSplit, Vocabs, batch_arrays, encode_corpus
 from .code2vec import Code2Vec, Code2VecConfig, resolve_device
 from .metrics import NamingScores
+from .run_files import atomic_torch_save, log_event
 
 DEFAULT_CORPUS = Path("data/corpus")
 DEFAULT_RUN = Path("data/runs/code2vec")
-
-
-def _log(run: Path, entry: dict[str, Any]) -> None:
-    entry = {"time": round(time.time(), 1), **entry}
-    with open(run / "log.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry) + "\n")
-    print(json.dumps(entry), file=sys.stderr, flush=True)
-
-
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def prepare(corpus: Path, run: Path, config: Code2VecConfig) -> tuple[Vocabs, dict[str, EncodedSplit]]:
@@ -65,7 +52,7 @@ def prepare(corpus: Path, run: Path, config: Code2VecConfig) -> tuple[Vocabs, di
                   "examples": {split: len(data) for split, data in encoded.items()}}
         (run / "vocab_stats.json").write_text(json.dumps(info, indent=1))
         vocabs.save(vocab_dir)
-        _log(run, {"event": "encoded", "seconds": round(time.time() - started, 1), **info})
+        log_event(run, {"event": "encoded", "seconds": round(time.time() - started, 1), **info})
     vocabs = Vocabs.load(vocab_dir)
     return vocabs, {split: EncodedSplit.load(path) for split, path in caches.items()}
 
@@ -121,7 +108,7 @@ def train(corpus: Path, run: Path, config: Code2VecConfig, resume: bool = True) 
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
         state = saved["state"]
-        _log(run, {"event": "resume", **state})
+        log_event(run, {"event": "resume", **state})
     loss_fn = nn.CrossEntropyLoss()
     steps_per_epoch = math.ceil(len(trainable) / config.batch_size)
     started = time.time() - float(state["elapsed"])
@@ -129,14 +116,14 @@ def train(corpus: Path, run: Path, config: Code2VecConfig, resume: bool = True) 
 
     def save_checkpoint() -> None:
         state["elapsed"] = time.time() - started
-        _atomic_torch_save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+        atomic_torch_save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                             "state": state}, checkpoint)
 
     def validate() -> dict[str, float | int]:
         result = evaluate(model, splits["valid"], vocabs, config, config.max_valid_examples)
         if result["f1"] > state["best_f1"]:
             state["best_f1"] = float(result["f1"])
-            _atomic_torch_save(model.state_dict(), run / "best.pt")
+            atomic_torch_save(model.state_dict(), run / "best.pt")
         model.train()
         return result
 
@@ -172,7 +159,7 @@ def train(corpus: Path, run: Path, config: Code2VecConfig, resume: bool = True) 
                 bar.set_postfix(loss=f"{running:.3f}", best_f1=f"{state['best_f1']:.3f}")
             if config.eval_every and state["step"] % config.eval_every == 0:
                 result = validate()
-                _log(run, {"event": "valid", "epoch": epoch, "step": state["step"], "loss": round(running, 4), **result})
+                log_event(run, {"event": "valid", "epoch": epoch, "step": state["step"], "loss": round(running, 4), **result})
             if time.time() - last_save > 300:
                 save_checkpoint()
                 last_save = time.time()
@@ -186,14 +173,14 @@ def train(corpus: Path, run: Path, config: Code2VecConfig, resume: bool = True) 
         # included) raised the best score.
         improved = float(state["best_f1"]) > float(state.get("best_at_epoch_start", -1.0))
         state["bad_epochs"] = 0 if improved else int(state["bad_epochs"]) + 1
-        _log(run, {"event": "epoch", "epoch": epoch, "step": state["step"], "loss": round(running, 4),
+        log_event(run, {"event": "epoch", "epoch": epoch, "step": state["step"], "loss": round(running, 4),
                    "minutes": round((time.time() - started) / 60, 1), **result})
         if not out_of_time:
             state["epoch"] = epoch + 1
             state["step_in_epoch"] = 0
         save_checkpoint()
         if state["bad_epochs"] >= config.patience:
-            _log(run, {"event": "early_stop", "epoch": epoch})
+            log_event(run, {"event": "early_stop", "epoch": epoch})
             break
     model.load_state_dict(torch.load(run / "best.pt", weights_only=True, map_location=device))
     test = evaluate(model, splits["test"], vocabs, config)
@@ -201,7 +188,7 @@ def train(corpus: Path, run: Path, config: Code2VecConfig, resume: bool = True) 
     summary = {"event": "final", "valid": valid, "test": test, "best_valid_f1": state["best_f1"],
                "minutes": round((time.time() - started) / 60, 1), "train_examples": len(trainable)}
     (run / "final.json").write_text(json.dumps(summary, indent=1))
-    _log(run, summary)
+    log_event(run, summary)
     return summary
 
 

@@ -44,6 +44,7 @@ from torch import nn
 from .export_embedder import MeanPooledEncoder, load_reference, packaged_model_dir
 from .metrics import SEARCH_GROUP, mrr
 from .onnx_to_hf import build as build_from_onnx
+from .run_files import atomic_torch_save, log_event
 from .search_pairs import PackSpec, Pairs, Ragged, ensure_packs, project_batches, tokenizer_sha256
 
 DEFAULT_CORPUS = Path("data/corpus")
@@ -128,20 +129,6 @@ class EmbedderTrainConfig:
         if config.batch_size < 2:
             raise ValueError("batch_size must be at least 2 (in-batch negatives)")
         return config
-
-
-def _log(run: Path, entry: dict[str, Any], echo: bool = True) -> None:
-    entry = {"time": round(time.time(), 1), **entry}
-    with open(run / "log.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry) + "\n")
-    if echo:
-        print(json.dumps(entry), file=sys.stderr, flush=True)
-
-
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -299,7 +286,7 @@ def resolve_base(base: str, run: Path, models: Path) -> Path:
         folder = run / "base"
         if not (folder / "model.safetensors").is_file():
             report = build_from_onnx(models, folder)
-            _log(run, {"event": "base", "from": str(models / "embedder"), **report})
+            log_event(run, {"event": "base", "from": str(models / "embedder"), **report})
         return folder
     folder = Path(base)
     if not (folder / "config.json").is_file():
@@ -355,20 +342,20 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
         scheduler.load_state_dict(saved_ckpt["scheduler"])
         state = RunState(**saved_ckpt["state"])
         torch.set_rng_state(saved_ckpt["torch_rng"])
-        _log(run, {"event": "resumed", **dataclasses.asdict(state)})
+        log_event(run, {"event": "resumed", **dataclasses.asdict(state)})
     else:
         (run / "log.jsonl").unlink(missing_ok=True)
-        _log(run, {"event": "start", "train_pairs": len(train_pairs), "valid_pairs": len(valid_pairs),
+        log_event(run, {"event": "start", "train_pairs": len(train_pairs), "valid_pairs": len(valid_pairs),
                    "steps_per_epoch": steps_per_epoch, "device": str(device),
                    "threads": torch.get_num_threads(), "config": dataclasses.asdict(config)})
         baseline = evaluate(encoder, valid_pairs, config.valid_groups, pad_id, device, config.eval_batch)
-        _log(run, {"event": "valid", "step": 0, "epoch": 0, **baseline})
+        log_event(run, {"event": "valid", "step": 0, "epoch": 0, **baseline})
         state.best = selection_score(baseline, config.select_on)
         state.best_step = 0
         save_best(encoder, model_dir, run / "best")
 
     def checkpoint() -> None:
-        _atomic_torch_save({"model": _hf_model(encoder).state_dict(), "optimiser": optimiser.state_dict(),
+        atomic_torch_save({"model": _hf_model(encoder).state_dict(), "optimiser": optimiser.state_dict(),
                             "scheduler": scheduler.state_dict(), "state": dataclasses.asdict(state),
                             "torch_rng": torch.get_rng_state()}, checkpoint_path)
 
@@ -379,7 +366,7 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
         if improved:
             state.best, state.best_step = score, state.step
             save_best(encoder, model_dir, run / "best")
-        _log(run, {"event": "valid", "step": state.step, "epoch": state.epoch, "best": improved,
+        log_event(run, {"event": "valid", "step": state.step, "epoch": state.epoch, "best": improved,
                    "pairs_seen": state.pairs_seen, "train_seconds": round(state.seconds, 1), **result},
              echo=not progress)
         encoder.train()
@@ -422,7 +409,7 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
             value = float(loss.detach())
             running_loss = value if math.isnan(running_loss) else 0.95 * running_loss + 0.05 * value
             if state.step % config.log_every == 0:
-                _log(run, {"event": "train", "step": state.step, "epoch": state.epoch, "loss": round(running_loss, 4),
+                log_event(run, {"event": "train", "step": state.step, "epoch": state.epoch, "loss": round(running_loss, 4),
                            "lr": scheduler.get_last_lr()[0],
                            "pairs_per_second": round(state.pairs_seen / max(state.seconds, 1e-9), 2)},
                      echo=False)
@@ -442,13 +429,13 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
             bar.close()
         if not stopped:
             last_valid = validate()
-            _log(run, {"event": "epoch_end", "epoch": state.epoch, "step": state.step, "loss": round(running_loss, 4)})
+            log_event(run, {"event": "epoch_end", "epoch": state.epoch, "step": state.step, "loss": round(running_loss, 4)})
             state.epoch += 1
             state.position = 0
         checkpoint()
         last_checkpoint = time.time()
     if stopped:
-        _log(run, {"event": "paused", **dataclasses.asdict(state)})
+        log_event(run, {"event": "paused", **dataclasses.asdict(state)})
         return {"finished": False, **dataclasses.asdict(state)}
     return finish(run, config, pack_dir, packs, pad_id, device, state)
 
@@ -467,7 +454,7 @@ def finish(run: Path, config: EmbedderTrainConfig, pack_dir: Path, packs: dict[s
               "train_seconds": round(state.seconds, 1), "pairs_seen": state.pairs_seen,
               "valid": valid, "test": test, "device": str(device)}
     final_path.write_text(json.dumps(result, indent=1) + "\n")
-    _log(run, {"event": "final", **result})
+    log_event(run, {"event": "final", **result})
     return result
 
 
