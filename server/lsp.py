@@ -1409,11 +1409,18 @@ def _detach_stdout() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .cli import add_serve_arguments
+    """``python -m server.lsp``: the same arguments and the same ``--tcp`` rule as ``pathfusion serve``."""
+    from .cli import CliError, add_serve_arguments, check_serve_arguments
 
     parser = argparse.ArgumentParser(prog="pathfusion serve", description="the pathfusion language server")
     add_serve_arguments(parser)
-    return serve(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:
+        check_serve_arguments(args)
+    except CliError as exc:
+        print(f"pathfusion serve: error: {exc}", file=sys.stderr)
+        return 1
+    return serve(args)
 
 
 if __name__ == "__main__":

@@ -84,8 +84,9 @@ def test_parse_tcp_accepts_bracketed_ipv6() -> None:
 def test_tcp_refuses_remote_hosts_without_the_flag(tmp_path: Path) -> None:
     """Issue 12.10: ``--tcp`` has no authentication; ``--tcp 0.0.0.0:PORT`` served every
     network.  Now it exits at once with a message (a server that listened would time out)."""
-    for argv in (["serve", "--tcp", "0.0.0.0:48765"], ["--tcp", "192.0.2.1:48765"]):
-        result = subprocess.run([sys.executable, "-m", "server", *argv], capture_output=True, text=True,
+    for module, argv in (("server", ["serve", "--tcp", "0.0.0.0:48765"]), ("server", ["--tcp", "192.0.2.1:48765"]),
+                         ("server.lsp", ["--tcp", "0.0.0.0:48765"])):
+        result = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True,
                                 timeout=30, cwd=REPO, env={**os.environ, "PATHFUSION_CACHE_DIR": str(tmp_path)})
         assert result.returncode == 1, result.stderr
         assert "--allow-remote" in result.stderr and "Traceback" not in result.stderr
