@@ -36,7 +36,7 @@ import numpy as np
 from server.code2vec import Code2VecModel, Predictor
 from server.embedder import Embedder, load_embedder
 from server.fusion import FusionPredictor, FusionRuntime
-from server.index import lexical_bonus, query_features
+from server.index import lexical_bonus, name_prior, query_features
 from server.models import ModelError
 from server.parsing import Document, FunctionInfo, SourceError, decode_source
 from server.paths import (
@@ -191,8 +191,9 @@ def evaluate_naming(
 
 
 RANKINGS = ("hybrid", "dense")
-"""``hybrid``: vector cosine + the lexical bonus of the function's name, exactly the score
-``pathfusion.search`` ranks by (:func:`server.index.lexical_bonus`); ``dense``: cosine only."""
+"""``hybrid``: vector cosine + the lexical bonus of the function's name + the private-helper
+prior, exactly the score ``pathfusion.search`` ranks by (:func:`server.index.lexical_bonus`,
+:func:`server.index.name_prior`); ``dense``: cosine only."""
 SEARCH_VARIANTS = ("default", "embedder", *VARIANTS)
 """``default``: the search space the server builds from the models folder
 (:func:`server.index.search_model_from_settings`); ``embedder``: the LLM embedding alone."""
@@ -264,7 +265,8 @@ def evaluate_search(pairs: Sequence[SearchExample], space: SearchSpace, limit: i
             dense = queries[block].astype(np.float64) @ codes[block].astype(np.float64).T
             if name == "dense":
                 return dense
-            return dense + lexical_matrix([p.query for p in chosen[block]], chosen[block])
+            priors = np.asarray([name_prior(p.name) for p in chosen[block]], dtype=np.float64)
+            return dense + lexical_matrix([p.query for p in chosen[block]], chosen[block]) + priors[None, :]
         return scores
 
     by_ranking = {name: round(mrr_of_scores(scorer(name), len(chosen), group), 4) for name in rankings}

@@ -145,6 +145,10 @@ SNIPPET_LINES = 8
 EXACT_BONUS = 2.0
 CASELESS_BONUS = 1.5
 SUBTOKEN_BONUS = 0.3
+PRIVATE_PENALTY = 0.0
+"""Subtracted from the score of a private helper (``_name``, not a dunder): when a public
+function and its private helper score alike, the public one is what a query describes.
+Chosen on validation by ``python -m model_export.tune_ranking`` (docs/results.md)."""
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 200
 EMBED_BATCH = 32
@@ -1511,7 +1515,8 @@ class WorkspaceIndex:
                 knn, knn_scores, keep = self._knn_set(vector, wide, live, max(wide, 200), labels, bonus, k)
             outside = labels[keep]
             all_labels = np.concatenate([knn, outside])
-            totals = np.concatenate([knn_scores + dense[knn], self._scores(vector, outside) + bonus[keep]])
+            totals = np.concatenate([knn_scores + dense[knn] + lookup.priors(knn),
+                                     self._scores(vector, outside) + bonus[keep] + lookup.priors(outside)])
             order = np.lexsort((all_labels, -totals))[:k]
             return self._results([(float(totals[i]), int(all_labels[i])) for i in order])
 
@@ -1607,6 +1612,16 @@ def query_features(query: str) -> tuple[bool, set[str]]:
     return exact_form, {token for word in words for token in split_subtokens(word)} - STOP_WORDS
 
 
+def is_private(name: str) -> bool:
+    """A private helper's name: one leading underscore or more, not a dunder."""
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__") and len(name) > 4)
+
+
+def name_prior(name: str) -> float:
+    """The ranking's prior for a function by its name (:data:`PRIVATE_PENALTY`)."""
+    return -PRIVATE_PENALTY if is_private(name) else 0.0
+
+
 def lexical_bonus(query: str, exact_form: bool, query_tokens: set[str],
                   name: str, qualname: str, tokens: tuple[str, ...]) -> float:
     """The lexical part of a function's score for a query (module docstring: ranking)."""
@@ -1652,6 +1667,7 @@ class _NameLookup:
         size = max(table, default=-1) + 65
         self.n_tokens = np.zeros(size, dtype=np.float64)
         self.name_len = np.zeros(size, dtype=np.float64)
+        self.private = np.zeros(size, dtype=np.float64)
         # The bulk of a 100k-function index is built here in one pass (≈ 3x faster than
         # add() per label: no per-label array writes, prefixes once per distinct subtoken).
         exact, caseless, postings = self.exact, self.caseless, self.postings
@@ -1672,6 +1688,8 @@ class _NameLookup:
                                                 count=len(table))
             self.name_len[labels] = np.fromiter((len(row[0]) for row in table.values()), dtype=np.float64,
                                                 count=len(table))
+            self.private[labels] = np.fromiter((is_private(row[0]) for row in table.values()), dtype=np.float64,
+                                               count=len(table))
         self.by_prefix: dict[str, set[str]] = {}
         for token in postings:
             if len(token) >= 4:
@@ -1693,7 +1711,7 @@ class _NameLookup:
     def _grow(self, size: int) -> None:
         if size > len(self.n_tokens):
             capacity = max(size, int(len(self.n_tokens) * GROWTH) + 64)
-            for attr, fill in (("n_tokens", 0), ("name_len", 0), ("_entry_of", -1)):
+            for attr, fill in (("n_tokens", 0), ("name_len", 0), ("private", 0), ("_entry_of", -1)):
                 old = getattr(self, attr)
                 new = np.full(capacity, fill, dtype=old.dtype)
                 new[: len(old)] = old
@@ -1721,6 +1739,7 @@ class _NameLookup:
         self._grow(label + 1)
         self.n_tokens[label] = len(tokens)
         self.name_len[label] = len(name)
+        self.private[label] = float(is_private(name))
         self._pending[label] = name.lower()
 
     def remove(self, label: int) -> None:
@@ -1745,7 +1764,12 @@ class _NameLookup:
         if self._entry_of[label] >= 0:
             self._entry_of[label] = -1
             self._alive -= 1
+        self.private[label] = 0.0
         self._pending.pop(label, None)
+
+    def priors(self, labels: np.ndarray) -> np.ndarray:
+        """:func:`name_prior` of ``labels`` (live labels of the table)."""
+        return -PRIVATE_PENALTY * self.private[labels]
 
     def _names_text(self) -> str:
         """The joined lower-cased names, with the pending additions appended (or rebuilt

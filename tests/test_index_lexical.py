@@ -141,3 +141,41 @@ def test_pruned_search_ranks_like_full_scoring(tmp_path, monkeypatch, widen) -> 
         got = index.search(query, k=5)
         assert [r.label for r in got] == [label for _, label in full], query
     assert (100 in widths) == widen
+
+
+class NameBlindEmbedder:
+    """Unit vectors from a hash of the text with ``_copytree`` read as ``copytree``: a public
+    function and its private twin get the same vector (the prior alone can order them)."""
+
+    dim = 16
+    model_id = "name-blind"
+
+    def embed(self, texts, batch_size: int = 32):  # type: ignore[no-untyped-def]
+        import hashlib
+
+        import numpy as np
+
+        out = []
+        for text in texts:
+            seed = int(hashlib.sha256(text.replace("_copytree", "copytree").encode()).hexdigest()[:8], 16)
+            vector = np.random.default_rng(seed).standard_normal(self.dim)
+            out.append(vector / np.linalg.norm(vector))
+        return np.asarray(out, dtype=np.float32)
+
+
+@pytest.mark.parametrize("penalty,first", [(0.0, "_copytree"), (0.02, "copytree")])
+def test_private_helpers_rank_below_their_public_twin(tmp_path, monkeypatch, penalty, first) -> None:  # type: ignore[no-untyped-def]
+    from server.index import WorkspaceIndex, is_private
+
+    monkeypatch.setenv("PATHFUSION_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("server.index.PRIVATE_PENALTY", penalty)
+    folder = tmp_path / "ws"
+    folder.mkdir()
+    (folder / "a.py").write_text("def _copytree(src, dst):\n    return src\n\n\ndef copytree(src, dst):\n    return src\n")
+    index = WorkspaceIndex.open(folder, NameBlindEmbedder())
+    index.sync()
+    results = index.search("copy a directory tree recursively", k=2)
+    assert [r.name for r in results][0] == first
+    assert abs(results[0].score - results[1].score) == pytest.approx(penalty, abs=1e-6)
+    index.close()
+    assert is_private("_x") and is_private("__mangled") and not is_private("__init__") and not is_private("x")

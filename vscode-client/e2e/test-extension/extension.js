@@ -57,7 +57,7 @@ function checkRenamed(repo, before, after, oldName, newName) {
       input: JSON.stringify({ before, after, old: oldName, new: newName }), encoding: 'utf8', timeout: 60_000,
     });
   } catch (error) {
-    throw new Error(`the renamed code is broken (${interpreter}):\n${error.stderr || error}`);
+    throw new Error(`the renamed code is broken (${interpreter}):\n${error.stderr || error}`, { cause: error });
   }
 }
 

@@ -1,0 +1,93 @@
+"""``python -m model_export.tune_ranking``: choose the hybrid ranking's weights on validation.
+
+Why: ``pathfusion.search`` ranks by cosine + a lexical bonus of the function's name
+(:func:`server.index.lexical_bonus`) + a small prior against private helpers
+(:func:`server.index.name_prior`); their weights must come from held-out data, and only
+from the validation split (the test split and unseen projects score the choice once).
+
+The validation pairs of the corpus (docstring summary → function without docstring, the
+CodeSearchNet protocol of ``pathfusion eval search``) are embedded once by the served search
+space; then every (subtoken weight, private penalty) of the grid is scored from the cached
+vectors.  Queries are sentences, so only the subtoken part of the bonus applies and scales
+linearly with its weight.  Prints the grid and writes it as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from server.index import PRIVATE_PENALTY, SUBTOKEN_BONUS, is_private
+
+from .corpus import read_jsonl_gz
+from .evaluate import SEARCH_SEED, SearchExample, lexical_matrix, load_search_space
+from .metrics import SEARCH_GROUP, mrr_of_scores
+
+
+def valid_pairs(corpus: Path, groups: int) -> list[SearchExample]:
+    """The first ``groups`` CodeSearchNet groups of the validation split (seeded shuffle)."""
+    pairs = [SearchExample(r["docstring_summary"], r["code_without_docstring"], [], r["name"], r["qualname"])
+             for r in read_jsonl_gz(corpus / "valid.jsonl.gz") if r.get("search") and r.get("docstring_summary")]
+    random.Random(SEARCH_SEED).shuffle(pairs)
+    return pairs[: groups * SEARCH_GROUP]
+
+
+def grid(pairs: Sequence[SearchExample], codes: np.ndarray, queries: np.ndarray,
+         subtoken: Sequence[float], private: Sequence[float]) -> list[dict[str, Any]]:
+    """MRR of every (subtoken weight, private penalty) from cached vectors."""
+    group = SEARCH_GROUP if len(pairs) >= SEARCH_GROUP else len(pairs)
+    blocks = []
+    for start in range(0, len(pairs) - group + 1, group):
+        chosen = pairs[start:start + group]
+        dense = queries[start:start + group].astype(np.float64) @ codes[start:start + group].astype(np.float64).T
+        lexical = lexical_matrix([p.query for p in chosen], chosen) / SUBTOKEN_BONUS
+        prior = -np.asarray([is_private(p.name) for p in chosen], dtype=np.float64)
+        blocks.append((dense, lexical, prior))
+    rows = []
+    for weight in subtoken:
+        for penalty in private:
+            def scores(start: int, weight: float = weight, penalty: float = penalty) -> np.ndarray:
+                dense, lexical, prior = blocks[start // group]
+                return dense + weight * lexical + penalty * prior[None, :]
+            rows.append({"subtoken": weight, "private": penalty,
+                         "mrr": round(mrr_of_scores(scores, len(blocks) * group, group), 4)})
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model_export.tune_ranking", description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    parser.add_argument("--models", type=Path, default=None)
+    parser.add_argument("--variant", default="default", help="search space (as pathfusion eval search)")
+    parser.add_argument("--groups", type=int, default=2)
+    parser.add_argument("--subtoken", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5])
+    parser.add_argument("--private", type=float, nargs="+", default=[0.0, 0.01, 0.02, 0.05])
+    parser.add_argument("--json", type=Path, default=Path("data/results/ranking-grid.json"))
+    args = parser.parse_args(argv)
+    pairs = valid_pairs(args.corpus, args.groups)
+    if len(pairs) < 2:
+        print("tune_ranking: error: no validation pairs; run `make corpus` first", file=sys.stderr)
+        return 1
+    space = load_search_space(args.variant, args.models, "cpu")
+    codes, queries = space.codes(pairs), space.queries([p.query for p in pairs])
+    rows = grid(pairs, codes, queries, args.subtoken, args.private)
+    best = max(rows, key=lambda r: r["mrr"])
+    current = next((r for r in rows if r["subtoken"] == SUBTOKEN_BONUS and r["private"] == PRIVATE_PENALTY), None)
+    for row in rows:
+        mark = " ← best" if row is best else (" ← shipped" if row is current else "")
+        print(f"subtoken {row['subtoken']:<5} private {row['private']:<5} MRR {row['mrr']:.4f}{mark}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"space": space.name, "pairs": len(pairs), "rows": rows, "best": best,
+                                     "shipped": current}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
