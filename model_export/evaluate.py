@@ -275,13 +275,15 @@ def evaluate_search(pairs: Sequence[SearchExample], space: SearchSpace, limit: i
             "model_ms_per_function": round(seconds / len(chosen) * 1000, 3)}
 
 
-def load_search_space(variant: str, models: Path | None, device: str) -> SearchSpace:
-    """The search space ``variant`` names (:data:`SEARCH_VARIANTS`)."""
+def load_search_space(variant: str, models: Path | None, device: str, graph: str = "default") -> SearchSpace:
+    """The search space ``variant`` names (:data:`SEARCH_VARIANTS`); ``graph`` picks the
+    embedder's ``int8`` or ``fp32`` graph (``default``: as the server does)."""
     from types import SimpleNamespace
 
     from server.index import search_model_from_settings
 
-    embedder = load_embedder("onnx", models, device=device)
+    quantized = None if graph == "default" else graph == "int8"
+    embedder = load_embedder("onnx", models, device=device, quantized=quantized)
     if variant == "embedder":
         return SearchSpace("embedder", None, embedder)
     if variant == "default":
@@ -322,6 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="search: hybrid (as pathfusion.search ranks; default) and/or dense (cosine "
                              "only); several share one embedding pass, mrr is the first's")
     parser.add_argument("--anonymise", action="store_true", help="search: anonymise identifiers in the code")
+    parser.add_argument("--embedder-graph", default="default", choices=("default", "int8", "fp32"),
+                        help="search: the embedder graph to use (default: as the server picks; fp32 "
+                             "needs an export that kept it)")
     parser.add_argument("--models", type=Path, default=None)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--limit", type=int, default=None)
@@ -341,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         else iter_split_examples(args.corpus, args.split))
             result = evaluate_naming(examples, model, targets, args.limit)
         else:
-            space = load_search_space(args.variant or "default", args.models, args.device)
+            space = load_search_space(args.variant or "default", args.models, args.device, args.embedder_graph)
             result = evaluate_search(iter_project_pairs(args.projects, args.anonymise), space, args.limit,
                                      ranking=args.ranking)
             result["anonymised"] = args.anonymise

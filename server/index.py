@@ -144,7 +144,10 @@ SNIPPET_CHARS = 300
 SNIPPET_LINES = 8
 EXACT_BONUS = 2.0
 CASELESS_BONUS = 1.5
-SUBTOKEN_BONUS = 0.3
+SUBTOKEN_BONUS = 0.5
+"""Weight of the share of name subtokens a query mentions; 0.5 has the best validation MRR
+of {0, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2} (`python -m model_export.tune_ranking`,
+docs/results.md)."""
 PRIVATE_PENALTY = 0.0
 """Subtracted from the score of a private helper (``_name``, not a dunder): when a public
 function and its private helper score alike, the public one is what a query describes.

@@ -175,7 +175,7 @@ def test_private_helpers_rank_below_their_public_twin(tmp_path, monkeypatch, pen
     index = WorkspaceIndex.open(folder, NameBlindEmbedder())
     index.sync()
     results = index.search("copy a directory tree recursively", k=2)
-    assert [r.name for r in results][0] == first
+    assert results[0].name == first
     assert abs(results[0].score - results[1].score) == pytest.approx(penalty, abs=1e-6)
     index.close()
     assert is_private("_x") and is_private("__mangled") and not is_private("__init__") and not is_private("x")
