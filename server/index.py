@@ -129,6 +129,7 @@ from .locks import ProcessLock
 from .models import sha256_file
 from .parsing import Document, FunctionInfo, SourceError, decode_source
 from .paths import EXTRACTOR_VERSION, split_subtokens
+from .snippets import snippet_parts
 from .workspace import WorkspaceFilter, discover
 
 log = logging.getLogger(__name__)
@@ -391,10 +392,12 @@ class SearchResult:
         return self.range["start"]["line"] + 1
 
     def to_json(self) -> dict[str, Any]:
-        """``{uri, range, name, qualname, score, snippet, path, line}``."""
+        """``{uri, range, name, qualname, score, snippet, signature, summary, path, line}``
+        (``signature``: the ``def`` line on one line; ``summary``: the docstring's first line)."""
         data = asdict(self)
         data.pop("label")
         data["score"] = round(float(self.score), 6)
+        data["signature"], data["summary"] = snippet_parts(self.snippet)
         data["line"] = self.line
         return data
 

@@ -1357,7 +1357,7 @@ async def search_command(ls: PathfusionServer, *args: Any) -> list[dict[str, Any
     except ValueError as exc:
         raise JsonRpcInvalidParams(str(exc)) from exc
     results = await ls.search(query, k)
-    keys = ("uri", "range", "name", "qualname", "score", "snippet")
+    keys = ("uri", "range", "name", "qualname", "score", "snippet", "signature", "summary")
     return [{key: value for key, value in result.to_json().items() if key in keys} for result in results]
 
 

@@ -517,7 +517,7 @@ def test_cli_index_and_search_json(workspace: Path, models: Path,
                  "--k", "2", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert len(results) == 2 and results[0]["qualname"] == "is_prime"
-    assert set(results[0]) == {"uri", "range", "name", "qualname", "score", "snippet", "path", "line"}
+    assert set(results[0]) == {"uri", "range", "name", "qualname", "score", "snippet", "signature", "summary", "path", "line"}
     assert results[0]["line"] == 6 and results[0]["range"]["start"]["line"] == 5
     assert main(["search", "prime numbers", "--workspace", str(workspace), "--models", str(models)]) == 0
     first = capsys.readouterr().out.splitlines()[0].split()

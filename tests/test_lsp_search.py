@@ -26,7 +26,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 from server.lsp import merge_results, search_args, symbol_kind
 from tests.test_index import write_workspace
 
-SEARCH_KEYS = {"uri", "range", "name", "qualname", "score", "snippet"}
+SEARCH_KEYS = {"uri", "range", "name", "qualname", "score", "snippet", "signature", "summary"}
 
 
 # -- fixtures --------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ async def test_index_search_symbols_hover_save_reindex(
     assert found[0]["qualname"] == "is_prime" and set(found[0]) == SEARCH_KEYS
     assert found[0]["uri"] == (workspace / "mathutil.py").as_uri()
     assert found[0]["range"]["start"]["line"] == 5
-    assert found[0]["snippet"].startswith("def is_prime(n):")
+    assert found[0]["snippet"].startswith("def is_prime(n):") and found[0]["signature"] == "def is_prime(n)"
     found = await command(client, "pathfusion.search", [[{"query": "save_config", "k": 2}]])
     assert len(found) == 2 and found[0]["qualname"] == "save_config"
     assert (await search(client, "average of a list of numbers"))[0]["qualname"] == "Stats.mean"

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DETAIL_CHARS, isMethod, parseResults, snippetLine, toItemView, type SearchResult } from '../src/features/searchItems';
+import { DETAIL_CHARS, detailText, isMethod, parseResults, snippetLine, toItemView, type SearchResult } from '../src/features/searchItems';
 
 const result: SearchResult = {
   uri: 'file:///ws/pkg/config.py',
@@ -28,6 +28,29 @@ describe('toItemView (search result → QuickPick item)', () => {
     assert.equal(view.label, '$(symbol-function) load_config');
     assert.equal(view.description, 'pkg/config.py:42');
     assert.equal(view.detail, '2.88');
+  });
+});
+
+describe('detailText', () => {
+  it('shows the def line and the docstring line the server sends', () => {
+    const multiLine = {
+      ...result,
+      snippet: 'def load_config(\n    self,\n    path,\n):\n    """Read the TOML file at path."""',
+      signature: 'def load_config(self, path)',
+      summary: 'Read the TOML file at path.',
+    };
+    assert.equal(detailText(multiLine), 'def load_config(self, path) — Read the TOML file at path.');
+    assert.equal(toItemView(multiLine, relative).detail, '2.88 · def load_config(self, path) — Read the TOML file at path.');
+    assert.equal(detailText({ ...multiLine, summary: '' }), 'def load_config(self, path)');
+    assert.equal(detailText({ ...multiLine, signature: 'def f(' + 'x, '.repeat(100) + ')' }).length, DETAIL_CHARS);
+  });
+
+  it('falls back to the snippet for older servers', () => {
+    assert.equal(detailText(result), '"""Read the TOML file at path.""" with open(path) as f:');
+  });
+
+  it('rejects results whose signature is not a string', () => {
+    assert.deepEqual(parseResults([{ ...result, signature: 3 }]), []);
   });
 });
 

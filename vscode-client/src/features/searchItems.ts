@@ -21,6 +21,10 @@ export interface SearchResult {
   readonly qualname: string;
   readonly score: number;
   readonly snippet: string;
+  /** The `def` line on one line, also when the signature spans several (newer servers). */
+  readonly signature?: string;
+  /** The docstring's first line, '' when there is none (newer servers). */
+  readonly summary?: string;
 }
 
 export interface SearchItemView {
@@ -46,6 +50,8 @@ function isResult(value: unknown): value is SearchResult {
     && typeof value.uri === 'string' && typeof value.name === 'string'
     && typeof value.qualname === 'string' && typeof value.score === 'number'
     && typeof value.snippet === 'string'
+    && (value.signature === undefined || typeof value.signature === 'string')
+    && (value.summary === undefined || typeof value.summary === 'string')
     && isRecord(value.range) && isPosition(value.range.start) && isPosition(value.range.end);
 }
 
@@ -72,6 +78,22 @@ export function snippetLine(snippet: string): string {
   return text.length > DETAIL_CHARS ? `${text.slice(0, DETAIL_CHARS - 1)}…` : text;
 }
 
+function cut(text: string): string {
+  return text.length > DETAIL_CHARS ? `${text.slice(0, DETAIL_CHARS - 1)}…` : text;
+}
+
+/**
+ * What the detail line shows after the score: the `def` line and the docstring's first line
+ * when the server sends them (a multi-line signature joined into one), else the snippet's
+ * lines after the `def` line (older servers).
+ */
+export function detailText(result: SearchResult): string {
+  if (result.signature === undefined) {
+    return snippetLine(result.snippet);
+  }
+  return cut(result.summary ? `${result.signature} — ${result.summary}` : result.signature);
+}
+
 /**
  * The row of a result: name (with a method/function icon), then qualified name and
  * `file:line`, then score and snippet.  `relativePath` gives the file as shown to the user
@@ -81,7 +103,7 @@ export function toItemView(result: SearchResult, relativePath: (uri: string) => 
   const icon = isMethod(result.qualname) ? '$(symbol-method)' : '$(symbol-function)';
   const where = `${relativePath(result.uri)}:${result.range.start.line + 1}`;
   const description = result.qualname !== result.name ? `${result.qualname} · ${where}` : where;
-  const snippet = snippetLine(result.snippet);
+  const snippet = detailText(result);
   const score = result.score.toFixed(2);
   return {
     label: `${icon} ${result.name}`,
