@@ -82,6 +82,7 @@ from .rename_safety import (
     safe_suggestion,
 )
 from .settings import SECTION, Settings
+from .workspace import is_inside
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ def rename_root(path: str | None, roots: Sequence[str]) -> str | None:
     if path is None:
         return None
     absolute = os.path.abspath(path)
-    inside = [root for root in roots if _is_within(absolute, os.path.abspath(root))]
+    inside = [root for root in roots if is_inside(absolute, os.path.abspath(root))]
     return max(inside, key=len) if inside else os.path.dirname(absolute)
 
 
@@ -498,10 +499,6 @@ def function_at(snapshot: Snapshot, position: Position,
     return func.qualname, types.Range(
         start=types.Position(line=span.start.line, character=span.start.character),
         end=types.Position(line=span.end.line, character=span.end.character))
-
-
-def _is_within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 # -- the server ------------------------------------------------------------------------------
@@ -912,7 +909,7 @@ class PathfusionServer(LanguageServer):
         """The folder (innermost) whose root holds ``path``."""
         best: FolderIndex | None = None
         for root, folder in self.folders.items():
-            if _is_within(path, root) and (best is None or len(root) > len(best.root)):
+            if is_inside(path, root) and (best is None or len(root) > len(best.root)):
                 best = folder
         return best
 

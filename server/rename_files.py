@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .workspace import discover
+from .workspace import discover, file_problem, is_inside
 
 WALK_TIMEOUT_S = 10.0
 """How long the walk of a workspace for a rename may take before the rename is refused
@@ -100,28 +100,17 @@ class RenameFiles:
                             load_unsafe_extensions=False)
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
 def regular_file_problem(path: str | os.PathLike[str], real_root: str, max_file_size: int) -> str | None:
     """Why the file ``path`` may not be read by a rename (None: it may): its real path must
-    lie inside ``real_root``, be a regular file and hold at most ``max_file_size`` bytes."""
+    lie inside ``real_root`` and pass discovery's own check (a readable regular file of at
+    most ``max_file_size`` bytes, :func:`server.workspace.file_problem`)."""
     try:
         real = os.path.realpath(path)
     except (OSError, ValueError) as exc:
         return f"cannot resolve ({exc})"
-    if not _inside(real, real_root):
+    if not is_inside(real, real_root):
         return "outside the workspace"
-    try:
-        st = os.stat(real)
-    except OSError as exc:
-        return f"cannot stat ({exc.strerror or exc})"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
-    if st.st_size > max_file_size:
-        return f"larger than {max_file_size} bytes"
-    return None
+    return file_problem(Path(real), max_file_size)
 
 
 def read_text(path: str | os.PathLike[str], max_file_size: int) -> str:
@@ -189,8 +178,8 @@ class Mirrors:
         kept = []
         for entry in self._sys_path:
             real = os.path.realpath(entry)
-            if any(_inside(real, prefix) for prefix in trusted) or \
-                    not any(_inside(real, folder) or _inside(folder, real) for folder in exclude):
+            if any(is_inside(real, prefix) for prefix in trusted) or \
+                    not any(is_inside(real, folder) or is_inside(folder, real) for folder in exclude):
                 kept.append(entry)
         return kept
 

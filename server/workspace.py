@@ -321,8 +321,9 @@ def _read_spec(path: Path) -> GitIgnore | None:
 # --------------------------------------------------------------------------- the rules
 
 
-def _inside(real: str, real_root: str) -> bool:
-    """Whether the real path ``real`` is ``real_root`` or below it."""
+def is_inside(real: str, real_root: str) -> bool:
+    """Whether the path ``real`` is ``real_root`` or below it (both absolute, same form:
+    both real paths, or both as written)."""
     return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
@@ -377,7 +378,7 @@ class WorkspaceFilter:
         if self.follow_external_symlinks:
             return False
         try:
-            return not _inside(os.path.realpath(path), self.real_root)
+            return not is_inside(os.path.realpath(path), self.real_root)
         except OSError:
             return True
 
@@ -436,11 +437,12 @@ class WorkspaceFilter:
         reason = self.file_reason(rel)
         if reason is not None:
             return reason
-        return _file_problem(self.root / rel, self.max_file_size)
+        return file_problem(self.root / rel, self.max_file_size)
 
 
-def _file_problem(path: Path, max_file_size: int) -> str | None:
-    """None when ``path`` is a readable regular file within the size limit."""
+def file_problem(path: Path, max_file_size: int) -> str | None:
+    """None when ``path`` is a readable regular file within the size limit, else why not
+    (shared by discovery and the rename path, :mod:`server.rename_files`)."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -521,7 +523,7 @@ def discover(root: Path | str, exclude: Iterable[str] = (), max_file_size: int =
             if rules.file_reason(rel) is not None:
                 found.ignored += 1
                 continue
-            problem = _file_problem(path, rules.max_file_size)
+            problem = file_problem(path, rules.max_file_size)
             if problem is not None:
                 found.skipped.append((path, problem))
                 continue
