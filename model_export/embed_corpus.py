@@ -47,11 +47,10 @@ from server.paths import contexts_of_text
 
 from .anonymise import anonymise
 from .corpus import read_jsonl_gz
+from .metrics import SEARCH_SEED
 
 CHUNK = 500
 SAMPLE_SEED = 20251
-SEARCH_SEED = 2019
-"""Seed of the CodeSearchNet-style shuffle of the test pairs."""
 GROUP = 1000
 
 DEFAULT_SIZES = {

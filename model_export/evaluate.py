@@ -50,14 +50,12 @@ from server.paths import (
 
 from .anonymise import FUNCTION_NAME, anonymise
 from .corpus import docstring_summary, read_jsonl_gz, skip_reason
-from .metrics import SEARCH_GROUP, NamingScores, mrr_of_scores
+from .metrics import SEARCH_GROUP, SEARCH_SEED, NamingScores, mrr_of_scores
 
 VARIANTS = ("code2vec", "llm", "concat", "weighted", "attention")
 """``code2vec`` scores naming with the shipped code2vec model (its own softmax head) and
 search with the fusion export's ``code2vec`` variant; the others are fusion variants
 (``pathfusion export fusion``)."""
-SEARCH_SEED = 2019
-"""Seed of the shuffle before cutting the pairs into groups (CodeSearchNet protocol)."""
 
 
 @dataclass

@@ -102,7 +102,7 @@ def prepare(repo: Path, carry: Path, pack: Path, train_pairs: int | None) -> dic
     if total > CARRY_LIMIT:
         raise ValueError(f"repository + carry = {total / 2**20:.1f} MiB > 64 MiB; pass a smaller --train-pairs")
     return {"carry": str(carry), "mib": round(total / 2**20, 1),
-            "train_pairs": Pairs.load(carry / "train.npz").meta["pairs"]}
+            "train_pairs": Pairs.meta_of(carry / "train.npz")["pairs"]}
 
 
 def run(carry: Path, out: Path, run_dir: Path, overrides: Sequence[str], models: Path = Path("models"),

@@ -107,6 +107,9 @@ class NamingScores:
 
 SEARCH_GROUP = 1000
 """CodeSearchNet's group size: each query against 1 correct + 999 distractor codes."""
+SEARCH_SEED = 2019
+"""Seed of the shuffle before the pairs are cut into groups (``random.Random(SEARCH_SEED)``),
+shared by every search evaluation so that they all see the same groups."""
 
 
 def mrr(queries: np.ndarray, codes: np.ndarray, group: int = SEARCH_GROUP) -> float:

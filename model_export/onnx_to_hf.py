@@ -73,7 +73,7 @@ def state_dict(onnx_path: Path) -> dict[str, np.ndarray]:
             continue
         match = _MATMUL_RE.match(node.output[0])
         weight = node.input[1]
-        if match is None or not (weight in arrays or f"{weight}" in arrays):
+        if match is None or weight not in arrays:
             continue
         module = match.group("module").replace("/", ".")
         if node.op_type == "MatMulInteger":

@@ -133,16 +133,24 @@ class Pairs:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, buffer.getvalue())
 
-    @classmethod
-    def load(cls, path: Path) -> Pairs:
+    @staticmethod
+    def meta_of(path: Path) -> dict[str, Any]:
+        """A pack's meta alone, checked for its version (the arrays of an ``.npz`` are read
+        only when asked for)."""
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; pack the pairs first (pathfusion train embedder "
                                     "--only pack)")
         with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            if meta.get("version") != PACK_VERSION:
-                raise ValueError(f"{path}: pack version {meta.get('version')}, expected {PACK_VERSION}; "
-                                 "delete it to repack")
+            meta = dict(json.loads(str(data["meta"])))
+        if meta.get("version") != PACK_VERSION:
+            raise ValueError(f"{path}: pack version {meta.get('version')}, expected {PACK_VERSION}; "
+                             "delete it to repack")
+        return meta
+
+    @classmethod
+    def load(cls, path: Path) -> Pairs:
+        meta = cls.meta_of(path)
+        with np.load(path, allow_pickle=False) as data:
             anon = Ragged(data["anon_ids"], data["anon_offsets"]) if "anon_ids" in data else None
             return cls(Ragged(data["query_ids"], data["query_offsets"]),
                        Ragged(data["code_ids"], data["code_offsets"]),
@@ -253,7 +261,7 @@ def ensure_packs(corpus: Path, pack_dir: Path, spec: PackSpec, tokenizer_path: P
     for split in splits:
         path = pack_dir / f"{split}.npz"
         if path.is_file():
-            meta = Pairs.load(path).meta
+            meta = Pairs.meta_of(path)
             if meta.get("spec") != spec.__dict__:
                 raise ValueError(f"{path} was packed with {meta.get('spec')}, this run needs "
                                  f"{spec.__dict__}; delete {pack_dir} to repack")

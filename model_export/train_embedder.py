@@ -41,8 +41,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .code2vec import resolve_device
 from .export_embedder import MeanPooledEncoder, load_reference, packaged_model_dir
-from .metrics import SEARCH_GROUP, mrr
+from .metrics import SEARCH_GROUP, SEARCH_SEED, mrr
 from .onnx_to_hf import build as build_from_onnx
 from .run_files import atomic_torch_save, log_event
 from .search_pairs import PackSpec, Pairs, Ragged, ensure_packs, project_batches, tokenizer_sha256
@@ -52,8 +53,6 @@ DEFAULT_RUN = Path("data/runs/embedder")
 DEFAULT_PACK = Path("data/embedder-pairs")
 DEFAULT_MODELS = Path("models")
 Indices = Sequence[int] | np.ndarray
-SEARCH_SEED = 2019
-"""Seed of the validation/test shuffle before cutting groups (as ``pathfusion eval search``)."""
 
 
 @dataclasses.dataclass
@@ -129,12 +128,6 @@ class EmbedderTrainConfig:
         if config.batch_size < 2:
             raise ValueError("batch_size must be at least 2 (in-batch negatives)")
         return config
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _tensors(ragged: Ragged, indices: Indices, pad_id: int, device: torch.device
@@ -301,14 +294,16 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
     run.mkdir(parents=True, exist_ok=True)
     config_path = run / "config.json"
     checkpoint_path = run / "checkpoint.pt"
-    if resume and config_path.is_file() and checkpoint_path.is_file():
+    resuming = resume and config_path.is_file() and checkpoint_path.is_file()
+    if resuming:
         saved = json.loads(config_path.read_text())
         for key in ("time_budget_min", "max_steps", "threads", "device", "eval_batch", "checkpoint_minutes",
                     "log_every", "gradient_checkpointing"):
             saved[key] = getattr(config, key)  # how long and where to run may change between runs
         config = EmbedderTrainConfig(**saved)
-    elif not resume:
+    else:  # a new run: its log starts here (before the base is built, which logs its report)
         checkpoint_path.unlink(missing_ok=True)
+        (run / "log.jsonl").unlink(missing_ok=True)
     config_path.write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
 
     if config.threads:
@@ -335,7 +330,7 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
     optimiser = torch.optim.AdamW(encoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_lambda(config.warmup_steps, total))
     state = RunState()
-    if resume and checkpoint_path.is_file():
+    if resuming:
         saved_ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
         _hf_model(encoder).load_state_dict(saved_ckpt["model"])
         optimiser.load_state_dict(saved_ckpt["optimiser"])
@@ -344,7 +339,6 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
         torch.set_rng_state(saved_ckpt["torch_rng"])
         log_event(run, {"event": "resumed", **dataclasses.asdict(state)})
     else:
-        (run / "log.jsonl").unlink(missing_ok=True)
         log_event(run, {"event": "start", "train_pairs": len(train_pairs), "valid_pairs": len(valid_pairs),
                    "steps_per_epoch": steps_per_epoch, "device": str(device),
                    "threads": torch.get_num_threads(), "config": dataclasses.asdict(config)})
@@ -428,7 +422,8 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
         if bar is not None:
             bar.close()
         if not stopped:
-            last_valid = validate()
+            if state.step % config.eval_every:  # not validated at this very step already
+                last_valid = validate()
             log_event(run, {"event": "epoch_end", "epoch": state.epoch, "step": state.step, "loss": round(running_loss, 4)})
             state.epoch += 1
             state.position = 0
@@ -437,10 +432,10 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
     if stopped:
         log_event(run, {"event": "paused", **dataclasses.asdict(state)})
         return {"finished": False, **dataclasses.asdict(state)}
-    return finish(run, config, pack_dir, packs, pad_id, device, state)
+    return finish(run, config, packs, pad_id, device, state)
 
 
-def finish(run: Path, config: EmbedderTrainConfig, pack_dir: Path, packs: dict[str, Path], pad_id: int,
+def finish(run: Path, config: EmbedderTrainConfig, packs: dict[str, Path], pad_id: int,
            device: torch.device, state: RunState) -> dict[str, Any]:
     """Score ``best/`` once on the test split (never used to choose anything) → ``final.json``."""
     final_path = run / "final.json"
@@ -480,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  tokenizer_file)
             for split, path in packs.items():
                 print(f"{split}: {path} ({path.stat().st_size / 2**20:.1f} MiB, "
-                      f"{Pairs.load(path).meta['pairs']} pairs)")
+                      f"{Pairs.meta_of(path)['pairs']} pairs)")
             return 0
         result = train(args.corpus, args.run, config, args.pack, resume=not args.no_resume,
                        progress=not args.no_progress, models=args.models)

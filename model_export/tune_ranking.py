@@ -27,8 +27,8 @@ import numpy as np
 from server.index import PRIVATE_PENALTY, SUBTOKEN_BONUS, is_private
 
 from .corpus import read_jsonl_gz
-from .evaluate import SEARCH_SEED, SearchExample, lexical_matrix, load_search_space
-from .metrics import SEARCH_GROUP, mrr_of_scores
+from .evaluate import SearchExample, lexical_matrix, load_search_space
+from .metrics import SEARCH_GROUP, SEARCH_SEED, mrr_of_scores
 
 
 def valid_pairs(corpus: Path, groups: int) -> list[SearchExample]:
