@@ -70,7 +70,7 @@ from .index import SearchModel, SearchResult, WorkspaceIndex, search_model_from_
 from .models import ModelError, default_models_dir
 from .parsing import Document, FunctionInfo, Position
 from .paths import mask_source
-from .positions import TextBuffer, line_start, split_lines, utf16_to_index
+from .positions import TextBuffer, line_start, split_lines, strip_line_end, utf16_to_index
 from .protocol import RobustProtocol, start_io, start_tcp, well_formed
 from .rename_files import MIRRORS, RenameFiles, RenameFilesError, read_text, regular_file_problem
 from .rename_safety import (
@@ -236,12 +236,6 @@ def hover_markdown(suggestion: Suggestion, min_confidence: float) -> str | None:
     return "\n".join(lines)
 
 
-# Line ends and UTF-16 offsets as LSP counts them (``\n``, ``\r\n`` and ``\r``): the edits
-# sent back and the rename's column must split lines exactly as the editor does.
-_lines = split_lines
-_utf16_to_index = utf16_to_index
-
-
 def _line_position(lines: list[str], index: int) -> types.Position:
     """The position of the start of line ``index`` (the end of the text past the end)."""
     line, character = line_start(lines, index)
@@ -249,8 +243,9 @@ def _line_position(lines: list[str], index: int) -> types.Position:
 
 
 def text_edits(old: str, new: str) -> list[types.TextEdit]:
-    """Minimal line-level edits turning ``old`` into ``new`` (non-overlapping, in order)."""
-    a, b = _lines(old), _lines(new)
+    """Minimal line-level edits turning ``old`` into ``new`` (non-overlapping, in order);
+    lines split as the editor splits them (``\n``, ``\r\n`` and ``\r``, server/positions.py)."""
+    a, b = split_lines(old), split_lines(new)
     edits: list[types.TextEdit] = []
     matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -334,9 +329,9 @@ def jedi_rename(
 
     path = to_fs_path(snapshot.uri) if snapshot.uri.startswith("file:") else None
     script_path = files.mirror_path(path)
-    lines = _lines(snapshot.text)
+    lines = split_lines(snapshot.text)
     line_text = lines[position.line] if position.line < len(lines) else ""
-    column = _utf16_to_index(line_text.rstrip("\r\n"), position.character)
+    column = utf16_to_index(strip_line_end(line_text), position.character)
     try:
         with _JEDI_LOCK:
             script = jedi.Script(code=snapshot.text, path=script_path, project=files.project(script_path))
