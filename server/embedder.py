@@ -51,6 +51,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from .models import ModelError, load_manifest, model_entry, model_file, providers
+from .onnx_session import create_session
 
 log = logging.getLogger(__name__)
 
@@ -207,17 +208,15 @@ class OnnxEmbedder(_Identified):
             if not path.is_file():
                 raise EmbedderError(f"{path} is missing; re-export the embedder")
         try:
-            import onnxruntime as ort
             from tokenizers import Tokenizer
 
             tokenizer = Tokenizer.from_file(str(tokenizer_path))
             tokenizer.no_padding()
             tokenizer.enable_truncation(max_length)
-            options = ort.SessionOptions()
-            if threads is not None:
-                options.intra_op_num_threads = int(threads)
-                options.inter_op_num_threads = 1
-            session = ort.InferenceSession(str(onnx_path), options, providers=providers(device))
+            # fold_weights=False: the dynamically quantised graph has no constant Q/DQ pairs
+            # to fold, and its quantised kernels are left exactly as before.
+            session = create_session(onnx_path, providers(device), threads,
+                                     fix="re-export it with `pathfusion export embedder`", fold_weights=False)
         except ModelError as exc:
             raise EmbedderError(str(exc)) from exc
         except Exception as exc:  # onnxruntime/tokenizers raise their own exception types
