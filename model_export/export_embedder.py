@@ -200,12 +200,11 @@ def export_onnx(wrapper: MeanPooledEncoder, path: Path, input_names: Sequence[st
 
 
 def _session(path: Path) -> Any:
-    import onnxruntime as ort
+    """One-threaded CPU session built as the server builds it (constant int8 weights folded
+    to fp32 at load; a dynamically quantised graph has none to fold)."""
+    from server.onnx_session import create_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return create_session(path, ["CPUExecutionProvider"], 1, fix="re-export the embedder")
 
 
 def _feeds(tokenizer: Any, texts: Sequence[str], input_names: Sequence[str],
@@ -243,6 +242,28 @@ def parity_check(model: Any, tokenizer: Any, onnx_path: Path, input_names: Seque
         raise ExportError(f"ONNX/transformers parity failed: max |diff| {worst:.3g} > {tolerance:g}")
     return {"max_abs_diff": worst, "tolerance": tolerance, "texts": len(texts),
             "seconds": round(time.perf_counter() - started, 3)}
+
+
+INT8_STORAGES = ("rows", "dynamic")
+"""How the int8 graph is made.  ``rows`` (default): weights stored int8 with one scale per
+input row and folded back to fp32 at load (``model_export/compact_onnx.py``), computation
+in fp32 — batch-independent vectors, cosine ≥ 0.998 to fp32 for fine-tuned weights.
+``dynamic``: onnxruntime's ``quantize_dynamic`` (int8 kernels, ~2× faster on the CPU),
+which rounds each weight column to its own scale: harmless for the packaged MiniLM
+(cosine 0.994) but it wrecks fine-tuned weights (cosine 0.85 on code after 25 steps of
+fine-tuning; per-row rounding of the same weights: 0.999) — measured in docs/results.md."""
+
+
+def write_int8(fp32_path: Path, int8_path: Path, storage: str) -> None:
+    """The int8 graph of ``fp32_path`` in the given :data:`INT8_STORAGES` form."""
+    if storage == "rows":
+        from .compact_onnx import compact
+
+        compact(fp32_path, int8_path)
+    elif storage == "dynamic":
+        quantize_int8(fp32_path, int8_path)
+    else:
+        raise ExportError(f"unknown int8 storage {storage!r}; expected one of {', '.join(INT8_STORAGES)}")
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
@@ -300,14 +321,17 @@ def save_tokenizer(model_dir: Path, tokenizer: Any, path: Path, max_length: int)
 
 def export_minilm(out_dir: Path, quantize: bool = True, *, model_dir: Path | None = None,
                   keep_fp32: bool = True, max_length: int = MAX_LENGTH,
-                  model_id: str | None = None) -> dict[str, Any]:
+                  model_id: str | None = None, int8_storage: str = "rows") -> dict[str, Any]:
     """Export the embedder into ``<out_dir>/embedder/``; returns its manifest entry (file
     names relative to ``out_dir``).  The manifest itself is left to
     :func:`write_manifest_entry`.  ``model_id`` names the model (the index re-embeds a
-    workspace when it changes); default: the packaged model's id or the folder's name."""
+    workspace when it changes); default: the packaged model's id or the folder's name.
+    ``int8_storage`` is one of :data:`INT8_STORAGES`."""
     out_dir = Path(out_dir)
     if not quantize and not keep_fp32:
         raise ExportError("nothing to export: keep_fp32=False needs quantize=True")
+    if int8_storage not in INT8_STORAGES:
+        raise ExportError(f"unknown int8 storage {int8_storage!r}; expected one of {', '.join(INT8_STORAGES)}")
     packaged = packaged_model_dir_or_none()
     model_dir = Path(model_dir) if model_dir is not None else packaged_model_dir()
     is_packaged = packaged is not None and model_dir.resolve() == packaged
@@ -323,7 +347,7 @@ def export_minilm(out_dir: Path, quantize: bool = True, *, model_dir: Path | Non
         parity = parity_check(model, tokenizer, staging / FP32_FILE, input_names, max_length=max_length)
         cosine = None
         if quantize:
-            quantize_int8(staging / FP32_FILE, staging / INT8_FILE)
+            write_int8(staging / FP32_FILE, staging / INT8_FILE, int8_storage)
             cosine = int8_cosine(staging / FP32_FILE, staging / INT8_FILE, tokenizer, input_names,
                                  max_length=max_length)
         save_tokenizer(model_dir, tokenizer, staging / TOKENIZER_FILE, max_length)
@@ -337,6 +361,7 @@ def export_minilm(out_dir: Path, quantize: bool = True, *, model_dir: Path | Non
             "normalize": True,
             "files": onnx_files,
             "default": default,
+            "int8_storage": int8_storage if quantize else None,
             "tokenizer": TOKENIZER_FILE,
             "inputs": list(input_names),
             "output": OUTPUT_NAME,
@@ -369,6 +394,7 @@ def export_minilm(out_dir: Path, quantize: bool = True, *, model_dir: Path | Non
         "onnx": f"{SUBDIR}/{onnx_files[default]}",
         "onnx_fp32": f"{SUBDIR}/{FP32_FILE}" if keep_fp32 else None,
         "onnx_int8": f"{SUBDIR}/{INT8_FILE}" if quantize else None,
+        "int8_storage": int8_storage if quantize else None,
         "tokenizer": f"{SUBDIR}/{TOKENIZER_FILE}",
         "inputs": list(input_names),
         "outputs": [OUTPUT_NAME],
@@ -422,6 +448,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--id", default=None,
                         help="model id recorded in the manifest (default: the model's or its folder's name)")
     parser.add_argument("--max-length", type=int, default=MAX_LENGTH, help="tokens per text (default: %(default)s)")
+    parser.add_argument("--int8", choices=INT8_STORAGES, default="rows",
+                        help="int8 weights stored per row and computed in fp32 (rows, default) or "
+                             "onnxruntime's dynamic quantisation (dynamic: faster, loses accuracy on "
+                             "fine-tuned weights)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -432,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         entry = export_minilm(args.out, quantize=not args.no_quantize, model_dir=args.model_dir,
                               keep_fp32=not args.int8_only, max_length=args.max_length,
-                              model_id=args.id)
+                              model_id=args.id, int8_storage=args.int8)
         write_manifest_entry(args.out, entry)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -37,7 +37,24 @@ def _arrays(onnx_path: Path) -> tuple[Any, dict[str, np.ndarray]]:
     from onnx import numpy_helper
 
     model = onnx.load(str(onnx_path))
-    return model, {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    arrays = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    return model, _fold_stored_int8(model, arrays)
+
+
+def _fold_stored_int8(model: Any, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Weights stored int8 per row (``int8_storage: rows``, ``model_export/compact_onnx.py``)
+    back under their own names: every ``DequantizeLinear`` whose inputs are all initializers
+    becomes the fp32 initializer it computes, and its int8/scale/zero inputs disappear."""
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or not all(name in arrays for name in node.input):
+            continue
+        axis = next((attr.i for attr in node.attribute if attr.name == "axis"), 1)
+        q, scale = arrays[node.input[0]], arrays[node.input[1]]
+        zero = arrays[node.input[2]] if len(node.input) > 2 else np.zeros_like(scale, dtype=np.int8)
+        arrays[node.output[0]] = _dequantise(q, scale, zero, axis)
+        for name in node.input:
+            arrays.pop(name, None)
+    return arrays
 
 
 def _dequantise(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int | None) -> np.ndarray:

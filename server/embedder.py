@@ -15,10 +15,11 @@ Two backends behind one :class:`Embedder` protocol (``embed(texts) -> float32 [n
 Batching: texts are tokenised once, **sorted by token length**, cut into batches padded to
 their own longest text, and the embeddings are put back in the caller's order.  Similar
 lengths per batch waste little compute on padding; the result equals embedding each text
-alone (the attention mask keeps padding out of every token and of the pooling).  The int8
-ONNX graph is the exception: its activations are quantised with one scale per batch, so it
-runs one text at a time to keep every vector independent of its batch (see
-:meth:`OnnxEmbedder.load`).
+alone (the attention mask keeps padding out of every token and of the pooling).  A
+dynamically quantised int8 graph is the exception: its activations are quantised with one
+scale per batch, so it runs one text at a time to keep every vector independent of its
+batch (see :meth:`OnnxEmbedder.load`).  The default int8 export stores only the weights in
+int8 (``int8_storage: rows``) and computes in fp32, so it batches like the fp32 graph.
 
 Pooling of :class:`TransformersEmbedder` (``pooling=None`` chooses):
 
@@ -161,7 +162,8 @@ class OnnxEmbedder(_Identified):
         one, that one is used with a warning.  ``threads`` sets onnxruntime's intra-op threads
         (None: its default).  ``verify`` checks the files' sha256 against the manifest.
 
-        The int8 graph embeds one text per run: its dynamic quantisation picks one activation
+        A dynamically quantised int8 graph (``int8_storage: dynamic`` in its config; exports
+        without the key are dynamic) embeds one text per run: it picks one activation
         scale per tensor, i.e. per *batch*, so a text's int8 embedding would depend on the
         texts batched with it (cosine down to ≈ 0.96 for very short texts), which breaks
         "same function → same vector" and the content-hash cache.  On the CPU this costs
@@ -213,10 +215,11 @@ class OnnxEmbedder(_Identified):
             tokenizer = Tokenizer.from_file(str(tokenizer_path))
             tokenizer.no_padding()
             tokenizer.enable_truncation(max_length)
-            # fold_weights=False: the dynamically quantised graph has no constant Q/DQ pairs
-            # to fold, and its quantised kernels are left exactly as before.
+            # Weights stored int8 per row (``int8_storage: rows``) are folded back to fp32
+            # at load; a dynamically quantised graph keeps its int8 kernels as they are.
+            dynamic = name == files.get("int8") and config.get("int8_storage", "dynamic") == "dynamic"
             session = create_session(onnx_path, providers(device), threads,
-                                     fix="re-export it with `pathfusion export embedder`", fold_weights=False)
+                                     fix="re-export it with `pathfusion export embedder`", fold_weights=not dynamic)
         except ModelError as exc:
             raise EmbedderError(str(exc)) from exc
         except Exception as exc:  # onnxruntime/tokenizers raise their own exception types
@@ -224,7 +227,7 @@ class OnnxEmbedder(_Identified):
                                 f"re-export it with `pathfusion export embedder`") from exc
         model_id = str(config.get("id") or entry.get("id") or "embedder")
         return cls(session, tokenizer, dim=dim, model_id=model_id, pad_id=int(config.get("pad_id", 0)),
-                   path=onnx_path, one_per_run=name == files.get("int8"))
+                   path=onnx_path, one_per_run=dynamic)
 
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         texts = _check_texts(texts)

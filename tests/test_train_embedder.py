@@ -203,15 +203,27 @@ def test_bad_overrides_are_refused() -> None:
     assert EmbedderTrainConfig.from_overrides(["batch_size=64", "symmetric=false"]).batch_size == 64
 
 
-def test_shipped_int8_graph_rebuilds_as_the_fine_tuning_base(tiny_model: Path, tmp_path: Path) -> None:
-    """The base a GPU job rebuilds from the repository's int8 graph: every weight within
-    one quantisation step of the original, embeddings close to the served graph's."""
+@pytest.mark.parametrize("storage", ["rows", "dynamic"])
+def test_shipped_int8_graph_rebuilds_as_the_fine_tuning_base(tiny_model: Path, tmp_path: Path, storage: str) -> None:
+    """The base a GPU job rebuilds from the repository's int8 graph (either int8 form):
+    every weight within one quantisation step of the original, embeddings close to the
+    served graph's."""
     from safetensors.numpy import load_file
 
     from model_export.onnx_to_hf import ConversionError, build, state_dict
 
     models = tmp_path / "models"
-    write_manifest_entry(models, export_minilm(models, quantize=True, model_dir=tiny_model, keep_fp32=False))
+    write_manifest_entry(models, export_minilm(models, quantize=True, model_dir=tiny_model, keep_fp32=False,
+                                               int8_storage=storage))
+    served = OnnxEmbedder.load(models, device="cpu", threads=1)
+    assert served.one_per_run == (storage == "dynamic")  # dynamic int8 depends on the batch
+    texts = ["read the config", "def f(x):\n    return x + 1", "sort users by login"]
+    alone = np.stack([served.embed([text])[0] for text in texts])
+    batched = served.embed(texts, batch_size=8)
+    if storage == "dynamic":
+        np.testing.assert_array_equal(batched, alone)
+    else:
+        np.testing.assert_allclose(batched, alone, atol=1e-5)
     report = build(models, tmp_path / "base")
     original = load_file(str(tiny_model / "model.safetensors"))
     rebuilt = load_file(str(tmp_path / "base" / "model.safetensors"))
