@@ -7,6 +7,8 @@
  * section again), but the interpreter is the server process itself, so a change of
  * `pathfusion.interpreter` or of the Python extension's active environment restarts it —
  * debounced, because one edit of settings.json or one environment switch fires several events.
+ * A change of workspace folders restarts it only when it changes the interpreter
+ * ({@link ServerManager.foldersChanged}); the server follows the folders by itself.
  */
 import * as vscode from 'vscode';
 import { COMMANDS, SECTION } from './common/constants';
@@ -16,6 +18,7 @@ import { ProgressTracker } from './common/progress';
 import { onDidChangeActiveInterpreter } from './common/python';
 import { ServerManager, settingVariables } from './common/server';
 import { interpreterSetting } from './common/settings';
+import { registerEarlyHover } from './features/earlyHover';
 import { registerSearch } from './features/search';
 import { StatusFeature } from './features/status';
 
@@ -29,12 +32,14 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   server = new ServerManager(context.extensionPath, log, progress);
   const manager = server;
   const restartSoon = debounce((reason: string) => void manager.restart(reason), RESTART_DELAY_MS);
+  const foldersChangedSoon = debounce(() => void manager.foldersChanged(), RESTART_DELAY_MS);
 
   context.subscriptions.push(
     log,
     manager,
     new StatusFeature(manager, progress, log),
     registerSearch(manager, log),
+    registerEarlyHover(manager, log),
     vscode.commands.registerCommand(COMMANDS.restartServer, () => manager.restart('restart command')),
     vscode.commands.registerCommand(COMMANDS.showLog, () => { log.show(); }),
     vscode.workspace.onDidChangeConfiguration((event) => {
@@ -42,12 +47,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         restartSoon('pathfusion.interpreter changed');
       }
     }),
-    vscode.workspace.onDidChangeWorkspaceFolders(() => {
-      // The server opens one index per workspace folder when it starts; `${workspaceFolder}`
-      // and the Python environment may follow the first folder too.
-      restartSoon('workspace folders changed');
-    }),
-    { dispose: () => { restartSoon.cancel(); } },
+    vscode.workspace.onDidChangeWorkspaceFolders(() => { foldersChangedSoon(); }),
+    { dispose: () => { restartSoon.cancel(); foldersChangedSoon.cancel(); } },
   );
 
   try {

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DETAIL_CHARS, detailText, isMethod, parseResults, snippetLine, toItemView, type SearchResult } from '../src/features/searchItems';
+import {
+  DETAIL_CHARS, detailText, isMethod, parseResults, previewTabsToClose, snippetLine, toItemView, type SearchResult,
+} from '../src/features/searchItems';
 
 const result: SearchResult = {
   uri: 'file:///ws/pkg/config.py',
@@ -84,5 +86,20 @@ describe('parseResults', () => {
     assert.deepEqual(parseResults([result, { ...result, score: 'high' }, null, { uri: 'x' }]), [result]);
     assert.deepEqual(parseResults(null), []);
     assert.deepEqual(parseResults({ results: [result] }), []);
+  });
+});
+
+describe('previewTabsToClose', () => {
+  const tab = (uri: string | undefined, isPreview = true) => ({ uri, isPreview });
+
+  it('closes the previews the search opened, nothing else', () => {
+    const tabs = [tab('file:///a.py', false), tab('file:///b.py'), tab('file:///c.py'), tab(undefined), tab('file:///d.py', false)];
+    const previewed = new Set(['file:///a.py', 'file:///b.py', 'file:///d.py']);
+    // a.py was open before (the user's), c.py was never previewed, d.py was pinned.
+    assert.deepEqual(previewTabsToClose(tabs, new Set(['file:///a.py']), previewed), [1]);
+  });
+
+  it('keeps a preview tab the user already had before searching', () => {
+    assert.deepEqual(previewTabsToClose([tab('file:///b.py')], new Set(['file:///b.py']), new Set(['file:///b.py'])), []);
   });
 });

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { COMMANDS } from '../src/common/constants';
 import {
-  isIndexBusy, parseIndex, parseStatus, reindexSummary, statusBarView, statusMarkdown, type FolderStatus, type ServerStatus,
+  isIndexBusy, lastRunText, modelLabel, parseIndex, parseStatus, reindexSummary, statusBarView, statusMarkdown,
+  type FolderStatus, type ServerStatus,
 } from '../src/features/statusView';
 
 function folder(data: Partial<FolderStatus> = {}): FolderStatus {
@@ -87,12 +88,29 @@ describe('status answers', () => {
 
 describe('statusMarkdown', () => {
   it('lists the interpreter, models, and one table row per folder', () => {
-    const text = statusMarkdown(status([folder({ root: '/w|s', last_run: { seconds: 3.25 } })]), '/venv/bin/python');
+    const run = { seconds: 3.25, scanned: 12, changed: 2, removed: 0, embedded: 30, cached: 1 };
+    const text = statusMarkdown(status([folder({ root: '/w|s', last_run: run })]), '/venv/bin/python');
     assert.match(text, /^# pathfusion 0\.1\.0/);
     assert.match(text, /Interpreter: `\/venv\/bin\/python`/);
-    assert.match(text, /code2vec \(CPUExecutionProvider\)/);
-    assert.match(text, /\| \/w\\\|s \| ready \| 12 \| 340 \| 3\.3 s \| — \|/);
+    assert.match(text, /Name model: code2vec \(syntax paths of the function\) on CPU\n/);
+    assert.match(text, /\| \/w\\\|s \| ready \| 12 \| 340 \| 2 files changed, 31 functions embedded in 3\.3 s \| — \|/);
     assert.doesNotMatch(text, /## Problems/);
+  });
+
+  it('says a run that changed nothing is up to date, not "0.0 s"', () => {
+    assert.equal(lastRunText({ seconds: 0.004, scanned: 12, changed: 0, removed: 0, embedded: 0, cached: 0 }),
+      'up to date (12 files checked, < 0.1 s)');
+    assert.equal(lastRunText({ seconds: 1.5, changed: 0, removed: 1, embedded: 0 }), '1 file changed in 1.5 s');
+    assert.equal(lastRunText({ seconds: 2, cancelled: true }), 'cancelled after 2.0 s');
+    assert.equal(lastRunText(null), '—');
+    assert.equal(lastRunText({}), '—');
+  });
+
+  it('names the naming model in user terms, not internal ids', () => {
+    assert.equal(modelLabel('fusion:attention'), 'code2vec fused with the LLM embedding (fusion variant "attention")');
+    assert.equal(modelLabel('fusion:llm'), 'LLM embedding of the function (fusion variant "llm")');
+    assert.doesNotMatch(statusMarkdown(status([], { model: { name: 'fusion:concat', providers: [] } }), 'p'), /fusion:concat/);
+    assert.equal(modelLabel(undefined), 'loaded');
   });
 
   it('lists problems', () => {

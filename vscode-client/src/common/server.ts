@@ -10,7 +10,9 @@
 import * as os from 'node:os';
 import * as vscode from 'vscode';
 import {
+  DidChangeConfigurationNotification,
   ExecuteCommandRequest,
+  HoverRequest,
   LanguageClient,
   RevealOutputChannelOn,
   State,
@@ -90,6 +92,36 @@ export class ServerManager implements vscode.Disposable {
     return this.queue;
   }
 
+  /**
+   * Workspace folders were added or removed.  The server follows them by itself
+   * (`workspace/didChangeWorkspaceFolders`: it opens and closes the folders' indexes), so a
+   * restart is needed only when the interpreter to run changes — it may follow the first
+   * folder (`${workspaceFolder}` in `pathfusion.interpreter`, the Python extension's
+   * environment of that folder) — or when no server runs (a folder may fix a failed start).
+   * Otherwise the server is asked to pull its settings again, whose `${workspaceFolder}`
+   * now names the new first folder.  Never rejects.
+   */
+  foldersChanged(): Promise<void> {
+    this.queue = this.queue.then(async () => {
+      try {
+        if (this.client?.state !== State.Running || this.interpreter === undefined) {
+          await this.replace('workspace folders changed and no server was running');
+          return;
+        }
+        const next = await this.currentInterpreter();
+        if (displayCommand(next.command) !== displayCommand(this.interpreter.command)) {
+          await this.replace('workspace folders changed the interpreter');
+          return;
+        }
+        this.log.info('workspace folders changed; the server follows them without a restart');
+        await this.client.sendNotification(DidChangeConfigurationNotification.type, { settings: null });
+      } catch (error) {
+        this.log.warn(`following the workspace folders: ${errorMessage(error)}`);
+      }
+    });
+    return this.queue;
+  }
+
   /** Stops the server after any restart already queued; never rejects. */
   stop(): Promise<void> {
     this.queue = this.queue.then(async () => {
@@ -106,6 +138,46 @@ export class ServerManager implements vscode.Disposable {
       throw new ServerNotRunning();
     }
     return client.sendRequest(ExecuteCommandRequest.type, { command, arguments: args }, token);
+  }
+
+  /**
+   * Resolves true once the server runs; false when the start fails or the server stops, after
+   * `timeoutMs`, or when `token` is cancelled.
+   */
+  whenRunning(timeoutMs: number, token?: vscode.CancellationToken): Promise<boolean> {
+    if (this.client?.state === State.Running && this.current.phase === 'running') {
+      return Promise.resolve(true);
+    }
+    return new Promise<boolean>((resolve) => {
+      const finish = (running: boolean): void => {
+        clearTimeout(timer);
+        phases.dispose();
+        cancelled?.dispose();
+        resolve(running);
+      };
+      const timer = setTimeout(() => { finish(false); }, timeoutMs);
+      const phases = this.onDidChangePhase(({ phase }) => {
+        if (phase !== 'starting') {
+          finish(phase === 'running');
+        }
+      });
+      const cancelled = token?.onCancellationRequested(() => { finish(false); });
+    });
+  }
+
+  /**
+   * `textDocument/hover` asked of the running server directly, for a hover that arrived
+   * before the language client could register its own provider; undefined when no server runs.
+   */
+  async hover(document: vscode.TextDocument, position: vscode.Position,
+    token?: vscode.CancellationToken): Promise<vscode.Hover | undefined> {
+    const client = this.client;
+    if (client?.state !== State.Running) {
+      return undefined;
+    }
+    const params = client.code2ProtocolConverter.asTextDocumentPositionParams(document, position);
+    const answer = await client.sendRequest(HoverRequest.type, params, token);
+    return answer === null ? undefined : client.protocol2CodeConverter.asHover(answer);
   }
 
   /** Asks the server to cancel the work-done progress `token` (an indexing run). */
@@ -136,11 +208,16 @@ export class ServerManager implements vscode.Disposable {
     }
   }
 
-  private async start(): Promise<void> {
+  /** The interpreter the settings and the Python extension name now (for the first folder). */
+  private currentInterpreter(): Promise<Interpreter> {
     const folder = vscode.workspace.workspaceFolders?.[0];
     const configured = vscode.workspace.getConfiguration(SECTION, folder?.uri).get<unknown>('interpreter');
-    const interpreter = await resolveInterpreter(
+    return resolveInterpreter(
       interpreterSetting(configured, settingVariables()), () => activeInterpreter(folder?.uri, this.log));
+  }
+
+  private async start(): Promise<void> {
+    const interpreter = await this.currentInterpreter();
     this.interpreter = interpreter;
     this.log.info(`interpreter (${interpreter.source}): ${displayCommand(interpreter.command)}`);
     const diagnosis = diagnose(await runPython(interpreter.command, PREFLIGHT_SCRIPT, this.extensionPath), interpreter);

@@ -6,6 +6,10 @@
  * query, and a result for an old query is worthless; the request is cancelled on the wire
  * (`$/cancelRequest`) and its answer, if it still comes, is dropped.  Items are `alwaysShow`
  * because the QuickPick would otherwise filter the server's semantic matches by their label.
+ * A request that has been answered is forgotten at once, so closing the QuickPick cancels
+ * only what is still running (cancelling an answered request makes the client log
+ * "Cancel notification for unknown message id").  Escape after browsing previews closes the
+ * preview tabs the search opened and goes back to where the user was.
  */
 import * as vscode from 'vscode';
 import { COMMANDS, SECTION, SERVER_COMMANDS } from '../common/constants';
@@ -13,7 +17,7 @@ import { debounce } from '../common/debounce';
 import { errorMessage } from '../common/log';
 import type { ServerManager } from '../common/server';
 import { searchResultCount } from '../common/settings';
-import { parseResults, toItemView, type SearchResult } from './searchItems';
+import { parseResults, previewTabsToClose, toItemView, type SearchResult } from './searchItems';
 
 const QUERY_DELAY_MS = 200;
 const PREVIEW_DELAY_MS = 150;
@@ -42,6 +46,34 @@ async function reveal(result: SearchResult, preview: boolean): Promise<void> {
   editor.revealRange(range, vscode.TextEditorRevealType.InCenterIfOutsideViewport);
 }
 
+/** The text documents that have a tab now, as URI strings. */
+function documentsWithTabs(): Set<string> {
+  const uris = new Set<string>();
+  for (const group of vscode.window.tabGroups.all) {
+    for (const tab of group.tabs) {
+      if (tab.input instanceof vscode.TabInputText) {
+        uris.add(tab.input.uri.toString());
+      }
+    }
+  }
+  return uris;
+}
+
+/** Closes the preview tabs of `previewed` documents that had no tab in `openBefore`. */
+async function closePreviews(openBefore: ReadonlySet<string>, previewed: ReadonlySet<string>): Promise<void> {
+  const tabs = vscode.window.tabGroups.all.flatMap((group) => group.tabs);
+  const views = tabs.map((tab) => ({
+    uri: tab.input instanceof vscode.TabInputText ? tab.input.uri.toString() : undefined,
+    isPreview: tab.isPreview,
+  }));
+  const close = previewTabsToClose(views, openBefore, previewed)
+    .map((index) => tabs[index])
+    .filter((tab): tab is vscode.Tab => tab !== undefined);
+  if (close.length > 0) {
+    await vscode.window.tabGroups.close(close, true);
+  }
+}
+
 /** Opens the search QuickPick; `initialQuery` (e.g. from a keybinding's `args`) is searched at once. */
 function showSearch(server: ServerManager, log: vscode.LogOutputChannel, initialQuery?: string): void {
   const pick = vscode.window.createQuickPick<SearchItem>();
@@ -51,6 +83,8 @@ function showSearch(server: ServerManager, log: vscode.LogOutputChannel, initial
   pick.matchOnDetail = false;
   const k = searchResultCount(vscode.workspace.getConfiguration(SECTION).get('searchResults'));
   const original = vscode.window.activeTextEditor;
+  const openBefore = documentsWithTabs();
+  const previewedUris = new Set<string>();
   let request: vscode.CancellationTokenSource | undefined;
   // An object, not two `let`s: the handlers below change it, which TypeScript's flow analysis
   // cannot see.
@@ -86,6 +120,9 @@ function showSearch(server: ServerManager, log: vscode.LogOutputChannel, initial
       pick.title = `${TITLE} — ${errorMessage(error)}`;
     } finally {
       if (request === current) {
+        // Answered: nothing left to cancel on the wire.
+        request = undefined;
+        current.dispose();
         pick.busy = false;
       }
     }
@@ -93,6 +130,7 @@ function showSearch(server: ServerManager, log: vscode.LogOutputChannel, initial
   const searchSoon = debounce((query: string) => void search(query), QUERY_DELAY_MS);
   const previewSoon = debounce((item: SearchItem) => {
     seen.previewed = true;
+    previewedUris.add(vscode.Uri.parse(item.result.uri).toString());
     reveal(item.result, true).catch((error: unknown) => { log.warn(`preview failed: ${errorMessage(error)}`); });
   }, PREVIEW_DELAY_MS);
 
@@ -121,11 +159,15 @@ function showSearch(server: ServerManager, log: vscode.LogOutputChannel, initial
     previewSoon.cancel();
     request?.cancel();
     request?.dispose();
-    if (seen.previewed && !seen.accepted && original !== undefined) {
-      // Escape after browsing the previews goes back to where the user was.
-      void vscode.window.showTextDocument(original.document, {
-        selection: original.selection, viewColumn: original.viewColumn,
-      });
+    if (seen.previewed && !seen.accepted) {
+      // Escape after browsing the previews: close them and go back to where the user was.
+      void closePreviews(openBefore, previewedUris).then(async () => {
+        if (original !== undefined) {
+          await vscode.window.showTextDocument(original.document, {
+            selection: original.selection, viewColumn: original.viewColumn,
+          });
+        }
+      }).catch((error: unknown) => { log.warn(`closing the previews failed: ${errorMessage(error)}`); });
     }
     pick.dispose();
   });

@@ -112,3 +112,26 @@ export function toItemView(result: SearchResult, relativePath: (uri: string) => 
     result,
   };
 }
+
+/** An editor tab as far as closing previews is concerned. */
+export interface TabView {
+  /** The document's URI (as a string), undefined for tabs that show no text document. */
+  readonly uri: string | undefined;
+  readonly isPreview: boolean;
+}
+
+/**
+ * The tabs to close when the user leaves the search with Escape after browsing previews:
+ * preview tabs of documents the search itself opened.  A document that already had a tab
+ * when the search began is the user's and stays, as does a preview the user pinned.
+ */
+export function previewTabsToClose(tabs: readonly TabView[], openBefore: ReadonlySet<string>,
+  previewed: ReadonlySet<string>): number[] {
+  const close: number[] = [];
+  tabs.forEach((tab, index) => {
+    if (tab.isPreview && tab.uri !== undefined && previewed.has(tab.uri) && !openBefore.has(tab.uri)) {
+      close.push(index);
+    }
+  });
+  return close;
+}

@@ -5,7 +5,8 @@
  * Why the item asks the server again while an index is being opened: the server announces a
  * progress only once the index is open and the run starts; until then (and for a client that
  * missed the `end`), `pathfusion.status` is the only source, so it is polled every few seconds
- * while a folder is `opening` or `indexing` and no progress is shown.
+ * while a folder is `opening` or `indexing` and no progress is shown.  Every answer also
+ * rewrites the "Show Status" document while it is open, so it never shows a stale run.
  */
 import * as vscode from 'vscode';
 import { COMMANDS, SERVER_COMMANDS } from '../common/constants';
@@ -25,6 +26,8 @@ export class StatusFeature implements vscode.Disposable {
   private readonly disposables: { dispose(): unknown }[] = [];
   private status: ServerStatus | undefined;
   private document = '';
+  /** The "Show Status" document has been shown and not closed since. */
+  private documentOpen = false;
   private poll: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
@@ -54,6 +57,11 @@ export class StatusFeature implements vscode.Disposable {
         onDidChange: this.documentChanged.event,
         provideTextDocumentContent: () => this.document,
       }),
+      vscode.workspace.onDidCloseTextDocument((closed) => {
+        if (closed.uri.toString() === STATUS_URI.toString()) {
+          this.documentOpen = false;
+        }
+      }),
       vscode.commands.registerCommand(COMMANDS.showStatus, () => this.showStatus()),
       vscode.commands.registerCommand(COMMANDS.reindexWorkspace, () => this.reindex()),
       vscode.commands.registerCommand(COMMANDS.cancelIndexing, () => { this.cancelIndexing(); }),
@@ -82,6 +90,9 @@ export class StatusFeature implements vscode.Disposable {
       this.status = undefined;
     }
     this.render();
+    if (this.documentOpen && this.status !== undefined) {
+      this.updateDocument(this.status);
+    }
     if (isIndexBusy(this.status) && this.progress.active === undefined) {
       this.poll = setTimeout(() => void this.refresh(), POLL_MS);
     }
@@ -110,14 +121,19 @@ export class StatusFeature implements vscode.Disposable {
       }
       return;
     }
-    this.document = statusMarkdown(status, this.server.interpreterCommand ?? '?');
-    this.documentChanged.fire(STATUS_URI);
+    this.updateDocument(status);
+    this.documentOpen = true;
     try {
       await vscode.commands.executeCommand('markdown.showPreview', STATUS_URI);
     } catch {
       // No markdown extension: the source is readable too.
       await vscode.window.showTextDocument(STATUS_URI, { preview: true });
     }
+  }
+
+  private updateDocument(status: ServerStatus): void {
+    this.document = statusMarkdown(status, this.server.interpreterCommand ?? '?');
+    this.documentChanged.fire(STATUS_URI);
   }
 
   private async reindex(): Promise<void> {

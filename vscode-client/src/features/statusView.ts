@@ -17,7 +17,19 @@ export interface FolderStatus {
   readonly dir?: string;
   readonly model_id?: string;
   readonly rebuild_reason?: string | null;
-  readonly last_run?: { readonly seconds?: number; readonly embedded?: number; readonly skipped?: number } | null;
+  readonly last_run?: LastRun | null;
+}
+
+/** What the server's last indexing run of a folder did (`IndexStats.to_json`). */
+export interface LastRun {
+  readonly seconds?: number;
+  readonly scanned?: number;
+  readonly changed?: number;
+  readonly removed?: number;
+  readonly embedded?: number;
+  readonly cached?: number;
+  readonly cancelled?: boolean;
+  readonly skipped?: readonly unknown[] | number;
 }
 
 export interface ServerStatus {
@@ -173,12 +185,59 @@ function withReason(text: string, reason: string | null): string {
   return reason ? `${text} — ${reason}` : text;
 }
 
+const PROVIDERS: Readonly<Record<string, string>> = {
+  CPUExecutionProvider: 'CPU', CUDAExecutionProvider: 'CUDA GPU',
+};
+
+/**
+ * The naming model as a user would call it: the server reports internal ids (`code2vec`,
+ * `fusion:<variant>`) that mean nothing outside the project.
+ */
+export function modelLabel(name: string | undefined): string {
+  if (name === undefined || name === '') {
+    return 'loaded';
+  }
+  if (name === 'code2vec') {
+    return 'code2vec (syntax paths of the function)';
+  }
+  const variant = /^fusion:(.+)$/.exec(name)?.[1];
+  if (variant === undefined) {
+    return name;
+  }
+  return variant === 'llm' ? 'LLM embedding of the function (fusion variant "llm")'
+    : `code2vec fused with the LLM embedding (fusion variant "${variant}")`;
+}
+
 function modelLine(status: ServerStatus): string {
   if (!status.model_loaded || status.model === null) {
     return withReason('not loaded', status.model_error);
   }
-  const providers = (status.model.providers ?? []).join(', ');
-  return `${status.model.name ?? 'loaded'}${providers ? ` (${providers})` : ''}`;
+  const providers = [...new Set((status.model.providers ?? []).map((p) => PROVIDERS[p] ?? p))].join(', ');
+  return `${modelLabel(status.model.name)}${providers ? ` on ${providers}` : ''}`;
+}
+
+/**
+ * The "last run" cell: what the run did, not only how long it took — a run that found nothing
+ * to do says so instead of "0.0 s".
+ */
+export function lastRunText(run: LastRun | null | undefined): string {
+  if (run === null || run === undefined || run.seconds === undefined) {
+    return '—';
+  }
+  const seconds = run.seconds < 0.1 ? '< 0.1 s' : `${run.seconds.toFixed(1)} s`;
+  if (run.cancelled) {
+    return `cancelled after ${seconds}`;
+  }
+  const changed = (run.changed ?? 0) + (run.removed ?? 0);
+  const encoded = (run.embedded ?? 0) + (run.cached ?? 0);
+  if (changed === 0 && encoded === 0) {
+    return `up to date (${run.scanned ?? 0} files checked, ${seconds})`;
+  }
+  const parts = [`${changed} file${changed === 1 ? '' : 's'} changed`];
+  if (encoded > 0) {
+    parts.push(`${encoded} function${encoded === 1 ? '' : 's'} embedded`);
+  }
+  return `${parts.join(', ')} in ${seconds}`;
 }
 
 /** The "Show Status" document (markdown). `interpreter` is the command that runs the server. */
@@ -199,10 +258,9 @@ export function statusMarkdown(status: ServerStatus, interpreter: string): strin
   } else {
     lines.push('| folder | state | files | functions | last run | note |', '| --- | --- | ---: | ---: | ---: | --- |');
     for (const folder of status.index.folders) {
-      const seconds = folder.last_run?.seconds;
       const note = folder.error ?? folder.rebuild_reason ?? (folder.dir ? `index in ${folder.dir}` : null);
       lines.push(`| ${cell(folder.root)} | ${cell(folder.state)} | ${folder.files} | ${folder.functions} | ` +
-        `${seconds !== undefined ? `${seconds.toFixed(1)} s` : '—'} | ${cell(note)} |`);
+        `${cell(lastRunText(folder.last_run))} | ${cell(note)} |`);
     }
   }
   const found = problems(status);
