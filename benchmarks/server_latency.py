@@ -57,7 +57,10 @@ class Client:
     """JSON-RPC 2.0 over a subprocess's stdin/stdout (LSP base protocol)."""
 
     def __init__(self, proc: subprocess.Popen) -> None:
+        if proc.stdin is None or proc.stdout is None:
+            raise ValueError("the server process needs stdin and stdout pipes")
         self.proc = proc
+        self.stdin, self.stdout = proc.stdin, proc.stdout
         self.next_id = 0
         self.responses: dict[int, queue.Queue] = {}
         self.lock = threading.Lock()
@@ -67,11 +70,11 @@ class Client:
     def _send(self, message: dict) -> None:
         body = json.dumps(message).encode()
         with self.lock:
-            self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
-            self.proc.stdin.flush()
+            self.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            self.stdin.flush()
 
     def _read(self) -> None:
-        stream = self.proc.stdout
+        stream = self.stdout
         while True:
             length = None
             while True:
