@@ -90,7 +90,7 @@ class Code2VecModel:
         from .models import default_models_dir
 
         folder = Path(models_dir) if models_dir is not None else default_models_dir()
-        manifest = load_manifest(folder)
+        manifest = load_manifest(folder, models=("code2vec",))
         entry = model_entry(manifest, "code2vec", folder)
         vocab = entry.get("vocab") or {k: f"code2vec/{k}.json" for k in ("tokens", "paths", "targets")}
         lists: dict[str, list[str]] = {}

@@ -170,7 +170,7 @@ class OnnxEmbedder(_Identified):
         nothing (measured: batches of 1 are as fast as batches of 32 with one thread).
         """
         try:
-            manifest = load_manifest(models_dir, verify=verify)
+            manifest = load_manifest(models_dir, verify=verify, models=(ENTRY_NAME,))
             folder = Path(models_dir) if models_dir is not None else None
             if folder is None:
                 from .models import default_models_dir

@@ -13,6 +13,13 @@ The manifest (written by ``pathfusion export``)::
 
 File names are relative to the models folder and may not leave it.  No torch here: the
 server needs only onnxruntime and numpy.
+
+Why each file is hashed once per process: hashing the ~35 MB of graphs is a good part of a
+cold start, and the server, the index and the CLI each load the manifest.  A file's sha256
+is remembered with its size and modification time (:func:`verified_sha256`); a file
+rewritten since — new size or new mtime — is hashed again, so a re-export or a damaged copy
+is still caught.  A loader verifies only the models it uses (``models=``); the others'
+files must merely exist.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import hashlib
 import json
 import logging
 import os
+import threading
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -54,6 +63,23 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+_HASHES: dict[tuple[str, int, int], str] = {}
+_HASHES_LOCK = threading.Lock()
+
+
+def verified_sha256(path: Path) -> str:
+    """``sha256_file(path)``, computed once per process for a given size and mtime."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    with _HASHES_LOCK:
+        known = _HASHES.get(key)
+    if known is None:
+        known = sha256_file(path)
+        with _HASHES_LOCK:
+            _HASHES[key] = known
+    return known
+
+
 def model_file(models_dir: Path, name: str, listed_in: Path | None = None) -> Path:
     """The path of file ``name`` (relative, inside ``models_dir``), as named by the manifest
     or by ``listed_in`` (a model's own config; its names are checked the same way)."""
@@ -64,11 +90,14 @@ def model_file(models_dir: Path, name: str, listed_in: Path | None = None) -> Pa
     return models_dir.joinpath(*pure.parts)
 
 
-def load_manifest(models_dir: Path | str | None = None, *, verify: bool = True) -> dict[str, Any]:
+def load_manifest(models_dir: Path | str | None = None, *, verify: bool = True,
+                  models: Iterable[str] | None = None) -> dict[str, Any]:
     """The parsed manifest of ``models_dir``, after checking it (see the module docstring).
 
-    ``verify=False`` skips the sha256 of each file (their existence is still checked).
+    ``verify=False`` skips the sha256 of each file (their existence is still checked);
+    ``models`` limits the sha256 check to the files of those entries (default: all).
     """
+    wanted = None if models is None else set(models)
     models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
     path = models_dir / MANIFEST_NAME
     hint = "export the models with `pathfusion export code2vec` or pass --models DIR"
@@ -100,8 +129,8 @@ def load_manifest(models_dir: Path | str | None = None, *, verify: bool = True) 
             file = model_file(models_dir, name)
             if not file.is_file():
                 raise ModelError(f"{file} is missing (listed in {path} for {model_name}); re-export the models")
-            if verify:
-                actual = sha256_file(file)
+            if verify and (wanted is None or model_name in wanted):
+                actual = verified_sha256(file)
                 if actual != expected:
                     raise ModelError(
                         f"{file} does not match {path}: sha256 {actual[:12]}…, expected "

@@ -75,6 +75,42 @@ def test_tampered_file_is_refused(models_dir: Path, tmp_path: Path) -> None:
         load_manifest(folder)
 
 
+def test_file_rewritten_after_a_successful_check_is_refused(models_dir: Path, tmp_path: Path) -> None:
+    """Hashes are remembered per process with size and mtime: a file changed since is hashed
+    again (same size, new content, new mtime — what a re-export or a bad copy does)."""
+    import os
+
+    folder = copy_models(models_dir, tmp_path)
+    load_manifest(folder)
+    Code2VecModel.load(folder)
+    targets = folder / "code2vec" / "targets.json"
+    before = targets.stat()
+    text = targets.read_text()
+    tampered = text.replace("load|config", "load|konfig")
+    assert tampered != text and len(tampered) == len(text)
+    targets.write_text(tampered)
+    os.utime(targets, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
+    with pytest.raises(ModelError, match=r"targets\.json does not match"):
+        load_manifest(folder)
+    with pytest.raises(ModelError, match=r"targets\.json does not match"):
+        Code2VecModel.load(folder)
+
+
+def test_a_loader_verifies_only_its_own_model(models_dir: Path, tmp_path: Path) -> None:
+    folder = copy_models(models_dir, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    other = folder / "other.bin"
+    other.write_bytes(b"not what the manifest says")
+    manifest["models"]["other"] = {"files": {"other.bin": "0" * 64}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert Code2VecModel.load(folder) is not None  # other's file exists; its hash is not code2vec's business
+    with pytest.raises(ModelError, match=r"other\.bin does not match"):
+        load_manifest(folder)
+    other.unlink()
+    with pytest.raises(ModelError, match=r"other\.bin is missing"):
+        Code2VecModel.load(folder)
+
+
 def test_missing_file_and_folder_are_refused(models_dir: Path, tmp_path: Path) -> None:
     folder = copy_models(models_dir, tmp_path)
     (folder / "code2vec" / "code2vec.onnx").unlink()
