@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import print_rows, save_json  # noqa: E402
 from server.embedder import load_embedder  # noqa: E402
-from server.index import WorkspaceIndex, text_hash  # noqa: E402
+from server.index import EmbedderSearchModel, WorkspaceIndex, text_hash  # noqa: E402
 from server.parsing import Document, SourceError, decode_source  # noqa: E402
 
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  embedder alone: {embed_s:.1f} s, {embed_fps:.1f} functions/s", flush=True)
 
         t0 = time.perf_counter()
-        index = WorkspaceIndex.open(ws, embedder, index_dir=work / "index")
+        index = WorkspaceIndex.open(ws, EmbedderSearchModel(embedder), index_dir=work / "index")
         stats = index.sync()
         sync_s = time.perf_counter() - t0
         _, live = index.counts()

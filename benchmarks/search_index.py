@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import save_json  # noqa: E402
 from server import index as index_module  # noqa: E402
-from server.index import WorkspaceIndex  # noqa: E402
+from server.index import EmbedderSearchModel, WorkspaceIndex  # noqa: E402
 
 DIM = 384
 FUNCS_PER_FILE = 100
@@ -169,7 +169,7 @@ def build(size: int, kind: str, workdir: Path) -> dict:
     (workdir / f"names{size}.json").write_text(json.dumps(names))
     fake = FakeEmbedder(kind)
     t0 = time.perf_counter()
-    index = WorkspaceIndex.open(ws, fake, index_dir=idx_dir)
+    index = WorkspaceIndex.open(ws, EmbedderSearchModel(fake), index_dir=idx_dir)
     stats = index.sync()
     sync_s = time.perf_counter() - t0
     files, functions = index.counts()
@@ -190,7 +190,7 @@ def measure(size: int, kind: str, workdir: Path, n_queries: int, n_recall: int,
     out: dict = {"rss_before_open": rss_mb()}
     fake = FakeEmbedder(kind)
     t0 = time.perf_counter()
-    index = WorkspaceIndex.open(ws, fake, index_dir=idx_dir)
+    index = WorkspaceIndex.open(ws, EmbedderSearchModel(fake), index_dir=idx_dir)
     out["reopen_s"] = round(time.perf_counter() - t0, 3)
     out["rebuild_reason_on_reopen"] = index.rebuild_reason
     out["rss_after_open"] = rss_mb()
@@ -222,11 +222,11 @@ def measure(size: int, kind: str, workdir: Path, n_queries: int, n_recall: int,
     knn_ms = []
     for v in vecs:
         t0 = time.perf_counter()
-        with index._lock:
-            index._knn(v, max(4 * K, 50), live)
+        with index.store.lock:
+            index.store.space.knn(v, max(4 * K, 50), live)
         knn_ms.append(1e3 * (time.perf_counter() - t0))
     out["knn_only_ms"] = {"p50": round(pct(knn_ms, 50), 2), "p95": round(pct(knn_ms, 95), 2)}
-    out["module_ef"] = int(index._hnsw.ef)
+    out["module_ef"] = int(index.store.space.graph.ef)
     out["rss_after_searches"] = rss_mb()
 
     if real_query:
@@ -266,7 +266,7 @@ def measure(size: int, kind: str, workdir: Path, n_queries: int, n_recall: int,
     out["update_one_edit_ms"] = {"p50": round(pct(upd, 50), 1), "max": round(max(upd), 1),
                                  "embedded_last": st.embedded}
     t0 = time.perf_counter()
-    behind = WorkspaceIndex.open(ws, fake, index_dir=idx_dir, autosave_s=None)
+    behind = WorkspaceIndex.open(ws, EmbedderSearchModel(fake), index_dir=idx_dir, autosave_s=None)
     out["reopen_repair_s"] = round(time.perf_counter() - t0, 3)
     out["repaired"] = behind.repaired
     behind.close()
@@ -291,13 +291,13 @@ def measure(size: int, kind: str, workdir: Path, n_queries: int, n_recall: int,
     exact = labels[np.concatenate(exact_rows)]
     hits = 0
     for qv, truth in zip(qvecs, exact, strict=True):
-        with index._lock:
-            got = index._knn(qv, max(4 * K, 50), live)
+        with index.store.lock:
+            got = index.store.space.knn(qv, max(4 * K, 50), live)
         top = sorted(got, key=lambda lab: -got[lab])[:K]
         hits += len(set(top) & set(truth.tolist()))
     out["recall_at_10_as_search_runs_it"] = round(hits / (K * n_recall), 4)
     grid = {}
-    hnsw = index._hnsw
+    hnsw = index.store.space.graph
     for ef in EF_GRID:
         hnsw.set_ef(max(ef, K))
         t0 = time.perf_counter()

@@ -25,9 +25,11 @@ from server.index import (
     MANIFEST,
     SYNC_LOCK,
     WRITE_LOCK,
+    EmbedderSearchModel,
     WorkspaceIndex,
     index_dir_for,
 )
+from server.index_graph import rebuild_graph
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -145,7 +147,7 @@ def names(results: list) -> list[str]:
 
 def test_build_layout_and_exact_match(workspace: Path, cache_dir: Path) -> None:
     embedder = FakeEmbedder()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         stats = index.sync()
         assert (stats.files, stats.functions, stats.embedded, stats.cached) == (3, 6, 6, 0)
         assert index.dir == index_dir_for(workspace) and index.dir.parent == cache_dir
@@ -171,7 +173,7 @@ def test_build_layout_and_exact_match(workspace: Path, cache_dir: Path) -> None:
 
 def test_incremental_update_and_delete(workspace: Path) -> None:
     embedder = FakeEmbedder()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         index.sync()
         embedder.texts.clear()
         path = workspace / "mathutil.py"
@@ -196,11 +198,11 @@ def test_incremental_update_and_delete(workspace: Path) -> None:
 
 def test_reopen_gives_identical_results(workspace: Path) -> None:
     embedder = FakeEmbedder()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         index.sync()
         before = [r.to_json() for r in index.search("read the settings", k=5)]
     embedder.texts.clear()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         assert index.rebuild_reason is None
         assert index.sync().embedded == 0
         assert [r.to_json() for r in index.search("read the settings", k=5)] == before
@@ -211,19 +213,19 @@ def test_reopen_gives_identical_results(workspace: Path) -> None:
 
 def test_corrupt_index_bin_rebuilt_from_cache(workspace: Path) -> None:
     embedder = FakeEmbedder()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         index.sync()
         before = names(index.search("is_prime", k=6))
         folder = index.dir
     data = (folder / HNSW_FILE).read_bytes()
     (folder / HNSW_FILE).write_bytes(data[: len(data) // 2])  # half written
     embedder.texts.clear()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         assert index.rebuild_reason is not None and "index.bin" in index.rebuild_reason
         assert index.sync().embedded == 0 and index.counts() == (3, 6)
         assert names(index.search("is_prime", k=6)) == before
     (folder / HNSW_FILE).unlink()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         assert "missing" in (index.rebuild_reason or "")
         assert index.search("is_prime", k=1)[0].qualname == "is_prime"
 
@@ -231,7 +233,7 @@ def test_corrupt_index_bin_rebuilt_from_cache(workspace: Path) -> None:
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "manifest"])
 def test_corrupt_database_or_manifest_full_rebuild(workspace: Path, damage: str) -> None:
     embedder = FakeEmbedder()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         index.sync()
         folder = index.dir
     db = folder / DATABASE
@@ -242,7 +244,7 @@ def test_corrupt_database_or_manifest_full_rebuild(workspace: Path, damage: str)
     else:
         (folder / MANIFEST).write_text("{half")
     embedder.texts.clear()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         assert index.rebuild_reason is not None
         stats = index.sync()
         # an unreadable manifest loses nothing: SQLite says which model made its vectors
@@ -251,28 +253,28 @@ def test_corrupt_database_or_manifest_full_rebuild(workspace: Path, damage: str)
 
 
 def test_model_change_rebuilds(workspace: Path) -> None:
-    with WorkspaceIndex.open(workspace, FakeEmbedder("model-a")) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(FakeEmbedder("model-a"))) as index:
         index.sync()
     other = FakeEmbedder("model-b")
-    with WorkspaceIndex.open(workspace, other) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(other)) as index:
         assert "model changed" in (index.rebuild_reason or "")
         assert index.sync().embedded == 6 and len(other.texts) == 6
 
 
 def test_cancel_leaves_usable_index(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("server.index.EMBED_BATCH", 1)  # commit after every file
+    monkeypatch.setattr("server.indexing.EMBED_BATCH", 1)  # commit after every file
     embedder = FakeEmbedder()
 
     def cancelled() -> bool:
         return len(embedder.texts) >= 2  # after the first file (config.py, 2 functions) was committed
 
     progress: list[tuple[int, int]] = []
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         stats = index.sync(progress=lambda d, t: progress.append((d, t)), cancelled=cancelled)
         assert stats.cancelled and 0 < stats.files < 3
         assert progress[0] == (0, 3)
         partial = index.counts()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         assert index.rebuild_reason is None and index.counts() == partial
         stats = index.sync()
         assert not stats.cancelled and index.counts() == (3, 6)
@@ -283,7 +285,7 @@ def test_interrupted_update_is_repaired(workspace: Path) -> None:
     """SQLite committed but index.bin not saved (the process died): the older graph is
     repaired from the stored vectors (added and deleted functions), nothing re-embedded."""
     embedder = FakeEmbedder()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         index.sync()
         folder = index.dir
         stale = (folder / HNSW_FILE).read_bytes(), (folder / MANIFEST).read_bytes()
@@ -294,7 +296,7 @@ def test_interrupted_update_is_repaired(workspace: Path) -> None:
     (folder / HNSW_FILE).write_bytes(stale[0])
     (folder / MANIFEST).write_bytes(stale[1])
     embedder.texts.clear()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         assert index.rebuild_reason is None
         assert "behind" in (index.repaired or "") and "added 1 functions" in (index.repaired or "")
         assert [r.to_json() for r in index.search("extra_function", k=6)] == expected
@@ -310,7 +312,7 @@ def test_small_updates_save_the_graph_lazily(workspace: Path) -> None:
     """A one-file update commits SQLite only; the graph is saved by flush/close/the timer,
     and a reopen before that (a crash) repairs it to the same results."""
     embedder = FakeEmbedder()
-    index = WorkspaceIndex.open(workspace, embedder, autosave_s=None)
+    index = WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder), autosave_s=None)
     index.sync()
     folder = index.dir
     saved = (folder / HNSW_FILE).stat().st_mtime_ns, (folder / MANIFEST).read_bytes()
@@ -321,7 +323,7 @@ def test_small_updates_save_the_graph_lazily(workspace: Path) -> None:
     assert index.status()["graph_saved"] is False
     expected = [r.to_json() for r in index.search("count vowels", k=6)]
     # a second process opens the folder as a crash would leave it: repaired, same answers
-    with WorkspaceIndex.open(workspace, embedder, autosave_s=None) as other:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder), autosave_s=None) as other:
         assert other.repaired is not None and other.rebuild_reason is None
         assert [r.to_json() for r in other.search("count vowels", k=6)] == expected
     # closing, the other one saved the repaired graph of this very generation: nothing to do
@@ -333,14 +335,14 @@ def test_small_updates_save_the_graph_lazily(workspace: Path) -> None:
     assert index.flush() is True and index.flush() is False
     assert index.status()["graph_saved"] is True
     index.close()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         assert index.repaired is None and index.rebuild_reason is None
         assert [r.to_json() for r in index.search("count letters", k=6)] == expected
 
 
 def test_autosave_timer_saves_after_a_small_update(workspace: Path) -> None:
     embedder = FakeEmbedder()
-    with WorkspaceIndex.open(workspace, embedder, autosave_s=0.2) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder), autosave_s=0.2) as index:
         index.sync()
         (workspace / "extra.py").write_text("def extra_function():\n    return 42\n")
         index.update_files([workspace / "extra.py"])
@@ -355,17 +357,17 @@ def test_autosave_timer_saves_after_a_small_update(workspace: Path) -> None:
 def test_compaction_invalidates_an_older_graph(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Labels are renumbered by a compaction: a graph saved before it is rebuilt, not repaired."""
     embedder = FakeEmbedder()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         index.sync()
         folder = index.dir
         stale = (folder / HNSW_FILE).read_bytes(), (folder / MANIFEST).read_bytes()
-        monkeypatch.setattr(index, "_after_change", lambda: (index._rebuild_hnsw(), False)[1])
+        monkeypatch.setattr(index.store, "after_change", lambda: (rebuild_graph(index.store), False)[1])
         (workspace / "net" / "http.py").unlink()
         index.sync()
         expected = [r.to_json() for r in index.search("is_prime", k=5)]
     (folder / HNSW_FILE).write_bytes(stale[0])
     (folder / MANIFEST).write_bytes(stale[1])
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         assert "compaction" in (index.rebuild_reason or "")
         assert [r.to_json() for r in index.search("is_prime", k=5)] == expected
 
@@ -373,7 +375,7 @@ def test_compaction_invalidates_an_older_graph(workspace: Path, monkeypatch: pyt
 def test_memory_matches_sqlite_after_updates(workspace: Path) -> None:
     """The in-memory matrix, the graph and the name look-up follow every change."""
     embedder = FakeEmbedder()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         index.sync()
         index.search("warm the name look-up", k=1)
         path = workspace / "mathutil.py"
@@ -386,11 +388,11 @@ def test_memory_matches_sqlite_after_updates(workspace: Path) -> None:
             "SELECT f.label, f.name, f.qualname, v.vector FROM functions f JOIN vectors v "
             "ON v.content_hash = f.content_hash WHERE f.deleted = 0").fetchall()
         live = {label for label, *_ in rows}
-        assert set(np.flatnonzero(index._live)) == live and index.counts()[1] == len(live)
+        assert set(np.flatnonzero(index.store.space.live)) == live and index.counts()[1] == len(live)
         for label, name, qualname, blob in rows:
-            assert np.array_equal(index._vectors[label], np.frombuffer(blob, dtype=np.float32))
-            assert index._name_table()[label][:2] == (name, qualname)
-        assert set(index._name_table()) == live
+            assert np.array_equal(index.store.space.vectors[label], np.frombuffer(blob, dtype=np.float32))
+            assert index.ranker.name_table()[label][:2] == (name, qualname)
+        assert set(index.ranker.name_table()) == live
         assert names(index.search("Averages.mean", k=1)) == ["Averages.mean"]
         assert "Stats.mean" not in names(index.search("Stats.mean", k=10))
         assert "load_config" not in names(index.search("load_config", k=10))
@@ -420,7 +422,6 @@ class HashModel:
 
 def test_search_model_protocol_and_embedder_wrapper(workspace: Path) -> None:
     from server.index import (
-        EmbedderSearchModel,
         SearchModel,
         model_identity,
         search_model_from_settings,
@@ -437,15 +438,15 @@ def test_search_model_protocol_and_embedder_wrapper(workspace: Path) -> None:
     embedder = FakeEmbedder()
     wrapped = search_model_from_settings(Settings(), embedder)
     assert isinstance(wrapped, EmbedderSearchModel) and not isinstance(embedder, SearchModel)
-    # the wrapper is what a bare embedder gets, and reproduces its vectors exactly
+    # the wrapper of the LLM embedder alone reproduces its vectors exactly
     with WorkspaceIndex.open(workspace, wrapped) as index:
         assert "model changed" in (index.rebuild_reason or "")  # another model id than hash-model
         index.sync()
         text = (workspace / "mathutil.py").read_text()
         source = text[text.index("def is_prime"):text.index("def reverse_words")].rstrip()
         label = index.search("is_prime", k=1)[0].label
-        assert np.array_equal(index._vectors[label], embedder.embed([source])[0])
-    with WorkspaceIndex.open(workspace, embedder) as index:
+        assert np.array_equal(index.store.space.vectors[label], embedder.embed([source])[0])
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         assert index.rebuild_reason is None and index.sync().embedded == 0
 
 
@@ -455,7 +456,7 @@ def test_bad_files_in_the_workspace_are_skipped_with_a_reason(workspace: Path) -
     (workspace / "latin.py").write_bytes("def caf\u00e9():\n    return '\u00e9'\n".encode("latin-1"))
     (workspace / "empty.py").write_text("")
     (workspace / "huge.py").write_text("def big():\n    return 1\n" + "# padding\n" * 200)
-    with WorkspaceIndex.open(workspace, FakeEmbedder(), max_file_size=1000) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(FakeEmbedder()), max_file_size=1000) as index:
         stats = index.sync()
         reasons = {Path(path).name: reason for path, reason in stats.skipped}
         assert "binary" in reasons["blob.py"]
@@ -489,7 +490,7 @@ def minilm(models: Path) -> object:
 
 def test_minilm_search(workspace: Path, minilm: object) -> None:
     embedder = Counting(minilm)
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         assert index.sync().embedded == 6
         assert names(index.search("fetch a web page and save it to disk", k=3))[0] == "download_file"
         assert names(index.search("check whether a number is prime", k=3))[0] == "is_prime"
@@ -538,12 +539,12 @@ def test_cancel_inside_a_large_file_keeps_the_encoded_vectors(
     """One file of 100 functions is encoded in chunks with a cancellation check between
     them: a cancel stops within a chunk, the file is left for the next run, and the next
     run reuses the vectors already encoded."""
-    monkeypatch.setattr("server.index.EMBED_BATCH", 8)
+    monkeypatch.setattr("server.indexing.EMBED_BATCH", 8)
     root = tmp_path / "big"
     root.mkdir()
     (root / "many.py").write_text("".join(f"def function_{i}(x):\n    return x + {i}\n\n" for i in range(100)))
     embedder = FakeEmbedder()
-    with WorkspaceIndex.open(root, embedder) as index:
+    with WorkspaceIndex.open(root, EmbedderSearchModel(embedder)) as index:
         stats = index.sync(cancelled=lambda: len(embedder.texts) >= 16)
         assert stats.cancelled and index.counts() == (0, 0) and len(embedder.texts) == 16
         embedder.texts.clear()

@@ -22,7 +22,16 @@ import hnswlib
 import numpy as np
 import pytest
 
-from server.index import DATABASE, HNSW_FILE, MANIFEST, IndexStats, WorkspaceIndex, index_dir_for
+from server.index import (
+    DATABASE,
+    HNSW_FILE,
+    MANIFEST,
+    EmbedderSearchModel,
+    IndexStats,
+    WorkspaceIndex,
+    index_dir_for,
+)
+from server.index_graph import rebuild_graph
 from server.locks import ProcessLock
 from server.models import sha256_file
 from tests.test_index import FakeEmbedder, write_workspace
@@ -172,7 +181,7 @@ def test_a_graph_that_does_not_match_the_database_is_repaired(tmp_path: Path, gr
     stored vectors without embedding anything."""
     workspace = write_workspace(tmp_path / "ws")
     embedder = FakeEmbedder()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         index.sync()
         folder = index.dir
         expected = {r.qualname for r in index.search("anything", k=50)}
@@ -190,7 +199,7 @@ def test_a_graph_that_does_not_match_the_database_is_repaired(tmp_path: Path, gr
     manifest.update(labels=len(labels), index_sha256=sha256_file(folder / HNSW_FILE))
     (folder / MANIFEST).write_text(json.dumps(manifest))
     embedder.texts.clear()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         assert (index.repaired or index.rebuild_reason) is not None
         assert {r.qualname for r in index.search("anything", k=50)} == expected
         assert index.search("is_prime", k=1)[0].qualname == "is_prime"
@@ -205,10 +214,10 @@ def test_an_open_index_follows_a_compaction_by_another_process(tmp_path: Path,
     processes (an OS lock per open file)."""
     workspace = write_workspace(tmp_path / "ws")
     embedder = FakeEmbedder()
-    with WorkspaceIndex.open(workspace, embedder) as reader, WorkspaceIndex.open(workspace, embedder) as writer:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as reader, WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as writer:
         reader.sync()
         assert reader.search("download_file", k=1)[0].qualname == "download_file"
-        monkeypatch.setattr(writer, "_after_change", lambda: (writer._rebuild_hnsw(), False)[1])
+        monkeypatch.setattr(writer.store, "after_change", lambda: (rebuild_graph(writer.store), False)[1])
         (workspace / "config.py").unlink()
         writer.sync()  # labels compacted: download_file now has another label
         results = reader.search("download_file", k=6)
@@ -225,18 +234,18 @@ def test_an_index_from_before_the_model_record_is_kept(tmp_path: Path) -> None:
     adopted as it is; without it nothing says which model made its vectors (re-embedded)."""
     workspace = write_workspace(tmp_path / "ws")
     embedder = FakeEmbedder()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         index.sync()
         folder = index.dir
     with sqlite3.connect(folder / DATABASE) as db:
         db.execute("DELETE FROM state WHERE key = 'model_id'")
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         assert index.rebuild_reason is None and index.sync().embedded == 0
     with sqlite3.connect(folder / DATABASE) as db:
         assert db.execute("SELECT value FROM state WHERE key = 'model_id'").fetchone()[0] == index.model_id
         db.execute("DELETE FROM state WHERE key = 'model_id'")
     (folder / MANIFEST).unlink()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         assert "does not record which model" in (index.rebuild_reason or "")
         assert index.sync().embedded == 6
 
@@ -272,9 +281,9 @@ def test_process_lock_excludes_and_dies_with_its_holder(tmp_path: Path) -> None:
 WORKER = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
-from server.index import WorkspaceIndex
+from server.index import EmbedderSearchModel, WorkspaceIndex
 from tests.test_index import FakeEmbedder
-index = WorkspaceIndex.open({workspace!r}, FakeEmbedder(), autosave_s=None)
+index = WorkspaceIndex.open({workspace!r}, EmbedderSearchModel(FakeEmbedder()), autosave_s=None)
 index.sync()
 {body}
 """
@@ -293,7 +302,7 @@ def test_temp_file_of_a_writer_killed_during_a_save_is_removed_on_open(tmp_path:
     hour later.  The writer lock tells a dead writer's file from a live one's at once."""
     workspace = write_workspace(tmp_path / "ws")
     worker = run_worker("""
-        tmp, _ = index._write_graph()   # the graph is in its temp file, not yet renamed
+        tmp, _ = index.store.saver.write_graph()   # the graph is in its temp file, not yet renamed
         print(tmp, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
         """, workspace, cache_dir)
@@ -301,7 +310,7 @@ def test_temp_file_of_a_writer_killed_during_a_save_is_removed_on_open(tmp_path:
     assert worker.returncode == -9, err
     tmp = Path(out.strip())
     assert tmp.is_file() and tmp.parent == index_dir_for(workspace)
-    with WorkspaceIndex.open(workspace, FakeEmbedder()) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(FakeEmbedder())) as index:
         assert not tmp.exists()
         assert not list(index.dir.glob(".*.tmp"))
         assert index.search("is_prime", k=1)[0].qualname == "is_prime"
@@ -312,13 +321,13 @@ def test_a_lost_manifest_is_rebuilt_from_the_stored_vectors(tmp_path: Path) -> N
     held every vector (and which model made them)."""
     workspace = write_workspace(tmp_path / "ws")
     embedder = FakeEmbedder()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         index.sync()
         folder = index.dir
         expected = [r.to_json() for r in index.search("read the settings", k=6)]
     (folder / MANIFEST).unlink()
     embedder.texts.clear()
-    with WorkspaceIndex.open(workspace, embedder) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
         assert MANIFEST in (index.rebuild_reason or "")
         assert index.sync().embedded == 0 and index.counts() == (3, 6)
         assert [r.qualname for r in index.search("read the settings", k=6)] == [r["qualname"] for r in expected]
@@ -327,7 +336,7 @@ def test_a_lost_manifest_is_rebuilt_from_the_stored_vectors(tmp_path: Path) -> N
     # another model's vectors are not reused, manifest or not
     (folder / MANIFEST).unlink()
     other = FakeEmbedder("other-model")
-    with WorkspaceIndex.open(workspace, other) as index:
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(other)) as index:
         assert index.sync().embedded == 6
 
 
@@ -336,7 +345,7 @@ def test_a_busy_writer_neither_blocks_a_search_nor_crashes_an_indexer(tmp_path: 
     (saying why it did not update the index first), and an indexer waits for its turn."""
     workspace = write_workspace(tmp_path / "ws")
     holder = run_worker("""
-        with index._indexing_lock(wait=True):
+        with index.indexer.indexing_lock(wait=True):
             print("holding", flush=True)
             sys.stdin.readline()
         """, workspace, cache_dir, stdin=subprocess.PIPE)
@@ -344,7 +353,7 @@ def test_a_busy_writer_neither_blocks_a_search_nor_crashes_an_indexer(tmp_path: 
     assert holder.stdout.readline().strip() == "holding"
     try:
         (workspace / "extra.py").write_text("def extra_function():\n    return 42\n")
-        with WorkspaceIndex.open(workspace, FakeEmbedder()) as index:
+        with WorkspaceIndex.open(workspace, EmbedderSearchModel(FakeEmbedder())) as index:
             start = time.monotonic()
             stats = index.sync(wait=False)
             assert stats.busy and time.monotonic() - start < 5

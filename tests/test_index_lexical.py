@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.index import STOP_WORDS, _NameLookup, lexical_bonus
+from server.lexical import STOP_WORDS, lexical_bonus
+from server.name_lookup import _NameLookup
 from server.paths import split_subtokens
 
 PARTS = ["load", "loads", "loader", "parse", "parsing", "json", "get", "http", "Request", "scan",
@@ -99,13 +100,13 @@ def test_pruned_search_ranks_like_full_scoring(tmp_path, monkeypatch, widen) -> 
     """With 240 functions (k-NN set of 50 < live), pruning must not change the top k;
     neither must widening the k-NN set (to 100 here) when many candidates qualify."""
     if widen:
-        monkeypatch.setattr("server.index.EXPAND_CANDIDATES", 0)
-        monkeypatch.setattr("server.index.EXPAND_FACTOR", 2)
+        monkeypatch.setattr("server.ranking.EXPAND_CANDIDATES", 0)
+        monkeypatch.setattr("server.ranking.EXPAND_FACTOR", 2)
     import random as _random
 
     import numpy as np
 
-    from server.index import WorkspaceIndex
+    from server.index import EmbedderSearchModel, WorkspaceIndex
     from tests.test_index import FakeEmbedder
 
     monkeypatch.setenv("PATHFUSION_CACHE_DIR", str(tmp_path / "cache"))
@@ -119,14 +120,14 @@ def test_pruned_search_ranks_like_full_scoring(tmp_path, monkeypatch, widen) -> 
             name = "_".join(rng.sample(words, rng.randint(1, 3))) + f"_{f}_{i}"
             body += f"def {name}(x):\n    return x + {i}\n\n"
         (folder / f"m{f}.py").write_text(body)
-    index = WorkspaceIndex.open(folder, FakeEmbedder())
+    index = WorkspaceIndex.open(folder, EmbedderSearchModel(FakeEmbedder()))
     index.sync()
-    table = index._name_table()
+    table = index.ranker.name_table()
     labels = sorted(table)
-    vectors = np.asarray(index._hnsw.get_items(labels), dtype=np.float32)
+    vectors = np.asarray(index.store.space.graph.get_items(labels), dtype=np.float32)
     widths: list[int] = []
-    knn_set = index._knn_set
-    monkeypatch.setattr(index, "_knn_set", lambda *a: widths.append(a[1]) or knn_set(*a))
+    knn_set = index.ranker.knn_set
+    monkeypatch.setattr(index.ranker, "knn_set", lambda *a: widths.append(a[1]) or knn_set(*a))
     for query in ["get data", "load config file", "parse_json", "user", "save item data", "get", "load_data"]:
         import re
 
@@ -165,14 +166,14 @@ class NameBlindEmbedder:
 
 @pytest.mark.parametrize("penalty,first", [(0.0, "_copytree"), (0.02, "copytree")])
 def test_private_helpers_rank_below_their_public_twin(tmp_path, monkeypatch, penalty, first) -> None:  # type: ignore[no-untyped-def]
-    from server.index import WorkspaceIndex, is_private
+    from server.index import EmbedderSearchModel, WorkspaceIndex, is_private
 
     monkeypatch.setenv("PATHFUSION_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr("server.index.PRIVATE_PENALTY", penalty)
+    monkeypatch.setattr("server.lexical.PRIVATE_PENALTY", penalty)
     folder = tmp_path / "ws"
     folder.mkdir()
     (folder / "a.py").write_text("def _copytree(src, dst):\n    return src\n\n\ndef copytree(src, dst):\n    return src\n")
-    index = WorkspaceIndex.open(folder, NameBlindEmbedder())
+    index = WorkspaceIndex.open(folder, EmbedderSearchModel(NameBlindEmbedder()))
     index.sync()
     results = index.search("copy a directory tree recursively", k=2)
     assert results[0].name == first
