@@ -445,10 +445,3 @@ def load_embedder(backend: str = "onnx", models_dir: Path | str | None = None,
         return TransformersEmbedder(model_path, device=device, pooling=pooling, threads=threads)
     raise EmbedderError(f"unknown LLM backend {backend!r}; expected one of {', '.join(BACKENDS)}")
 
-
-def load_embedder_from_settings(settings: Any, **kwargs: Any) -> Embedder:
-    """:func:`load_embedder` with the fields of a :class:`server.settings.Settings`."""
-    return load_embedder(getattr(settings, "llm_backend", "onnx"), getattr(settings, "models_dir", None),
-                         getattr(settings, "llm_model_path", None), getattr(settings, "device", "auto"),
-                         **kwargs)
-

@@ -39,7 +39,7 @@ from .models import (
 )
 from .onnx_session import create_session
 from .parsing import FunctionInfo
-from .paths import contexts_of_text, mask_source
+from .paths import contexts_of_text
 from .query import QueryEncoderRuntime
 
 ENTRY = "fusion"
@@ -242,11 +242,6 @@ class FusionPredictor:
 
 def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", errors="surrogatepass"), digest_size=16).digest()
-
-
-def masked_sources(functions: Sequence[FunctionInfo]) -> list[str]:
-    """What the LLM sees of each function for naming (design §2)."""
-    return [mask_source(f.source, f.name) for f in functions]
 
 
 def fusion_variant(models_dir: Path | str | None, wanted: str | None) -> str | None:

@@ -9,8 +9,10 @@ from lsprotocol import types
 from pytest_lsp import LanguageClient
 
 from server.code2vec import Suggestion
+from server.feature_hover import hover_markdown
+from server.feature_search import similar_markdown
 from server.index import SearchResult
-from server.lsp import hover_markdown, markdown_text, similar_markdown
+from server.lsp_convert import markdown_text
 from tests import test_lsp_search
 from tests.test_lsp_search import client, initialize, wait_indexed
 

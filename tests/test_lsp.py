@@ -13,7 +13,10 @@ import pytest_asyncio
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from server.lsp import PathfusionServer, Snapshot, hover_markdown, text_edits
+from server.feature_hover import hover_markdown
+from server.lsp_convert import text_edits
+from server.lsp_server import PathfusionServer
+from server.lsp_worker import Snapshot
 from server.parsing import Document, Position
 from server.settings import Settings
 from tests.rename_checks import assert_clean_rename
@@ -424,7 +427,7 @@ class Store:
 def test_snapshot_document_matches_a_fresh_parse() -> None:
     """A worker's view over the loop's tree (no parse, functions listed once) answers
     exactly as a freshly parsed Document, also after incremental edits of the loop's."""
-    from server.lsp import SnapshotDocument, WorkerDocuments
+    from server.lsp_worker import SnapshotDocument, WorkerDocuments
 
     loop_doc = Document(NESTED, uri="file:///x/nested.py", version=1)
     loop_doc.apply_change(Position(5, 14), Position(5, 15), "value")  # def inner(value):
@@ -476,4 +479,48 @@ async def test_hover_reuses_the_worker_document(monkeypatch: pytest.MonkeyPatch)
         found = await ls.suggestion_for(doc.uri, position)
         assert found is not None and found[1].qualname == "load_config"
     assert (len(listed), len(parses)) == (1, 0)
+    ls.executor.shutdown()
+
+
+async def test_a_hover_is_one_worker_hop() -> None:
+    """The function at the cursor is found once, in the worker, and goes from there to the
+    model and to the index (similar functions) in the same call; the loop only renders."""
+    from types import SimpleNamespace
+
+    from server.feature_hover import hover_at
+    from server.feature_index import FolderIndex
+    from server.lsp import hover
+
+    ls = PathfusionServer()
+    doc = Document(LIB, uri="file:///x/lib.py", version=1)
+    ls.documents[doc.uri] = doc
+
+    class Model:
+        def predict(self, functions: Sequence[Any], top_k: int = 5,
+                    sources: Sequence[str] | None = None) -> list[list[tuple[str, float]]]:
+            return [[("read|config", 0.6)] for _ in functions]
+
+    async def get_model() -> Any:
+        return Model()
+
+    asked: list[tuple[str, str]] = []
+
+    class Index:
+        def similar(self, key: tuple[str, str], k: int) -> list[Any]:
+            asked.append(key)
+            return [SimpleNamespace(path="/x/app.py", qualname="main", uri="file:///x/app.py", line=3, score=0.5)]
+
+    ls.get_model = get_model  # type: ignore[method-assign]
+    ls.indexes.folders["/x"] = FolderIndex("/x", index=Index(), state="ready")  # type: ignore[arg-type]
+    hops: list[Any] = []
+    submit = ls.executor.submit
+    ls.executor.submit = lambda fn, *args, **kwargs: hops.append(fn) or submit(fn, *args, **kwargs)  # type: ignore[method-assign]
+    params = types.HoverParams(text_document=types.TextDocumentIdentifier(uri=doc.uri),
+                               position=types.Position(line=NAME_LINE, character=NAME_START))
+    found = await hover(ls, params)
+    assert hops == [hover_at] and asked == [("/x/lib.py", "load_config")]
+    assert found is not None and isinstance(found.contents, types.MarkupContent)
+    assert "`read_config` — 60.0%" in found.contents.value and "[main](file:///x/app.py#L3)" in found.contents.value
+    assert found.range == types.Range(start=types.Position(line=NAME_LINE, character=NAME_START),
+                                      end=types.Position(line=NAME_LINE, character=NAME_END))
     ls.executor.shutdown()

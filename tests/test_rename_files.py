@@ -25,7 +25,7 @@ import pytest_asyncio
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from server import lsp
+from server import feature_rename
 from server.lsp import PathfusionServer, Snapshot, compute_rename, resolve_code_action
 from server.parsing import Document, Position
 from server.rename_files import read_text, regular_file_problem
@@ -177,8 +177,8 @@ async def test_a_stuck_rename_is_bounded_and_leaves_the_pool_free(monkeypatch: p
         stuck.wait(30)
         return types.WorkspaceEdit()
 
-    monkeypatch.setattr(lsp, "RENAME_TIMEOUT_S", 0.5)
-    monkeypatch.setattr(lsp, "compute_rename", blocked)
+    monkeypatch.setattr(feature_rename, "RENAME_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(feature_rename, "compute_rename", blocked)
     action = types.CodeAction(title="Rename", data={
         "uri": doc.uri, "version": 1, "line": NAME_LINE, "character": NAME_START, "new_name": "read_settings"})
     try:
