@@ -139,6 +139,20 @@ def parse_bytes(source: bytes, old_tree: Tree | None = None) -> Tree:
     return parser.parse(source, old_tree) if old_tree is not None else parser.parse(source)
 
 
+RESCAN_CHARS = frozenset("'\"\\#{}")
+"""Characters whose insertion or removal makes :meth:`Document.apply_change` parse afresh.
+
+Why: tree-sitter-python (0.25) lexes strings and comments with its external scanner, and
+its incremental reparse can reuse subtrees that a new quote changes the meaning of — e.g.
+``'''`` typed inside one function body and again two lines further leaves the first
+function ending before the string (Hypothesis found it; ``tests/parsing/test_parsing.py``
+keeps the example), while a fresh parse sees the string.  A fresh parse of a typical file
+costs a few milliseconds (``benchmarks/extract.py``), and only keystrokes that type or
+delete a quote, a backslash, a ``#`` or a brace (f-string interpolation), or type next to a
+quote, pay it."""
+RESCAN_BYTES = frozenset(ord(char) for char in RESCAN_CHARS)
+
+
 class Document(TextBuffer):
     """A Python source text and its tree-sitter tree, kept in sync under edits.
 
@@ -163,8 +177,19 @@ class Document(TextBuffer):
     def apply_change(
         self, start: Position, end: Position, new_text: str, version: int | None = None
     ) -> None:
-        """Apply one incremental LSP content change and update the tree incrementally."""
+        """Apply one incremental LSP content change and update the tree incrementally —
+        except when the change inserts or removes a character of :data:`RESCAN_BYTES`: then
+        the tree is parsed afresh (see there)."""
+        old_source = self.source
         edit = self.splice(start, end, new_text)
+        # the removed bytes, and the old bytes on either side (a prefix letter typed before a
+        # quote turns a string into an f-string or a raw one)
+        touched = old_source[max(edit.start_byte - 1, 0):edit.old_end_byte + 1]
+        if any(byte in RESCAN_BYTES for byte in touched) or any(char in RESCAN_CHARS for char in new_text):
+            self.tree = parse_bytes(self.lf_source)
+            if version is not None:
+                self.version = version
+            return
         self.tree.edit(
             start_byte=edit.start_byte,
             old_end_byte=edit.old_end_byte,
