@@ -4,25 +4,48 @@ Why one entry point for everything: the editor, the demo and the training pipeli
 agree on the extractor and the model files, and a single CLI is the simplest way to keep
 them honest.  Commands whose implementation has not landed yet exit with status 2 and say
 so on stderr; errors never print a traceback.
+
+The models come from the model hub (:class:`server.runtime.ModelHub`) with the settings
+that ``--models``, ``--device`` and ``--variant`` mean, so that ``suggest``, ``index`` and
+``search`` use what the editor would.  The verbs that delegate to the training package
+(``train``, ``export``, ``corpus``, ``eval``) are in :mod:`server.cli_train`, registered only
+where their dependencies are installed; ``serve``'s arguments are in :mod:`server.cli_base`,
+which ``python -m server.lsp`` shares, so that the server never imports the CLI.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import cli_train
+from .cli_base import (
+    SERVE_OPTIONS,
+    CliError,
+    add_serve_arguments,
+    check_serve_arguments,
+    is_loopback,
+    parse_tcp,
+)
 from .parsing import Document
 from .paths import EXTRACTOR_VERSION, MAX_CONTEXTS, context_space, name_label, to_code2vec_line
-from .settings import FUSION_VARIANTS
+from .settings import FUSION_VARIANTS, Settings
+
+__all__ = [  # and, from server.cli_base, what tests and server.lsp's users import from here
+    "SERVE_OPTIONS", "CliError", "add_serve_arguments", "build_parser", "check_serve_arguments",
+    "is_loopback", "main", "parse_tcp", "with_default_command",
+]
 
 
-class CliError(Exception):
-    """An error the user can fix; printed without a traceback."""
+def _settings(models: Path | None, device: str, variant: str = "default") -> Settings:
+    """The server's settings for ``--models``, ``--device`` and ``--variant``, so that the
+    CLI asks the model hub (:class:`server.runtime.ModelHub`) for what the editor would get."""
+    return Settings(models_dir=str(models) if models is not None else None, device=device,
+                    fusion_variant=variant)
 
 
 def _read_document(path: Path) -> Document:
@@ -113,10 +136,9 @@ def cmd_suggest(args: argparse.Namespace) -> int:
 
     Functions without path contexts have no suggestions; dunder methods are left out.
     """
-    from .code2vec import Code2VecModel, functions_at, suggest_for_document
-    from .embedder import load_embedder
-    from .fusion import fusion_variant, naming_predictor
+    from .code2vec import functions_at, suggest_for_document
     from .models import ModelError
+    from .runtime import ModelHub
 
     if args.top_k < 1:
         raise CliError(f"--top-k must be at least 1, got {args.top_k}")
@@ -124,11 +146,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     if args.line is not None and not functions_at(doc, args.line):
         raise CliError(f"{args.file}:{args.line}: no function there")
     try:
-        code2vec = Code2VecModel.load(args.models, device=args.device)
-        variant = fusion_variant(args.models, args.variant)
-        embedder = (load_embedder("onnx", args.models, device=args.device)
-                    if variant not in (None, "code2vec") else None)
-        model = naming_predictor(code2vec, embedder, args.variant, args.models, args.device)
+        model = ModelHub().naming(_settings(args.models, args.device, args.variant))
         suggestions = suggest_for_document(doc, model, top_k=args.top_k, line=args.line)
     except ModelError as exc:
         raise CliError(str(exc)) from exc
@@ -150,22 +168,21 @@ def cmd_suggest(args: argparse.Namespace) -> int:
 def _open_index(workspace: Path, models: Path | None, device: str) -> Any:
     """The stored index of ``workspace`` with the search model the server would use for the
     same models folder and device (errors as :class:`CliError`)."""
-    from .embedder import load_embedder
-    from .index import WorkspaceIndex, search_model_from_settings
+    from .index import WorkspaceIndex
     from .models import ModelError
-    from .settings import Settings
+    from .runtime import ModelHub
 
     if not workspace.exists():
         raise CliError(f"{workspace}: no such directory")
     if not workspace.is_dir():
         raise CliError(f"{workspace}: not a directory")
+    hub, settings = ModelHub(), _settings(models, device)
     try:
-        embedder = load_embedder("onnx", models, device=device)
+        hub.embedder(settings)  # without it there is no search: its error is the CLI's
     except ModelError as exc:
         raise CliError(str(exc)) from exc
-    settings = Settings(models_dir=str(models) if models is not None else None, device=device)
     try:
-        return WorkspaceIndex.open(workspace, search_model_from_settings(settings, embedder))
+        return WorkspaceIndex.open(workspace, hub.search_model(settings))
     except OSError as exc:
         raise CliError(f"cannot open the index of {workspace}: {exc}") from exc
 
@@ -253,73 +270,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    """``pathfusion export code2vec|embedder|fusion …`` (model_export/export_*.py)."""
-    try:
-        if args.target == "embedder":
-            from model_export.export_embedder import main as export_main
-        elif args.target == "fusion":
-            from model_export.export_fusion import main as export_main
-        else:
-            from model_export.export_code2vec import main as export_main
-    except ImportError as exc:
-        raise CliError(f"export needs the training dependencies ({exc}); "
-                       "install them with: pip install -e '.[train]'") from exc
-    return export_main(args.rest)
-
-
-def parse_tcp(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``:PORT`` = localhost, ``[::1]:PORT`` for IPv6) for ``serve --tcp``."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host or "127.0.0.1", int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine (``localhost`` or a
-    loopback address; a host name is not resolved: it could name any interface)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_serve_arguments(args: argparse.Namespace) -> None:
-    """Refuse ``--tcp`` on a host other than loopback without ``--allow-remote``.
-
-    Why: the TCP transport has no authentication, and the server reads, indexes and renames
-    the workspace's files for whoever connects; on another interface that is anyone who can
-    reach the port."""
-    tcp = getattr(args, "tcp", None)
-    if tcp is None or is_loopback(tcp[0]):
-        return
-    if not getattr(args, "allow_remote", False):
-        raise CliError(f"--tcp {tcp[0]}:{tcp[1]}: {tcp[0]!r} is not a loopback address and the TCP "
-                       f"transport has no authentication (whoever connects can read and rename the "
-                       f"workspace's files); listen on 127.0.0.1, or pass --allow-remote to accept it")
-    print(f"pathfusion serve: warning: listening on {tcp[0]}:{tcp[1]} without authentication",
-          file=sys.stderr)
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (default)")
-    mode.add_argument("--tcp", type=parse_tcp, metavar="HOST:PORT",
-                      help="listen on a TCP port; no authentication, so for local use only: HOST must "
-                           "be a loopback address (default 127.0.0.1) unless --allow-remote is given")
-    parser.add_argument("--allow-remote", action="store_true",
-                        help="let --tcp listen on a host other than loopback (anyone who reaches the "
-                             "port can read and rename the workspace's files)")
-    parser.add_argument("--models", type=Path, default=None,
-                        help="models folder (default: the modelsDir setting, $PATHFUSION_MODELS "
-                             "or models/ of the repository)")
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     """``pathfusion serve [--stdio | --tcp HOST:PORT [--allow-remote]] [--models DIR]``: the
     language server.  ``--tcp`` is for local use: it has no authentication
@@ -328,42 +278,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .lsp import serve
 
     return serve(args)
-
-
-def cmd_corpus(args: argparse.Namespace) -> int:
-    from model_export.corpus import main as corpus_main
-
-    return corpus_main(args.rest)
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    """``pathfusion eval naming|search …`` (see model_export/evaluate.py)."""
-    from model_export.evaluate import main as eval_main
-
-    return eval_main([args.task, *args.rest])
-
-
-TRAINABLE = ("code2vec", "embedder", "fusion")
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    """``pathfusion train MODEL …``: the model_export pipeline (needs the ``train`` extra)."""
-    if args.model not in TRAINABLE:
-        raise CliError(f"unknown model {args.model!r}; trainable now: {', '.join(TRAINABLE)}")
-    try:
-        if args.model == "fusion":
-            from model_export.train_fusion import main as train_main
-        elif args.model == "embedder":
-            from model_export.train_embedder import main as train_main
-        else:
-            from model_export.train_code2vec import main as train_main
-    except ImportError as exc:
-        raise CliError(f"training needs the train extra: pip install -e '.[train]' ({exc})") from exc
-    return train_main(args.rest)
-
-
-PASSTHROUGH = {"corpus", "train", "eval", "export"}
-"""Commands whose arguments are parsed by the implementation they delegate to."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -410,32 +324,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="the language server (stdio by default)")
     add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
-    export = sub.add_parser("export", help="export a trained model to ONNX (needs the train extra)")
-    export.add_argument("target", choices=("code2vec", "embedder", "fusion"))
-    export.add_argument("rest", nargs=argparse.REMAINDER)
-    export.set_defaults(func=cmd_export)
-    corpus = sub.add_parser("corpus", help="build the training corpus (see model_export/corpus.py)",
-                            add_help=False)
-    corpus.add_argument("rest", nargs=argparse.REMAINDER)
-    corpus.set_defaults(func=cmd_corpus)
-    evaluate = sub.add_parser("eval", help="score the exported models on held-out code")
-    evaluate.add_argument("task", choices=("naming", "search"))
-    evaluate.add_argument("rest", nargs=argparse.REMAINDER)
-    evaluate.set_defaults(func=cmd_eval)
-    train = sub.add_parser("train", help="train a model: code2vec (model_export/train_code2vec.py), "
-                                         "embedder (model_export/train_embedder.py) or fusion "
-                                         "(model_export/train_fusion.py)")
-    train.add_argument("model", help="which model: code2vec, embedder or fusion")
-    train.add_argument("rest", nargs=argparse.REMAINDER)
-    train.set_defaults(func=cmd_train)
+    left_out = cli_train.register(sub)
+    if left_out:
+        parser.epilog = (f"Not available here: {', '.join(left_out)} (they need the train extra: "
+                         f"{cli_train.INSTALL}).")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    reason = cli_train.unavailable(command) if command is not None else None
+    if reason is not None:  # a training verb this installation cannot run: not registered
+        print(f"pathfusion {command}: error: {reason}", file=sys.stderr)
+        return 1
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if args.command not in PASSTHROUGH:
+        if args.command not in cli_train.PASSTHROUGH:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.rest = [*extra, *args.rest]
     try:
@@ -445,9 +351,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return 0
-
-
-SERVE_OPTIONS = ("--stdio", "--tcp", "--allow-remote", "--models")
 
 
 def with_default_command(argv: Sequence[str]) -> int:

@@ -3,8 +3,8 @@
 reported and closed.
 
 The indexes are opened on ``initialized`` with the search model of the settings
-(:func:`~server.index.search_model_from_settings` over the embedder of the same models
-folder as the code2vec model, :mod:`server.lsp_models`) and synced with a cancellable
+(:meth:`ModelHub.search_model <server.runtime.ModelHub.search_model>`, over the embedder
+and the code2vec model that naming uses, :mod:`server.lsp_models`) and synced with a cancellable
 ``window/workDoneProgress``.  ``workspace/didChangeWorkspaceFolders`` closes the removed
 folders' indexes and opens and syncs the added ones; the other folders keep theirs.
 
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
-from .index import WorkspaceIndex, search_model_from_settings
+from .index import WorkspaceIndex
 from .lsp_convert import uri_path
 from .lsp_models import models_dir
 from .workspace import is_inside
@@ -161,7 +161,7 @@ class Indexes:
         ones are closed (their graph saved) and the added ones opened: the others keep
         their index.  Any other change reopens every folder with the new settings.
         """
-        roots, folder_of_models, backend, model_path, device = key[:5]
+        roots = key[0]
         same_settings = self._folders_key is not None and key[1:] == self._folders_key[1:]
         keep = {root: folder for root, folder in self.folders.items() if same_settings and root in roots}
         for root, folder in self.folders.items():
@@ -172,18 +172,16 @@ class Indexes:
         opened = [folder for root, folder in self.folders.items() if root not in keep]
         if not opened:
             return []
-        models = self.ls.models
-        embedder = await models.shared_embedder(folder_of_models, backend, model_path, device)
+        models, settings = self.ls.models, self.ls.settings
+        embedder = await models.shared_embedder(settings)
         if embedder is None:
             for folder in opened:
                 folder.state, folder.error = "off", models.embedder_error
             self.ls.warn_once(f"semantic search is off: {models.embedder_error}")
             return []
-        settings = self.ls.settings
-        if models.search_model is None or not same_settings:
-            models.search_model = await self.on_index_thread(search_model_from_settings, settings, embedder,
-                                                             models.code2vec)
-        model = models.search_model
+        # one search model for every folder (the hub's, for these settings): a search over
+        # several folders encodes its query once (:func:`server.feature_search.search`)
+        model = await models.search(settings, self.on_index_thread)
         for folder in opened:
             try:
                 folder.index = await self.on_index_thread(WorkspaceIndex.from_settings, folder.root, model, settings)

@@ -4,8 +4,11 @@ and the "Similar functions" of a hover.
 
 Why each folder is searched on its own and the results merged: every workspace folder has
 its own index (:mod:`server.feature_index`); a search asks each for its best ``k`` and keeps
-the best ``k`` of all.  Searches run on the shared pool against each index's own lock, so
-they never wait for an indexing run's thread.
+the best ``k`` of all.  The folders' indexes share one search model (the hub's for the
+settings), so the query is encoded once per request, by the first folder, and the others
+search with its vector (an embedding costs milliseconds; the k-NN of an index a fraction of
+that).  Searches run on the shared pool against each index's own lock, so they never wait
+for an indexing run's thread.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
-from .index import SearchResult
+from .index import SearchResult, WorkspaceIndex
 from .lsp_convert import link_target, markdown_text, workspace_symbols
 from .protocol import well_formed
 
@@ -69,14 +73,31 @@ async def search(ls: PathfusionServer, query: str, k: int) -> list[SearchResult]
         return []
     loop = asyncio.get_running_loop()
     per_folder: list[list[SearchResult]] = []
+    vectors: dict[int, np.ndarray] = {}
+    """id(search model) → the query's vector.  Normally one model; keyed all the same, so
+    that folders opened with different models (settings changing meanwhile) are still
+    searched right."""
     for folder in list(ls.indexes.folders.values()):
-        if folder.index is None:
+        index = folder.index
+        if index is None:
             continue
+        model = id(index.model)
         try:
-            per_folder.append(await loop.run_in_executor(ls.executor, folder.index.search, query, k))
+            results, vectors[model] = await loop.run_in_executor(
+                ls.executor, _search_folder, index, query, k, vectors.get(model))
+            per_folder.append(results)
         except Exception as exc:  # a closed index, an embedder failure
             log.warning("search in %s failed: %s", folder.root, exc)
     return merge_results(per_folder, k)
+
+
+def _search_folder(index: WorkspaceIndex, query: str, k: int,
+                   vector: np.ndarray | None) -> tuple[list[SearchResult], np.ndarray]:
+    """On a worker: ``index``'s best ``k`` for ``query`` and the query's vector, encoded
+    here unless a folder with the same search model already did (``vector``)."""
+    if vector is None:
+        vector = index.embed_query(query)
+    return index.search_vector(query, vector, k), vector
 
 
 async def search_command(ls: PathfusionServer, args: Sequence[Any]) -> list[dict[str, Any]]:

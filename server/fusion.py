@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .code2vec import Code2VecModel, ContextLike, Predictor
+from .code2vec import Code2VecModel, ContextLike
 from .embedder import Embedder
 from .models import (
     ModelError,
@@ -88,7 +88,11 @@ class FusionRuntime:
 
     @classmethod
     def load(cls, embedder: Embedder, code2vec: Code2VecModel, models_dir: Path | str | None = None,
-             variant: str | None = None, device: str = "auto", *, threads: int = 1) -> FusionRuntime:
+             variant: str | None = None, device: str = "auto", *, threads: int = 1,
+             query_threads: int = 1) -> FusionRuntime:
+        """``threads``: the fusion graph's intra-op threads; ``query_threads``: the query
+        encoder's, which always runs on the CPU (a query is too little work for a GPU round
+        trip).  :data:`server.runtime.THREADS` chooses both for the server and the CLI."""
         models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
         manifest = load_manifest(models_dir, verify=False)
         entry = model_entry(manifest, ENTRY, models_dir)
@@ -109,9 +113,9 @@ class FusionRuntime:
         query_session = None
         if spec.get("query", {}).get("input") == "tokens":
             query_encoder = QueryEncoderRuntime.load(query_path.parent, query_path.name,
-                                                     Path(spec["query_vocab"]).name)
+                                                     Path(spec["query_vocab"]).name, threads=query_threads)
         else:
-            query_session = _session(query_path, "cpu", 1)
+            query_session = _session(query_path, "cpu", query_threads)
         return cls(name, spec, session, query_session, query_encoder, code2vec, embedder, models_dir)
 
     @property
@@ -246,9 +250,10 @@ def _digest(text: str) -> bytes:
 
 def fusion_variant(models_dir: Path | str | None, wanted: str | None) -> str | None:
     """The fusion variant that ``wanted`` (a ``pathfusion.fusionVariant`` value) names in
-    ``models_dir``, or None when naming should use code2vec's own model: ``code2vec``
-    asked explicitly, or a models folder without a fusion export (older exports keep
-    working).  A variant the folder lacks is a :class:`ModelError`."""
+    ``models_dir``, or None for a models folder without a fusion export (older exports keep
+    working: naming uses code2vec's own model, search the LLM embedding alone).  A variant
+    the folder lacks is a :class:`ModelError`.  :class:`server.runtime.ModelHub` decides
+    from it which models a setting means."""
     folder = Path(models_dir) if models_dir is not None else default_models_dir()
     entry = load_manifest(folder, verify=False)["models"].get(ENTRY)
     if not isinstance(entry, dict):
@@ -257,24 +262,3 @@ def fusion_variant(models_dir: Path | str | None, wanted: str | None) -> str | N
                              f"run `pathfusion export fusion` or set pathfusion.fusionVariant to default")
         return None
     return resolve_variant(entry, wanted)
-
-
-def naming_predictor(code2vec: Code2VecModel, embedder: Embedder | None, variant: str | None,
-                     models_dir: Path | str | None, device: str = "auto") -> Predictor:
-    """What suggests names for ``variant`` (see :func:`fusion_variant`): code2vec itself for
-    ``code2vec`` (its own softmax head, trained on the whole corpus) or without a fusion
-    export, else the variant's fusion graph fed by ``embedder``."""
-    name = fusion_variant(models_dir, variant)
-    if name is None or name == "code2vec":
-        return code2vec
-    if embedder is None:
-        raise ModelError(f"fusion variant {name!r} needs the LLM embedder, which is not loaded")
-    return FusionPredictor(FusionRuntime.load(embedder, code2vec, models_dir, name, device))
-
-
-def search_runtime(code2vec: Code2VecModel, embedder: Embedder, variant: str | None,
-                   models_dir: Path | str | None, device: str = "auto") -> FusionRuntime | None:
-    """The variant's search space (its fusion + query encoder), or None for a models folder
-    without a fusion export (the index then embeds with the LLM alone)."""
-    name = fusion_variant(models_dir, variant)
-    return None if name is None else FusionRuntime.load(embedder, code2vec, models_dir, name, device)

@@ -64,18 +64,17 @@ from .lexical import (
     name_prior,
     query_features,
 )
-from .name_lookup import _NameLookup
 from .ranking import Ranker, SearchResult
 from .search_model import EmbedderSearchModel, SearchModel, search_model_from_settings
 from .vector_space import HNSW_EF_CONSTRUCTION, HNSW_M
 
 # What other modules, tests and benchmarks import from here, besides what is defined here
-# (where each name lives now: the imports above); ``_NameLookup`` for tests/test_eval_search.py.
+# (where each name lives now: the imports above).
 __all__ = [
     "DATABASE", "ENV_CACHE_DIR", "HNSW_EF_CONSTRUCTION", "HNSW_FILE", "HNSW_M", "MANIFEST",
     "PRIVATE_PENALTY", "STOP_WORDS", "SUBTOKEN_BONUS", "SYNC_LOCK", "WRITE_LOCK", "Cancelled",
     "EmbedderSearchModel", "IndexStats", "Progress", "SearchModel", "SearchResult",
-    "WorkspaceIndex", "_NameLookup", "cache_root", "index_dir_for", "is_private", "lexical_bonus",
+    "WorkspaceIndex", "cache_root", "index_dir_for", "is_private", "lexical_bonus",
     "model_identity", "name_prior", "query_features", "search_model_from_settings", "snippet_of",
     "text_hash",
 ]
@@ -222,6 +221,15 @@ class WorkspaceIndex:
     def search(self, query: str, k: int = 10) -> list[SearchResult]:
         """The ``k`` best functions for ``query`` (hybrid ranking, :mod:`server.ranking`)."""
         return self.ranker.search(query, k)
+
+    def search_vector(self, query: str, vector: np.ndarray, k: int = 10) -> list[SearchResult]:
+        """:meth:`search` with the query already encoded: ``vector`` must be
+        ``embed_query(query.strip())`` of an index with the same search model.  Why: the
+        server searches every workspace folder's index for one query, and the folders share
+        one search model, so the query is encoded once (:func:`server.feature_search.search`).
+        Like :meth:`Ranker.search <server.ranking.Ranker.search>`, a search that finds the
+        labels renumbered by another process's compaction is retried."""
+        return self.ranker.search(query, k, vector)
 
     def similar(self, target: np.ndarray | str | tuple[Path | str, str] | SearchResult,
                 k: int = 10) -> list[SearchResult]:

@@ -234,7 +234,7 @@ def _detach_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m server.lsp``: the same arguments and the same ``--tcp`` rule as ``pathfusion serve``."""
-    from .cli import CliError, add_serve_arguments, check_serve_arguments
+    from .cli_base import CliError, add_serve_arguments, check_serve_arguments
 
     parser = argparse.ArgumentParser(prog="pathfusion serve", description="the pathfusion language server")
     add_serve_arguments(parser)

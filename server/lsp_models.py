@@ -1,11 +1,13 @@
 """The models of one server: the naming model, the LLM embedder and the index's search
 model, for the current settings.
 
-Why lazily and here: a model is loaded on the first request that needs one (off the
-loop), and again when ``modelsDir``, ``device`` or the fusion settings change; the LLM
-embedder is loaded once and shared by naming (fusion variants) and the workspace index.  A
-folder that cannot be used is reported once with ``window/showMessage``; the features then
-answer nothing until the settings change.
+Which models a setting means, and loading each once, is :class:`server.runtime.ModelHub`'s
+job; this module runs the hub's calls off the loop and turns what cannot be loaded into
+what the user sees.  Why lazily: a model is loaded on the first request that needs one,
+and again when ``modelsDir``, ``device`` or the LLM or fusion settings change; the LLM
+embedder is loaded once and shared by naming (fusion variants) and the workspace index.
+A folder that cannot be used is reported once with ``window/showMessage``; the features
+then answer nothing until the settings change.
 """
 
 from __future__ import annotations
@@ -13,20 +15,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .code2vec import Code2VecModel, Predictor
-from .embedder import Embedder, load_embedder
-from .fusion import naming_predictor
-from .index import SearchModel
-from .models import ModelError, default_models_dir
+from .code2vec import Predictor
+from .embedder import Embedder
+from .models import ModelError
+from .runtime import ModelHub, models_dir
+from .search_model import SearchModel
 from .settings import Settings
 
+__all__ = ["Models", "models_dir"]
 
-def models_dir(settings: Settings) -> str:
-    """The models folder that ``settings`` name (``~`` expanded), else the default one."""
-    return str(Path(settings.models_dir).expanduser()) if settings.models_dir else str(default_models_dir())
+T = TypeVar("T")
 
 
 class Models:
@@ -35,12 +35,13 @@ class Models:
     ``warn`` reports a problem to the user (once per message: ``warn_once``).
     """
 
-    def __init__(self, executor: Executor, warn: Callable[[str], None]) -> None:
+    def __init__(self, executor: Executor, warn: Callable[[str], None], hub: ModelHub | None = None) -> None:
         self.executor = executor
         self.warn = warn
+        self.hub = hub if hub is not None else ModelHub()
         self.model: Predictor | None = None
-        """What suggests names: code2vec or a fusion variant (:func:`server.fusion.naming_predictor`)."""
-        self.code2vec: Code2VecModel | None = None
+        """What suggests names: code2vec or a fusion variant (:meth:`ModelHub.naming_or_code2vec
+        <server.runtime.ModelHub.naming_or_code2vec>`)."""
         self.model_key: tuple[Any, ...] | None = None
         self.model_error: str | None = None
         self._model_lock: asyncio.Lock | None = None
@@ -48,8 +49,11 @@ class Models:
         self.embedder_key: tuple[Any, ...] | None = None
         self.embedder_error: str | None = None
         self.search_model: SearchModel | None = None
-        """Built by the index over :attr:`embedder` (:mod:`server.feature_index`); forgotten
-        when the embedder changes, as its vectors came from the previous one."""
+        """What the indexes were last opened with (:meth:`search`); forgotten when the
+        embedder changes, as its vectors came from the previous one."""
+
+    async def _off_loop(self, fn: Callable[[Settings], T], settings: Settings) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, settings)
 
     async def naming(self, settings: Settings) -> Predictor | None:
         """The naming model for ``settings`` (loaded off the loop), or None.
@@ -59,8 +63,7 @@ class Models:
         cannot be loaded (no export, another embedder) falls back to code2vec with a warning.
         """
         s = settings
-        folder = models_dir(s)
-        key = (folder, s.device, s.fusion_variant, s.llm_backend, s.llm_model_path)
+        key = (models_dir(s), s.device, s.fusion_variant, s.llm_backend, s.llm_model_path)
         if key == self.model_key:
             return self.model
         if self._model_lock is None:
@@ -68,49 +71,44 @@ class Models:
         async with self._model_lock:
             if key == self.model_key:
                 return self.model
-            loop = asyncio.get_running_loop()
             model: Predictor | None = None
             error = None
             try:
-                code2vec = await loop.run_in_executor(
-                    self.executor, lambda: Code2VecModel.load(folder, device=s.device))
-                self.code2vec = model = code2vec
-            except ModelError as exc:
+                model = await self._off_loop(self.hub.code2vec, s)
+            except ModelError as exc:  # the hub words onnxruntime's and the file system's errors
                 error = str(exc)
-            except Exception as exc:  # onnxruntime and the file system raise their own types
-                error = f"cannot load the models in {folder}: {exc}"
-            if model is not None and s.fusion_variant != "code2vec":
-                try:
-                    embedder = await self.shared_embedder(folder, s.llm_backend, s.llm_model_path, s.device)
-                    if embedder is None:
-                        raise ModelError(f"the LLM embedder cannot be loaded: {self.embedder_error}")
-                    model = await loop.run_in_executor(
-                        self.executor,
-                        lambda: naming_predictor(code2vec, embedder, s.fusion_variant, folder, s.device))
-                except Exception as exc:  # ModelError, EmbedderError, onnxruntime's own
-                    self.warn(f"name suggestions use code2vec alone: {exc}")
+            if model is not None:
+                if s.fusion_variant != "code2vec":
+                    await self.shared_embedder(s)  # for the status, and the index's
+                model, fallback = await self._off_loop(self.hub.naming_or_code2vec, s)
+                if fallback is not None:
+                    self.warn(f"name suggestions use code2vec alone: {fallback}")
             self.model, self.model_key, self.model_error = model, key, error
             if error is not None:
                 self.warn(f"name suggestions are off: {error}")
             return model
 
-    async def shared_embedder(self, folder: str | None, backend: str, model_path: str | None,
-                              device: str) -> Embedder | None:
-        """The LLM embedder for these settings, loaded once and shared by naming and the
+    async def shared_embedder(self, settings: Settings) -> Embedder | None:
+        """The LLM embedder for ``settings``, loaded once and shared by naming and the
         index; None when it cannot be loaded (the reason in ``embedder_error``, also kept
-        per settings so that a broken model is not reloaded on every request)."""
-        key = (folder, backend, model_path, device)
+        per settings by the hub so that a broken model is not reloaded on every request)."""
+        s = settings
+        key = (models_dir(s), s.llm_backend, s.llm_model_path, s.device)
         if key != self.embedder_key:
-            loop = asyncio.get_running_loop()
             try:
-                self.embedder = await loop.run_in_executor(
-                    self.executor, lambda: load_embedder(backend, folder, model_path, device))
+                self.embedder = await self._off_loop(self.hub.embedder, s)
                 self.embedder_error = None
-            except Exception as exc:  # EmbedderError, onnxruntime's and the file system's own
+            except ModelError as exc:  # the hub words onnxruntime's and the file system's errors
                 self.embedder, self.embedder_error = None, str(exc)
             self.embedder_key = key
             self.search_model = None  # its vectors came from the previous embedder
         return self.embedder
+
+    async def search(self, settings: Settings, run: Callable[..., Any]) -> SearchModel:
+        """The index's search model for ``settings``, loaded by ``run`` (the indexing
+        thread: :meth:`Indexes.on_index_thread <server.feature_index.Indexes.on_index_thread>`)."""
+        self.search_model = model = await run(self.hub.search_model, settings)
+        return model
 
     def status(self, settings: Settings) -> dict[str, Any]:
         """The naming model's part of ``pathfusion.status``."""

@@ -3,13 +3,13 @@
 Why apart from the index (:mod:`server.index`): the index relies on nothing but the
 :class:`SearchModel` protocol, so it neither knows nor cares whether a vector comes from the
 LLM embedder alone (:class:`EmbedderSearchModel`) or from a fusion of it with code2vec
-(:func:`server.fusion.search_runtime`); :func:`search_model_from_settings` is the one place
-where the server and the CLI pick the model, so that they index and query in the same space.
+(:class:`server.fusion.FusionRuntime`).  Which one a setting means is decided in one place,
+:meth:`server.runtime.ModelHub.search_model`, which the server and the CLI both use, so that
+they index and query in the same space.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -17,8 +17,6 @@ import numpy as np
 
 from .embedder import Embedder
 from .parsing import FunctionInfo
-
-log = logging.getLogger("server.index")  # one logger for everything the index says
 
 
 @runtime_checkable
@@ -78,28 +76,26 @@ class EmbedderSearchModel:
 
 
 def search_model_from_settings(settings: Any, embedder: Embedder, code2vec: Any = None) -> SearchModel:
-    """The search model the settings ask for — the one place where the server and the CLI
-    pick it, so that they index and query in the same space.
+    """The search model ``settings`` ask for, over an embedder the caller already holds (and
+    its ``code2vec`` model, else the models folder's): :meth:`server.runtime.ModelHub.search_model`
+    for callers outside the server and the CLI (``pathfusion eval``, tests, benchmarks).
 
-    ``pathfusion.fusionVariant`` (``settings.fusion_variant``; ``default`` = the manifest's
-    best variant) picks the fusion graph and query encoder of the models folder
-    (:func:`server.fusion.search_runtime`).  A folder without a fusion export, or an
-    embedder of another width than the fusions were trained on (a ``transformers`` model),
-    gives :class:`EmbedderSearchModel`: the LLM embedding of function and query alone.
+    ``settings``: a :class:`server.settings.Settings`, or anything with ``models_dir``,
+    ``device`` and ``fusion_variant``.  A folder without a fusion export, or an embedder of
+    another width than the fusions were trained on (a ``transformers`` model), gives
+    :class:`EmbedderSearchModel`: the LLM embedding of function and query alone.
     """
-    from .code2vec import Code2VecModel
-    from .fusion import search_runtime
-    from .models import ModelError
+    from .runtime import ModelHub
+    from .settings import Settings
 
-    models_dir = getattr(settings, "models_dir", None)
-    device = getattr(settings, "device", "auto")
-    try:
-        model = code2vec if code2vec is not None else Code2VecModel.load(models_dir, device=device)
-        runtime = search_runtime(model, embedder, getattr(settings, "fusion_variant", "default"), models_dir, device)
-    except ModelError as exc:
-        log.warning("search uses the LLM embedder alone: %s", exc)
-        return EmbedderSearchModel(embedder)
-    return runtime if runtime is not None else EmbedderSearchModel(embedder)
+    if not isinstance(settings, Settings):
+        folder = getattr(settings, "models_dir", None)
+        settings = Settings(models_dir=str(folder) if folder is not None else None,
+                            device=getattr(settings, "device", "auto"),
+                            fusion_variant=getattr(settings, "fusion_variant", "default"))
+    hub = ModelHub()
+    hub.provide(settings, embedder=embedder, code2vec=code2vec)
+    return hub.search_model(settings)
 
 
 def unit_rows(vectors: Any, count: int, dim: int, what: str) -> np.ndarray:
