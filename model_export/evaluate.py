@@ -36,7 +36,7 @@ import numpy as np
 from server.code2vec import Code2VecModel, Predictor
 from server.embedder import Embedder, load_embedder
 from server.fusion import FusionPredictor, FusionRuntime
-from server.index import lexical_bonus, name_prior, query_features
+from server.lexical import bm25_matrix, lexical_bonus, name_prior, query_features
 from server.models import ModelError
 from server.parsing import Document, FunctionInfo, SourceError, decode_source
 from server.paths import (
@@ -189,9 +189,10 @@ def evaluate_naming(
 
 
 RANKINGS = ("hybrid", "dense")
-"""``hybrid``: vector cosine + the lexical bonus of the function's name + the private-helper
-prior, exactly the score ``pathfusion.search`` ranks by (:func:`server.index.lexical_bonus`,
-:func:`server.index.name_prior`); ``dense``: cosine only."""
+"""``hybrid``: vector cosine + the lexical bonus of the function's name + its BM25 bonus
+over the group's functions + the private-helper prior, exactly the score ``pathfusion.search``
+ranks by (:func:`server.lexical.lexical_bonus`, :func:`server.lexical.bm25_matrix`,
+:func:`server.lexical.name_prior`); ``dense``: cosine only."""
 SEARCH_VARIANTS = ("default", "embedder", *VARIANTS)
 """``default``: the search space the server builds from the models folder
 (:func:`server.index.search_model_from_settings`); ``embedder``: the LLM embedding alone."""
@@ -263,8 +264,11 @@ def evaluate_search(pairs: Sequence[SearchExample], space: SearchSpace, limit: i
             dense = queries[block].astype(np.float64) @ codes[block].astype(np.float64).T
             if name == "dense":
                 return dense
-            priors = np.asarray([name_prior(p.name) for p in chosen[block]], dtype=np.float64)
-            return dense + lexical_matrix([p.query for p in chosen[block]], chosen[block]) + priors[None, :]
+            pairs = chosen[block]
+            priors = np.asarray([name_prior(p.name) for p in pairs], dtype=np.float64)
+            queries_text = [p.query for p in pairs]
+            bm25 = bm25_matrix(queries_text, [p.name for p in pairs], [p.code for p in pairs])
+            return dense + lexical_matrix(queries_text, pairs) + bm25 + priors[None, :]
         return scores
 
     by_ranking = {name: round(mrr_of_scores(scorer(name), len(chosen), group), 4) for name in rankings}

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .index_files import FUNCTION_COLUMNS
 from .index_store import IndexStore
+from .lexical import function_terms, name_terms
 from .parsing import Document, FunctionInfo, SourceError, decode_source
 
 if TYPE_CHECKING:
@@ -149,14 +151,15 @@ def commit(store: IndexStore, pending: list[PendingFile], cached: dict[str, np.n
                     label, previous = reuse.pop(0)
                     if previous != new:  # moved (or renamed by its class): same text, same vector
                         db.execute("UPDATE functions SET path=?, qualname=?, name=?, start_line=?, "
-                                   "start_char=?, end_line=?, end_char=?, snippet=?, content_hash=? "
-                                   "WHERE label = ?", (*new, label))
+                                   "start_char=?, end_line=?, end_char=?, snippet=?, content_hash=?, "
+                                   "name_terms=? WHERE label = ?", (*new, name_terms(func.name), label))
                         if previous[1] != new[1]:
                             renamed.append((label, new))
                     continue
                 label = next_label
                 next_label += 1
-                db.execute("INSERT INTO functions VALUES (?,?,?,?,?,?,?,?,?,?,0)", (label, *new))
+                db.execute(f"INSERT INTO functions ({FUNCTION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                           (label, *new, name_terms(func.name), function_terms(func.source)))
                 added.append((label, new, fresh[digest] if digest in fresh else cached[digest]))
             gone = [label for entries in old.values() for label, _ in entries]
             if gone:

@@ -8,7 +8,9 @@ Where and what (never inside the workspace)::
                          "index_sha256", "labels"}
         meta.sqlite     files(path, mtime_ns, size, content_hash)
                         functions(label = hnswlib label, path, qualname, name, start/end
-                                  line/char (LSP, UTF-16), snippet, content_hash, deleted)
+                                  line/char (LSP, UTF-16), snippet, content_hash, deleted,
+                                  name_terms, terms)   terms: what BM25 reads
+                        lexicon(name_terms, terms)   FTS5 over functions (server.lexical)
                         vectors(content_hash → float32 blob)   the vector cache
                         state(key, value)            schema, generation, layout, model_id
         index.bin       hnswlib's own format (no pickle anywhere)
@@ -36,6 +38,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .lexical import LEXICON_SQL
 from .models import sha256_file
 from .paths import EXTRACTOR_VERSION
 from .search_model import SearchModel
@@ -44,7 +47,9 @@ log = logging.getLogger("server.index")  # one logger for everything the index s
 
 INDEX_FORMAT = 1
 """Bumped when the files' layout or what is embedded changes (forces a full rebuild)."""
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+"""2: ``functions`` holds the BM25 terms and ``lexicon`` indexes them (an index of schema 1
+is rebuilt)."""
 MANIFEST = "manifest.json"
 DATABASE = "meta.sqlite"
 HNSW_FILE = "index.bin"
@@ -62,10 +67,14 @@ CREATE TABLE IF NOT EXISTS functions (
     label INTEGER PRIMARY KEY, path TEXT NOT NULL, qualname TEXT NOT NULL, name TEXT NOT NULL,
     start_line INTEGER NOT NULL, start_char INTEGER NOT NULL,
     end_line INTEGER NOT NULL, end_char INTEGER NOT NULL,
-    snippet TEXT NOT NULL, content_hash TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0);
+    snippet TEXT NOT NULL, content_hash TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
+    name_terms TEXT NOT NULL DEFAULT '', terms TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS functions_path ON functions(path) WHERE deleted = 0;
 CREATE TABLE IF NOT EXISTS vectors (content_hash TEXT PRIMARY KEY, vector BLOB NOT NULL);
 """
+FUNCTION_COLUMNS = ("label, path, qualname, name, start_line, start_char, end_line, end_char, snippet, "
+                    "content_hash, name_terms, terms")
+"""The columns an insert into ``functions`` names (``deleted`` keeps its default, 0)."""
 
 
 class IndexCorrupt(Exception):
@@ -169,6 +178,7 @@ def open_database(folder: Path, model_id: str, trusted: bool = True) -> OpenedDa
                 db.execute("INSERT OR REPLACE INTO state VALUES ('model_id', ?)", (model_id,))
         elif version[0] != SCHEMA_VERSION:
             raise IndexCorrupt(f"{DATABASE} schema {version[0]} is not {SCHEMA_VERSION}")
+        db.executescript(LEXICON_SQL)  # after the version check: it needs schema 2's columns
         state = dict(db.execute(
             "SELECT key, value FROM state WHERE key IN ('generation', 'layout', 'model_id')"))
         stored_model = state.get("model_id")

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import hnswlib
 import numpy as np
 
-from .index_files import DATABASE, HNSW_FILE, MANIFEST, IndexCorrupt
+from .index_files import DATABASE, FUNCTION_COLUMNS, HNSW_FILE, MANIFEST, IndexCorrupt
 from .models import sha256_file
 from .vector_space import new_graph
 
@@ -185,23 +185,23 @@ def rebuild_graph(store: IndexStore) -> None:
     with db:
         rows = db.execute(
             "SELECT f.label, f.path, f.qualname, f.name, f.start_line, f.start_char, f.end_line, "
-            "f.end_char, f.snippet, f.content_hash, v.vector FROM functions f "
+            "f.end_char, f.snippet, f.content_hash, f.name_terms, f.terms, v.vector FROM functions f "
             "LEFT JOIN vectors v ON v.content_hash = f.content_hash "
             "WHERE f.deleted = 0 ORDER BY f.label").fetchall()
-        lost = {row[1] for row in rows if row[10] is None or len(row[10]) != 4 * space.dim}
+        lost = {row[1] for row in rows if row[12] is None or len(row[12]) != 4 * space.dim}
         kept = [row for row in rows if row[1] not in lost]
         db.execute("DELETE FROM functions")
         for path in lost:
             db.execute("DELETE FROM files WHERE path = ?", (path,))
-        db.executemany("INSERT INTO functions VALUES (?,?,?,?,?,?,?,?,?,?,0)",
-                       [(i, *row[1:10]) for i, row in enumerate(kept)])
+        db.executemany(f"INSERT INTO functions ({FUNCTION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                       [(i, *row[1:12]) for i, row in enumerate(kept)])
         store.bump_generation()
         store.layout += 1
         db.execute("INSERT OR REPLACE INTO state VALUES ('layout', ?)", (str(store.layout),))
     space.reset(len(kept))
     index = new_graph(space.dim, len(space.live))
     if kept:
-        vectors = np.frombuffer(b"".join(row[10] for row in kept), dtype=np.float32).reshape(-1, space.dim)
+        vectors = np.frombuffer(b"".join(row[12] for row in kept), dtype=np.float32).reshape(-1, space.dim)
         space.vectors[: len(kept)] = vectors
         space.live[: len(kept)] = True
         index.add_items(vectors, np.arange(len(kept)))

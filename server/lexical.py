@@ -12,6 +12,16 @@ a long natural-language query that merely mentions ``json`` does not promote eve
 ``json_*`` function.  A small prior (:func:`name_prior`) can rank private helpers below
 their public twins.
 
+**BM25 over the whole function** adds what the name alone misses: the query's words against
+the identifier subtokens of the function's text (body, parameters, calls, docstring and
+comments as the server indexes them; evaluation strips docstrings).  Scoring is SQLite's
+FTS5 ``bm25()`` — a maintained implementation that updates incrementally inside the index's
+own transactions — over the ``lexicon`` table (:data:`LEXICON_SQL`, kept in step with the
+``functions`` table by triggers, Porter-stemmed so ``copying`` meets ``copy``).  A query's
+BM25 scores are divided by their maximum over the searched collection (so the weight means
+the same in a 100-function workspace and a 100k-function one) and weighted by
+:data:`BM25_WEIGHT`.
+
 :func:`lexical_bonus` is the definition; :class:`~server.name_lookup._NameLookup` computes
 the same numbers for all names at once, which is what makes search fast at 100k functions.
 Why a module of its own: ``pathfusion eval search`` and ``model_export`` (tuning the
@@ -21,6 +31,9 @@ weights) score exactly as the server does by importing these functions, without 
 from __future__ import annotations
 
 import re
+import sqlite3
+
+import numpy as np
 
 from .paths import split_subtokens
 
@@ -34,6 +47,36 @@ PRIVATE_PENALTY = 0.0
 """Subtracted from the score of a private helper (``_name``, not a dunder): when a public
 function and its private helper score alike, the public one is what a query describes.
 Chosen on validation by ``python -m model_export.tune_ranking`` (docs/results.md)."""
+
+BM25_WEIGHT = 0.2
+"""Weight of a function's BM25 score divided by the query's best BM25 score; chosen on
+validation with :data:`NAME_TERMS_WEIGHT` (`python -m model_export.tune_ranking`,
+docs/results.md)."""
+NAME_TERMS_WEIGHT = 1.0
+"""FTS5 column weight of the name's subtokens relative to the rest of the function's text."""
+
+LEXICON_SQL = """
+CREATE VIRTUAL TABLE IF NOT EXISTS lexicon USING fts5(
+    name_terms, terms, content='functions', content_rowid='label', tokenize='porter unicode61');
+CREATE TRIGGER IF NOT EXISTS lexicon_insert AFTER INSERT ON functions WHEN new.deleted = 0 BEGIN
+    INSERT INTO lexicon(rowid, name_terms, terms) VALUES (new.label, new.name_terms, new.terms);
+END;
+CREATE TRIGGER IF NOT EXISTS lexicon_delete AFTER DELETE ON functions WHEN old.deleted = 0 BEGIN
+    INSERT INTO lexicon(lexicon, rowid, name_terms, terms)
+        VALUES ('delete', old.label, old.name_terms, old.terms);
+END;
+CREATE TRIGGER IF NOT EXISTS lexicon_update AFTER UPDATE ON functions BEGIN
+    INSERT INTO lexicon(lexicon, rowid, name_terms, terms)
+        SELECT 'delete', old.label, old.name_terms, old.terms WHERE old.deleted = 0;
+    INSERT INTO lexicon(rowid, name_terms, terms)
+        SELECT new.label, new.name_terms, new.terms WHERE new.deleted = 0;
+END;
+"""
+"""The BM25 index: an FTS5 table over the ``name_terms`` and ``terms`` columns of
+``functions`` (external content: the text is stored once), indexed for live functions only
+(``deleted = 0``) so that its statistics describe what can be found."""
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 STOP_WORDS = frozenset({
     "a", "an", "the", "of", "to", "in", "on", "for", "and", "or", "from", "with", "by", "is",
@@ -87,3 +130,64 @@ def _token_match(token: str, others: set[str]) -> bool:
         return False
     return any(len(q) >= 4 and abs(len(q) - len(token)) <= 3
                and (q.startswith(token) or token.startswith(q)) for q in others)
+
+
+def function_terms(source: str) -> str:
+    """The text BM25 sees of a function: the lowercase subtokens of every identifier-like
+    word of its source, space-separated (``self.loadConfig(path)`` → ``self load config path``)."""
+    return " ".join(token for word in _WORD.findall(source) for token in split_subtokens(word))
+
+
+def name_terms(name: str) -> str:
+    """The name's subtokens as BM25 sees them."""
+    return " ".join(split_subtokens(name))
+
+
+def match_expression(query_tokens: set[str]) -> str | None:
+    """The FTS5 query of a query's subtokens: any of them (``"load" OR "config"``), or None
+    when none can be matched.  Tokens are quoted, so no query text is FTS5 syntax."""
+    tokens = sorted(token for token in query_tokens if token.isalnum() and token.isascii())
+    return " OR ".join(f'"{token}"' for token in tokens) if tokens else None
+
+
+def bm25_bonuses(db: sqlite3.Connection, query_tokens: set[str], *, weight: float | None = None,
+                 name_weight: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, bonus) of every function of ``db``'s lexicon that matches the query: its
+    BM25 score over the query's best, × ``weight`` (module docstring).  ``weight`` and
+    ``name_weight`` default to :data:`BM25_WEIGHT` and :data:`NAME_TERMS_WEIGHT` (read at
+    call time; ``model_export.tune_ranking`` passes its grid's values)."""
+    weight = BM25_WEIGHT if weight is None else weight
+    name_weight = NAME_TERMS_WEIGHT if name_weight is None else name_weight
+    expression = match_expression(query_tokens)
+    if expression is None or weight == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    rows = db.execute("SELECT rowid, -bm25(lexicon, ?, 1.0) FROM lexicon WHERE lexicon MATCH ?",
+                      (name_weight, expression)).fetchall()
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    labels = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    scores = np.fromiter((row[1] for row in rows), dtype=np.float64, count=len(rows))
+    best = float(scores.max())
+    return labels, (weight / best) * scores if best > 0 else np.zeros(len(rows))
+
+
+def bm25_matrix(queries: list[str], names: list[str], sources: list[str], *, weight: float | None = None,
+                name_weight: float | None = None) -> np.ndarray:
+    """``[len(queries), len(sources)]`` BM25 bonuses over the collection of these functions
+    alone, computed as the server computes them (for ``pathfusion eval search``)."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.execute("CREATE TABLE functions (label INTEGER PRIMARY KEY, name_terms TEXT NOT NULL, "
+                   "terms TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0)")
+        db.executescript(LEXICON_SQL)
+        db.executemany("INSERT INTO functions (label, name_terms, terms) VALUES (?, ?, ?)",
+                       [(i, name_terms(name), function_terms(source))
+                        for i, (name, source) in enumerate(zip(names, sources, strict=True))])
+        out = np.zeros((len(queries), len(sources)), dtype=np.float64)
+        for row, query in enumerate(queries):
+            labels, bonus = bm25_bonuses(db, query_features(query.strip())[1], weight=weight,
+                                         name_weight=name_weight)
+            out[row, labels] = bonus
+        return out
+    finally:
+        db.close()

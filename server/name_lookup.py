@@ -32,7 +32,7 @@ class _NameLookup:
     name-side hits are a weighted ``bincount`` over the lists of the subtokens that match a
     query token, the query-side hits one ``bincount`` per query token.  The arithmetic is
     that of :func:`~server.lexical.lexical_bonus`, in the same order, so the numbers are
-    identical (``tests/test_index_lexical.py`` checks it).
+    identical (``tests/index/test_index_lexical.py`` checks it).
 
     Updates are incremental (an edit must not cost a rebuild at 100k functions): a removed
     label leaves the dicts and lists at once; its line in the joined names stays as a dead

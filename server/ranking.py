@@ -3,7 +3,8 @@
 The score is hybrid: the cosine of the query's vector with a function's (the vector k-NN of
 :class:`~server.vector_space.VectorSpace`) plus the lexical bonus of the function's name
 (:mod:`server.lexical`, computed for every name at once by
-:class:`~server.name_lookup._NameLookup`) plus a prior by the name.  Scoring every function
+:class:`~server.name_lookup._NameLookup`) plus its BM25 bonus (FTS5 over the function's
+terms, :func:`server.lexical.bm25_bonuses`) plus a prior by the name.  Scoring every function
 would be exact but slow at 100k functions; :meth:`Ranker.search` scores the k-NN set and
 only those functions outside it whose bonus can still lift them into the top k, which ranks
 the same (given an exact k-NN).
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .index_store import IndexStore
-from .lexical import query_features
+from .lexical import bm25_bonuses, query_features
 from .search_model import unit_rows
 from .snippets import snippet_parts
 
@@ -94,12 +95,15 @@ class Ranker:
         store = self.store
         return unit_rows(store.model.encode_queries([text]), 1, store.dim, "the search model")[0]
 
-    def search(self, query: str, k: int = 10) -> list[SearchResult]:
-        """The ``k`` best functions for ``query`` (hybrid ranking, see the module docstring)."""
+    def search(self, query: str, k: int = 10, vector: np.ndarray | None = None) -> list[SearchResult]:
+        """The ``k`` best functions for ``query`` (hybrid ranking, see the module docstring).
+        ``vector``: the query already encoded by the same search model (``embed_query`` of
+        the stripped query) — the server encodes a query once for all workspace folders."""
         query = query.strip()
         if not query or k <= 0:
             return []
-        vector = self.embed_query(query)
+        if vector is None:
+            vector = self.embed_query(query)
         for _ in range(3):
             self.store.fresh()
             with contextlib.suppress(_StaleView):
@@ -115,6 +119,15 @@ class Ranker:
             labels, bonus = lookup.bonuses(query, exact_form, query_tokens)
             dense = np.zeros(max(len(lookup.n_tokens), space.next_label), dtype=np.float64)
             dense[labels] = bonus
+            bm25_labels, bm25 = bm25_bonuses(store.db, query_tokens)
+            if bm25_labels.size:
+                known = bm25_labels < min(len(dense), len(space.live))
+                bm25_labels, bm25 = bm25_labels[known], bm25[known]
+                alive = space.live[bm25_labels]  # SQLite is the truth; the matrix follows it
+                bm25_labels, bm25 = bm25_labels[alive], bm25[alive]
+                dense[bm25_labels] += bm25
+                labels = np.union1d(labels, bm25_labels)
+                bonus = dense[labels]
             # A function outside the k-NN set scores at most the lowest k-NN score plus its
             # bonus, so it can reach the top k only with a bonus of at least ``need`` (the
             # k-th k-NN score minus the lowest: bonuses only raise the k-th total).  This
