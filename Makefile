@@ -48,7 +48,7 @@ test: $(VENV)/.dev lint nvim vscode-test
 vscode-test:
 	cd vscode-client && npm ci --no-audit --no-fund && npm run lint && npm test
 
-# tests/test_neovim.py drives the server from headless Neovim (Debian bookworm: 0.7.2).
+# tests/lsp/test_neovim.py drives the server from headless Neovim (Debian bookworm: 0.7.2).
 nvim:
 	@[ "$$PATHFUSION_SKIP_NVIM" = 1 ] || command -v nvim >/dev/null || \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -1,5 +1,5 @@
 """Mutation fuzzing of the language server through a real LSP client, shared by the bounded
-test in the suite (``tests/test_fuzz.py``) and the long runs of ``benchmarks/fuzz.py``.
+test in the suite (``tests/lsp/test_fuzz.py``) and the long runs of ``benchmarks/fuzz.py``.
 
 Each *buffer* is a real Python file of the standard library, mutated (byte ranges deleted,
 inserted, duplicated; astral characters and the separators LSP does *not* count as line ends;

@@ -1,5 +1,5 @@
 """A minimal LSP client over a server subprocess's pipes, shared by the fuzz test
-(``tests/test_fuzz.py``), ``benchmarks/fuzz.py`` and ``benchmarks/soak.py``.
+(``tests/lsp/test_fuzz.py``), ``benchmarks/fuzz.py`` and ``benchmarks/soak.py``.
 
 Why not pytest-lsp's client: a fuzzer must send bodies that are not valid UTF-8 or JSON,
 see the answers the server gives them (``id: null``) and tell "no answer" from "an error

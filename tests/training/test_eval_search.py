@@ -1,0 +1,110 @@
+"""``pathfusion eval search``: CodeSearchNet MRR of the shipped models, dense and hybrid,
+with the hybrid score computed exactly as the server's index ranks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_export.evaluate import (
+    SearchExample,
+    SearchSpace,
+    evaluate_search,
+    iter_project_pairs,
+    lexical_matrix,
+)
+from model_export.evaluate import main as eval_main
+from server.embedder import OnnxEmbedder
+from server.lexical import query_features
+from server.name_lookup import _NameLookup
+
+REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+
+FUNCTIONS = {
+    "load_config": ("Read the settings file and return a dictionary of options.",
+                    "    with open(path) as fh:\n        return json.load(fh)\n"),
+    "send_email": ("Deliver a message to the given address over SMTP.",
+                   "    server = smtplib.SMTP(host)\n    server.sendmail(sender, [address], body)\n"),
+    "resize_image": ("Scale a picture to the requested width and height.",
+                     "    return image.resize((width, height))\n"),
+    "parse_date": ("Turn an ISO formatted string into a date object.",
+                   "    return datetime.date.fromisoformat(text)\n"),
+    "sum_column": ("Add up every value of one column of a table.",
+                   "    return sum(row[index] for row in rows)\n"),
+    "compress_file": ("Write a gzip compressed copy of a file next to it.",
+                      "    with open(path, 'rb') as src, gzip.open(path + '.gz', 'wb') as dst:\n"
+                      "        dst.write(src.read())\n"),
+}
+
+
+@pytest.fixture(scope="module")
+def projects(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("projects")
+    for project, names in (("alpha", list(FUNCTIONS)[:3]), ("beta", list(FUNCTIONS)[3:])):
+        folder = root / project / project
+        folder.mkdir(parents=True)
+        source = "".join(f'def {name}(path, host, sender, address, body, image, width, height, text, rows, index):\n'
+                         f'    """{FUNCTIONS[name][0]}"""\n{FUNCTIONS[name][1]}\n\n' for name in names)
+        (folder / "core.py").write_text(source)
+    return root
+
+
+def test_pairs_strip_docstrings_and_anonymise_names(projects: Path) -> None:
+    plain = iter_project_pairs(projects)
+    assert sorted(p.name for p in plain) == sorted(FUNCTIONS)
+    assert all('"""' not in p.code and p.query in {q for q, _ in FUNCTIONS.values()} for p in plain)
+    anonymous = iter_project_pairs(projects, anonymised=True)
+    assert {p.name for p in anonymous} == {"func"} and all("def func(" in p.code for p in anonymous)
+
+
+def test_lexical_matrix_is_the_index_ranking(projects: Path) -> None:
+    """The hybrid bonus of each (query, function) equals what the index's name lookup gives."""
+    pairs = iter_project_pairs(projects)
+    queries = ["load_config", "LOAD_CONFIG", "config", "send the email", "resize image width", "nothing here"]
+    matrix = lexical_matrix(queries, pairs)
+    lookup = _NameLookup.from_rows((i, p.name, p.qualname) for i, p in enumerate(pairs))
+    for row, query in enumerate(queries):
+        exact_form, tokens = query_features(query)
+        labels, bonus = lookup.bonuses(query, exact_form, tokens)
+        expected = np.zeros(len(pairs))
+        expected[labels] = bonus
+        np.testing.assert_allclose(matrix[row], expected)
+    assert matrix[0].argmax() == [p.name for p in pairs].index("load_config") and matrix[0].max() == 2.0
+    assert not matrix[-1].any()
+
+
+def test_hybrid_adds_the_names_to_dense_ranking(projects: Path) -> None:
+    embedder = OnnxEmbedder.load(REPO_MODELS, device="cpu")
+    space = SearchSpace("embedder", None, embedder)
+    pairs = iter_project_pairs(projects)
+    dense = evaluate_search(pairs, space, ranking="dense")
+    assert dense["pairs"] == 6 and dense["groups"] == 1 and dense["group"] == 6
+    # Queries that name the function: the lexical part puts the right one first.
+    named = [SearchExample(p.name.replace("_", " "), p.code, p.contexts, p.name, p.qualname) for p in pairs]
+    hybrid = evaluate_search(named, space, ranking="hybrid")
+    assert hybrid["mrr"] == 1.0 >= evaluate_search(named, space, ranking="dense")["mrr"]
+    with pytest.raises(ValueError, match="ranking"):
+        evaluate_search(pairs, space, ranking="bm25")
+
+
+def test_cli_prints_mrr_pairs_groups(projects: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for ranking in ("dense", "hybrid"):
+        assert eval_main(["search", "--projects", str(projects), "--variant", "embedder", "--ranking", ranking,
+                          "--json", "--models", str(REPO_MODELS)]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert {"mrr", "pairs", "groups"} <= set(result) and result["ranking"] == ranking
+        assert 0 < result["mrr"] <= 1 and result["pairs"] == 6
+    assert eval_main(["search", "--projects", str(projects), "--variant", "embedder", "--ranking", "dense",
+                      "hybrid", "--json", "--models", str(REPO_MODELS)]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert set(both["by_ranking"]) == {"dense", "hybrid"} and both["mrr"] == both["by_ranking"]["dense"]
+    assert eval_main(["search", "--projects", str(projects), "--anonymise", "--json",
+                      "--models", str(REPO_MODELS)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["anonymised"] is True and result["variant"] == "default"
+    assert eval_main(["naming", "--projects", str(projects), "--variant", "embedder",
+                      "--models", str(REPO_MODELS)]) == 1
+    assert "no variant 'embedder'" in capsys.readouterr().err
