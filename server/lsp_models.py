@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from .code2vec import Predictor
 from .embedder import Embedder
 from .models import ModelError
-from .runtime import ModelHub, models_dir
+from .runtime import ModelHub, models_dir, shared_hub
 from .search_model import SearchModel
 from .settings import Settings
 
@@ -38,7 +38,7 @@ class Models:
     def __init__(self, executor: Executor, warn: Callable[[str], None], hub: ModelHub | None = None) -> None:
         self.executor = executor
         self.warn = warn
-        self.hub = hub if hub is not None else ModelHub()
+        self.hub = hub if hub is not None else shared_hub()
         self.model: Predictor | None = None
         """What suggests names: code2vec or a fusion variant (:meth:`ModelHub.naming_or_code2vec
         <server.runtime.ModelHub.naming_or_code2vec>`)."""

@@ -228,12 +228,16 @@ class ModelHub:
         """The server's naming: :meth:`naming`, or code2vec alone with the reason when the
         variant cannot be loaded (no fusion export, another embedder, an embedder that
         cannot be loaded) — hovers still get code2vec's names.  The LLM embedder is loaded
-        for any variant but ``code2vec``, even one code2vec serves: the index needs it
-        anyway.  Raises only when code2vec itself cannot be loaded."""
+        first for a variant whose fusion graph needs it; when code2vec serves the variant
+        (``code2vec``, or a folder without a fusion export) it is not waited for — the index
+        loads it on its own thread, and the first hover of a cold start does not pay for it.
+        Raises only when code2vec itself cannot be loaded."""
         code2vec = self.code2vec(settings)
         if settings.fusion_variant == "code2vec":
             return code2vec, None
         try:
+            if fusion_variant(models_dir(settings), settings.fusion_variant) in (None, "code2vec"):
+                return code2vec, None
             try:
                 self.embedder(settings)
             except ModelError as exc:
@@ -267,3 +271,38 @@ class ModelHub:
             self._code2vec.put(self._code2vec_key(settings), code2vec)
         if embedder is not None:
             self._embedder.put(self._embedder_key(settings), embedder)
+
+
+_SHARED: ModelHub | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_hub() -> ModelHub:
+    """The process's hub (the language server's): models loaded by :func:`preload` before
+    the server was built are the ones it then uses."""
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None:
+            _SHARED = ModelHub()
+        return _SHARED
+
+
+def preload(settings: Settings) -> threading.Thread:
+    """Load code2vec for ``settings`` on a daemon thread, now.
+
+    Why: a cold start spends most of its time importing the LSP machinery, and the first
+    hover then waits for the naming model.  Started before those imports, the model's load
+    (reading and checking its files, building the onnxruntime session — partly outside the
+    GIL) overlaps them.  A failure is kept by the hub and reported when the server asks,
+    exactly as if the server had loaded it; settings that name another folder simply load
+    that one later."""
+
+    def load() -> None:
+        try:
+            shared_hub().code2vec(settings)
+        except Exception:
+            log.debug("preloading code2vec failed", exc_info=True)
+
+    thread = threading.Thread(target=load, name="pathfusion-preload", daemon=True)
+    thread.start()
+    return thread

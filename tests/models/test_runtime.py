@@ -227,3 +227,34 @@ def test_real_models_code2vec_naming() -> None:
     except ModelError as exc:
         pytest.skip(f"the repository's models cannot be loaded: {exc}")
     assert hub.naming(settings) is code2vec and code2vec.info["name"] == "code2vec"
+
+
+def test_server_naming_does_not_wait_for_the_embedder_when_code2vec_serves(
+        monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    """Without a fusion export the first hover's model is code2vec: the embedder (the index's
+    business) is not loaded on the hover's path."""
+    loaders = Loaders(monkeypatch, fusion=False)
+    model, reason = ModelHub().naming_or_code2vec(settings)
+    assert reason is None and loaders.count("code2vec") == 1 and loaders.count("embedder") == 0
+    loaders = Loaders(monkeypatch, fusion=True)  # a fusion export: its graph needs the embedder
+    hub = ModelHub()
+    model, reason = hub.naming_or_code2vec(settings)
+    assert reason is None and isinstance(model, FusionPredictor) and loaders.count("embedder") == 1
+
+
+def test_preload_fills_the_shared_hub_the_server_uses(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    from server.lsp_models import Models
+
+    loaders = Loaders(monkeypatch, fusion=False)
+    monkeypatch.setattr(runtime, "_SHARED", None)
+    runtime.preload(settings).join(10)
+    assert loaders.count("code2vec") == 1
+    models = Models(executor=None, warn=lambda message: None)  # type: ignore[arg-type]
+    assert models.hub is runtime.shared_hub()
+    assert models.hub.code2vec(settings) is models.hub.code2vec(settings) and loaders.count("code2vec") == 1
+    # a failed preload is remembered and reported when the server asks, not lost
+    monkeypatch.setattr(runtime, "_SHARED", None)
+    loaders.fail["code2vec"] = ModelError("bad manifest")
+    runtime.preload(Settings(models_dir=str(Path(settings.models_dir or "") / "x"))).join(10)
+    with pytest.raises(ModelError, match="bad manifest"):
+        runtime.shared_hub().code2vec(Settings(models_dir=str(Path(settings.models_dir or "") / "x")))
