@@ -132,6 +132,27 @@ def iter_project_pairs(root: Path, anonymised: bool = False) -> list[SearchExamp
     return pairs
 
 
+def iter_split_pairs(corpus: Path, split: str, anonymised: bool = False,
+                     with_contexts: bool = True) -> list[SearchExample]:
+    """The docstring/code pairs of a corpus split (records with ``search``), in file order;
+    :func:`evaluate_search` shuffles them with the protocol's seed.  ``with_contexts=False``
+    leaves out the path contexts (only the fusion variants read them)."""
+    path = corpus / f"{split}.jsonl.gz"
+    if not path.is_file():
+        raise ValueError(f"{path} not found; build the corpus first (make corpus)")
+    pairs: list[SearchExample] = []
+    for record in read_jsonl_gz(path):
+        if not record.get("search") or not record.get("docstring_summary"):
+            continue
+        code, name, qualname = record["code_without_docstring"], record["name"], record["qualname"]
+        if anonymised:
+            code = anonymise(code)
+            name = qualname = FUNCTION_NAME
+        contexts = contexts_of_text(code) if with_contexts else []
+        pairs.append(SearchExample(record["docstring_summary"], code, contexts, name, qualname))
+    return pairs
+
+
 def iter_split_examples(corpus: Path, split: str) -> Iterator[NamingExample]:
     path = corpus / f"{split}.jsonl.gz"
     if not path.exists():
@@ -317,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("task", choices=("naming", "search"))
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--projects", type=Path, help="folder with one sub-folder per project")
-    source.add_argument("--corpus", type=Path, help="corpus folder (with --split; naming only)")
+    source.add_argument("--corpus", type=Path, help="corpus folder (with --split)")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
     parser.add_argument("--variant", default=None, choices=SEARCH_VARIANTS,
                         help="naming: code2vec (default) or a fusion variant; search: default (what the "
@@ -334,10 +355,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if args.task == "search" and args.projects is None:
-        print("pathfusion eval: error: search is evaluated on --projects DIR (the corpus split's search "
-              "numbers come from python -m model_export.train_fusion)", file=sys.stderr)
-        return 2
     try:
         if args.task == "naming":
             variant = args.variant or "code2vec"
@@ -349,8 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = evaluate_naming(examples, model, targets, args.limit)
         else:
             space = load_search_space(args.variant or "default", args.models, args.device, args.embedder_graph)
-            result = evaluate_search(iter_project_pairs(args.projects, args.anonymise), space, args.limit,
-                                     ranking=args.ranking)
+            pairs = (iter_project_pairs(args.projects, args.anonymise) if args.projects else
+                     iter_split_pairs(args.corpus, args.split, args.anonymise, with_contexts=space.runtime is not None))
+            result = evaluate_search(pairs, space, args.limit, ranking=args.ranking)
             result["anonymised"] = args.anonymise
     except (ModelError, ValueError) as exc:
         print(f"pathfusion eval: error: {exc}", file=sys.stderr)

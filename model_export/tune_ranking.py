@@ -35,15 +35,13 @@ from server.lexical import (
     is_private,
 )
 
-from .corpus import read_jsonl_gz
-from .evaluate import SearchExample, lexical_matrix, load_search_space
+from .evaluate import SearchExample, iter_split_pairs, lexical_matrix, load_search_space
 from .metrics import SEARCH_GROUP, SEARCH_SEED, mrr_of_scores
 
 
 def valid_pairs(corpus: Path, groups: int) -> list[SearchExample]:
     """The first ``groups`` CodeSearchNet groups of the validation split (seeded shuffle)."""
-    pairs = [SearchExample(r["docstring_summary"], r["code_without_docstring"], [], r["name"], r["qualname"])
-             for r in read_jsonl_gz(corpus / "valid.jsonl.gz") if r.get("search") and r.get("docstring_summary")]
+    pairs = iter_split_pairs(corpus, "valid", with_contexts=False)
     random.Random(SEARCH_SEED).shuffle(pairs)
     return pairs[: groups * SEARCH_GROUP]
 

@@ -108,3 +108,38 @@ def test_cli_prints_mrr_pairs_groups(projects: Path, capsys: pytest.CaptureFixtu
     assert eval_main(["naming", "--projects", str(projects), "--variant", "embedder",
                       "--models", str(REPO_MODELS)]) == 1
     assert "no variant 'embedder'" in capsys.readouterr().err
+
+
+def test_corpus_split_is_scored_like_the_same_functions_as_projects(projects: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """``eval search --corpus DIR --split S`` reads the split's docstring/code pairs (as the
+    corpus builder stored them) and scores them exactly as ``--projects`` scores the same
+    functions — plain and anonymised."""
+    import gzip
+    from dataclasses import asdict
+
+    from model_export.corpus import extract_file
+    from model_export.evaluate import iter_split_pairs
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    with gzip.open(corpus / "test.jsonl.gz", "wt") as fh:
+        for project in sorted(p for p in projects.iterdir()):
+            core = project / project.name / "core.py"
+            for record in extract_file(project.name, f"{project.name}/core.py", core.read_bytes()):
+                fh.write(json.dumps(asdict(record)) + "\n")
+    for anonymised in (False, True):
+        from_split = sorted((p.query, p.code, p.name) for p in iter_split_pairs(corpus, "test", anonymised))
+        from_projects = sorted((p.query, p.code, p.name) for p in iter_project_pairs(projects, anonymised))
+        assert from_split == from_projects and len(from_split) == 6
+        results = []
+        for source in (["--corpus", str(corpus), "--split", "test"], ["--projects", str(projects)]):
+            flags = ["--anonymise"] if anonymised else []
+            assert eval_main(["search", *source, *flags, "--variant", "embedder", "--ranking", "hybrid", "dense",
+                              "--json", "--models", str(REPO_MODELS)]) == 0
+            results.append(json.loads(capsys.readouterr().out))
+        assert results[0]["by_ranking"] == results[1]["by_ranking"] and results[0]["pairs"] == 6
+        assert results[0]["source"].endswith(":test")
+    assert eval_main(["search", "--corpus", str(tmp_path / "none"), "--split", "test", "--json",
+                      "--models", str(REPO_MODELS)]) == 1
+    assert "not found; build the corpus first" in capsys.readouterr().err
