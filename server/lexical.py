@@ -39,19 +39,19 @@ from .paths import split_subtokens
 
 EXACT_BONUS = 2.0
 CASELESS_BONUS = 1.5
-SUBTOKEN_BONUS = 0.5
-"""Weight of the share of name subtokens a query mentions; 0.5 has the best validation MRR
-of {0, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2} (`python -m model_export.tune_ranking`,
-docs/results.md)."""
+SUBTOKEN_BONUS = 0.1
+"""Weight of the share of name subtokens a query mentions.  Chosen on validation together
+with :data:`BM25_WEIGHT` over the shipped embedder (`python -m model_export.tune_ranking`,
+docs/results.md): BM25 carries most of the lexical signal, the name bonus adds a little."""
 PRIVATE_PENALTY = 0.0
 """Subtracted from the score of a private helper (``_name``, not a dunder): when a public
 function and its private helper score alike, the public one is what a query describes.
 Chosen on validation by ``python -m model_export.tune_ranking`` (docs/results.md)."""
 
-BM25_WEIGHT = 0.2
+BM25_WEIGHT = 0.1
 """Weight of a function's BM25 score divided by the query's best BM25 score; chosen on
-validation with :data:`NAME_TERMS_WEIGHT` (`python -m model_export.tune_ranking`,
-docs/results.md)."""
+validation with :data:`SUBTOKEN_BONUS` and :data:`NAME_TERMS_WEIGHT`
+(`python -m model_export.tune_ranking`, docs/results.md)."""
 NAME_TERMS_WEIGHT = 1.0
 """FTS5 column weight of the name's subtokens relative to the rest of the function's text."""
 
