@@ -2,8 +2,8 @@
 
 Why side by side: a user compares the new server with the one they already run; and these
 machines are noisy, so the two servers are started alternately in the same run on the same
-workspace and file, and the ratio of their medians is the number that matters (issue 13's
-target: pathfusion ≤ 0.8 × jedi-language-server).
+workspace and file, and the ratio of their medians is the number that matters (the target:
+pathfusion ≤ 0.8 × jedi-language-server).
 
 Each run: a temporary workspace holding a copy of one standard-library file (default
 ``argparse.py``) and a temporary ``PATHFUSION_CACHE_DIR``; the server is spawned, then

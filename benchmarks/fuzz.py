@@ -1,4 +1,4 @@
-"""Long mutation-fuzzing runs of the language server (issue 12): ``--buffers`` mutated
+"""Long mutation-fuzzing runs of the language server (docs/reliability.md): ``--buffers`` mutated
 standard-library buffers through a real LSP client — the fuzzer of the test suite
 (:mod:`tests.fuzzing`), with more buffers, larger files and longer lines.
 

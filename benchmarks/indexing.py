@@ -1,4 +1,5 @@
-"""Indexing throughput with the real embedder vs the embedder alone, and one-edit updates (issue 5).
+"""Indexing throughput with the real embedder vs the embedder alone, and one-edit updates
+(docs/performance.md).
 
 Takes the first standard-library files (sorted paths, ``site-packages`` and tests left out)
 until they hold at least ``--functions`` functions, copies them into a temporary workspace,

@@ -1,4 +1,4 @@
-"""Workspace-index search, build, reopen and memory on synthetic indexes (issue 5).
+"""Workspace-index search, build, reopen and memory on synthetic indexes (docs/performance.md).
 
 No embedding cost: the functions of a generated workspace (``N`` small functions with
 made-up names, 100 per file) are "embedded" by :class:`FakeEmbedder`, which turns each

@@ -1,4 +1,4 @@
-"""Hover latency through the real language server over stdio (issue 5).
+"""Hover latency through the real language server over stdio (docs/performance.md).
 
 Starts ``python -m server serve --models DIR`` as a subprocess and talks LSP to it with a
 minimal hand-written JSON-RPC client (Content-Length framing over the pipes; server
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "server_latency.json")
     parser.add_argument("--skip-model-check", action="store_true",
                         help="run even without code2vec (tests the plumbing; hovers then show only "
-                             "similar functions, so the numbers are NOT the issue's hover latency)")
+                             "similar functions, so the numbers are NOT the hover latency of docs/performance.md)")
     args = parser.parse_args(argv)
 
     manifest = args.models / "manifest.json"

@@ -1,4 +1,4 @@
-"""Memory soak of the language server (issue 12, item 8): edits, hovers, searches and
+"""Memory soak of the language server (docs/reliability.md): edits, hovers, searches and
 renames through a real LSP client for ``--minutes``, the server's RSS sampled from
 ``/proc/<pid>/status`` every ``--sample-s`` seconds.
 

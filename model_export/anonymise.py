@@ -1,4 +1,4 @@
-"""Identifier anonymisation for the search evaluation (design §5, AdvTest-style).
+"""Identifier anonymisation for the search evaluation (docs/design.md §5, AdvTest-style).
 
 Why: with real identifiers a search model can match the query's words against the
 function's name and variables; anonymising them shows what the *structure* (the code2vec

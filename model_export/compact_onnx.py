@@ -1,13 +1,15 @@
 """Compact storage of an ONNX graph's large weight matrices: int8 with one scale per row,
 dequantised inside the graph (``DequantizeLinear``, axis 0).
 
-Why: ``models/`` must stay ≤ 100 MB (design §6) while every variant ships its naming head
-(width × 10k names) and a query encoder with its own word embeddings.  Unlike dynamic
-quantisation (which also quantises activations, per batch, and made the int8 MiniLM's
-vectors depend on the batch), this stores only the *weights* in int8: the computation stays
-fp32, every output is independent of the batch, and the graph is 4× smaller.  The cost is a
-weight rounding error of at most half a step (``max|row| / 254``) per entry; its effect on
-the task metrics is measured by the export (``docs/results.md``).
+Why: the tracked tree, ``models/`` included, must stay ≤ 40 MiB (docs/design.md §6), so that
+a remote GPU job can carry it with its data, while code2vec ships its embeddings and its
+naming head (10k names), the embedder its transformer weights, and a fusion variant its
+naming head and a query encoder with its own word embeddings.  Unlike dynamic quantisation
+(which also quantises activations, per batch, and made the int8 MiniLM's vectors depend on
+the batch), this stores only the *weights* in int8: the computation stays fp32, every
+output is independent of the batch, and the graph is 4× smaller.  The cost is a weight
+rounding error of at most half a step (``max|row| / 254``) per entry; its effect on the
+task metrics is measured by the export (``docs/results.md``).
 """
 
 from __future__ import annotations

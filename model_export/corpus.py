@@ -10,7 +10,7 @@ Layout under ``data/`` (git-ignored)::
     downloads/<name>-<version>/          archives + .done      (model_export.download)
     corpus/shards/<name>-<version>.jsonl.gz   one record per function, all files kept
     corpus/dedup.json                     ids removed as exact / near duplicates
-    corpus/{train,valid,test}.jsonl.gz    the split records (design §3)
+    corpus/{train,valid,test}.jsonl.gz    the split records (docs/design.md §3)
     corpus/{train,valid,test}.c2v         code2vec/astminer text format (naming functions)
     corpus/stats.json                     counts behind docs/corpus.md
 
@@ -77,7 +77,7 @@ _GENERATED_RE = re.compile(
 
 @dataclass(slots=True)
 class Record:
-    """One function of the corpus (design §3)."""
+    """One function of the corpus (docs/design.md §3)."""
 
     id: str
     project: str

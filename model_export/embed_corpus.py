@@ -1,5 +1,5 @@
 """Embed a fixed sample of the corpus once, so that every fusion is trained and evaluated
-on the same cached inputs (design §4–5).
+on the same cached inputs (docs/design.md §4–5).
 
 Why a cache: the LLM embedder is by far the most expensive part (the shipped int8 MiniLM
 does ≈ 25–40 functions/s per CPU core), while the fusions, heads and query encoders train in
@@ -9,7 +9,7 @@ be stopped at any time and resume; training uses whatever train chunks exist.
 
 Selections (fixed seeds, written once to ``<out>/<split>-<task>.jsonl.gz``):
 
-* ``naming``: functions with ``naming=True``; the LLM sees ``masked_code`` (design §2);
+* ``naming``: functions with ``naming=True``; the LLM sees ``masked_code`` (docs/design.md §2);
 * ``search``: docstring/code pairs; the LLM sees ``code_without_docstring`` as written and
   the query is ``docstring_summary``; for the test split also the anonymised code
   (:mod:`model_export.anonymise`).  Test pairs follow the CodeSearchNet protocol: all test

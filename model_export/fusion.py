@@ -1,5 +1,5 @@
 """The fusions of the LLM embedding ``l`` and the code2vec code vector ``c`` (paper eqs. 3–5,
-design §4), each with a naming head and a search projection.
+docs/design.md §4), each with a naming head and a search projection.
 
 Why code2vec enters as its code vector: the code2vec encoder is trained once on the whole
 naming corpus (373k functions) and frozen; its code vector is what the exported
@@ -20,7 +20,7 @@ Variants (``VARIANTS``):
   LayerNorm), mean of the two tokens (eq. 5).
 
 One :class:`FusionModel` holds **two** fusion modules of the same variant: one feeds the
-naming head (trained on the masked-name embeddings, design §2) and one feeds the search
+naming head (trained on the masked-name embeddings, docs/design.md §2) and one feeds the search
 projection (trained on the as-written embeddings).  Sharing one fusion between the two
 tasks would force one module to serve two different input distributions (``l`` of masked
 code vs of code as written); keeping them separate is the honest baseline and costs only

@@ -1,4 +1,4 @@
-"""Naming metrics, defined exactly (design §5) — no torch, so they can score ONNX models.
+"""Naming metrics, defined exactly (docs/design.md §5) — no torch, so they can score ONNX models.
 
 Labels are ``|``-joined subtokens (``get|file|name``).  The *prediction* of an example is
 its first legal candidate: the first of the model's ranked names that is not ``<UNK>`` (or

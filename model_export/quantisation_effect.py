@@ -1,4 +1,4 @@
-"""What the shipped int8 embedder costs on the task metrics (issue 4, deliverable 1).
+"""What the shipped int8 embedder costs on the task metrics.
 
 The fusions were trained on int8 embeddings (what the server computes).  Here the first
 test group (1,000 search pairs) and the first 1,000 test naming functions are embedded

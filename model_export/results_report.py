@@ -182,9 +182,9 @@ def render() -> str:
         "# Results",
         "",
         "Held-out test split of `docs/corpus.md` (35 projects never seen in training, duplicates",
-        "removed before the split). Naming metrics as defined in `model_export/metrics.py` (design",
-        "§5); every number is produced by the **exported ONNX model**. Regenerate this page with",
-        "`python -m model_export.results_report` after the commands below.",
+        "removed before the split). Naming metrics as defined in `model_export/metrics.py`",
+        "(docs/design.md §5); every number is produced by the **exported ONNX model**. Regenerate",
+        "this page with `python -m model_export.results_report` after the commands below.",
         "",
         "```",
         "make corpus",
@@ -277,7 +277,7 @@ READING = """## Reading the code2vec row honestly
 - **What would move it:** far more training functions (code2vec's 0.43 used 16 M Java
   methods), a larger target vocabulary (needs compact storage of the softmax), or a
   subtoken decoder instead of whole-name classification (code2seq) — and the fusion with
-  the LLM embedder, which is what issue 4 measures next.
+  the LLM embedder, which the fusion section below measures.
 """
 
 
@@ -313,12 +313,12 @@ FUSION_READING = """### Reading the fusion table honestly
   (`models/fusion/`, int8-stored weights, fp32 parity ≤ 1e-6 before compaction). The other
   variants' rows above were measured from their exported graphs; `pathfusion export fusion
   --keep all` writes them again. They are not shipped, so that `models/` stays small enough
-  for a remote GPU job to carry it with training data (issue 10: tracked tree ≤ 40 MiB).
+  for a remote GPU job to carry it with training data (docs/design.md §6: tracked tree ≤ 40 MiB).
 """
 
 
 def render_quantisation(result: dict[str, Any]) -> list[str]:
-    """int8 vs fp32 embedder on the first test group (issue 4, deliverable 1)."""
+    """int8 vs fp32 embedder on the first test group (:mod:`model_export.quantisation_effect`)."""
     cos = result["mean_cosine_int8_fp32"]
     lines = ["### The int8 embedder's effect on the metrics", "",
              f"First test group ({result['search_pairs']:,} pairs) and first {result['naming_functions']:,} test",
@@ -335,7 +335,7 @@ def render_quantisation(result: dict[str, Any]) -> list[str]:
 
 
 KEPT_MARKER = "<!-- sections below are kept by results_report.py -->"
-"""Sections after this line (later issues' measurements, each with its own command) are
+"""Sections after this line (measurements written by hand, each with its own command) are
 carried over when the generated part above is rewritten."""
 
 

@@ -1,4 +1,4 @@
-"""Train and compare the fusion variants on the cached embeddings (design §4–5).
+"""Train and compare the fusion variants on the cached embeddings (docs/design.md §4–5).
 
 ``python -m model_export.train_fusion`` runs the whole comparison, resumably:
 

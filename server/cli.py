@@ -1,9 +1,9 @@
-"""The ``pathfusion`` command line (design §7).
+"""The ``pathfusion`` command line (docs/design.md §7).
 
 Why one entry point for everything: the editor, the demo and the training pipeline must
 agree on the extractor and the model files, and a single CLI is the simplest way to keep
-them honest.  Commands whose implementation has not landed yet exit with status 2 and say
-so on stderr; errors never print a traceback.
+them honest.  Errors go to stderr with a non-zero exit status and never print a traceback;
+a training verb whose extra is not installed says which one and how to install it.
 
 The models come from the model hub (:class:`server.runtime.ModelHub`) with the settings
 that ``--models``, ``--device`` and ``--variant`` mean, so that ``suggest``, ``index`` and

@@ -1,4 +1,4 @@
-"""The LLM embedder at run time (design §4): text → L2-normalised sentence embedding.
+"""The LLM embedder at run time (docs/design.md §4): text → L2-normalised sentence embedding.
 
 Two backends behind one :class:`Embedder` protocol (``embed(texts) -> float32 [n, dim]``,
 ``dim``, ``model_id``):

@@ -1,5 +1,5 @@
-"""Name suggestions (design §8 "Hover"): the hover over a function's name or ``def`` line,
-the suggestions that the rename code actions offer, and their prefetch.
+"""Name suggestions (docs/design.md §8 "Hover"): the hover over a function's name or
+``def`` line, the suggestions that the rename code actions offer, and their prefetch.
 
 A hover makes one worker hop (:func:`hover_at` through
 :func:`~server.lsp_worker.run_on_snapshot`): the function at the cursor is found once, the

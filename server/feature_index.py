@@ -1,4 +1,4 @@
-"""The life cycle of the workspace indexes (design §8 "Index"): one
+"""The life cycle of the workspace indexes (docs/design.md §8 "Index"): one
 :class:`~server.index.WorkspaceIndex` per workspace folder, opened, synced, updated,
 reported and closed.
 

@@ -1,5 +1,5 @@
-"""Rename code actions (design §8 "Rename"): one ``refactor.rewrite`` action per suggested
-name, whose workspace edit is computed only when the client resolves it.
+"""Rename code actions (docs/design.md §8, "Code actions"): one ``refactor.rewrite`` action
+per suggested name, whose workspace edit is computed only when the client resolves it.
 
 Why resolved lazily: a rename is a jedi refactoring over the workspace (definition and
 every reference), far too slow to compute for every offered name.  It runs on its own

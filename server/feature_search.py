@@ -1,4 +1,4 @@
-"""Semantic search over the workspace indexes (design §8 "Search"): the
+"""Semantic search over the workspace indexes (docs/design.md §8 "Search"): the
 ``pathfusion.search`` command, ``workspace/symbol`` (the same engine, for every LSP editor)
 and the "Similar functions" of a hover.
 

@@ -1,13 +1,13 @@
-"""The fusion variants at run time (design §1, §4): ``l`` (LLM embedding) + ``c`` (code2vec
-code vector) → naming top-k and search vectors, and queries → the same search space.
+"""The fusion variants at run time (docs/design.md §1, §4): ``l`` (LLM embedding) + ``c``
+(code2vec code vector) → naming top-k and search vectors, and queries → the same search space.
 
 What runs where, per function:
 
 * naming (hover, code actions, ``pathfusion suggest``): ``l`` of the *masked* source (the
   name replaced by ``METHOD_NAME``, :func:`server.paths.mask_source`, exactly as in
   training), ``c`` from the function's path contexts, → ``top_ids``/``top_probs``;
-* search (the workspace index): ``l`` of the source *as written* (design §2), ``c`` of the
-  function's own text, → ``search_vector``;
+* search (the workspace index): ``l`` of the source *as written* (docs/design.md §2), ``c``
+  of the function's own text, → ``search_vector``;
 * a query: the variant's query encoder (``<variant>.query.onnx``), over query tokens or over
   the query's LLM embedding, whichever the manifest names.
 
@@ -196,10 +196,10 @@ class FusionPredictor:
 
     The LLM embedding of a masked source is the expensive part (tens of ms on a CPU core)
     and hovers repeat on unchanged functions, so the last :data:`CACHE_SIZE` embeddings are
-    kept (design §2: "computed on demand and cached"), keyed by a 16-byte digest of the
-    masked text rather than the text: a function's source can be any length, and a cache
-    keyed by it held a copy of every edited version of every hovered function (issue 12);
-    with digests the cache is bounded in bytes (~1.6 KB an entry)."""
+    kept, keyed by a 16-byte digest of the masked text rather than the text: a function's
+    source can be any length, and a cache keyed by it would hold a copy of every edited
+    version of every hovered function; with digests the cache is bounded in bytes (~1.6 KB
+    an entry)."""
 
     CACHE_SIZE = 2048
 

@@ -1,11 +1,14 @@
-"""The workspace index (design §8 "Index" and "Search", §10 corrupted index, cancellation).
+"""The workspace index (docs/design.md §8 "Index" and "Search"; §10: a corrupt index,
+cancellation).
 
 Every function of the workspace's files (see :mod:`server.workspace`) is turned into a unit
-vector by a :class:`~server.search_model.SearchModel` — today the LLM embedder over the
-function **as written** (name, signature, docstring and body, design §2) — and stored in an
-hnswlib index (inner product on L2-normalised vectors = cosine) next to a SQLite database of
-metadata, in a cache folder outside the workspace (:func:`index_dir_for`).  A search ranks
-the functions by that cosine plus a lexical score of their names.
+vector by a :class:`~server.search_model.SearchModel` — the LLM embedder over the function
+**as written** (name, signature, docstring and body, docs/design.md §2), or a fusion
+variant's search graph where the models folder has one — and stored in an hnswlib index
+(inner product on L2-normalised vectors = cosine) next to a SQLite database of metadata, in
+a cache folder outside the workspace (:func:`index_dir_for`).  A search ranks the functions
+by that cosine plus lexical scores: of their names, and BM25 over their words
+(:mod:`server.ranking`).
 
 :class:`WorkspaceIndex` is what the server and the CLI use; it is assembled from parts that
 each have a module, and each module's docstring gives the design of its part:
@@ -36,7 +39,7 @@ committing a batch are functions of the store (:mod:`server.index_graph`,
 :mod:`server.index_batch`).  The price: the store's attributes are the parts' shared
 interface, documented on :class:`~server.index_store.IndexStore`, not hidden behind
 accessors.  :class:`WorkspaceIndex` only delegates; its methods are the public interface
-and keep their pre-split names and behaviour.
+that the server, the CLI, the benchmarks and the tests use.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ from .search_model import EmbedderSearchModel, SearchModel, search_model_from_se
 from .vector_space import HNSW_EF_CONSTRUCTION, HNSW_M
 
 # What other modules, tests and benchmarks import from here, besides what is defined here
-# (where each name lives now: the imports above).
+# (each name is defined in the module it is imported from above).
 __all__ = [
     "DATABASE", "ENV_CACHE_DIR", "HNSW_EF_CONSTRUCTION", "HNSW_FILE", "HNSW_M", "MANIFEST",
     "PRIVATE_PENALTY", "STOP_WORDS", "SUBTOKEN_BONUS", "SYNC_LOCK", "WRITE_LOCK", "Cancelled",

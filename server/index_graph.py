@@ -10,9 +10,10 @@ added from the stored vectors, the labels deleted since are marked deleted
 (:attr:`IndexStore.repaired <server.index_store.IndexStore.repaired>` says so).  Nothing is
 re-embedded.
 
-The generation alone cannot prove that the graph matches: processes that wrote one index
-at once (before the locks of :mod:`server.index_store`) left a manifest at the database's
-generation over a graph holding none of its functions.  So every open also **checks** the
+The generation alone cannot prove that the graph matches: processes that write one index
+at once without the locks of :mod:`server.index_store` (an older version of this code,
+say) can leave a manifest at the database's generation over a graph holding none of its
+functions.  So every open also **checks** the
 graph against SQLite: its labels must all be functions of SQLite, a sample of its vectors
 must equal the stored ones (and not be marked deleted), and a live function the graph
 lacks is added as by a repair.

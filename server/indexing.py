@@ -1,9 +1,9 @@
 """Indexing: from the workspace's files to stored functions and vectors.
 
 Every function of the workspace's files (see :mod:`server.workspace`) is turned into a unit
-vector by the search model (:mod:`server.search_model`) — today the LLM embedder over the
-function **as written** (name, signature, docstring and body, design §2) — and stored
-(:mod:`server.index_store`).
+vector by the search model (:mod:`server.search_model`) — the LLM embedder over the
+function **as written** (name, signature, docstring and body, docs/design.md §2), or a
+fusion variant's search graph — and stored (:mod:`server.index_store`).
 
 **Incremental updates.**  A file whose (mtime, size) is unchanged is not read; one whose
 content hash is unchanged is not parsed.  A changed file is parsed; each function's text is

@@ -1,4 +1,4 @@
-"""The language server (design §8): hover name suggestions, rename code actions and
+"""The language server (docs/design.md §8): hover name suggestions, rename code actions and
 semantic search over the workspace index.
 
 This module creates the server, registers a short handler for each LSP message — each
@@ -38,21 +38,19 @@ from lsprotocol import types
 
 from . import feature_hover, feature_rename, feature_search, lsp_settings
 from .documents import apply_changes
-from .feature_hover import hover_markdown, naming_sources
+from .feature_hover import naming_sources
 from .feature_index import file_events
 from .feature_rename import RENAME_KIND, compute_rename
-from .feature_search import merge_results, search_args, similar_markdown
-from .lsp_convert import markdown_text, symbol_kind, text_edits, uri_path
+from .feature_search import merge_results, search_args
+from .lsp_convert import symbol_kind, text_edits, uri_path
 from .lsp_server import EXIT_TIMEOUT_S, PathfusionServer
-from .lsp_worker import Snapshot, SnapshotDocument, WorkerDocuments
+from .lsp_worker import Snapshot
 from .positions import TextBuffer
 from .settings import Settings
 
-__all__ = [  # and, from their modules, the names that tests and tools import from here
-    "PathfusionServer", "Snapshot", "SnapshotDocument", "WorkerDocuments", "compute_rename",
-    "hover_markdown", "main", "markdown_text", "merge_results", "naming_sources",
-    "resolve_code_action", "search_args", "serve", "server", "similar_markdown", "symbol_kind",
-    "text_edits",
+__all__ = [  # and, from their modules, the names that tests import from here
+    "PathfusionServer", "Snapshot", "compute_rename", "main", "merge_results", "naming_sources",
+    "resolve_code_action", "search_args", "serve", "server", "symbol_kind", "text_edits",
 ]
 
 log = logging.getLogger(__name__)

@@ -247,7 +247,7 @@ DOCSTRING_CACHE_ENTRIES = 1024
 DOCSTRING_CACHED_LENGTH = 4096
 """Docstring literals longer than this (characters) are evaluated without the cache: the
 cache is keyed by the literal, and a language server sees a new one at every keystroke in a
-docstring, so its size must be bounded in bytes, not only in entries (issue 12)."""
+docstring, so its size must be bounded in bytes, not only in entries."""
 
 
 def _evaluate_docstring(literal: str) -> str:

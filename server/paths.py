@@ -1,7 +1,8 @@
 """code2vec path contexts over tree-sitter-python trees.
 
 This module is the model's eyes: training (``model_export``) and serving (``server``) both
-call :func:`extract_contexts`, so a model only ever sees features produced by this code.
+call :func:`context_space` and sample from it (:func:`extract_contexts` does both), so a
+model only ever sees features produced by this code.
 Every convention below is part of the model's identity; changing any of them must change
 :data:`EXTRACTOR_VERSION`, and the runtime refuses a model trained with another version.
 
@@ -102,8 +103,8 @@ class Context(NamedTuple):
 # The caches below serve a long-running language server as well as the corpus pipeline, so
 # they are bounded in entries *and* in the length of what they keep: a cache keyed by every
 # identifier, query word or string literal ever seen grows with every edit, search and hover
-# (issue 12: 200,000 identifiers cost ~120 MB, and a string cache keyed by whole docstrings
-# kept a copy of every edited version).  Identifiers repeat with a Zipf distribution, so the
+# (measured: 200,000 identifiers cost ~120 MB, and a string cache keyed by whole docstrings
+# keeps a copy of every edited version).  Identifiers repeat with a Zipf distribution, so the
 # most recent 16k keep nearly every hit; long keys are rare and cheap to recompute.
 CACHE_ENTRIES = 16_384
 CACHED_LENGTH = 64

@@ -1,9 +1,9 @@
 """LSP positions over a text: line breaks, UTF-16 offsets and byte offsets, in one place.
 
 Why a module of its own: LSP counts exactly three line ends — ``\\n``, ``\\r\\n`` and a lone
-``\\r`` — and measures characters in UTF-16 code units.  Splitting on ``\\n`` alone (as the
-server once did) puts every line of a CR-only file on line 0, so an incremental edit lands
-in the wrong place and the server's copy of the document drifts from the editor's; Python's
+``\\r`` — and measures characters in UTF-16 code units.  Splitting on ``\\n`` alone puts
+every line of a CR-only file on line 0, so an incremental edit lands in the wrong place
+and the server's copy of the document drifts from the editor's; Python's
 ``str.splitlines`` is wrong the other way (it also breaks at ``\\v``, ``\\f``, ``\\x1c``-``\\x1e``,
 ``\\x85``, U+2028 and U+2029).  The document sync (:class:`TextBuffer`, the base of
 :class:`server.parsing.Document`), the edits the server sends back

@@ -12,10 +12,10 @@ Why not pygls' own (2.1): its message loop (``pygls.io_.run_async``) decodes a b
 
 and the protocol keeps, in ``_request_futures``, the future of every notification handled by
 a generator or a coroutine and of every command's inner handler (their params and results
-with it) until the process ends — one entry per ``didChange``, ``didSave``, search... (the
-memory creep of issue 12).  pygls also keeps a second copy of every open document that it
-re-splits into lines on every change; the server never reads it (``server.lsp`` keeps its
-own :class:`~server.parsing.Document` objects).
+with it) until the process ends — one entry per ``didChange``, ``didSave``, search...: memory
+that grows for as long as the session lasts.  pygls also keeps a second copy of every open
+document that it re-splits into lines on every change; the server never reads it
+(:class:`~server.lsp_server.PathfusionServer` keeps its own documents, :mod:`server.documents`).
 
 :func:`serve_messages` replaces the loop: a body is decoded strictly (UTF-8, JSON without
 ``NaN``/``Infinity``), checked to be a JSON-RPC 2.0 message, and structured; what fails is

@@ -1,4 +1,5 @@
-"""Query side of code search at run time (design §4, paper §3.2): text → query vector.
+"""Query side of code search at run time (docs/design.md §4, paper §3.2): text → query
+vector.
 
 A search query ("read a json config file") is turned into lowercase subtokens by
 :func:`tokenize_query`, mapped to ids by a :class:`QueryVocab` and encoded by the exported

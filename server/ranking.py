@@ -42,7 +42,8 @@ class _StaleView(Exception):
 
 @dataclass(frozen=True)
 class SearchResult:
-    """One ranked function (design §8 ``pathfusion.search``); :meth:`to_json` is stable."""
+    """One ranked function (docs/design.md §8, ``pathfusion.search``); :meth:`to_json` is
+    stable."""
 
     uri: str
     range: dict[str, dict[str, int]]

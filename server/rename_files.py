@@ -1,4 +1,4 @@
-"""The files a rename may read: the workspace as the indexer sees it (issue 12, item 2).
+"""The files a rename may read: the workspace as the indexer sees it.
 
 Why jedi is not given the workspace folder itself: its project-wide search walks the folder
 and reads *every* ``*.py`` entry whole before it looks for the name — a symlink to

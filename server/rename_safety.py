@@ -1,4 +1,4 @@
-"""Which new names a rename may give a function without breaking the code (issue 12, item 9).
+"""Which new names a rename may give a function without breaking the code.
 
 Why: the naming model knows nothing of the module around a function.  For a function that
 calls ``json.load`` under ``import json`` its top suggestion was ``json``, and "Rename `f` →

@@ -1,11 +1,11 @@
 """The model hub: which models a :class:`~server.settings.Settings` means, each loaded once.
 
-Why one place: the naming predictor, the LLM embedder and the search model used to be
-assembled in four places (the server's lazy loader, ``pathfusion suggest``, ``pathfusion
-index``/``search`` and the index's choice of search model), each with its own idea of which
-graph a setting means and how many threads it gets.  Now the server
-(:mod:`server.lsp_models`, :mod:`server.feature_index`) and the CLI (:mod:`server.cli`) ask
-a :class:`ModelHub`, so that the editor and the command line use the same models — and
+Why one place: the naming predictor, the LLM embedder and the search model are needed by
+the server's lazy loader, ``pathfusion suggest``, ``pathfusion index``/``search`` and the
+index's choice of search model; assembled in each, every caller would have its own idea of
+which graph a setting means and how many threads it gets.  The server
+(:mod:`server.lsp_models`, :mod:`server.feature_index`) and the CLI (:mod:`server.cli`) all
+ask a :class:`ModelHub`, so that the editor and the command line use the same models — and
 index and query in the same space — for the same settings.
 
 What a setting means (``pathfusion.*``):
@@ -39,11 +39,10 @@ graphs and the query encoder get one intra-op thread each: they are small (≈ 1
 code2vec, ≈ 1.6 ms for a fusion graph, a few dozen ids for a query), a second thread costs
 more in synchronisation than it saves, and one thread leaves the other core free.  The LLM
 embedder keeps onnxruntime's default (one thread per physical core): it is what indexing
-spends its time on, and issue 13 measured it at 122 functions/s on an idle 2-core machine
+spends its time on, and it was measured at 122 functions/s on an idle 2-core machine
 against 60 with the other core busy.  Under heavier contention the default falls below the
-one-thread rate (docs/performance.md, "Threads of the onnxruntime sessions", has the
-measurements and what to try next); the idle rate could not be re-measured, so the values
-were kept.
+one-thread rate; docs/performance.md, "Threads of the onnxruntime sessions", has the
+measurements and what to try next.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The server's settings (design §8): ``pathfusion.*`` as sent by editors.
+"""The server's settings (docs/design.md §8): ``pathfusion.*`` as sent by editors.
 
 Why bad values never raise: settings arrive from an editor's JSON, typed by hand; a typo must
 not stop the language server.  :meth:`Settings.from_dict` keeps the default (or the previous

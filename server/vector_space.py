@@ -104,7 +104,7 @@ class VectorSpace:
             return {}
         k = min(k, live)
         # ef 200: recall@10 0.999 at 100k functions (benchmarks/search_index.py measured
-        # 0.988 at ef 50, 0.999 at ef 100); the old 1000 cost ~10x more for nothing.
+        # 0.988 at ef 50, 0.999 at ef 100); ef 1000 costs ~10x more for nothing.
         self.graph.set_ef(ef if ef is not None else max(2 * k, 100, min(live, 200)))
         try:
             labels, distances = self.graph.knn_query(vector.reshape(1, -1), k=k)

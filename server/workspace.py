@@ -1,4 +1,5 @@
-"""Which files of a workspace are indexed (design §8 "Index", §10 symlink loops, unreadable files).
+"""Which files of a workspace are indexed (docs/design.md §8 "Index"; §10: symlink loops,
+unreadable files).
 
 Rules, in the order they are applied to every directory entry:
 

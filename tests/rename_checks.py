@@ -1,4 +1,4 @@
-"""What every test that applies a rename checks of the result (issue 12, item 9).
+"""What every test that applies a rename checks of the result.
 
 Why more than "the text was replaced": a rename to a name that is already bound (``json``
 under ``import json``) replaces the text just as well and breaks the module.  So the renamed

@@ -1,5 +1,5 @@
-"""Smaller items of issue 12.10: the embedder config's file names stay inside the models
-folder, and ``serve --tcp`` (no authentication) refuses hosts other than loopback."""
+"""Hardening: the embedder config's file names stay inside the models folder, and
+``serve --tcp`` (no authentication) refuses hosts other than loopback."""
 
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ def _models_with_config(root: Path, files: dict[str, str | None], tokenizer: str
 @pytest.mark.skipif(not (SHIPPED / "embedder.int8.onnx").is_file(), reason="the shipped embedder is missing")
 @pytest.mark.parametrize("escape", ["absolute graph", "graph above", "tokenizer above"])
 def test_embedder_config_names_stay_inside_the_models_folder(tmp_path: Path, escape: str) -> None:
-    """Issue 12.10: the manifest's names were checked, the config's were joined as given, so
-    a config could make the server load (and hash, and feed text to) any file."""
+    """The config's file names are checked like the manifest's: joined as given, they would
+    let a config make the server load (and hash, and feed text to) any file."""
     outside = tmp_path / "outside"
     outside.mkdir()
     for name in ("embedder.int8.onnx", "tokenizer.json"):
@@ -82,8 +82,8 @@ def test_parse_tcp_accepts_bracketed_ipv6() -> None:
 
 
 def test_tcp_refuses_remote_hosts_without_the_flag(tmp_path: Path) -> None:
-    """Issue 12.10: ``--tcp`` has no authentication; ``--tcp 0.0.0.0:PORT`` served every
-    network.  Now it exits at once with a message (a server that listened would time out)."""
+    """``--tcp`` has no authentication, so ``--tcp 0.0.0.0:PORT`` would serve every network:
+    it exits at once with a message instead (a server that listened would time out)."""
     for module, argv in (("server", ["serve", "--tcp", "0.0.0.0:48765"]), ("server", ["--tcp", "192.0.2.1:48765"]),
                          ("server.lsp", ["--tcp", "0.0.0.0:48765"])):
         result = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True,

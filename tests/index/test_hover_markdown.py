@@ -1,5 +1,5 @@
-"""Names in the hover's Markdown are shown as written (issue 11, item 6): ``__repr__`` in
-the "Similar functions" list rendered as a bold "repr", ``<locals>`` as an HTML tag."""
+"""Names in the hover's Markdown are shown as written: unescaped, ``__repr__`` in the
+"Similar functions" list would render as a bold "repr", ``<locals>`` as an HTML tag."""
 
 from __future__ import annotations
 

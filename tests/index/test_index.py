@@ -1,4 +1,4 @@
-"""The workspace index (design §8 "Index"/"Search", §10 corrupted index, cancellation).
+"""The workspace index (docs/design.md §8 "Index"/"Search", §10 corrupted index, cancellation).
 
 Mechanics (incremental updates, corruption, cancellation) use a deterministic hash-based
 fake embedder; search quality and the CLI use the real all-MiniLM-L6-v2 int8 ONNX graph

@@ -1,5 +1,5 @@
-"""Several processes on one workspace index (issue 12: "two indexers on one folder break search
-for good", stale temp files of killed writers, a lost manifest).
+"""Several processes on one workspace index (docs/reliability.md): two indexers on one folder,
+stale temp files of killed writers, a lost manifest.
 
 Real processes on real files: the ``pathfusion`` CLI (``python -m server``) with the shipped
 models of the repository, and small Python workers that open the index with the hash-based
@@ -92,8 +92,9 @@ def cli_search_names(workspace: Path, cache: Path, query: str = "value", k: int 
 
 @needs_models
 def test_two_cli_indexers_and_a_search_on_a_fresh_cache(tmp_path: Path) -> None:
-    """Issue 12.1, fresh cache: the graph the two runs left behind held none of the live
-    functions at the database's generation, and every later search died."""
+    """Fresh cache: two runs at once must leave a graph that holds the live functions (without
+    the locks it held none of them at the database's generation, and every later search
+    died)."""
     workspace = tmp_path / "ws"
     expected = many_functions(workspace)
     for round_ in range(3):
@@ -107,8 +108,8 @@ def test_two_cli_indexers_and_a_search_on_a_fresh_cache(tmp_path: Path) -> None:
 
 @needs_models
 def test_two_cli_indexers_on_an_existing_index(tmp_path: Path, cache_dir: Path) -> None:
-    """Issue 12.1, existing index: the second indexer died with ``UNIQUE constraint failed:
-    functions.label``."""
+    """Existing index: the second indexer must not take the first one's labels (without the
+    locks it died with ``UNIQUE constraint failed: functions.label``)."""
     workspace = tmp_path / "ws"
     many_functions(workspace)
     finish(cli("index", str(workspace), "--quiet", cache=cache_dir))
@@ -298,8 +299,8 @@ def run_worker(body: str, workspace: Path, cache: Path, **kwargs: Any) -> subpro
 
 
 def test_temp_file_of_a_writer_killed_during_a_save_is_removed_on_open(tmp_path: Path, cache_dir: Path) -> None:
-    """Issue 12.10: a ``kill -9`` during a graph save left its temp file until an open an
-    hour later.  The writer lock tells a dead writer's file from a live one's at once."""
+    """A ``kill -9`` during a graph save leaves its temp file; the next open removes it at
+    once, because the writer lock tells a dead writer's file from a live one's."""
     workspace = write_workspace(tmp_path / "ws")
     worker = run_worker("""
         tmp, _ = index.store.saver.write_graph()   # the graph is in its temp file, not yet renamed
@@ -317,8 +318,8 @@ def test_temp_file_of_a_writer_killed_during_a_save_is_removed_on_open(tmp_path:
 
 
 def test_a_lost_manifest_is_rebuilt_from_the_stored_vectors(tmp_path: Path) -> None:
-    """Issue 12.10: losing ``manifest.json`` re-embedded everything although SQLite still
-    held every vector (and which model made them)."""
+    """Losing ``manifest.json`` re-embeds nothing: SQLite still holds every vector (and which
+    model made them)."""
     workspace = write_workspace(tmp_path / "ws")
     embedder = FakeEmbedder()
     with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:

@@ -1,4 +1,4 @@
-"""The workspace index in the language server (design §8 "Search", "Index"; §10 cancel,
+"""The workspace index in the language server (docs/design.md §8 "Search", "Index"; §10 cancel,
 edits during indexing): pytest-lsp against the real subprocess server, the real int8
 all-MiniLM-L6-v2 embedder and a tiny code2vec model, with the index in a tmp cache dir."""
 

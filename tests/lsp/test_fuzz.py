@@ -1,4 +1,4 @@
-"""Bounded mutation fuzzing of the real server process (issue 12): a few hundred mutated
+"""Bounded mutation fuzzing of the real server process (docs/reliability.md): a few hundred mutated
 standard-library buffers, random incremental edits, hovers, code actions, searches and
 undecodable bodies through a real LSP client (:mod:`tests.fuzzing`).  Every request must be
 answered (a result, or the error its invalid params call for) within the timeout, the

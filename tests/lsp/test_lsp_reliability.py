@@ -1,6 +1,6 @@
-"""Issue 12 through the real server process: CR-only line ends (item 4), big open buffers
-(item 5), invalid requests and bodies (item 7) and the protocol's per-message bookkeeping
-(item 8).  pytest-lsp's client and fixtures come from ``tests/lsp/conftest.py``; the requests a
+"""Reliability through the real server process (docs/reliability.md): CR-only line ends, big
+open buffers, invalid requests and bodies, and the protocol's per-message bookkeeping.
+pytest-lsp's client and fixtures come from ``tests/lsp/conftest.py``; the requests a
 well-behaved client cannot send (negative positions, bodies that are not UTF-8 or JSON) go
 through :class:`tests.lsp_driver.RawLspClient`."""
 

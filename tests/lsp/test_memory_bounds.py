@@ -1,6 +1,6 @@
-"""Issue 12, item 8: the caches a long-running server fills per identifier, query word,
-string literal, docstring and hovered function are bounded in entries *and* in what each
-entry keeps (the per-message bookkeeping of the protocol is checked in
+"""Memory stays bounded (docs/reliability.md): the caches a long-running server fills per
+identifier, query word, string literal, docstring and hovered function are bounded in
+entries *and* in what each entry keeps (the per-message bookkeeping of the protocol is checked in
 ``tests/lsp/test_lsp_reliability.py``; the RSS trend by ``benchmarks/soak.py``)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Neovim as the client (design: "a Neovim headless end-to-end test"): Debian's nvim 0.7
+"""Neovim as the client, headless end to end: Debian's nvim 0.7
 starts the real server with ``vim.lsp.start_client``, hovers, applies a resolved rename code
 action across two files and runs ``pathfusion.search`` (tests/nvim/e2e.lua), against the tiny
 code2vec model and the real int8 MiniLM embedder in a tmp models folder.

@@ -1,10 +1,10 @@
-"""The rename code action reads only what the indexer would (issue 12, item 2), through the
-real server: regular files inside the workspace under ``maxFileSize``.
+"""The rename code action reads only what the indexer would, through the real server:
+regular files inside the workspace under ``maxFileSize`` (:mod:`server.rename_files`).
 
-Before, jedi's project walk read every ``*.py`` entry of the workspace: a symlink to
-``/dev/zero`` (memory grew without bound), a FIFO (the worker blocked forever, and a second
-rename blocked the other worker: hover and search stopped too), a file over the size limit,
-and links leading out of the workspace, whose targets the rename then edited.  The server
+Given the workspace itself, jedi's project walk reads every ``*.py`` entry of it: a symlink
+to ``/dev/zero`` (memory grows without bound), a FIFO (the worker blocks forever, and a
+second rename blocks the other worker: hover and search stop too), a file over the size
+limit, and links leading out of the workspace, whose targets the rename then edits.  The server
 here runs under an address-space limit, so that a regression ends in a MemoryError rather
 than in a machine out of memory.
 """
@@ -49,7 +49,7 @@ ADDRESS_SPACE_LIMIT = 2 << 30
 MAX_FILE_SIZE = 20_000
 RESOLVE_LIMIT_S = 10.0
 """The target is 2 s (measured figures: docs/reliability.md); this bound leaves room for a
-loaded test machine, and is still finite where the FIFO used to block forever."""
+loaded test machine, and is still finite where a FIFO read by jedi would block forever."""
 RESPONSIVE_LIMIT_S = 5.0
 USER = "from lib import load_config\n\n\nsettings = load_config('y.json')\n"
 """A module that uses the renamed function: a rename that reads it edits it."""

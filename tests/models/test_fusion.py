@@ -1,4 +1,4 @@
-"""Fusions, their training loop, metrics and the pieces of the comparison (issue 4)."""
+"""Fusions, their training loop, metrics and the pieces of the comparison (docs/design.md §4)."""
 
 from __future__ import annotations
 

@@ -108,7 +108,7 @@ def test_naming_and_search_share_one_load_of_each_model(monkeypatch: pytest.Monk
     assert hub.naming(settings) is naming and hub.search_model(settings) is search
     assert hub.embedder(settings) is hub.embedder(settings)
     assert [loaders.count(k) for k in ("code2vec", "embedder", "fusion")] == [1, 1, 1]
-    # the thread counts come from THREADS (today's: 1 for the small graphs, the embedder
+    # the thread counts come from THREADS (1 for the small graphs, the embedder
     # onnxruntime's default)
     assert ("code2vec", models_dir(settings), "cpu", 1) in loaders.calls
     assert ("embedder", "onnx", None) in loaders.calls and ("fusion", "llm", 1, 1) in loaders.calls
