@@ -148,8 +148,12 @@ class OnnxEmbedder(_Identified):
         without the key are dynamic) embeds one text per run: it picks one activation
         scale per tensor, i.e. per *batch*, so a text's int8 embedding would depend on the
         texts batched with it (cosine down to ≈ 0.96 for very short texts), which breaks
-        "same function → same vector" and the content-hash cache.  On the CPU this costs
-        nothing (measured: batches of 1 are as fast as batches of 32 with one thread).
+        "same function → same vector" and the content-hash cache.  On the CPU every graph
+        runs one text per run: it costs nothing for the dynamic int8 graph and *saves* time for
+        the fp32-compute ones, whose batches pay for padding to their longest text and for
+        attention over it — on 150 standard-library functions with two threads, one text
+        per run embedded 56–65 functions/s against 38–48 in length-sorted batches of 32
+        (``benchmarks/embedder_threads.py``, docs/performance.md).  On CUDA, batches.
         """
         try:
             manifest = load_manifest(models_dir, verify=verify, models=(ENTRY_NAME,))
@@ -209,7 +213,7 @@ class OnnxEmbedder(_Identified):
                                 f"re-export it with `pathfusion export embedder`") from exc
         model_id = str(config.get("id") or entry.get("id") or "embedder")
         return cls(session, tokenizer, dim=dim, model_id=model_id, pad_id=int(config.get("pad_id", 0)),
-                   path=onnx_path, one_per_run=dynamic)
+                   path=onnx_path, one_per_run=dynamic or "CUDAExecutionProvider" not in session.get_providers())
 
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         texts = _check_texts(texts)
