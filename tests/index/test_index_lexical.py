@@ -266,3 +266,30 @@ def test_query_text_is_never_fts5_syntax() -> None:
     assert match_expression({"load", "config"}) == '"config" OR "load"'
     assert match_expression({'a"b', "near", "*", "and"}) == '"and" OR "near"'  # only plain words, quoted
     assert match_expression(set()) is None
+
+
+def test_bm25_scores_at_most_the_bounded_number_of_matches(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A query whose words are everywhere keeps only its rarest words for BM25 (their
+    matches within the bound); below the bound nothing changes."""
+    import sqlite3
+
+    from server.lexical import LEXICON_SQL
+
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE functions (label INTEGER PRIMARY KEY, name_terms TEXT NOT NULL, "
+               "terms TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0)")
+    db.executescript(LEXICON_SQL)
+    rows = [(i, "f", "value common" + (" rare" if i % 10 == 0 else "") + (" scarce" if i % 25 == 0 else ""))
+            for i in range(100)]
+    db.executemany("INSERT INTO functions (label, name_terms, terms) VALUES (?, ?, ?)", rows)
+    tokens = {"common", "rare", "scarce"}
+    everything, _ = bm25_bonuses(db, tokens)
+    assert len(everything) == 100  # "common" is in every function
+    monkeypatch.setattr("server.lexical.BM25_MAX_MATCHES", 15)
+    bounded, bonus = bm25_bonuses(db, tokens)
+    assert sorted(bounded.tolist()) == [i for i in range(100) if i % 10 == 0 or i % 25 == 0]  # rare + scarce: 14
+    assert bonus.max() == pytest.approx(BM25_WEIGHT)
+    monkeypatch.setattr("server.lexical.BM25_MAX_MATCHES", 5)
+    assert sorted(bm25_bonuses(db, tokens | {"absent"})[0].tolist()) == [0, 25, 50, 75]  # the rarest word alone
+    monkeypatch.setattr("server.lexical.BM25_MAX_MATCHES", 3)
+    assert bm25_bonuses(db, tokens)[0].size == 0  # every word too common: no BM25 bonus
