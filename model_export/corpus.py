@@ -27,6 +27,10 @@ File rules (what is *not* corpus):
 Function rules: every function goes in the shard; *naming* functions are the non-dunder
 ones of at least 3 lines whose label is not empty; *search* pairs are the functions whose
 docstring's first paragraph has at least 3 words.
+
+Why one module of ~470 lines: the record fields, the file filters and the per-function rules
+(naming eligibility, search pairs, masking) define the dataset together; splitting them
+would hide which rule decides what a model sees.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ Usage::
 
 Only the standard library is required; ``tqdm`` is used for the progress bar
 when it is importable.
+
+Why one module of ~450 lines: fetching, verifying (pinned versions, hashes, licences) and
+unpacking a project are one pipeline step with one resumable state.
 """
 
 from __future__ import annotations

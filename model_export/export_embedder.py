@@ -40,6 +40,10 @@ What is written, under ``<out>/embedder/`` (names in the manifest are relative t
 :func:`export_minilm` writes the files and returns the manifest entry;
 :func:`write_manifest_entry` merges it into ``<out>/manifest.json`` with the code2vec
 export's own merge (temp file + rename).
+
+Why one module of ~480 lines: an export is only valid with its checks — fp32 parity against
+transformers, the int8 graph's cosine, the tokenizer's settings, the manifest entry — so
+they live with the export itself.
 """
 
 from __future__ import annotations

@@ -36,6 +36,10 @@ with code2vec (:func:`model_export.export_code2vec.legacy_onnx_export`), inputs 
 (int64) and ``mask`` (float32), both ``[batch, tokens]`` with dynamic axes, output
 ``query_vector`` ``[batch, out_dim]``; then onnxruntime is compared with torch on random
 batches and the files are installed only when they agree within ``1e-4``.
+
+Why one module of ~430 lines: the paper's query encoders (NBoW, CNN, biRNN, self-attention)
+share one tokenisation, one pooling interface and one export path; each encoder is a short
+class.
 """
 
 from __future__ import annotations

@@ -22,6 +22,10 @@ left out of the training loss (they cannot be predicted) but stay in every evalu
 Outputs: ``data/runs/fusion/<variant>/`` (``model.pt``, ``query.pt``, ``config.json``,
 ``log.jsonl``, ``test.json``), ``data/runs/fusion/query_selection.json`` and
 ``data/results/fusion.json`` (the table of ``docs/results.md``).
+
+Why one module of ~460 lines: the fusions are compared on the same cached inputs, schedules
+and selection rules; training, selection on validation and the single test scoring are kept
+together so that no variant is treated differently.
 """
 
 from __future__ import annotations

@@ -35,6 +35,10 @@ Conventions (``EXTRACTOR_VERSION`` = ``pf-paths-3``):
 * **Sampling.** At most ``max_contexts`` (200) contexts.  Without an ``rng`` the choice is a
   fixed-seed sample, so the same function always yields the same contexts (inference); the
   training loader passes its own reseeded ``rng``.
+
+Why one module of ~500 lines: it is the single extractor shared by training and serving, and
+its conventions (listed above) are the model's identity (``EXTRACTOR_VERSION``); keeping
+them in one file keeps that identity in one place.
 """
 
 from __future__ import annotations

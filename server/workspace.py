@@ -39,6 +39,11 @@ The walk is iterative (deep trees cannot raise ``RecursionError``) and sorted, s
 is deterministic.  :func:`discover` returns the files and the skipped ``(path, reason)``
 pairs; :class:`WorkspaceFilter` answers the same question for one path (a saved or watched
 file), for the index's incremental updates.
+
+Why one module of ~540 lines: which files a workspace index holds is one decision — the
+.gitignore matcher, excludes, virtual-environment and size rules, symlink policy — and the
+rules interact (a file is indexed only when all agree), so they are read and tested
+together.
 """
 
 from __future__ import annotations
