@@ -58,15 +58,6 @@ from .index_files import DATABASE, HNSW_FILE, MANIFEST, SYNC_LOCK, WRITE_LOCK, m
 from .index_saving import AUTOSAVE_DELAY_S
 from .index_store import IndexStore
 from .indexing import Cancelled, Indexer, IndexStats, Progress
-from .lexical import (
-    PRIVATE_PENALTY,
-    STOP_WORDS,
-    SUBTOKEN_BONUS,
-    is_private,
-    lexical_bonus,
-    name_prior,
-    query_features,
-)
 from .ranking import Ranker, SearchResult
 from .search_model import EmbedderSearchModel, SearchModel, search_model_from_settings
 from .vector_space import HNSW_EF_CONSTRUCTION, HNSW_M
@@ -75,11 +66,9 @@ from .vector_space import HNSW_EF_CONSTRUCTION, HNSW_M
 # (each name is defined in the module it is imported from above).
 __all__ = [
     "DATABASE", "ENV_CACHE_DIR", "HNSW_EF_CONSTRUCTION", "HNSW_FILE", "HNSW_M", "MANIFEST",
-    "PRIVATE_PENALTY", "STOP_WORDS", "SUBTOKEN_BONUS", "SYNC_LOCK", "WRITE_LOCK", "Cancelled",
-    "EmbedderSearchModel", "IndexStats", "Progress", "SearchModel", "SearchResult",
-    "WorkspaceIndex", "cache_root", "index_dir_for", "is_private", "lexical_bonus",
-    "model_identity", "name_prior", "query_features", "search_model_from_settings", "snippet_of",
-    "text_hash",
+    "SYNC_LOCK", "WRITE_LOCK", "Cancelled", "EmbedderSearchModel", "IndexStats", "Progress",
+    "SearchModel", "SearchResult", "WorkspaceIndex", "cache_root", "index_dir_for",
+    "model_identity", "search_model_from_settings", "snippet_of", "text_hash",
 ]
 
 ENV_CACHE_DIR = "PATHFUSION_CACHE_DIR"

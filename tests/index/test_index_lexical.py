@@ -173,7 +173,8 @@ class NameBlindEmbedder:
 
 @pytest.mark.parametrize("penalty,first", [(0.0, "_copytree"), (0.02, "copytree")])
 def test_private_helpers_rank_below_their_public_twin(tmp_path, monkeypatch, penalty, first) -> None:  # type: ignore[no-untyped-def]
-    from server.index import EmbedderSearchModel, WorkspaceIndex, is_private
+    from server.index import EmbedderSearchModel, WorkspaceIndex
+    from server.lexical import is_private
 
     monkeypatch.setenv("PATHFUSION_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr("server.lexical.PRIVATE_PENALTY", penalty)
