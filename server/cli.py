@@ -247,8 +247,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     The index is brought up to date first (incrementally).  ``--json`` prints a list
     (stable; fields are only ever added) of ``{"uri", "range": {"start": {"line",
     "character"}, "end": {...}} (0-based, UTF-16), "name", "qualname", "score", "snippet",
-    "path", "line" (1-based)}``, best first.
+    "path", "line" (1-based)}``, best first; results below the relevance floor
+    (:data:`server.ranking.RELEVANCE_FLOOR`) are left out, as in the editor.
     """
+    from .ranking import relevant
+
     if args.k < 1:
         raise CliError(f"--k must be at least 1, got {args.k}")
     if not args.query.strip():
@@ -256,7 +259,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     index = _open_index(args.workspace, args.models, args.device)
     try:
         _run_indexing(index, show_progress=not args.json and sys.stderr.isatty())
-        results = index.search(args.query, k=args.k)
+        results = relevant(index.search(args.query, k=args.k))
     finally:
         index.close()
     if args.json:

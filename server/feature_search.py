@@ -25,6 +25,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from .index import SearchResult, WorkspaceIndex
 from .lsp_convert import link_target, markdown_text, workspace_symbols
 from .protocol import well_formed
+from .ranking import relevant
 
 if TYPE_CHECKING:
     from .feature_index import Indexes
@@ -58,8 +59,9 @@ def search_args(args: Sequence[Any]) -> tuple[str, int]:
 
 
 def merge_results(per_folder: Sequence[Sequence[SearchResult]], k: int) -> list[SearchResult]:
-    """The ``k`` best results of several folders (by score; ties by path and line)."""
-    merged = [result for results in per_folder for result in results]
+    """The ``k`` best results of several folders (by score; ties by path and line), without
+    those below the relevance floor (:data:`server.ranking.RELEVANCE_FLOOR`)."""
+    merged = [result for results in per_folder for result in relevant(results)]
     merged.sort(key=lambda r: (-r.score, r.path, r.line))
     return merged[:k]
 

@@ -68,7 +68,8 @@ def indexes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         index.close()
 
 
-def test_two_folders_encode_the_query_once_and_rank_as_before(indexes: Any) -> None:
+def test_two_folders_encode_the_query_once_and_rank_as_before(indexes: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("server.ranking.RELEVANCE_FLOOR", float("-inf"))  # random vectors: keep every result
     model, opened = indexes
     folders = {str(index.root): FolderIndex(str(index.root), index, "ready") for index in opened}
     with ThreadPoolExecutor(max_workers=2) as executor:
@@ -88,3 +89,17 @@ def test_search_vector_is_search_with_the_vector_given(indexes: Any) -> None:
     vector = index.embed_query("download a file")
     assert index.search_vector(" download a file ", vector, 3) == index.search("download a file", 3)
     assert index.search_vector("   ", vector, 3) == [] and index.search_vector("x", vector, 0) == []
+
+
+def test_results_below_the_relevance_floor_are_not_shown(indexes: Any) -> None:
+    """What users see (``pathfusion.search``, ``workspace/symbol``: merge_results) leaves out
+    the functions scoring below the floor; the raw index search keeps them."""
+    from server.ranking import RELEVANCE_FLOOR
+
+    _, opened = indexes
+    raw = [index.search("load settings", 10) for index in opened]
+    scores = sorted(r.score for results in raw for r in results)
+    assert scores[0] < RELEVANCE_FLOOR <= scores[-1]  # random vectors: some of each
+    shown = merge_results(raw, 10)
+    assert shown and all(r.score >= RELEVANCE_FLOOR for r in shown)
+    assert len(shown) == sum(1 for s in scores if s >= RELEVANCE_FLOOR)
