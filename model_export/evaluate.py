@@ -116,21 +116,24 @@ def iter_project_examples(root: Path) -> Iterator[NamingExample]:
         yield NamingExample(label, [c.to_text() for c in contexts], mask_source(func.source, func.name))
 
 
+def search_example(query: str, code: str, name: str, qualname: str, anonymised: bool,
+                   with_contexts: bool = True) -> SearchExample:
+    """One docstring/code pair; anonymised: identifiers renamed in the code
+    (:mod:`model_export.anonymise`) and the name the lexical ranking sees is ``func``."""
+    if anonymised:
+        code = anonymise(code)
+        name = qualname = FUNCTION_NAME
+    return SearchExample(query, code, contexts_of_text(code) if with_contexts else [], name, qualname)
+
+
 def iter_project_pairs(root: Path, anonymised: bool = False) -> list[SearchExample]:
-    """Docstring/code pairs under ``root`` (corpus rules), optionally with identifiers
-    anonymised in the code (:mod:`model_export.anonymise`)."""
+    """Docstring/code pairs under ``root`` (corpus rules), optionally anonymised."""
     pairs: list[SearchExample] = []
     for _, func in _project_functions(root):
         query = docstring_summary(func.docstring)
         if query is None:
             continue
-        code = func.source_without_docstring
-        name, qualname = func.name, func.qualname
-        if anonymised:
-            code = anonymise(code)
-            name = qualname = FUNCTION_NAME
-        contexts = contexts_of_text(code)
-        pairs.append(SearchExample(query, code, contexts, name, qualname))
+        pairs.append(search_example(query, func.source_without_docstring, func.name, func.qualname, anonymised))
     return pairs
 
 
@@ -146,12 +149,8 @@ def iter_split_pairs(corpus: Path, split: str, anonymised: bool = False,
     for record in read_jsonl_gz(path):
         if not record.get("search") or not record.get("docstring_summary"):
             continue
-        code, name, qualname = record["code_without_docstring"], record["name"], record["qualname"]
-        if anonymised:
-            code = anonymise(code)
-            name = qualname = FUNCTION_NAME
-        contexts = contexts_of_text(code) if with_contexts else []
-        pairs.append(SearchExample(record["docstring_summary"], code, contexts, name, qualname))
+        pairs.append(search_example(record["docstring_summary"], record["code_without_docstring"],
+                                    record["name"], record["qualname"], anonymised, with_contexts))
     return pairs
 
 

@@ -278,6 +278,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     language server.  ``--tcp`` is for local use: it has no authentication
     (:func:`check_serve_arguments`)."""
     check_serve_arguments(args)
+    from .runtime import preload
+
+    # The naming model loads while the server's modules import (server.runtime.preload).
+    preload(Settings(models_dir=str(args.models) if args.models is not None else None))
     from .lsp import serve
 
     return serve(args)
@@ -362,23 +366,7 @@ def with_default_command(argv: Sequence[str]) -> int:
     args = list(argv)
     if not args or args[0].split("=", 1)[0] in SERVE_OPTIONS:
         args.insert(0, "serve")
-    if args[0] == "serve":
-        _preload_for_serve(args[1:])
     return main(args)
-
-
-def _preload_for_serve(options: Sequence[str]) -> None:
-    """Start loading the naming model before the server's imports (:func:`server.runtime.preload`)."""
-    from .runtime import preload
-    from .settings import Settings
-
-    models = None
-    for i, option in enumerate(options):
-        if option == "--models" and i + 1 < len(options):
-            models = options[i + 1]
-        elif option.startswith("--models="):
-            models = option.split("=", 1)[1]
-    preload(Settings(models_dir=models))
 
 
 if __name__ == "__main__":

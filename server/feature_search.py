@@ -99,7 +99,7 @@ def _search_folder(index: WorkspaceIndex, query: str, k: int,
     here unless a folder with the same search model already did (``vector``)."""
     if vector is None:
         vector = index.embed_query(query)
-    return index.search_vector(query, vector, k), vector
+    return index.search(query, k, vector), vector
 
 
 async def search_command(ls: PathfusionServer, args: Sequence[Any]) -> list[dict[str, Any]]:

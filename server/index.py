@@ -210,17 +210,11 @@ class WorkspaceIndex:
         """The unit vector of a query (the search model's query side)."""
         return self.ranker.embed_query(text)
 
-    def search(self, query: str, k: int = 10) -> list[SearchResult]:
-        """The ``k`` best functions for ``query`` (hybrid ranking, :mod:`server.ranking`)."""
-        return self.ranker.search(query, k)
-
-    def search_vector(self, query: str, vector: np.ndarray, k: int = 10) -> list[SearchResult]:
-        """:meth:`search` with the query already encoded: ``vector`` must be
-        ``embed_query(query.strip())`` of an index with the same search model.  Why: the
-        server searches every workspace folder's index for one query, and the folders share
-        one search model, so the query is encoded once (:func:`server.feature_search.search`).
-        Like :meth:`Ranker.search <server.ranking.Ranker.search>`, a search that finds the
-        labels renumbered by another process's compaction is retried."""
+    def search(self, query: str, k: int = 10, vector: np.ndarray | None = None) -> list[SearchResult]:
+        """The ``k`` best functions for ``query`` (hybrid ranking, :mod:`server.ranking`).
+        ``vector``: the query already encoded (``embed_query(query.strip())`` of an index with
+        the same search model) — the server searches every workspace folder's index for one
+        query and encodes it once (:func:`server.feature_search.search`)."""
         return self.ranker.search(query, k, vector)
 
     def similar(self, target: np.ndarray | str | tuple[Path | str, str] | SearchResult,

@@ -192,8 +192,8 @@ def _bounded_expression(db: sqlite3.Connection, query_tokens: set[str], expressi
     query).  Counting is cheap (no scoring): ≈ 0.5 ms per word at 10k functions."""
     if _count(db, expression) <= BM25_MAX_MATCHES:
         return expression
-    counted = sorted((_count(db, f'"{token}"'), token) for token in query_tokens
-                     if token.isalnum() and token.isascii())
+    counted = sorted((_count(db, alone), token) for token in query_tokens
+                     if (alone := match_expression({token})) is not None)
     kept, total = [], 0
     for count, token in counted:
         if count == 0:
@@ -202,7 +202,7 @@ def _bounded_expression(db: sqlite3.Connection, query_tokens: set[str], expressi
             break
         kept.append(token)
         total += count
-    return " OR ".join(f'"{token}"' for token in sorted(kept)) if kept else None
+    return match_expression(set(kept)) if kept else None
 
 
 def bm25_matrix(queries: list[str], names: list[str], sources: list[str], *, weight: float | None = None,

@@ -187,18 +187,16 @@ class Document(TextBuffer):
         touched = old_source[max(edit.start_byte - 1, 0):edit.old_end_byte + 1]
         if any(byte in RESCAN_BYTES for byte in touched) or any(char in RESCAN_CHARS for char in new_text):
             self.tree = parse_bytes(self.lf_source)
-            if version is not None:
-                self.version = version
-            return
-        self.tree.edit(
-            start_byte=edit.start_byte,
-            old_end_byte=edit.old_end_byte,
-            new_end_byte=edit.new_end_byte,
-            start_point=Point(*edit.start_point),
-            old_end_point=Point(*edit.old_end_point),
-            new_end_point=Point(*edit.new_end_point),
-        )
-        self.tree = parse_bytes(self.lf_source, self.tree)
+        else:
+            self.tree.edit(
+                start_byte=edit.start_byte,
+                old_end_byte=edit.old_end_byte,
+                new_end_byte=edit.new_end_byte,
+                start_point=Point(*edit.start_point),
+                old_end_point=Point(*edit.old_end_point),
+                new_end_point=Point(*edit.new_end_point),
+            )
+            self.tree = parse_bytes(self.lf_source, self.tree)
         if version is not None:
             self.version = version
 

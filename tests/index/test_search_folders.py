@@ -83,12 +83,12 @@ def test_two_folders_encode_the_query_once_and_rank_as_before(indexes: Any, monk
     assert [r.score for r in got] == [r.score for r in before]
 
 
-def test_search_vector_is_search_with_the_vector_given(indexes: Any) -> None:
+def test_search_with_the_vector_given_is_the_same_search(indexes: Any) -> None:
     _, opened = indexes
     index = opened[1]
     vector = index.embed_query("download a file")
-    assert index.search_vector(" download a file ", vector, 3) == index.search("download a file", 3)
-    assert index.search_vector("   ", vector, 3) == [] and index.search_vector("x", vector, 0) == []
+    assert index.search(" download a file ", 3, vector) == index.search("download a file", 3)
+    assert index.search("   ", 3, vector) == [] and index.search("x", 0, vector) == []
 
 
 def test_results_below_the_relevance_floor_are_not_shown(indexes: Any) -> None:
