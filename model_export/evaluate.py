@@ -39,7 +39,8 @@ from server.code2vec import Code2VecModel, Predictor
 from server.embedder import Embedder, load_embedder
 from server.fusion import FusionPredictor, FusionRuntime
 from server.lexical import bm25_matrix, lexical_bonus, name_prior, query_features
-from server.models import ModelError
+from server.models import ModelError, default_models_dir
+from server.name_generator import NameGenerator, has_naming_head
 from server.parsing import Document, FunctionInfo, SourceError, decode_source
 from server.paths import (
     MAX_CONTEXTS,
@@ -55,6 +56,7 @@ from .corpus import docstring_summary, read_jsonl_gz, skip_reason
 from .metrics import SEARCH_GROUP, SEARCH_SEED, NamingScores, mrr_of_scores
 
 VARIANTS = ("code2vec", "llm", "concat", "weighted", "attention")
+NAMING_VARIANTS = ("default", *VARIANTS)
 """``code2vec`` scores naming with the shipped code2vec model (its own softmax head) and
 search with the fusion export's ``code2vec`` variant; the others are fusion variants
 (``pathfusion export fusion``)."""
@@ -319,7 +321,20 @@ def load_search_space(variant: str, models: Path | None, device: str, graph: str
 
 
 def load_predictor(variant: str, models: Path | None, device: str) -> tuple[Predictor, list[str]]:
-    """The naming model of ``variant`` and its target names."""
+    """The naming model of ``variant`` and the names a closed vocabulary could produce
+    (code2vec's targets, when the folder has code2vec: the in/out-of-vocabulary split of the
+    results is against them for every model, so that the rows compare).  ``default`` is what
+    the server serves: the generative naming head when the folder has one, else code2vec."""
+    folder = Path(models) if models is not None else default_models_dir()
+    if variant == "default":
+        if not has_naming_head(folder):
+            variant = "code2vec"
+        else:
+            embedder = load_embedder("onnx", folder, device=device)
+            generator = NameGenerator.load(folder, embedder, device, threads=os.cpu_count() or 1)
+            targets_file = folder / "code2vec" / "targets.json"
+            targets = Code2VecModel.load(folder, device=device).targets if targets_file.is_file() else []
+            return generator, targets
     code2vec = Code2VecModel.load(models, device=device, threads=os.cpu_count() or 1)
     if variant == "code2vec":
         return code2vec, code2vec.targets
@@ -342,8 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     source.add_argument("--corpus", type=Path, help="corpus folder (with --split)")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
     parser.add_argument("--variant", default=None, choices=SEARCH_VARIANTS,
-                        help="naming: code2vec (default) or a fusion variant; search: default (what the "
-                             "server serves), embedder (the LLM alone) or a fusion variant")
+                        help="naming: default (what the server serves: the generative naming head), "
+                             "code2vec (its own softmax head) or a fusion variant; search: default (what "
+                             "the server serves), embedder (the LLM alone) or a fusion variant")
     parser.add_argument("--ranking", default=["hybrid"], choices=RANKINGS, nargs="+",
                         help="search: hybrid (as pathfusion.search ranks; default) and/or dense (cosine "
                              "only); several share one embedding pass, mrr is the first's")
@@ -358,9 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.task == "naming":
-            variant = args.variant or "code2vec"
-            if variant not in VARIANTS:
-                raise ValueError(f"naming has no variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+            variant = args.variant or "default"
+            if variant not in NAMING_VARIANTS:
+                raise ValueError(f"naming has no variant {variant!r}; choose one of {', '.join(NAMING_VARIANTS)}")
             model, targets = load_predictor(variant, args.models, args.device)
             examples = (iter_project_examples(args.projects) if args.projects
                         else iter_split_examples(args.corpus, args.split))
@@ -374,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ModelError, ValueError) as exc:
         print(f"pathfusion eval: error: {exc}", file=sys.stderr)
         return 1
-    result = {"task": args.task, "variant": args.variant or ("code2vec" if args.task == "naming" else "default"),
+    result = {"task": args.task, "variant": args.variant or "default",
               "source": str(args.projects) if args.projects else f"{args.corpus}:{args.split}", **result}
     if args.json:
         print(json.dumps(result, indent=1))

@@ -84,6 +84,10 @@ MAX_LENGTH = 256
 PARITY_TOLERANCE = 1e-4
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "sentence_embedding"
+STATES_NAME = "token_states"
+"""The second output: the transformer's last hidden states ``[batch, seq, dim]``, which the
+generative naming head reads (:mod:`model_export.export_naming`).  Asking onnxruntime for the
+sentence embedding alone costs the same as before: the states are computed either way."""
 FP32_FILE = "embedder.onnx"
 INT8_FILE = "embedder.int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -196,15 +200,34 @@ def model_input_names(model: Any) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- export
 
 
+class _PooledAndStates(torch.nn.Module):
+    """The exported graph's two outputs: the pooled embedding and the token states."""
+
+    def __init__(self, wrapper: MeanPooledEncoder) -> None:
+        super().__init__()
+        self.model = wrapper.model  # the same attribute name: weights stay ``model.…`` in the graph (onnx_to_hf)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        return mean / mean.norm(p=2, dim=1, keepdim=True).clamp(min=1e-12), hidden
+
+
 def export_onnx(wrapper: MeanPooledEncoder, path: Path, input_names: Sequence[str]) -> None:
-    """Write the ONNX graph of ``wrapper`` (eval mode) to ``path`` and check it."""
+    """Write the ONNX graph of ``wrapper`` (eval mode) to ``path`` and check it: outputs
+    :data:`OUTPUT_NAME` and :data:`STATES_NAME`."""
     wrapper.eval()
     example = tuple(torch.ones(2, 5, dtype=torch.int64) for _ in input_names)
     dynamic_axes = {name: {0: "batch", 1: "seq"} for name in input_names}
     dynamic_axes[OUTPUT_NAME] = {0: "batch"}
+    dynamic_axes[STATES_NAME] = {0: "batch", 1: "seq"}
     # The legacy exporter announces its own deprecation and traces a few Python-side shape
     # checks of transformers; both are expected (see the module docstring).
-    legacy_onnx_export(wrapper, example, path, input_names, [OUTPUT_NAME], dynamic_axes)
+    legacy_onnx_export(_PooledAndStates(wrapper).eval(), example, path, input_names, [OUTPUT_NAME, STATES_NAME],
+                       dynamic_axes)
 
 
 def _session(path: Path) -> Any:
@@ -405,7 +428,7 @@ def export_minilm(out_dir: Path, quantize: bool = True, *, model_dir: Path | Non
         "int8_storage": int8_storage if quantize else None,
         "tokenizer": f"{SUBDIR}/{TOKENIZER_FILE}",
         "inputs": list(input_names),
-        "outputs": [OUTPUT_NAME],
+        "outputs": [OUTPUT_NAME, STATES_NAME],
         "opset": OPSET,
         "dims": {"embedding": dim},
         "max_length": max_length,

@@ -71,8 +71,16 @@ def tracked_bytes(repo: Path) -> int:
                if name and (repo / name).is_file())
 
 
-def prepare(repo: Path, carry: Path, pack: Path, train_pairs: int | None) -> dict[str, Any]:
-    """Fill ``carry`` (inside ``repo``, git-ignored) with packs and wheels; checks the size."""
+def prepare(repo: Path, carry: Path, pack: Path, train_pairs: int | None, naming_pack: Path | None = None,
+            naming_train: int = 150_000, naming_valid: int = 2000, seed: int = 2025) -> dict[str, Any]:
+    """Fill ``carry`` (inside ``repo``, git-ignored) with packs and wheels; checks the size.
+
+    ``naming_pack``: also a seeded random ``naming_train`` examples of its train split (all
+    projects, not the alphabetically first) and ``naming_valid`` of its valid split, under
+    ``carry/naming``."""
+    import numpy as np
+
+    from .naming_pack import NamingExamples
     from .search_pairs import Pairs
 
     carry.mkdir(parents=True, exist_ok=True)
@@ -89,6 +97,11 @@ def prepare(repo: Path, carry: Path, pack: Path, train_pairs: int | None) -> dic
             Pairs.load(source).head(train_pairs).save(carry / "train.npz")
         else:
             shutil.copy2(source, carry / source.name)
+    if naming_pack is not None:
+        for split, count in (("train", naming_train), ("valid", naming_valid)):
+            examples = NamingExamples.load(naming_pack / f"{split}.npz")
+            chosen = np.sort(np.random.default_rng(seed).permutation(len(examples))[:count])
+            examples.take(chosen).save(carry / "naming" / f"{split}.npz")
     wheels = carry / "wheels"
     shutil.rmtree(wheels, ignore_errors=True)
     command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
@@ -103,6 +116,165 @@ def prepare(repo: Path, carry: Path, pack: Path, train_pairs: int | None) -> dic
         raise ValueError(f"repository + carry = {total / 2**20:.1f} MiB > 64 MiB; pass a smaller --train-pairs")
     return {"carry": str(carry), "mib": round(total / 2**20, 1),
             "train_pairs": Pairs.meta_of(carry / "train.npz")["pairs"]}
+
+
+INT8_MIN_ELEMENTS = 65536
+"""As :data:`model_export.compact_onnx.MIN_ELEMENTS`: smaller tensors travel in fp32."""
+
+
+def int8_rows(state: dict[str, Any]) -> dict[str, Any]:
+    """A BERT state dict with its large matrices as int8 + one scale per row *of the exported
+    graph* — embeddings per torch row, ``Linear`` weights (``[out, in]``, exported transposed)
+    per torch column — so that ``pathfusion export embedder --int8 rows`` re-quantises them
+    to the very same values: the weights come back at a quarter of their fp32 size."""
+    import torch
+
+    out: dict[str, Any] = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().float().cpu()
+        if tensor.ndim != 2 or tensor.numel() < INT8_MIN_ELEMENTS:
+            out[name] = tensor.contiguous()
+            continue
+        axis = 1 if "embeddings" in name else 0  # the axis reduced over: one scale per kept index
+        scale = tensor.abs().amax(dim=axis) / 127.0
+        scale[scale == 0] = 1.0
+        shaped = scale[:, None] if axis == 1 else scale[None, :]
+        out[f"{name}::int8"] = torch.clamp(torch.round(tensor / shaped), -127, 127).to(torch.int8).contiguous()
+        out[f"{name}::scale{axis}"] = scale.contiguous()
+    return out
+
+
+def from_int8_rows(packed: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`int8_rows` (fp32 tensors)."""
+    out: dict[str, Any] = {}
+    for name, tensor in packed.items():
+        if "::" not in name:
+            out[name] = tensor.float()
+        elif name.endswith("::int8"):
+            base = name[:-len("::int8")]
+            axis = 1 if f"{base}::scale1" in packed else 0
+            scale = packed[f"{base}::scale{axis}"]
+            out[base] = tensor.float() * (scale[:, None] if axis == 1 else scale[None, :])
+    return out
+
+
+def pack_folder(folder: Path, name: str, out: Path) -> list[Path]:
+    """``folder`` as an uncompressed tar cut into returnable parts (``<name>.tar.partNN``)."""
+    import tarfile
+
+    staging = folder.parent / f"{name}.tar"
+    with tarfile.open(staging, "w") as tar:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                tar.add(path, arcname=str(path.relative_to(folder)))
+    parts = split_file(staging, out)
+    staging.unlink()
+    return parts
+
+
+def unpack_folder(files: Path, name: str, target: Path) -> Path:
+    import tarfile
+
+    joined = files / f"{name}.tar"
+    join_parts(files, f"{name}.tar", joined)
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(joined) as tar:
+        tar.extractall(target, filter="data")
+    joined.unlink()
+    return target
+
+
+def returnable_encoder(best: Path, staging: Path) -> None:
+    """``best`` (a Hugging Face folder) → ``staging`` with int8-row weights and its small files."""
+    from safetensors.torch import load_file, save_file
+
+    staging.mkdir(parents=True, exist_ok=True)
+    save_file(int8_rows(load_file(str(best / "model.safetensors"))), str(staging / "model.int8.safetensors"))
+    for path in best.iterdir():
+        if path.is_file() and path.name != "model.safetensors":
+            shutil.copy2(path, staging / path.name)
+
+
+def restore_encoder(folder: Path) -> None:
+    """In place: ``model.int8.safetensors`` → fp32 ``model.safetensors`` (a loadable folder)."""
+    from safetensors.torch import load_file, save_file
+
+    packed = folder / "model.int8.safetensors"
+    save_file(from_int8_rows(load_file(str(packed))), str(folder / "model.safetensors"))
+    packed.unlink()
+
+
+def session(carry: Path, out: Path, minutes: float, work: Path = Path("/tmp/pathfusion-gpu"),
+            overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """On the device: the embedder's contrastive run and the naming run side by side on the
+    one GPU (each within ``minutes``), then their best weights, logs and results into ``out``
+    as ``embedder.tar.partNN`` and ``naming.tar.partNN`` (int8-row encoders, fp16 decoder)."""
+    import torch
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    jobs = {
+        "embedder": [sys.executable, "-m", "model_export.train_embedder", "--run", str(work / "embedder"),
+                     "--pack", str(carry), "--no-progress", "--no-resume", "--set", "device=cuda", "epochs=2",
+                     "eval_every=100", "valid_groups=2", f"time_budget_min={minutes}", *overrides],
+        "naming": [sys.executable, "-m", "model_export.train_naming", "--run", str(work / "naming"),
+                   "--pack", str(carry / "naming"), "--search-pack", str(carry), "--no-progress", "--no-resume",
+                   "--set", "device=cuda", "epochs=1", "eval_every=300", "valid_groups=2",
+                   f"time_budget_min={minutes}", *overrides],
+    }
+    work.mkdir(parents=True, exist_ok=True)
+    processes = {}
+    for name, command in jobs.items():
+        log = open(work / f"{name}.out", "w")  # noqa: SIM115 (closed after the process ends, below)
+        processes[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+    codes = {}
+    for name, (process, log) in processes.items():
+        codes[name] = process.wait()
+        log.close()
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"exit_codes": codes, "torch": torch.__version__,
+                              "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    for name in jobs:
+        run_dir = work / name
+        staging = work / f"{name}-return"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            if (run_dir / "best" / "model.safetensors").is_file():
+                returnable_encoder(run_dir / "best", staging / "best")
+            if name == "naming" and (run_dir / "best" / "decoder.pt").is_file():
+                decoder = torch.load(run_dir / "best" / "decoder.pt", map_location="cpu")
+                torch.save({k: v.half() if v.is_floating_point() else v for k, v in decoder.items()},
+                           staging / "best" / "decoder.pt")
+            for file in ("log.jsonl", "config.json", "final.json"):
+                if (run_dir / file).is_file():
+                    staging.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(run_dir / file, staging / file)
+            if (work / f"{name}.out").is_file():
+                shutil.copy2(work / f"{name}.out", staging / "stdout.txt")
+            result[name] = [p.name for p in pack_folder(staging, name, out)]
+        except Exception as exc:  # one job's failure must not lose the other's weights
+            result[name] = f"failed to pack: {exc!r}"
+    (out / "session.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def collect_session(files: Path, target: Path) -> dict[str, str]:
+    """Here: ``embedder.tar.partNN`` / ``naming.tar.partNN`` → ``target/<name>`` run folders
+    whose ``best/`` is a loadable Hugging Face folder (fp32, from the int8 rows)."""
+    done = {}
+    for name in ("embedder", "naming"):
+        if not any(files.glob(f"{name}.tar.part[0-9][0-9]")):
+            continue
+        folder = unpack_folder(files, name, target / name)
+        if (folder / "best" / "model.int8.safetensors").is_file():
+            restore_encoder(folder / "best")
+        if (folder / "best" / "decoder.pt").is_file():
+            import torch
+
+            state = torch.load(folder / "best" / "decoder.pt", map_location="cpu")
+            torch.save({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+                       folder / "best" / "decoder.pt")
+        done[name] = str(folder)
+    return done
 
 
 def run(carry: Path, out: Path, run_dir: Path, overrides: Sequence[str], models: Path = Path("models"),
@@ -156,6 +328,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--carry", type=Path, default=Path("gpu_carry"))
     p.add_argument("--pack", type=Path, default=Path("data/embedder-pairs"))
     p.add_argument("--train-pairs", type=int, default=None, help="cut the train pack (default: all of it)")
+    p.add_argument("--naming-pack", type=Path, default=None, help="also carry naming examples from this pack")
+    p.add_argument("--naming-train", type=int, default=150_000)
+    s = sub.add_parser("session", help="on the device: embedder and naming runs side by side → --out")
+    s.add_argument("--carry", type=Path, default=Path("gpu_carry"))
+    s.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu_out")))
+    s.add_argument("--minutes", type=float, default=7.0)
+    s.add_argument("--work", type=Path, default=Path("/tmp/pathfusion-gpu"))
+    s.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for both runs (tests)")
     r = sub.add_parser("run", help="on the device: train and write the weights into --out")
     r.add_argument("--carry", type=Path, default=Path("gpu_carry"))
     r.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu_out")))
@@ -165,17 +345,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("files", type=Path)
     c.add_argument("--to", type=Path, default=Path("data/runs/embedder-gpu/best"))
     c.add_argument("--models", type=Path, default=Path("models"))
+    c.add_argument("--session", action="store_true", help="the files of a `session` → run folders under --to")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         if args.step == "prepare":
-            info = prepare(Path.cwd(), args.carry.resolve(), args.pack, args.train_pairs)
+            info = prepare(Path.cwd(), args.carry.resolve(), args.pack, args.train_pairs, args.naming_pack,
+                           args.naming_train)
             print(json.dumps(info, indent=1))
             print("device command: python3 -m pip install -q --no-index --no-deps --target /tmp/site "
                   f"{args.carry}/wheels/*.whl && PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 -m "
                   f"model_export.gpu_job run --carry {args.carry}")
+        elif args.step == "session":
+            print(json.dumps(session(args.carry, args.out, args.minutes, args.work, args.set), indent=1))
         elif args.step == "run":
             print(json.dumps(run(args.carry, args.out, args.run, args.set), indent=1))
+        elif args.session:
+            print(json.dumps(collect_session(args.files, args.to), indent=1))
         else:
             print(collect(args.files, args.to, args.models))
     except (ValueError, FileNotFoundError, subprocess.CalledProcessError) as exc:

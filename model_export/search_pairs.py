@@ -75,7 +75,7 @@ class Ragged:
         return np.diff(self.offsets)
 
     @classmethod
-    def build(cls, sequences: Sequence[Sequence[int]]) -> Ragged:
+    def build(cls, sequences: Sequence[Sequence[int]] | Sequence[np.ndarray]) -> Ragged:
         offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([len(s) for s in sequences])
         flat = np.fromiter((t for s in sequences for t in s), dtype=np.uint16, count=int(offsets[-1]))

@@ -36,7 +36,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
 """Each verb of this module and the modules it needs."""
 PASSTHROUGH = frozenset(NEEDS)
 """Commands whose arguments are parsed by the implementation they delegate to."""
-TRAINABLE = ("code2vec", "embedder", "fusion")
+TRAINABLE = ("code2vec", "embedder", "naming", "fusion")
 INSTALL = "pip install 'pathfusion[train]' (in a checkout: pip install -e '.[train]')"
 
 
@@ -62,10 +62,12 @@ def unavailable(verb: str) -> str | None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``pathfusion export code2vec|embedder|fusion …`` (model_export/export_*.py)."""
+    """``pathfusion export code2vec|embedder|naming|fusion …`` (model_export/export_*.py)."""
     try:
         if args.target == "embedder":
             from model_export.export_embedder import main as export_main
+        elif args.target == "naming":
+            from model_export.export_naming import main as export_main
         elif args.target == "fusion":
             from model_export.export_fusion import main as export_main
         else:
@@ -99,6 +101,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             from model_export.train_fusion import main as train_main
         elif args.model == "embedder":
             from model_export.train_embedder import main as train_main
+        elif args.model == "naming":
+            from model_export.train_naming import main as train_main
         else:
             from model_export.train_code2vec import main as train_main
     except ImportError as exc:
@@ -112,7 +116,7 @@ def register(sub: Any) -> list[str]:
     left_out = [verb for verb in NEEDS if missing(verb)]
     if "export" not in left_out:
         export = sub.add_parser("export", help="export a trained model to ONNX (needs the train extra)")
-        export.add_argument("target", choices=("code2vec", "embedder", "fusion"))
+        export.add_argument("target", choices=("code2vec", "embedder", "naming", "fusion"))
         export.add_argument("rest", nargs=argparse.REMAINDER)
         export.set_defaults(func=cmd_export)
     if "corpus" not in left_out:
@@ -127,9 +131,10 @@ def register(sub: Any) -> list[str]:
         evaluate.set_defaults(func=cmd_eval)
     if "train" not in left_out:
         train = sub.add_parser("train", help="train a model: code2vec (model_export/train_code2vec.py), "
-                                             "embedder (model_export/train_embedder.py) or fusion "
+                                             "embedder (model_export/train_embedder.py), naming "
+                                             "(model_export/train_naming.py) or fusion "
                                              "(model_export/train_fusion.py)")
-        train.add_argument("model", help="which model: code2vec, embedder or fusion")
+        train.add_argument("model", help="which model: code2vec, embedder, naming or fusion")
         train.add_argument("rest", nargs=argparse.REMAINDER)
         train.set_defaults(func=cmd_train)
     return left_out

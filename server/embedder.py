@@ -46,6 +46,8 @@ from .onnx_session import create_session
 log = logging.getLogger(__name__)
 
 BACKENDS = ("onnx", "transformers")
+STATES_NAME = "token_states"
+"""The export's second output (last hidden states), read by the generative naming head."""
 ENTRY_NAME = "embedder"
 TRANSFORMERS_NAMES = frozenset({"TransformersEmbedder", "is_decoder_config", "POOLINGS",
                                 "DEFAULT_MAX_LENGTH", "CAUSAL_LM_TYPES"})
@@ -132,6 +134,7 @@ class OnnxEmbedder(_Identified):
         if unknown or "input_ids" not in self._inputs:
             raise EmbedderError(f"{path}: unexpected graph inputs {self._inputs}; re-export the embedder")
         self._output = session.get_outputs()[0].name
+        self._states = next((node.name for node in session.get_outputs() if node.name == STATES_NAME), None)
         # Run each text alone (batch of 1), whatever ``batch_size`` says; see :meth:`load`.
         self.one_per_run = one_per_run
 
@@ -214,6 +217,23 @@ class OnnxEmbedder(_Identified):
         model_id = str(config.get("id") or entry.get("id") or "embedder")
         return cls(session, tokenizer, dim=dim, model_id=model_id, pad_id=int(config.get("pad_id", 0)),
                    path=onnx_path, one_per_run=dynamic or "CUDAExecutionProvider" not in session.get_providers())
+
+    @property
+    def tokenizer(self) -> Any:
+        """The fast tokenizer (truncating at the export's ``max_length``)."""
+        return self._tokenizer
+
+    def token_states(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(wordpiece ids ``[S]``, token states ``[S, dim]``) of one text: the memory the
+        generative naming head (:mod:`server.name_generator`) reads."""
+        if self._states is None:
+            raise EmbedderError(f"{self.path} has no {STATES_NAME} output (exported before the naming head); "
+                                "re-export it with `pathfusion export embedder`")
+        encoding = self._tokenizer.encode(_check_texts([text])[0])
+        ids = np.asarray([encoding.ids], dtype=np.int64)
+        arrays = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        states = self._session.run([self._states], {name: arrays[name] for name in self._inputs})[0]
+        return ids[0], np.asarray(states[0], dtype=np.float32)
 
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         texts = _check_texts(texts)

@@ -40,8 +40,8 @@ class Models:
         self.warn = warn
         self.hub = hub if hub is not None else shared_hub()
         self.model: Predictor | None = None
-        """What suggests names: code2vec or a fusion variant (:meth:`ModelHub.naming_or_code2vec
-        <server.runtime.ModelHub.naming_or_code2vec>`)."""
+        """What suggests names: the generative naming head, code2vec or a fusion variant
+        (:meth:`ModelHub.naming_or_code2vec <server.runtime.ModelHub.naming_or_code2vec>`)."""
         self.model_key: tuple[Any, ...] | None = None
         self.model_error: str | None = None
         self._model_lock: asyncio.Lock | None = None
@@ -58,8 +58,9 @@ class Models:
     async def naming(self, settings: Settings) -> Predictor | None:
         """The naming model for ``settings`` (loaded off the loop), or None.
 
-        ``pathfusion.fusionVariant`` picks it: code2vec alone, or a fusion variant, which
-        also needs the LLM embedder — loaded here and shared with the index.  A fusion that
+        ``pathfusion.fusionVariant`` picks it: ``default`` is the folder's generative naming
+        head when it has one, ``code2vec`` code2vec alone, another a fusion variant; all but
+        code2vec need the LLM embedder — loaded here and shared with the index.  A model that
         cannot be loaded (no export, another embedder) falls back to code2vec with a warning.
         """
         s = settings
@@ -73,16 +74,14 @@ class Models:
                 return self.model
             model: Predictor | None = None
             error = None
+            if s.fusion_variant != "code2vec":
+                await self.shared_embedder(s)  # for the status, and the index's
             try:
-                model = await self._off_loop(self.hub.code2vec, s)
-            except ModelError as exc:  # the hub words onnxruntime's and the file system's errors
-                error = str(exc)
-            if model is not None:
-                if s.fusion_variant != "code2vec":
-                    await self.shared_embedder(s)  # for the status, and the index's
                 model, fallback = await self._off_loop(self.hub.naming_or_code2vec, s)
                 if fallback is not None:
                     self.warn(f"name suggestions use code2vec alone: {fallback}")
+            except ModelError as exc:  # the hub words onnxruntime's and the file system's errors
+                error = str(exc)
             self.model, self.model_key, self.model_error = model, key, error
             if error is not None:
                 self.warn(f"name suggestions are off: {error}")

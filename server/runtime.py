@@ -58,6 +58,7 @@ from .code2vec import Code2VecModel, Predictor
 from .embedder import Embedder, EmbedderError, load_embedder
 from .fusion import FusionPredictor, FusionRuntime, fusion_variant
 from .models import ModelError, default_models_dir
+from .name_generator import NameGenerator, has_naming_head
 from .search_model import EmbedderSearchModel, SearchModel
 from .settings import Settings
 
@@ -76,6 +77,8 @@ class Threads:
     """The fusion graph of a variant (naming and search vectors)."""
     query: int = 1
     """A variant's query encoder (over tokens or over the query's LLM embedding)."""
+    naming: int = 1
+    """The generative naming head's decoder-step graph (small: a few ms per beam step)."""
     embedder: int | None = None
     """The LLM embedder (for the ``transformers`` backend: torch's threads; None leaves
     torch's default)."""
@@ -206,11 +209,15 @@ class ModelHub:
         return self._fusion.get(self._variant_key(s), load)
 
     def naming(self, settings: Settings) -> Predictor:
-        """What suggests names: code2vec itself for ``code2vec`` or without a fusion export,
-        else the variant's fusion graph fed by the LLM embedder."""
+        """What suggests names: for ``default``, the generative naming head over the LLM
+        embedder when the folder has one (:mod:`server.name_generator`); code2vec itself for
+        ``code2vec`` or a folder with neither; else the variant's fusion graph fed by the
+        LLM embedder."""
         s = settings
 
         def load() -> Predictor:
+            if s.fusion_variant == "default" and has_naming_head(Path(models_dir(s))):
+                return NameGenerator.load(Path(models_dir(s)), self.embedder(s), s.device, threads=self.threads.naming)
             code2vec = self.code2vec(s)
             if s.fusion_variant == "code2vec":
                 return code2vec
@@ -230,7 +237,15 @@ class ModelHub:
         first for a variant whose fusion graph needs it; when code2vec serves the variant
         (``code2vec``, or a folder without a fusion export) it is not waited for — the index
         loads it on its own thread, and the first hover of a cold start does not pay for it.
-        Raises only when code2vec itself cannot be loaded."""
+        Raises when neither the variant's model nor code2vec can be loaded."""
+        if settings.fusion_variant == "default" and has_naming_head(Path(models_dir(settings))):
+            try:
+                return self.naming(settings), None
+            except Exception as exc:  # ModelError, EmbedderError, onnxruntime's own
+                try:
+                    return self.code2vec(settings), str(exc)
+                except ModelError:
+                    raise ModelError(str(exc)) from exc
         code2vec = self.code2vec(settings)
         if settings.fusion_variant == "code2vec":
             return code2vec, None
@@ -298,9 +313,12 @@ def preload(settings: Settings) -> threading.Thread:
 
     def load() -> None:
         try:
-            shared_hub().code2vec(settings)
+            if settings.fusion_variant == "default" and has_naming_head(Path(models_dir(settings))):
+                shared_hub().naming(settings)
+            else:
+                shared_hub().code2vec(settings)
         except Exception:
-            log.debug("preloading code2vec failed", exc_info=True)
+            log.debug("preloading the naming model failed", exc_info=True)
 
     thread = threading.Thread(target=load, name="pathfusion-preload", daemon=True)
     thread.start()

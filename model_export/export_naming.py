@@ -1,0 +1,185 @@
+"""``pathfusion export naming``: the generative naming head as an ONNX decoder-step graph.
+
+The runtime (:mod:`server.name_generator`) runs the embedder's graph once on the masked
+function (its ``token_states`` output is the decoder's memory) and then this graph once per
+beam step: ``(tokens [B, T], memory [B, S, H], source [B, S], attention_mask [B, S]) →
+log_probs [B, V]`` — the next wordpiece's log-probability over the whole wordpiece vocabulary
+(generation and copying together, :meth:`NameDecoder.next_log_probs`).  No key/value cache:
+names are at most 12 wordpieces, and re-reading the prefix costs less than a cache's plumbing.
+
+The head is only valid over the encoder it was trained with, so the export takes the run's
+``best/`` folder (encoder + ``decoder.pt``) and records the embedder id it belongs to; the
+server refuses a head whose embedder is not the folder's (``docs/design.md`` §4).
+
+Stored like the embedder: weights int8 with one scale per row, computed in fp32
+(:mod:`model_export.compact_onnx`); the fp32 graph's parity with torch (≤ 1e-4) is checked on
+every export and the int8 graph's deviation is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from server.models import sha256_file
+
+from .compact_onnx import compact
+from .export_code2vec import legacy_onnx_export
+from .export_embedder import load_reference, write_manifest_entry
+from .name_decoder import NameDecoder
+from .train_naming import DECODER_META, load_decoder
+
+SUBDIR = "naming"
+GRAPH_FILE = "decoder.int8.onnx"
+FP32_FILE = "decoder.onnx"
+META_FILE = "decoder.json"
+INPUT_NAMES = ("tokens", "memory", "source", "attention_mask")
+OUTPUT_NAME = "log_probs"
+PARITY_LIMIT = 1e-4
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+class DecoderStep(torch.nn.Module):
+    """One beam step, with the vocabulary's embedding rows as a constant."""
+
+    vocab_table: torch.Tensor
+
+    def __init__(self, decoder: NameDecoder, vocab_table: torch.Tensor) -> None:
+        super().__init__()
+        self.decoder = decoder.eval()
+        self.register_buffer("vocab_table", vocab_table.detach().clone())
+
+    def forward(self, tokens: torch.Tensor, memory: torch.Tensor, source: torch.Tensor,
+                attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.decoder.next_log_probs(tokens, memory, source, attention_mask == 0, self.vocab_table)
+
+
+def _examples(decoder: NameDecoder, hidden: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
+    """Inputs of several shapes (batch, prefix, source length, padding) for parity checks."""
+    generator = torch.Generator().manual_seed(seed)
+    vocab = decoder.vocab_ids
+    out: list[tuple[torch.Tensor, ...]] = []
+    for batch, steps, length in ((1, 1, 9), (3, 4, 17), (5, 7, 40)):
+        tokens = torch.cat([torch.full((batch, 1), decoder.bos_id),
+                            vocab[torch.randint(3, len(vocab), (batch, steps - 1), generator=generator)]], dim=1)
+        source = torch.randint(999, 30000, (batch, length), generator=generator)
+        mask = torch.ones(batch, length, dtype=torch.int64)
+        mask[0, length - 3:] = 0
+        source[0, length - 3:] = 0
+        if steps > 1:  # a copied wordpiece outside the vocabulary as an input
+            tokens[-1, -1] = source[-1, 2]
+        memory = torch.randn(batch, length, hidden, generator=generator)
+        out.append((tokens, memory, source, mask))
+    return out
+
+
+def _run(path: Path, example: tuple[torch.Tensor, ...]) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = {name: tensor.numpy() for name, tensor in zip(INPUT_NAMES, example, strict=True)}
+    return np.asarray(session.run([OUTPUT_NAME], feeds)[0])
+
+
+def _finite_max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Max |a − b| over the entries both hold finite (−∞-like floors, e.g. log 1e-9, match)."""
+    both = np.isfinite(a) & np.isfinite(b)
+    return float(np.abs(a[both] - b[both]).max())
+
+
+def export_naming(run_best: Path, models: Path, model_id: str | None = None, int8: bool = True) -> dict[str, Any]:
+    """Export ``run_best`` (a naming run's ``best/``) into ``models/naming``; returns the
+    manifest entry.  ``int8=False`` ships the fp32 graph instead (tests of exact parity)."""
+    graph_file = GRAPH_FILE if int8 else FP32_FILE
+    manifest_path = models / "manifest.json"
+    if not manifest_path.is_file():
+        raise ExportError(f"{manifest_path} not found: export the embedder first")
+    embedder_entry = json.loads(manifest_path.read_text())["models"].get("embedder")
+    if embedder_entry is None:
+        raise ExportError(f"{manifest_path} has no embedder: the naming head reads the embedder's token states")
+    bert, _ = load_reference(run_best)
+    decoder = load_decoder(run_best).eval()
+    meta = json.loads((run_best / DECODER_META).read_text())
+    table = bert.embeddings.word_embeddings.weight[decoder.vocab_ids].T
+    step = DecoderStep(decoder, table).eval()
+    hidden = int(bert.config.hidden_size)
+    examples = _examples(decoder, hidden)
+    target = models / SUBDIR
+    with tempfile.TemporaryDirectory(dir=models) as tmp:
+        staging = Path(tmp)
+        fp32 = staging / FP32_FILE
+        dynamic = {"tokens": {0: "batch", 1: "steps"}, "memory": {0: "batch", 1: "seq"},
+                   "source": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                   OUTPUT_NAME: {0: "batch"}}
+        legacy_onnx_export(step, examples[1], fp32, INPUT_NAMES, [OUTPUT_NAME], dynamic)
+        with torch.no_grad():
+            wants = [step(*example).numpy() for example in examples]
+        parity = max(_finite_max_diff(_run(fp32, ex), want) for ex, want in zip(examples, wants, strict=True))
+        if parity > PARITY_LIMIT:
+            raise ExportError(f"fp32 decoder differs from torch by {parity:.2g} > {PARITY_LIMIT}")
+        compact(fp32, staging / GRAPH_FILE)
+        int8_diff = max(_finite_max_diff(_run(staging / GRAPH_FILE, ex), want)
+                        for ex, want in zip(examples, wants, strict=True))
+        if not int8:
+            (staging / GRAPH_FILE).unlink()
+        runtime_meta = {"bos_id": decoder.bos_id, "eos_id": decoder.eos_id, "unk_id": decoder.unk_id,
+                        "max_length": decoder.shape.max_length, "max_source_tokens": meta["max_source_tokens"],
+                        "hidden": hidden, "vocabulary": len(decoder.vocab_ids)}
+        (staging / META_FILE).write_text(json.dumps(runtime_meta, indent=1) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        for name in (graph_file, META_FILE):
+            shutil.move(str(staging / name), target / name)
+    files = {f"{SUBDIR}/{name}": sha256_file(target / name) for name in (graph_file, META_FILE)}
+    return {
+        "id": model_id or run_best.parent.name,
+        "files": files,
+        "onnx": f"{SUBDIR}/{graph_file}",
+        "config": f"{SUBDIR}/{META_FILE}",
+        "embedder_id": embedder_entry["id"],
+        "inputs": list(INPUT_NAMES),
+        "outputs": [OUTPUT_NAME],
+        "sizes": {name: (target / Path(name).name).stat().st_size for name in files},
+        "metrics": {"parity": {"max_abs_diff": parity}, "int8_max_abs_diff": int8_diff},
+        "torch_version": torch.__version__,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pathfusion export naming", description=__doc__.splitlines()[0])
+    parser.add_argument("--run-best", type=Path, default=Path("data/runs/naming/best"),
+                        help="a naming run's best/ folder (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("models"), help="models folder (default: %(default)s)")
+    parser.add_argument("--id", default=None, help="model id recorded in the manifest")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(1)
+    try:
+        entry = export_naming(args.run_best, args.out, args.id)
+        write_manifest_entry(args.out, entry, name="naming")
+    except (ExportError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"exported naming head {entry['id']} → {args.out / SUBDIR} (parity {entry['metrics']['parity']['max_abs_diff']:.2g}, "
+          f"int8 max |diff| {entry['metrics']['int8_max_abs_diff']:.2g}; reads {entry['embedder_id']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

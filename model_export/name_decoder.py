@@ -1,0 +1,268 @@
+"""The generative naming head: a transformer decoder that writes a method name wordpiece by
+wordpiece, with a pointer that copies wordpieces from the function's own text.
+
+Why generate: the closed 10k-name softmax of code2vec cannot produce 60 % of real names
+(issue 11); names are sequences of subtokens (code2seq), and very often reuse the
+function's own identifiers — hence the copy mechanism (pointer-generator, See et al. 2017).
+
+Shapes: ``memory`` ``[B, S, H]`` is the embedder's token states of the masked source
+(``source`` ``[B, S]`` its wordpiece ids, ``pad`` ``[B, S]`` True at padding); the decoder
+reads ``tokens`` ``[B, T]`` (``[CLS]`` then the name so far) and gives, per position, the
+probability of every next wordpiece:
+
+``p(w) = g · softmax(h · E_Kᵀ)[w] + (1 − g) · Σ_{s : source_s = w} attention_s``
+
+where ``E_K`` are the embedder's word embeddings of the generator's vocabulary ``K``
+(passed transposed, ``vocab_table`` ``[H, K]``) (tied: training passes the rows of the encoder's own table, so the head adds
+no output matrix of its own; the export holds them as a constant), ``attention`` a pointer over the copyable
+source positions and ``g = σ(w_g · [h; context])``.  A wordpiece outside ``K`` is produced by
+copying alone; as the decoder's *input* it is embedded as the mean of the token states where
+it occurs in the source (so that the input embedding needs only ``E_K``, the same at export).
+
+Everything here is plain torch over tensors so that one module is trained, validated and
+exported (``model_export.export_naming``); the beam search of the torch-free runtime mirrors
+:func:`beam_search` step for step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+FIRST_COPYABLE_ID = 999
+"""BERT's uncased vocabulary keeps ``[PAD]``, ``[unusedN]``, ``[UNK]``, ``[CLS]``, ``[SEP]``
+and ``[MASK]`` below id 999: such positions are never copied."""
+EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    layers: int = 2
+    heads: int = 6
+    feed_forward: int = 1536
+    max_length: int = 12
+    dropout: float = 0.1
+
+
+class NameDecoder(nn.Module):
+    """Decoder + pointer; the word embeddings are passed in (tied to the encoder's)."""
+
+    vocab_ids: torch.Tensor
+    """``[K]`` the wordpiece ids the generator can write (a buffer)."""
+    full_to_vocab: torch.Tensor
+    """``[V]`` each wordpiece's index in ``vocab_ids``, or −1 (a buffer)."""
+
+    def __init__(self, hidden: int, vocab_ids: Sequence[int], full_vocab: int, bos_id: int, eos_id: int,
+                 unk_id: int, shape: DecoderShape = DecoderShape()) -> None:
+        super().__init__()
+        self.shape = shape
+        self.hidden = hidden
+        self.bos_id, self.eos_id, self.unk_id = bos_id, eos_id, unk_id
+        ids = torch.as_tensor(list(vocab_ids), dtype=torch.long)
+        if not {bos_id, eos_id, unk_id} <= set(ids.tolist()):
+            raise ValueError("the generator vocabulary must hold [CLS], [SEP] and [UNK]")
+        full_to_vocab = torch.full((full_vocab,), -1, dtype=torch.long)
+        full_to_vocab[ids] = torch.arange(len(ids))
+        self.register_buffer("vocab_ids", ids)
+        self.register_buffer("full_to_vocab", full_to_vocab)
+        self.position = nn.Embedding(shape.max_length + 1, hidden)
+        self.input_norm = nn.LayerNorm(hidden)
+        layer = nn.TransformerDecoderLayer(hidden, shape.heads, shape.feed_forward, shape.dropout,
+                                           batch_first=True, norm_first=True)
+        self.layers = nn.TransformerDecoder(layer, shape.layers)
+        self.output_norm = nn.LayerNorm(hidden)
+        self.copy_query = nn.Linear(hidden, hidden)
+        self.gate = nn.Linear(2 * hidden, 1)
+
+    # -- pieces ---------------------------------------------------------------------------
+    def copyable(self, source: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        return (source >= FIRST_COPYABLE_ID) & ~pad
+
+    def embed_inputs(self, tokens: torch.Tensor, memory: torch.Tensor, source: torch.Tensor,
+                     copyable: torch.Tensor, vocab_table: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` ids → ``[B, T, H]``: ``E[w]`` for ``w ∈ K``, else the mean of its source states."""
+        index = self.full_to_vocab[tokens]
+        in_vocab = index >= 0
+        # rows of E_K, read from its transpose: the exported graph then stores one copy of it
+        table = vocab_table.index_select(1, index.clamp(min=0).flatten()).T.unflatten(0, index.shape)
+        match = ((source[:, None, :] == tokens[:, :, None]) & copyable[:, None, :]).to(memory.dtype)
+        counts = match.sum(-1, keepdim=True)
+        copied = (match @ memory) / counts.clamp(min=1)
+        embedded = torch.where(in_vocab[..., None], table, copied)
+        return self.input_norm(embedded + self.position(_positions(tokens))[None])
+
+    def states(self, tokens: torch.Tensor, memory: torch.Tensor, source: torch.Tensor, pad: torch.Tensor,
+               vocab_table: torch.Tensor) -> torch.Tensor:
+        copyable = self.copyable(source, pad)
+        hidden = self.embed_inputs(tokens, memory, source, copyable, vocab_table)
+        positions = _positions(tokens)
+        causal = positions[None, :] > positions[:, None]  # [T, T]: True where a later token would be seen
+        for layer in self.layers.layers:
+            hidden = _decoder_layer(layer, hidden, memory, causal, pad, self.shape.heads)
+        return self.output_norm(hidden)
+
+    def parts(self, hidden: torch.Tensor, memory: torch.Tensor, source: torch.Tensor, pad: torch.Tensor,
+              vocab_table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(generator log-probs over ``K`` ``[B,T,K]``, pointer attention ``[B,T,S]``, gate ``[B,T,1]``)."""
+        logits = hidden @ vocab_table
+        logits[..., int(self.full_to_vocab[self.bos_id])] = float("-inf")  # [CLS] only starts
+        generated = torch.log_softmax(logits.float(), dim=-1)
+        copyable = self.copyable(source, pad)
+        scores = (self.copy_query(hidden) @ memory.transpose(1, 2)) / math.sqrt(self.hidden)
+        scores = scores.float().masked_fill(~copyable[:, None, :], float("-inf"))
+        none = ~copyable.any(-1)  # a source with nothing to copy: attention is all zeros
+        attention = torch.softmax(scores.masked_fill(none[:, None, None], 0.0), dim=-1)
+        attention = attention.masked_fill(none[:, None, None], 0.0)
+        context = attention.to(memory.dtype) @ memory
+        gate = torch.sigmoid(self.gate(torch.cat([hidden, context], dim=-1)).float())
+        gate = torch.where(none[:, None, None], torch.ones_like(gate), gate)
+        return generated, attention, gate
+
+    # -- training -------------------------------------------------------------------------
+    def producible(self, target: torch.Tensor, source: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """``target`` with every wordpiece neither in ``K`` nor copyable replaced by ``[UNK]``."""
+        in_vocab = self.full_to_vocab[target] >= 0
+        copyable = self.copyable(source, pad)
+        in_source = ((source[:, None, :] == target[:, :, None]) & copyable[:, None, :]).any(-1)
+        return torch.where(in_vocab | in_source, target, torch.full_like(target, self.unk_id))
+
+    def loss(self, memory: torch.Tensor, source: torch.Tensor, pad: torch.Tensor, target: torch.Tensor,
+             target_pad: torch.Tensor, vocab_table: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood per target wordpiece (teacher forcing)."""
+        target = self.producible(target, source, pad)
+        bos = torch.full_like(target[:, :1], self.bos_id)
+        tokens = torch.cat([bos, target[:, :-1]], dim=1)
+        hidden = self.states(tokens, memory, source, pad, vocab_table)
+        generated, attention, gate = self.parts(hidden, memory, source, pad, vocab_table)
+        index = self.full_to_vocab[target]
+        gen_prob = generated.gather(-1, index.clamp(min=0)[..., None]).squeeze(-1).exp() * (index >= 0)
+        copy_prob = (attention * (source[:, None, :] == target[:, :, None])).sum(-1)
+        prob = gate.squeeze(-1) * gen_prob + (1 - gate.squeeze(-1)) * copy_prob
+        nll = -torch.log(prob + EPSILON)
+        keep = (~target_pad).float()
+        return (nll * keep).sum() / keep.sum().clamp(min=1)
+
+    # -- decoding -------------------------------------------------------------------------
+    def next_log_probs(self, tokens: torch.Tensor, memory: torch.Tensor, source: torch.Tensor,
+                       pad: torch.Tensor, vocab_table: torch.Tensor) -> torch.Tensor:
+        """``[B, V]`` log-probabilities of the next wordpiece over the full vocabulary."""
+        hidden = self.states(tokens, memory, source, pad, vocab_table)[:, -1:]
+        generated, attention, gate = self.parts(hidden, memory, source, pad, vocab_table)
+        batch = tokens.shape[0]
+        prob = torch.zeros(batch, self.full_to_vocab.shape[0], device=memory.device)
+        prob[:, self.vocab_ids] = gate[:, 0] * generated[:, 0].exp()
+        prob.scatter_add_(1, source, (1 - gate[:, 0]) * attention[:, 0])
+        return torch.log(prob + EPSILON)
+
+
+def _positions(tokens: torch.Tensor) -> torch.Tensor:
+    """``0 … T−1`` for ``tokens`` ``[B, T]``, computed from the tensor (a traced graph keeps
+    ``T`` dynamic, where ``arange(tokens.shape[1])`` can freeze it)."""
+    return torch.cumsum(torch.ones_like(tokens[0]), dim=0) - 1
+
+
+def _attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, blocked: torch.Tensor,
+               dropout: float, training: bool) -> torch.Tensor:
+    """Scaled dot-product attention over ``heads`` heads; ``blocked`` broadcasts to ``[B, h, T, S]``."""
+    def split(x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+    q, k, v = split(query), split(key), split(value)
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    weights = torch.softmax(scores.masked_fill(blocked, float("-inf")), dim=-1)
+    weights = nn.functional.dropout(weights, dropout, training)
+    return (weights @ v).transpose(1, 2).flatten(2)
+
+
+def _decoder_layer(layer: nn.TransformerDecoderLayer, x: torch.Tensor, memory: torch.Tensor, causal: torch.Tensor,
+                   pad: torch.Tensor, heads: int) -> torch.Tensor:
+    """``nn.TransformerDecoderLayer(norm_first=True, activation=relu)`` written out with shapes
+    that stay dynamic in an exported graph (the module's own attention bakes the batch and
+    length of the traced example into reshapes): same parameters, same arithmetic."""
+    training = layer.training
+    p = layer.dropout.p
+    hidden = x.shape[-1]
+    sa, ca = layer.self_attn, layer.multihead_attn
+    h = layer.norm1(x)
+    q, k, v = nn.functional.linear(h, sa.in_proj_weight, sa.in_proj_bias).chunk(3, dim=-1)
+    attended = _attention(q, k, v, heads, causal[None, None], sa.dropout, training)
+    x = x + layer.dropout1(sa.out_proj(attended))
+    h = layer.norm2(x)
+    w, b = ca.in_proj_weight, ca.in_proj_bias
+    q = nn.functional.linear(h, w[:hidden], b[:hidden])
+    k = nn.functional.linear(memory, w[hidden:2 * hidden], b[hidden:2 * hidden])
+    v = nn.functional.linear(memory, w[2 * hidden:], b[2 * hidden:])
+    attended = _attention(q, k, v, heads, pad[:, None, None, :], ca.dropout, training)
+    x = x + layer.dropout2(ca.out_proj(attended))
+    h = layer.norm3(x)
+    h = layer.linear2(nn.functional.dropout(torch.relu(layer.linear1(h)), p, training))
+    return x + layer.dropout3(h)
+
+
+def block_repeats(log_probs: torch.Tensor, tokens: torch.Tensor, bos_id: int) -> torch.Tensor:
+    """``log_probs`` with each prefix's last wordpiece forbidden next (``load_load``,
+    ``name_name``: a decoder's stutter that no real name has), except after ``[CLS]``."""
+    last = tokens[:, -1]
+    blocked = torch.zeros_like(log_probs, dtype=torch.bool)
+    blocked[torch.arange(len(last)), last] = last != bos_id
+    return log_probs.masked_fill(blocked, float("-inf"))
+
+
+@torch.no_grad()
+def greedy(decoder: NameDecoder, memory: torch.Tensor, source: torch.Tensor, pad: torch.Tensor,
+           vocab_table: torch.Tensor) -> list[list[int]]:
+    """Most likely wordpiece at each step, for a batch (validation during training)."""
+    batch = memory.shape[0]
+    tokens = torch.full((batch, 1), decoder.bos_id, dtype=torch.long, device=memory.device)
+    done = torch.zeros(batch, dtype=torch.bool, device=memory.device)
+    for _ in range(decoder.shape.max_length):
+        step = block_repeats(decoder.next_log_probs(tokens, memory, source, pad, vocab_table), tokens,
+                             decoder.bos_id).argmax(-1)
+        step = torch.where(done, torch.full_like(step, decoder.eos_id), step)
+        tokens = torch.cat([tokens, step[:, None]], dim=1)
+        done |= step == decoder.eos_id
+        if bool(done.all()):
+            break
+    out = []
+    for row in tokens[:, 1:].tolist():
+        out.append(row[:row.index(decoder.eos_id)] if decoder.eos_id in row else row)
+    return out
+
+
+@torch.no_grad()
+def beam_search(decoder: NameDecoder, memory: torch.Tensor, source: torch.Tensor, pad: torch.Tensor,
+                vocab_table: torch.Tensor, beam: int = 5, results: int = 5) -> list[tuple[list[int], float]]:
+    """The ``results`` most likely names of ONE function (batch of 1) as (wordpieces, log-prob),
+    best first; a name ends with ``[SEP]`` (not included, nor counted in its log-prob's ids)
+    or, unfinished, at ``max_length`` wordpieces."""
+    live: list[tuple[list[int], float]] = [([decoder.bos_id], 0.0)]
+    finished: list[tuple[list[int], float]] = []
+    for _ in range(decoder.shape.max_length):
+        tokens = torch.as_tensor([ids for ids, _ in live], device=memory.device)
+        count = len(live)
+        log_probs = block_repeats(decoder.next_log_probs(tokens, memory.expand(count, -1, -1), source.expand(count, -1),
+                                                         pad.expand(count, -1), vocab_table), tokens, decoder.bos_id)
+        scores = log_probs + torch.as_tensor([s for _, s in live], device=memory.device)[:, None]
+        top = torch.topk(scores.flatten(), min(beam * 2, scores.numel()))
+        candidates = []
+        for value, flat in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            row, token = divmod(flat, scores.shape[1])
+            ids = live[row][0] + [token]
+            if token == decoder.eos_id:
+                finished.append((ids[1:-1], value))
+            else:
+                candidates.append((ids, value))
+        live = candidates[:beam]
+        best_live = live[0][1] if live else float("-inf")
+        if len(finished) >= results and min(s for _, s in sorted(finished, key=lambda x: -x[1])[:results]) >= best_live:
+            break
+        if not live:
+            break
+    if len(finished) < results:  # names cut at max_length count too (as greedy's do)
+        finished += [(ids[1:], score) for ids, score in live[:results - len(finished)]]
+    finished.sort(key=lambda item: -item[1])
+    return finished[:results]

@@ -1,0 +1,218 @@
+"""Packed naming examples for the generative naming head (``pathfusion train naming``).
+
+One example per corpus function marked ``naming``: the *source* is the function's text with
+its own name masked everywhere (the corpus' ``masked_code``, the extractor's
+:func:`server.paths.mask_source`), ``METHOD_NAME`` written as the tokenizer's ``[MASK]``
+token, cut to ``max_source_tokens`` wordpieces; the *target* is the gold name as wordpieces,
+one subtoken after another, then ``[SEP]``.  A subtoken's first wordpiece has no ``##``
+prefix and its continuations do, so the wordpieces alone say where subtokens begin
+(:func:`name_of_pieces`): no separator token is needed, and any name whose wordpieces the
+decoder can emit or copy is producible (``docs/design.md`` §5).
+
+Why wordpieces of the embedder's own tokenizer: the decoder reads the embedder's token
+states and copies from the source's wordpieces, so source, copy and output share one id
+space; the output layer is tied to a subset of the embedder's word embeddings.
+
+Packs are compressed ``.npz`` files of :class:`~model_export.search_pairs.Ragged` uint16
+arrays, small enough for a remote GPU job to carry (``model_export.gpu_job``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from server.name_generator import label_of_pieces, source_text
+
+from .corpus import read_jsonl_gz, write_atomic
+from .search_pairs import Ragged, load_tokenizer
+
+PACK_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NamingPackSpec:
+    """What a pack was cut with; a run refuses a pack cut otherwise."""
+
+    tokenizer_sha256: str
+    max_source_tokens: int = 256
+    max_target_tokens: int = 12
+
+
+
+
+class NameTokens:
+    """Gold names → target wordpiece ids, and generated ids → names (``a|b`` labels)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.sep_id = int(tokenizer.token_to_id("[SEP]"))
+        self.cls_id = int(tokenizer.token_to_id("[CLS]"))
+        self.unk_id = int(tokenizer.token_to_id("[UNK]"))
+        self._pieces: dict[str, list[int]] = {}
+
+    def subtoken_ids(self, subtoken: str) -> list[int]:
+        cached = self._pieces.get(subtoken)
+        if cached is None:
+            ids = self.tokenizer.encode(subtoken, add_special_tokens=False).ids
+            # a subtoken the pre-tokenizer splits (digits, punctuation) becomes one word again:
+            # its later pieces are continuations.
+            pieces = [self.tokenizer.id_to_token(i) for i in ids]
+            cached = [ids[0]] + [i if p.startswith("##") else self._continuation(p) for i, p in
+                                 zip(ids[1:], pieces[1:], strict=True)] if ids else []
+            self._pieces[subtoken] = cached
+        return cached
+
+    def _continuation(self, piece: str) -> int:
+        found = self.tokenizer.token_to_id("##" + piece)
+        return int(found) if found is not None else self.unk_id
+
+    def target_ids(self, label: str, limit: int) -> list[int]:
+        """``a|b`` → wordpieces of ``a`` then ``b``, then ``[SEP]`` (cut to ``limit``)."""
+        ids = [i for subtoken in label.split("|") if subtoken for i in self.subtoken_ids(subtoken)]
+        return [*ids[:limit - 1], self.sep_id]
+
+    def name_of_ids(self, ids: Sequence[int]) -> str:
+        pieces = []
+        for i in ids:
+            if i == self.sep_id:
+                break
+            pieces.append(self.tokenizer.id_to_token(int(i)) or "[UNK]")
+        return name_of_pieces(pieces)
+
+
+def name_of_pieces(pieces: Sequence[str]) -> str:
+    """Wordpieces → ``|``-joined subtokens (the runtime's :func:`server.name_generator.label_of_pieces`)."""
+    return label_of_pieces(pieces)
+
+
+@dataclass
+class NamingExamples:
+    """One split of a naming pack, in memory."""
+
+    source: Ragged
+    target: Ragged
+    project: np.ndarray
+    labels: list[str]
+    meta: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def head(self, count: int) -> NamingExamples:
+        count = max(0, min(count, len(self)))
+
+        def cut(ragged: Ragged) -> Ragged:
+            return Ragged(ragged.ids[:ragged.offsets[count]], ragged.offsets[:count + 1].copy())
+
+        return NamingExamples(cut(self.source), cut(self.target), self.project[:count], self.labels[:count],
+                              {**self.meta, "examples": count, "cut_from": self.meta.get("examples")})
+
+    def take(self, indices: np.ndarray) -> NamingExamples:
+        """The examples at ``indices``, in that order (a random subset a GPU job can carry)."""
+        def pick(ragged: Ragged) -> Ragged:
+            return Ragged.build([ragged[int(i)] for i in indices])
+
+        return NamingExamples(pick(self.source), pick(self.target), self.project[indices],
+                              [self.labels[int(i)] for i in indices],
+                              {**self.meta, "examples": len(indices), "cut_from": self.meta.get("examples")})
+
+    def save(self, path: Path) -> None:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, source_ids=self.source.ids, source_offsets=self.source.offsets,
+                            target_ids=self.target.ids, target_offsets=self.target.offsets,
+                            project=self.project, labels=np.asarray("\n".join(self.labels)),
+                            meta=np.asarray(json.dumps(self.meta)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> NamingExamples:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found; pack the naming examples first "
+                                    "(pathfusion train naming --only pack)")
+        with np.load(path, allow_pickle=False) as data:
+            meta = dict(json.loads(str(data["meta"])))
+            if meta.get("version") != PACK_VERSION:
+                raise ValueError(f"{path}: naming pack version {meta.get('version')}, expected {PACK_VERSION}; "
+                                 "delete it to repack")
+            labels = str(data["labels"]).split("\n") if meta["examples"] else []
+            return cls(Ragged(data["source_ids"], data["source_offsets"]),
+                       Ragged(data["target_ids"], data["target_offsets"]), data["project"], labels, meta)
+
+
+def _records(corpus: Path, split: str) -> Iterator[dict[str, Any]]:
+    path = corpus / f"{split}.jsonl.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run `make corpus` first")
+    for record in read_jsonl_gz(path):
+        if record.get("naming") and record.get("label") and record.get("masked_code"):
+            yield record
+
+
+def pack_split(corpus: Path, split: str, spec: NamingPackSpec, tokenizer_path: Path, out: Path,
+               limit: int | None = None, chunk: int = 2048, progress: bool = True) -> dict[str, Any]:
+    """Tokenise ``split``'s naming examples (the first ``limit``) into ``out``; returns its meta."""
+    tokenizer = load_tokenizer(tokenizer_path)
+    names = NameTokens(tokenizer)
+    projects: dict[str, int] = {}
+    sources: list[np.ndarray] = []
+    targets: list[list[int]] = []
+    project_ids: list[int] = []
+    labels: list[str] = []
+    pending: list[dict[str, Any]] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(desc=f"naming pack {split}", unit="fn", file=sys.stderr)
+
+    def flush() -> None:
+        for encoding in tokenizer.encode_batch([source_text(r["masked_code"]) for r in pending]):
+            ids = encoding.ids
+            if len(ids) > spec.max_source_tokens:
+                ids = [*ids[:spec.max_source_tokens - 1], ids[-1]]
+            sources.append(np.asarray(ids, dtype=np.uint16))
+        for r in pending:
+            targets.append(names.target_ids(r["label"], spec.max_target_tokens))
+            project_ids.append(projects.setdefault(r["project"], len(projects)))
+            labels.append(r["label"])
+        if bar is not None:
+            bar.update(len(pending))
+        pending.clear()
+
+    for record in _records(corpus, split):
+        pending.append(record)
+        if len(pending) >= chunk:
+            flush()
+        if limit is not None and len(labels) + len(pending) >= limit:
+            break
+    if pending:
+        flush()
+    if bar is not None:
+        bar.close()
+    meta = {"version": PACK_VERSION, "split": split, "examples": len(labels), "projects": len(projects),
+            "spec": spec.__dict__}
+    NamingExamples(Ragged.build(sources), Ragged.build(targets), np.asarray(project_ids, dtype=np.int32),
+                   labels, meta).save(out)
+    return meta
+
+
+def ensure_pack(corpus: Path, pack_dir: Path, split: str, spec: NamingPackSpec, tokenizer_path: Path,
+                limit: int | None = None, progress: bool = True) -> Path:
+    """``pack_dir/<split>.npz``, packed once; a pack cut with another spec is refused."""
+    path = pack_dir / f"{split}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+        if meta.get("spec") != spec.__dict__:
+            raise ValueError(f"{path} was packed with {meta.get('spec')}, not {spec.__dict__}; delete it to repack")
+        return path
+    pack_split(corpus, split, spec, tokenizer_path, path, limit=limit, progress=progress)
+    return path

@@ -1,0 +1,470 @@
+"""``pathfusion train naming``: the embedder fine-tuned end to end with a generative naming head.
+
+Why end to end: a decoder over the *frozen* pooled MiniLM vector reached F1 0.096 on unseen
+projects, the same decoder with MiniLM fine-tuned under it 0.18 (issue 11).  The decoder
+(:mod:`model_export.name_decoder`) reads the embedder's token states of the masked function
+and writes the name wordpiece by wordpiece, copying from the source where it helps.
+
+One encoder serves search and naming (the size budget has room for one): with
+``search_weight > 0`` each step adds the contrastive search loss of
+:mod:`model_export.train_embedder` on a batch of search pairs, so that fine-tuning for names
+keeps (or improves) what search learned; validation reports naming F1 (greedy, code2vec
+subtoken metric) and search MRR, and ``select_on`` says which picks ``best/``.
+
+Built to be interrupted like the embedder's run: ``data/runs/naming`` holds ``config.json``,
+``checkpoint.pt`` (every ``checkpoint_minutes``; model, optimiser, scheduler, positions, RNG),
+``best/`` (the encoder as a Hugging Face folder, ``decoder.pt`` and ``decoder.json``) and
+``log.jsonl``; the same command resumes.  The same command runs on a GPU (``device=cuda``,
+bf16 autocast): one code path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .code2vec import resolve_device
+from .export_embedder import MeanPooledEncoder, load_reference
+from .metrics import NamingScores
+from .name_decoder import DecoderShape, NameDecoder, greedy
+from .naming_pack import NameTokens, NamingExamples, NamingPackSpec, ensure_pack
+from .run_files import atomic_torch_save, log_event
+from .search_pairs import (
+    PackSpec,
+    Pairs,
+    ensure_packs,
+    load_tokenizer,
+    project_batches,
+    tokenizer_sha256,
+)
+from .train_embedder import (
+    DEFAULT_CORPUS,
+    DEFAULT_MODELS,
+    DEFAULT_PACK,
+    contrastive_loss,
+    duplicate_mask,
+    encode,
+    evaluate,
+    lr_lambda,
+    resolve_base,
+    save_best,
+)
+
+DEFAULT_RUN = Path("data/runs/naming")
+DEFAULT_NAMING_PACK = Path("data/naming-pairs")
+DECODER_FILE = "decoder.pt"
+DECODER_META = "decoder.json"
+
+
+@dataclasses.dataclass
+class NamingTrainConfig:
+    """Every hyper-parameter of a run; saved as ``config.json`` and read back on resume."""
+
+    base: str = "shipped"
+    """The encoder to start from (as in ``EmbedderTrainConfig.base``)."""
+    batch_size: int = 128
+    lr: float = 5e-5
+    """Encoder learning rate (the decoder's is ``decoder_lr``)."""
+    decoder_lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    epochs: int = 1
+    freeze_encoder: bool = False
+    search_weight: float = 1.0
+    """Weight of the contrastive search loss added each step (0: naming only)."""
+    search_batch: int = 256
+    search_scale: float = 20.0
+    project_chunk: int = 32
+    vocab_size: int = 8000
+    """Generator vocabulary: the commonest wordpieces of train names (others are copied)."""
+    layers: int = 2
+    heads: int = 6
+    feed_forward: int = 1536
+    dropout: float = 0.1
+    max_source_tokens: int = 256
+    max_target_tokens: int = 12
+    seed: int = 2025
+    eval_every: int = 200
+    valid_examples: int = 2000
+    valid_groups: int = 2
+    select_on: str = "f1+mrr"
+    """``f1`` or ``f1+mrr`` (naming F1 plus search MRR) picks ``best/``."""
+    checkpoint_minutes: float = 8.0
+    time_budget_min: float = 0.0
+    max_steps: int = 0
+    threads: int = 0
+    device: str = "auto"
+    amp: bool = True
+    """bf16 autocast on a GPU (ignored on the CPU)."""
+    eval_batch: int = 128
+    log_every: int = 20
+
+    @classmethod
+    def from_overrides(cls, overrides: Sequence[str], base: NamingTrainConfig | None = None) -> NamingTrainConfig:
+        config = dataclasses.replace(base) if base is not None else cls()
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or key not in fields:
+                raise ValueError(f"bad --set {item!r}; known keys: {', '.join(fields)}")
+            current = getattr(config, key)
+            parsed: Any
+            if isinstance(current, bool):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(f"{key} takes true or false, not {value!r}")
+                parsed = value.lower() in ("true", "1")
+            else:
+                try:
+                    parsed = type(current)(value)
+                except ValueError as exc:
+                    raise ValueError(f"{key} takes a {type(current).__name__}, not {value!r}") from exc
+            setattr(config, key, parsed)
+        if config.select_on not in ("f1", "f1+mrr"):
+            raise ValueError(f"select_on must be f1 or f1+mrr, not {config.select_on!r}")
+        if config.batch_size < 1 or (config.search_weight > 0 and config.search_batch < 2):
+            raise ValueError("batch_size must be ≥ 1 and search_batch ≥ 2")
+        return config
+
+    def decoder_shape(self) -> DecoderShape:
+        return DecoderShape(self.layers, self.heads, self.feed_forward, self.max_target_tokens, self.dropout)
+
+
+def build_vocabulary(targets: Any, size: int, names: NameTokens) -> list[int]:
+    """The ``size`` commonest target wordpieces (ties by id), plus ``[CLS]``, ``[SEP]``, ``[UNK]``."""
+    counts = Counter(int(i) for i in targets.ids)
+    specials = [names.cls_id, names.sep_id, names.unk_id]
+    common = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if i not in specials]
+    return specials + common[:size]
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, seed: int, pool: int = 64) -> list[np.ndarray]:
+    """Shuffled batches of examples of similar length (less padding): a seeded permutation
+    cut into pools of ``pool`` batches, each sorted by length, the batches shuffled."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths))
+    batches = []
+    span = batch_size * pool
+    for start in range(0, len(order), span):
+        chunk = order[start:start + span]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+class NamingModel(torch.nn.Module):
+    """The encoder (a transformers BERT model) and the decoder that reads its token states."""
+
+    def __init__(self, bert: Any, decoder: NameDecoder) -> None:
+        super().__init__()
+        self.bert = bert
+        self.decoder = decoder
+
+    def vocab_table(self) -> torch.Tensor:
+        """The encoder's word embeddings of the decoder's vocabulary, ``[H, K]`` (tied: gradients reach them)."""
+        return self.bert.embeddings.word_embeddings.weight[self.decoder.vocab_ids].T
+
+    def memory(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.bert(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
+
+    def loss(self, source: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, target_pad: torch.Tensor
+             ) -> torch.Tensor:
+        memory = self.memory(source, mask)
+        return self.decoder.loss(memory, source, mask == 0, target, target_pad, self.vocab_table())
+
+
+def _batch(ragged: Any, indices: np.ndarray, pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    ids, mask = ragged.batch(indices, pad_id)
+    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+
+
+def valid_indices(count: int, wanted: int, seed: int) -> np.ndarray:
+    order = np.random.default_rng(seed).permutation(count)
+    return np.sort(order[:min(wanted, count)])
+
+
+@torch.no_grad()
+def naming_scores(model: NamingModel, examples: NamingExamples, indices: np.ndarray, names: NameTokens,
+                  pad_id: int, device: torch.device, batch: int, autocast: Any) -> dict[str, Any]:
+    """Greedy-decoded names of ``indices`` scored with the code2vec subtoken metric."""
+    model.eval()
+    scores = NamingScores()
+    order = indices[np.argsort(examples.source.lengths()[indices], kind="stable")]
+    for start in range(0, len(order), batch):
+        rows = order[start:start + batch]
+        ids, mask = _batch(examples.source, rows, pad_id, device)
+        with autocast():
+            memory = model.memory(ids, mask)
+            decoded = greedy(model.decoder, memory, ids, mask == 0, model.vocab_table())
+        for row, pieces in zip(rows, decoded, strict=True):
+            scores.add(examples.labels[row], [names.name_of_ids(pieces)])
+    return {**scores.result(), "samples": scores.samples[:5]}
+
+
+@dataclasses.dataclass
+class RunState:
+    epoch: int = 0
+    position: int = 0
+    search_epoch: int = 0
+    search_position: int = 0
+    step: int = 0
+    best: float = -1.0
+    best_step: int = -1
+    seconds: float = 0.0
+    examples_seen: int = 0
+
+
+def save_decoder(decoder: NameDecoder, folder: Path, config: NamingTrainConfig) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v for k, v in decoder.state_dict().items() if k not in ("vocab_ids", "full_to_vocab")}
+    atomic_torch_save(state, folder / DECODER_FILE)
+    meta = {"hidden": decoder.hidden, "vocab_ids": decoder.vocab_ids.tolist(),
+            "full_vocab": int(decoder.full_to_vocab.shape[0]), "bos_id": decoder.bos_id,
+            "eos_id": decoder.eos_id, "unk_id": decoder.unk_id, "shape": dataclasses.asdict(decoder.shape),
+            "max_source_tokens": config.max_source_tokens}
+    (folder / DECODER_META).write_text(json.dumps(meta) + "\n")
+
+
+def load_decoder(folder: Path) -> NameDecoder:
+    meta = json.loads((folder / DECODER_META).read_text())
+    decoder = NameDecoder(meta["hidden"], meta["vocab_ids"], meta["full_vocab"], meta["bos_id"], meta["eos_id"],
+                          meta["unk_id"], DecoderShape(**meta["shape"]))
+    decoder.load_state_dict(torch.load(folder / DECODER_FILE, map_location="cpu"), strict=False)
+    return decoder
+
+
+def _cycle_search(batches_of: Any, state: RunState) -> Iterator[np.ndarray]:
+    while True:
+        batches = batches_of(state.search_epoch)
+        while state.search_position < len(batches):
+            state.search_position += 1  # counted when taken, so that a checkpoint never repeats it
+            yield batches[state.search_position - 1]
+        state.search_epoch += 1
+        state.search_position = 0
+
+
+def train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path = DEFAULT_NAMING_PACK,
+          search_pack: Path = DEFAULT_PACK, resume: bool = True, progress: bool = True,
+          models: Path = DEFAULT_MODELS) -> dict[str, Any]:
+    """Train (or resume) a run; returns the run's state (``finished`` when the schedule ended)."""
+    run.mkdir(parents=True, exist_ok=True)
+    config_path, checkpoint_path = run / "config.json", run / "checkpoint.pt"
+    resuming = resume and config_path.is_file() and checkpoint_path.is_file()
+    if resuming:
+        saved = json.loads(config_path.read_text())
+        for key in ("time_budget_min", "max_steps", "threads", "device", "eval_batch", "checkpoint_minutes",
+                    "log_every", "amp"):
+            saved[key] = getattr(config, key)
+        config = NamingTrainConfig(**saved)
+    else:
+        checkpoint_path.unlink(missing_ok=True)
+        (run / "log.jsonl").unlink(missing_ok=True)
+    config_path.write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    use_amp = config.amp and device.type == "cuda"
+
+    def autocast() -> Any:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+
+    model_dir = resolve_base(config.base, run, models)
+    bert, tokenizer = load_reference(model_dir)
+    tokenizer_file = model_dir / "tokenizer.json"
+    pad_id = int(tokenizer.pad_token_id or 0)
+    names = NameTokens(load_tokenizer(tokenizer_file))
+    spec = NamingPackSpec(tokenizer_sha256(tokenizer_file), config.max_source_tokens, config.max_target_tokens)
+    train_set = NamingExamples.load(ensure_pack(corpus, naming_pack, "train", spec, tokenizer_file))
+    valid_set = NamingExamples.load(ensure_pack(corpus, naming_pack, "valid", spec, tokenizer_file))
+    search_train = search_valid = None
+    if config.search_weight > 0 or (config.select_on == "f1+mrr" and config.valid_groups > 0):
+        packs = ensure_packs(corpus, search_pack, PackSpec(tokenizer_sha256(tokenizer_file)), tokenizer_file,
+                             splits=("train", "valid"))
+        search_valid = Pairs.load(packs["valid"])
+        if config.search_weight > 0:
+            search_train = Pairs.load(packs["train"])
+
+    vocab = build_vocabulary(train_set.target, config.vocab_size, names)
+    hidden = int(bert.config.hidden_size)
+    decoder = NameDecoder(hidden, vocab, int(bert.config.vocab_size), names.cls_id, names.sep_id, names.unk_id,
+                          config.decoder_shape())
+    model = NamingModel(bert, decoder).to(device)
+    searcher = MeanPooledEncoder(bert)
+    if config.freeze_encoder:
+        bert.requires_grad_(False)
+    groups = [{"params": list(decoder.parameters()), "lr": config.decoder_lr}]
+    if not config.freeze_encoder:
+        groups.append({"params": list(bert.parameters()), "lr": config.lr})
+    optimiser = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    steps_per_epoch = len(train_set) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_set)} naming examples is less than one batch of {config.batch_size}")
+    total = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_lambda(config.warmup_steps, total))
+    state = RunState()
+    chosen_valid = valid_indices(len(valid_set), config.valid_examples, config.seed)
+
+    def validate() -> dict[str, Any]:
+        started = time.perf_counter()
+        result: dict[str, Any] = {"naming": naming_scores(model, valid_set, chosen_valid, names, pad_id, device,
+                                                          config.eval_batch, autocast)}
+        score = float(result["naming"]["f1"])
+        if search_valid is not None and config.valid_groups > 0:
+            with autocast():
+                result["search"] = evaluate(searcher, search_valid, config.valid_groups, pad_id, device,
+                                            config.eval_batch)
+            if config.select_on == "f1+mrr":
+                score += float(result["search"]["mrr"])
+        improved = score > state.best
+        if improved:
+            state.best, state.best_step = score, state.step
+            save_best(searcher, model_dir, run / "best")
+            save_decoder(decoder, run / "best", config)
+        log_event(run, {"event": "valid", "step": state.step, "epoch": state.epoch, "score": round(score, 4),
+                        "best": improved, "examples_seen": state.examples_seen,
+                        "train_seconds": round(state.seconds, 1), "valid_seconds": round(time.perf_counter() - started, 1),
+                        **result}, echo=not progress)
+        model.train()
+        if config.freeze_encoder:
+            bert.eval()
+        return result
+
+    if resuming:
+        saved_ckpt = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(saved_ckpt["model"])
+        optimiser.load_state_dict(saved_ckpt["optimiser"])
+        scheduler.load_state_dict(saved_ckpt["scheduler"])
+        state = RunState(**saved_ckpt["state"])
+        torch.set_rng_state(saved_ckpt["torch_rng"])
+        log_event(run, {"event": "resumed", **dataclasses.asdict(state)})
+    else:
+        log_event(run, {"event": "start", "train_examples": len(train_set), "valid_examples": len(chosen_valid),
+                        "vocabulary": len(vocab), "steps_per_epoch": steps_per_epoch, "device": str(device),
+                        "threads": torch.get_num_threads(), "config": dataclasses.asdict(config),
+                        "search_pairs": len(search_train) if search_train is not None else 0})
+        validate()
+
+    def checkpoint() -> None:
+        atomic_torch_save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                           "scheduler": scheduler.state_dict(), "state": dataclasses.asdict(state),
+                           "torch_rng": torch.get_rng_state()}, checkpoint_path)
+
+    search_stream = None
+    if search_train is not None:
+        projects = search_train.project
+        search_stream = _cycle_search(lambda epoch: project_batches(projects, config.search_batch,
+                                                                    config.project_chunk, config.seed + 1000 + epoch),
+                                      state)
+    started = last_checkpoint = time.time()
+    stopped = False
+    running = math.nan
+    model.train()
+    if config.freeze_encoder:
+        bert.eval()
+    while state.epoch < config.epochs and not stopped:
+        batches = length_batches(train_set.source.lengths(), config.batch_size, config.seed + state.epoch)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=len(batches), initial=state.position, desc=f"epoch {state.epoch + 1}/{config.epochs}",
+                       unit="batch", file=sys.stderr, dynamic_ncols=True)
+        while state.position < len(batches):
+            if config.max_steps and state.step >= config.max_steps:
+                stopped = True
+                break
+            step_started = time.perf_counter()
+            rows = batches[state.position]
+            source, mask = _batch(train_set.source, rows, pad_id, device)
+            target, target_mask = _batch(train_set.target, rows, pad_id, device)
+            with autocast():
+                loss = model.loss(source, mask, target, target_mask == 0)
+                search_loss = torch.zeros((), device=device)
+                if search_stream is not None and search_train is not None:
+                    pairs = next(search_stream)
+                    queries = encode(searcher, search_train.query, pairs, pad_id, device).float()
+                    codes = encode(searcher, search_train.code, pairs, pad_id, device).float()
+                    same = duplicate_mask(search_train.query, pairs) | duplicate_mask(search_train.code, pairs)
+                    search_loss = contrastive_loss(queries, codes, config.search_scale, True,
+                                                   torch.from_numpy(same).to(device))
+            total_loss = loss + config.search_weight * search_loss
+            optimiser.zero_grad(set_to_none=True)
+            total_loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+            scheduler.step()
+            state.step += 1
+            state.position += 1
+            state.examples_seen += len(rows)
+            state.seconds += time.perf_counter() - step_started
+            value = float(loss.detach())
+            running = value if math.isnan(running) else 0.95 * running + 0.05 * value
+            if state.step % config.log_every == 0:
+                log_event(run, {"event": "train", "step": state.step, "epoch": state.epoch, "loss": round(running, 4),
+                                "search_loss": round(float(search_loss.detach()), 4),
+                                "examples_per_second": round(state.examples_seen / max(state.seconds, 1e-9), 1)},
+                          echo=False)
+            if state.step % config.eval_every == 0:
+                validate()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{running:.3f}")
+            if time.time() - last_checkpoint > config.checkpoint_minutes * 60:
+                checkpoint()
+                last_checkpoint = time.time()
+            if config.time_budget_min and time.time() - started > config.time_budget_min * 60:
+                stopped = True
+                break
+        if bar is not None:
+            bar.close()
+        if not stopped:
+            state.epoch += 1
+            state.position = 0
+    if state.step % config.eval_every:
+        validate()
+    checkpoint()
+    log_event(run, {"event": "paused" if stopped else "finished", **dataclasses.asdict(state)})
+    return {"finished": not stopped, **dataclasses.asdict(state)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pathfusion train naming", description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--run", type=Path, default=DEFAULT_RUN)
+    parser.add_argument("--pack", type=Path, default=DEFAULT_NAMING_PACK, help="naming pack (default: %(default)s)")
+    parser.add_argument("--search-pack", type=Path, default=DEFAULT_PACK)
+    parser.add_argument("--models", type=Path, default=DEFAULT_MODELS)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides (see NamingTrainConfig)")
+    parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    random.seed(0)
+    try:
+        config = NamingTrainConfig.from_overrides(args.set)
+        result = train(args.corpus, args.run, config, args.pack, args.search_pack, resume=not args.no_resume,
+                       progress=not args.no_progress, models=args.models)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"pathfusion train naming: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

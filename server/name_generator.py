@@ -1,0 +1,187 @@
+"""Names written wordpiece by wordpiece: the generative naming head at run time (no torch).
+
+The embedder's graph reads the function with its own name masked (``[MASK]``) and gives its
+token states; the decoder-step graph (``models/naming``, ``pathfusion export naming``) then
+gives, for each name prefix, the log-probability of every next wordpiece — generated from
+the vocabulary or copied from the function's own text.  :meth:`NameGenerator.beam_search`
+keeps the ``beam`` best prefixes per step (a wordpiece never directly repeated), exactly as
+the training code's
+``model_export.name_decoder.beam_search`` does (a test holds the two to the same names and
+scores).  A name ends at ``[SEP]``; a wordpiece without ``##`` starts a new subtoken
+(:func:`label_of_pieces`), so ``load`` ``config`` → ``load|config`` → ``load_config``.
+
+The head only makes sense over the encoder it was trained with: the manifest records that
+embedder's id, and :meth:`NameGenerator.load` refuses another (the server then falls back to
+code2vec's names, when the folder has code2vec).
+
+Probabilities: a name's probability is the product of its wordpieces' (the beam score,
+exponentiated), summed over wordpiece spellings of the same name.  It is the model's own
+number, shown as such.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .embedder import OnnxEmbedder
+from .models import ModelError, load_manifest, model_entry, model_file, providers
+from .onnx_session import create_session
+from .paths import METHOD_NAME
+
+ENTRY_NAME = "naming"
+MASK_TEXT = "[MASK]"
+UNKNOWN = "<UNK>"
+FIX = "re-export it with `pathfusion export naming`"
+
+
+def source_text(masked_source: str) -> str:
+    """The masked function as the head's encoder reads it (training packs it the same way)."""
+    return masked_source.replace(METHOD_NAME, MASK_TEXT)
+
+
+def label_of_pieces(pieces: Sequence[str]) -> str:
+    """Wordpieces → ``|``-joined subtokens: a piece without ``##`` starts a new subtoken; a
+    special token (``[UNK]``) stands for a subtoken that cannot be spelt (``<UNK>``)."""
+    subtokens: list[str] = []
+    for piece in pieces:
+        if piece.startswith("##") and subtokens:
+            subtokens[-1] += piece[2:]
+        elif piece.startswith("["):
+            subtokens.append(UNKNOWN)
+        else:
+            subtokens.append(piece.removeprefix("##"))
+    return "|".join(subtokens)
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    bos_id: int
+    eos_id: int
+    max_length: int
+    max_source_tokens: int
+
+
+def has_naming_head(models_dir: Path) -> bool:
+    """Whether ``models_dir``'s manifest lists a naming head (no file is checked here)."""
+    try:
+        manifest = json.loads((Path(models_dir) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and isinstance(manifest.get("models"), dict) and \
+        ENTRY_NAME in manifest["models"]
+
+
+class NameGenerator:
+    """A :class:`~server.code2vec.Predictor` over the embedder's token states and the decoder."""
+
+    def __init__(self, embedder: OnnxEmbedder, session: Any, config: HeadConfig, model_id: str,
+                 beam: int = 5) -> None:
+        self.embedder = embedder
+        self.session = session
+        self.config = config
+        self.model_id = model_id
+        self.beam = beam
+
+    @classmethod
+    def load(cls, models_dir: Path, embedder: Any, device: str = "auto", threads: int | None = 1,
+             verify: bool = True) -> NameGenerator:
+        """The ``naming`` head of ``models_dir`` over ``embedder`` (which must be the ONNX
+        embedder it was trained with)."""
+        manifest = load_manifest(models_dir, verify=verify, models=(ENTRY_NAME,))
+        entry = model_entry(manifest, ENTRY_NAME, models_dir)
+        if not isinstance(embedder, OnnxEmbedder):
+            raise ModelError("the generative naming head needs the ONNX embedder (pathfusion.llmBackend: onnx)")
+        wanted = str(entry.get("embedder_id"))
+        if embedder.model_id != wanted:
+            raise ModelError(f"the naming head in {models_dir} reads the embedder {wanted!r}, not "
+                             f"{embedder.model_id!r}; re-export them together")
+        config_path = model_file(Path(models_dir), str(entry.get("config") or ""))
+        try:
+            raw = json.loads(config_path.read_text(encoding="utf-8"))
+            config = HeadConfig(int(raw["bos_id"]), int(raw["eos_id"]), int(raw["max_length"]),
+                                int(raw["max_source_tokens"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{config_path} is not a valid naming head config ({exc!r}); {FIX}") from exc
+        graph = model_file(Path(models_dir), str(entry.get("onnx") or ""))
+        session = create_session(graph, providers(device), threads, fix=FIX)
+        return cls(embedder, session, config, str(entry.get("id") or ENTRY_NAME))
+
+    # -- the Predictor interface ----------------------------------------------------------
+    def predict(self, functions: Sequence[Any], top_k: int = 5,
+                sources: Sequence[str] | None = None) -> list[list[tuple[str, float]]]:
+        """For each function (its masked source in ``sources``; the path contexts are not
+        read), up to ``top_k`` (label, probability), most probable first."""
+        if sources is None or len(sources) != len(functions):
+            raise ModelError("the generative naming head needs each function's masked source")
+        return [self.names(source, top_k) if source.strip() else [] for source in sources]
+
+    def names(self, masked_source: str, top_k: int = 5) -> list[tuple[str, float]]:
+        ids, states = self.embedder.token_states(source_text(masked_source))
+        found = self.beam_search(ids, states, beam=max(self.beam, top_k), results=max(self.beam, top_k))
+        tokenizer = self.embedder.tokenizer
+        merged: dict[str, float] = {}
+        for pieces, score in found:
+            label = label_of_pieces([tokenizer.id_to_token(int(i)) or "[UNK]" for i in pieces])
+            if not label or UNKNOWN in label.split("|"):
+                continue
+            merged[label] = merged.get(label, 0.0) + math.exp(score)
+        ranked = sorted(merged.items(), key=lambda item: -item[1])
+        return [(label, min(1.0, prob)) for label, prob in ranked[:max(0, top_k)]]
+
+    # -- decoding ---------------------------------------------------------------------------
+    def step(self, tokens: np.ndarray, memory: np.ndarray, source: np.ndarray) -> np.ndarray:
+        """``[n, V]`` log-probabilities of the next wordpiece after each prefix in ``tokens``."""
+        n = len(tokens)
+        feeds = {"tokens": tokens.astype(np.int64),
+                 "memory": np.repeat(memory[None], n, axis=0).astype(np.float32),
+                 "source": np.repeat(source[None], n, axis=0).astype(np.int64),
+                 "attention_mask": np.ones((n, len(source)), dtype=np.int64)}
+        try:
+            return np.asarray(self.session.run(["log_probs"], feeds)[0], dtype=np.float32)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"the naming head failed: {exc}") from exc
+
+    def beam_search(self, source: np.ndarray, memory: np.ndarray, beam: int = 5,
+                    results: int = 5) -> list[tuple[list[int], float]]:
+        """The ``results`` most likely wordpiece sequences (without ``[SEP]``) with their
+        log-probabilities, best first — ``model_export.name_decoder.beam_search`` in numpy."""
+        bos, eos = self.config.bos_id, self.config.eos_id
+        live: list[tuple[list[int], float]] = [([bos], 0.0)]
+        finished: list[tuple[list[int], float]] = []
+        for _ in range(self.config.max_length):
+            prefixes = np.asarray([ids for ids, _ in live])
+            log_probs = self.step(prefixes, memory, source)
+            last = prefixes[:, -1]
+            repeats = last != bos  # a wordpiece never follows itself (``load_load``): as in training's search
+            log_probs[np.arange(len(last))[repeats], last[repeats]] = -np.inf
+            scores = log_probs + np.asarray([s for _, s in live], dtype=np.float32)[:, None]
+            flat = scores.ravel()
+            count = min(beam * 2, flat.size)
+            top = np.argpartition(-flat, count - 1)[:count]
+            top = top[np.lexsort((top, -flat[top]))]  # by score, ties by index (as torch.topk here)
+            candidates = []
+            for index in top.tolist():
+                row, token = divmod(index, scores.shape[1])
+                ids = live[row][0] + [token]
+                if token == eos:
+                    finished.append((ids[1:-1], float(flat[index])))
+                else:
+                    candidates.append((ids, float(flat[index])))
+            live = candidates[:beam]
+            best_live = live[0][1] if live else float("-inf")
+            if len(finished) >= results and \
+                    min(s for _, s in sorted(finished, key=lambda x: -x[1])[:results]) >= best_live:
+                break
+            if not live:
+                break
+        if len(finished) < results:
+            finished += [(ids[1:], score) for ids, score in live[:results - len(finished)]]
+        finished.sort(key=lambda item: -item[1])
+        return finished[:results]

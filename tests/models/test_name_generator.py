@@ -1,0 +1,118 @@
+"""The generative naming head at run time (server/name_generator.py): the exported decoder
+step against torch, beam search against the training code's, the manifest's pairing with its
+embedder, and the model hub serving it (with code2vec as the fallback)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.code2vec import Code2VecModel, suggest_for_document
+from server.embedder import EmbedderError, OnnxEmbedder
+from server.models import ModelError
+from server.name_generator import NameGenerator, label_of_pieces, source_text
+from server.parsing import Document
+from server.runtime import ModelHub
+from server.settings import Settings
+
+torch = pytest.importorskip("torch")
+
+SOURCE = '''def METHOD_NAME(self, path):
+    """Read the configuration file at path."""
+    with open(path) as fh:
+        return json.load(fh)
+'''
+
+
+def test_wordpieces_become_labels() -> None:
+    assert label_of_pieces(["load", "config"]) == "load|config"
+    assert label_of_pieces(["get", "##c", "##wd"]) == "getcwd"
+    assert label_of_pieces(["##x", "y"]) == "x|y"  # a stray continuation still names something
+    assert label_of_pieces(["read", "[UNK]"]) == "read|<UNK>"
+    assert source_text("def METHOD_NAME(x):\n    return METHOD_NAME(x - 1)") == \
+        "def [MASK](x):\n    return [MASK](x - 1)"
+
+
+def test_runtime_beam_search_is_the_training_beam_search(naming_run_best: Path, search_models: Path,
+                                                         tmp_path: Path) -> None:
+    """With the fp32 decoder graph, the numpy beam search finds the very names, in the same
+    order and with the same scores, as the torch one over the same token states."""
+    from model_export.export_embedder import load_reference, write_manifest_entry
+    from model_export.export_naming import export_naming
+    from model_export.name_decoder import beam_search
+    from model_export.train_naming import load_decoder
+
+    models = tmp_path / "models"
+    shutil.copytree(search_models, models)
+    entry = export_naming(naming_run_best, models, "fp32-namer", int8=False)
+    assert entry["metrics"]["parity"]["max_abs_diff"] <= 1e-4 and entry["onnx"] == "naming/decoder.onnx"
+    write_manifest_entry(models, entry, name="naming")
+    embedder = OnnxEmbedder.load(models, device="cpu", threads=1)
+    generator = NameGenerator.load(models, embedder, "cpu")
+    ids, states = embedder.token_states(source_text(SOURCE))
+    assert states.shape == (len(ids), 384) and ids[0] == 101 and ids[-1] == 102
+    found = generator.beam_search(ids, states, beam=4, results=4)
+
+    bert, _ = load_reference(naming_run_best)
+    decoder = load_decoder(naming_run_best).eval()
+    table = bert.embeddings.word_embeddings.weight[decoder.vocab_ids].T
+    source = torch.as_tensor(ids)[None]
+    want = beam_search(decoder, torch.as_tensor(states)[None], source, torch.zeros_like(source, dtype=torch.bool),
+                       table, beam=4, results=4)
+    assert [pieces for pieces, _ in found] == [pieces for pieces, _ in want]
+    assert np.allclose([s for _, s in found], [s for _, s in want], atol=1e-3)
+
+
+def test_names_are_ranked_probabilities(naming_models: Path) -> None:
+    embedder = OnnxEmbedder.load(naming_models, device="cpu", threads=1)
+    generator = NameGenerator.load(naming_models, embedder, "cpu")
+    names = generator.names(SOURCE, top_k=3)
+    assert 1 <= len(names) <= 3
+    probabilities = [p for _, p in names]
+    assert probabilities == sorted(probabilities, reverse=True) and all(0 < p <= 1 for p in probabilities)
+    assert all(label and "<UNK>" not in label.split("|") for label, _ in names)
+    assert len({label for label, _ in names}) == len(names)
+    assert generator.predict([[], []], top_k=2, sources=[SOURCE, "   "])[1] == []
+    with pytest.raises(ModelError, match="masked source"):
+        generator.predict([[]], top_k=2)
+
+
+def test_a_head_over_another_embedder_is_refused(naming_models: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(naming_models, models)
+    manifest = json.loads((models / "manifest.json").read_text())
+    manifest["models"]["naming"]["embedder_id"] = "some-other-embedder"
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    embedder = OnnxEmbedder.load(models, device="cpu", threads=1)
+    with pytest.raises(ModelError, match="re-export them together"):
+        NameGenerator.load(models, embedder, "cpu")
+    # The server's naming then falls back to code2vec, saying why.
+    model, reason = ModelHub().naming_or_code2vec(Settings(models_dir=str(models), device="cpu"))
+    assert isinstance(model, Code2VecModel) and reason is not None and "some-other-embedder" in reason
+
+
+def test_an_embedder_without_token_states_is_explained(naming_models: Path) -> None:
+    embedder = OnnxEmbedder.load(naming_models, device="cpu", threads=1)
+    embedder._states = None  # as an export made before the naming head
+    with pytest.raises(EmbedderError, match="token_states"):
+        embedder.token_states("def f(): pass")
+
+
+def test_the_hub_serves_generated_names_by_default(naming_models: Path) -> None:
+    hub = ModelHub()
+    settings = Settings(models_dir=str(naming_models), device="cpu")
+    model = hub.naming(settings)
+    assert isinstance(model, NameGenerator) and model.model_id == "tiny-namer"
+    assert hub.naming_or_code2vec(settings) == (model, None)
+    assert isinstance(hub.naming(Settings(models_dir=str(naming_models), device="cpu", fusion_variant="code2vec")),
+                      Code2VecModel)
+    doc = Document("import json\n\n\ndef load_settings(path):\n    with open(path) as fh:\n"
+                             "        return json.load(fh)\n")
+    (suggestion,) = suggest_for_document(doc, model, top_k=3)
+    assert suggestion.name == "load_settings" and 1 <= len(suggestion.suggestions) <= 3
+    rendered, label, probability = suggestion.suggestions[0]
+    assert rendered == "_".join(label.split("|")) and 0 < probability <= 1

@@ -1,0 +1,259 @@
+"""The generative naming head (model_export/naming_pack.py, name_decoder.py, train_naming.py)
+and the GPU session's returns (gpu_job.int8_rows, pack_folder), on a tiny BERT and a
+synthetic corpus whose names can be read off the code."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model_export import gpu_job, train_naming
+from model_export.export_embedder import packaged_model_dir
+from model_export.name_decoder import DecoderShape, NameDecoder, beam_search, greedy
+from model_export.naming_pack import (
+    NameTokens,
+    NamingExamples,
+    NamingPackSpec,
+    name_of_pieces,
+    pack_split,
+    source_text,
+)
+from model_export.search_pairs import load_tokenizer, tokenizer_sha256
+from model_export.train_naming import NamingTrainConfig, build_vocabulary, length_batches
+
+WORDS = ["read", "write", "parse", "config", "file", "url", "json", "cache", "user", "token",
+         "list", "sort", "socket", "image", "matrix", "queue"]
+
+
+def _record(split: str, project: str, i: int, rng: random.Random) -> dict[str, object]:
+    first, second, other = rng.sample(WORDS, 3)
+    code = (f"def METHOD_NAME(value, {other}_count):\n"
+            f"    result = {first}_{second}(value)\n"
+            f"    return result + {other}_count\n")
+    return {"id": f"{split}-{project}-{i}", "project": project, "naming": True, "search": True,
+            "label": f"{first}|{second}", "masked_code": code,
+            "docstring_summary": f"{first} the {second} with {other}",
+            "code_without_docstring": code.replace("METHOD_NAME", f"{first}_{second}")}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("naming-corpus")
+    rng = random.Random(0)
+    for split, n in {"train": 320, "valid": 64, "test": 64}.items():
+        rows = [_record(split, f"{split}proj{i % 4}", i, rng) for i in range(n)]
+        rows.append({"id": "unnamed", "project": "x", "naming": False, "label": "", "masked_code": ""})
+        with gzip.open(root / f"{split}.jsonl.gz", "wt", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT with MiniLM's tokenizer (random weights, seeded)."""
+    from transformers import BertConfig, BertModel
+
+    source = packaged_model_dir()
+    folder = tmp_path_factory.mktemp("tiny-bert-naming")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    BertModel(config, add_pooling_layer=False).save_pretrained(str(folder), safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (source / name).is_file():
+            shutil.copy2(source / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def names(tiny_model: Path) -> NameTokens:
+    return NameTokens(load_tokenizer(tiny_model / "tokenizer.json"))
+
+
+def test_names_round_trip_through_wordpieces(names: NameTokens) -> None:
+    for label in ("get|file|name", "to|json", "getcwd", "parse|v2|url", "x"):
+        ids = names.target_ids(label, limit=12)
+        assert ids[-1] == names.sep_id and names.sep_id not in ids[:-1]
+        assert names.name_of_ids(ids) == label
+    assert len(names.target_ids("a|b|c|d|e|f|g|h|i|j|k|l|m", limit=6)) == 6  # cut, still ends
+    assert name_of_pieces(["load", "##s", "config", "[UNK]"]) == "loads|config|<UNK>"
+
+
+def test_pack_masks_the_name_and_keeps_labels(corpus: Path, tiny_model: Path, names: NameTokens,
+                                              tmp_path: Path) -> None:
+    tokenizer_file = tiny_model / "tokenizer.json"
+    spec = NamingPackSpec(tokenizer_sha256(tokenizer_file), max_source_tokens=16, max_target_tokens=12)
+    meta = pack_split(corpus, "train", spec, tokenizer_file, tmp_path / "train.npz", progress=False)
+    examples = NamingExamples.load(tmp_path / "train.npz")
+    assert meta["examples"] == len(examples) == 320 and meta["projects"] == 4  # the unnamed record is left out
+    assert examples.source.lengths().max() == 16  # cut, keeping the final [SEP]
+    assert all(examples.source[i][-1] == names.sep_id for i in range(len(examples)))
+    mask_id = load_tokenizer(tokenizer_file).token_to_id("[MASK]")
+    assert all(mask_id in examples.source[i].tolist() for i in range(len(examples)))
+    assert source_text("def METHOD_NAME(): METHOD_NAME()") == "def [MASK](): [MASK]()"
+    for i in (0, 17, 319):
+        assert names.name_of_ids(examples.target[i]) == examples.labels[i]
+    picked = examples.take(np.array([5, 2]))
+    assert picked.labels == [examples.labels[5], examples.labels[2]]
+    assert picked.source[0].tolist() == examples.source[5].tolist() and picked.meta["cut_from"] == 320
+
+
+def _decoder(names: NameTokens, vocab: list[int], hidden: int = 32) -> NameDecoder:
+    torch.manual_seed(0)
+    return NameDecoder(hidden, vocab, 30522, names.cls_id, names.sep_id, names.unk_id,
+                       DecoderShape(layers=1, heads=2, feed_forward=64, max_length=6, dropout=0.0))
+
+
+def test_pointer_produces_wordpieces_outside_the_vocabulary(names: NameTokens) -> None:
+    """A target wordpiece outside K is produced by copying when the source holds it, and
+    becomes [UNK] when it cannot be produced at all; next-token probabilities sum to one."""
+    hello, world, other = (names.subtoken_ids(w)[0] for w in ("hello", "world", "zebra"))
+    decoder = _decoder(names, [names.cls_id, names.sep_id, names.unk_id, hello]).eval()
+    weight = torch.randn(30522, 32)[decoder.vocab_ids].T
+    source = torch.tensor([[names.cls_id, world, hello, names.sep_id, 0]])
+    pad = torch.tensor([[False, False, False, False, True]])
+    target = torch.tensor([[world, other, names.sep_id]])
+    assert decoder.producible(target, source, pad).tolist() == [[world, names.unk_id, names.sep_id]]
+    memory = torch.randn(1, 5, 32)
+    with torch.no_grad():
+        log_probs = decoder.next_log_probs(torch.tensor([[names.cls_id]]), memory, source, pad, weight)
+    probs = log_probs.exp()[0]
+    assert abs(float(probs.sum()) - 1) < 1e-4
+    assert probs[world] > 1e-6 and probs[other] < 1e-6  # copyable vs neither in K nor in the source
+    assert probs[names.cls_id] < 1e-6 and probs[0] < 1e-6  # [CLS] only starts; padding never copies
+    loss = decoder.loss(memory, source, pad, target, torch.zeros_like(target, dtype=torch.bool), weight)
+    assert torch.isfinite(loss)
+
+
+def test_beam_search_ranks_by_probability_and_agrees_with_greedy(names: NameTokens) -> None:
+    vocab = [names.cls_id, names.sep_id, names.unk_id] + [names.subtoken_ids(w)[0] for w in WORDS]
+    decoder = _decoder(names, vocab).eval()
+    weight = torch.randn(30522, 32)[decoder.vocab_ids].T
+    source = torch.tensor([[names.cls_id, *vocab[3:9], names.sep_id]])
+    pad = torch.zeros_like(source, dtype=torch.bool)
+    memory = torch.randn(1, source.shape[1], 32)
+    found = beam_search(decoder, memory, source, pad, weight, beam=4, results=4)
+    assert 1 <= len(found) <= 4 and [s for _, s in found] == sorted((s for _, s in found), reverse=True)
+    for ids, score in found:  # each score is the sum of the step log-probabilities of its ids
+        tokens, total = [names.cls_id], 0.0
+        for token in [*ids, names.sep_id][:decoder.shape.max_length]:
+            with torch.no_grad():
+                total += float(decoder.next_log_probs(torch.tensor([tokens]), memory, source, pad, weight)[0, token])
+            tokens.append(token)
+        assert abs(total - score) < 1e-3
+    best_of_one = beam_search(decoder, memory, source, pad, weight, beam=1, results=1)
+    if best_of_one:
+        assert best_of_one[0][0] == greedy(decoder, memory, source, pad, weight)[0]
+
+
+def _config(tiny_model: Path, **overrides: object) -> NamingTrainConfig:
+    values: dict[str, object] = {
+        "base": str(tiny_model), "batch_size": 16, "lr": 1e-3, "decoder_lr": 3e-3, "warmup_steps": 5,
+        "epochs": 4, "search_weight": 0.5, "search_batch": 16, "vocab_size": 64, "layers": 1, "heads": 2,
+        "feed_forward": 64, "dropout": 0.1, "max_source_tokens": 48, "eval_every": 20, "valid_examples": 64,
+        "valid_groups": 1, "device": "cpu", "threads": 1, "log_every": 5, "eval_batch": 32, **overrides}
+    return NamingTrainConfig.from_overrides([f"{k}={v}" for k, v in values.items()])
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_training_learns_names_resumes_exactly_and_keeps_search(corpus: Path, tiny_model: Path,
+                                                                tmp_path: Path) -> None:
+    packs = {"naming_pack": tmp_path / "naming", "search_pack": tmp_path / "search"}
+    whole = train_naming.train(corpus, tmp_path / "whole", _config(tiny_model), progress=False, **packs)
+    assert whole["finished"] and whole["step"] == 4 * (320 // 16)
+    valid = [e for e in _log(tmp_path / "whole") if e["event"] == "valid"]
+    assert valid[0]["step"] == 0 and "mrr" in valid[0]["search"]
+    assert max(e["naming"]["f1"] for e in valid) > valid[0]["naming"]["f1"] + 0.3  # names are learnt
+    losses = [e["loss"] for e in _log(tmp_path / "whole") if e["event"] == "train"]
+    assert losses[-1] < losses[0] / 2
+
+    run = tmp_path / "resumed"
+    paused = train_naming.train(corpus, run, _config(tiny_model, max_steps=23), progress=False, **packs)
+    assert not paused["finished"] and paused["step"] == 23
+    resumed = train_naming.train(corpus, run, _config(tiny_model), progress=False, **packs)
+    assert resumed["finished"] and any(e["event"] == "resumed" for e in _log(run))
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+    decoder = train_naming.load_decoder(tmp_path / "whole" / "best")
+    assert (tmp_path / "whole" / "best" / "model.safetensors").is_file()
+    assert decoder.vocab_ids.tolist() == json.loads((tmp_path / "whole" / "best" / "decoder.json").read_text())[
+        "vocab_ids"]
+
+
+def test_frozen_encoder_stays_unchanged(corpus: Path, tiny_model: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    config = _config(tiny_model, freeze_encoder=True, search_weight=0, max_steps=6, valid_groups=0, select_on="f1",
+                     eval_every=3)
+    train_naming.train(corpus, tmp_path / "run", config, tmp_path / "naming", tmp_path / "search", progress=False)
+    before = load_file(str(tiny_model / "model.safetensors"))
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(state[f"bert.{k}"], v) for k, v in before.items() if f"bert.{k}" in state)
+
+
+def test_vocabulary_and_length_batches(names: NameTokens) -> None:
+    from model_export.search_pairs import Ragged
+
+    targets = Ragged.build([[5000, 102], [5000, 6000, 102], [7000, 102]])
+    vocab = build_vocabulary(targets, 2, names)
+    assert vocab[:3] == [names.cls_id, names.sep_id, names.unk_id] and vocab[3:] == [5000, 6000]
+    lengths = np.arange(100)
+    batches = length_batches(lengths, 8, seed=1, pool=4)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(100))
+    assert [b.tolist() for b in batches] == [b.tolist() for b in length_batches(lengths, 8, seed=1, pool=4)]
+    assert all(len(b) <= 8 for b in batches)
+
+
+def test_bad_naming_overrides_are_refused() -> None:
+    with pytest.raises(ValueError, match="known keys"):
+        NamingTrainConfig.from_overrides(["nope=1"])
+    with pytest.raises(ValueError, match="select_on"):
+        NamingTrainConfig.from_overrides(["select_on=loss"])
+
+
+def test_int8_rows_round_trip_to_what_the_export_stores() -> None:
+    """Weights returned as int8 rows re-quantise, in the exported orientation (Linear
+    weights transposed), to the very same int8 values and scales."""
+    torch.manual_seed(0)
+    state = {"encoder.layer.0.attention.self.query.weight": torch.randn(300, 256),
+             "embeddings.word_embeddings.weight": torch.randn(400, 200),
+             "encoder.layer.0.attention.self.query.bias": torch.randn(300)}
+    packed = gpu_job.int8_rows(state)
+    assert packed["encoder.layer.0.attention.self.query.weight::int8"].dtype == torch.int8
+    assert "encoder.layer.0.attention.self.query.bias" in packed  # small: travels as it is
+    restored = gpu_job.from_int8_rows(packed)
+    assert set(restored) == set(state)
+
+    def export_int8(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # compact_onnx's rule
+        scale = np.abs(matrix).max(axis=1) / 127.0
+        return np.clip(np.rint(matrix / scale[:, None]), -127, 127).astype(np.int8), scale
+
+    for name, exported in (("encoder.layer.0.attention.self.query.weight", lambda t: t.numpy().T),
+                           ("embeddings.word_embeddings.weight", lambda t: t.numpy())):
+        q_orig, s_orig = export_int8(exported(state[name]))
+        q_back, s_back = export_int8(exported(restored[name]))
+        assert np.array_equal(q_orig, q_back) and np.allclose(s_orig, s_back, rtol=1e-6)
+
+
+def test_session_returns_travel_in_parts(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    (folder / "best").mkdir(parents=True)
+    (folder / "best" / "weights.bin").write_bytes(bytes(range(256)) * 2000)
+    (folder / "log.jsonl").write_text('{"event": "valid"}\n')
+    parts = gpu_job.pack_folder(folder, "naming", tmp_path / "out")
+    assert len(parts) == 1 and parts[0].name == "naming.tar.part00"
+    back = gpu_job.unpack_folder(tmp_path / "out", "naming", tmp_path / "back")
+    assert (back / "best" / "weights.bin").read_bytes() == bytes(range(256)) * 2000
+    assert (back / "log.jsonl").read_text() == '{"event": "valid"}\n'
