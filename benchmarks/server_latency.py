@@ -8,7 +8,7 @@ a temporary folder holding a copy of one real standard-library file (default
 ``PATHFUSION_CACHE_DIR``.
 
 * **cold**: ``initialize`` → ``initialized`` → ``didOpen`` → the first ``textDocument/hover``
-  on a function name; its latency includes loading code2vec (and competing with the
+  on a function name; its latency includes loading the naming model (and competing with the
   embedder load / indexing started by ``initialized``).  Also reported: time from process
   start to that hover's answer.
 * **warm**: after ``pathfusion.status`` reports the folder ``ready``, ``--hovers`` hovers on
@@ -19,8 +19,8 @@ a temporary folder holding a copy of one real standard-library file (default
 * **after an edit**: ``--edits`` times, a line is inserted at the top of the first file
   (``didChange``, a new version) and a function name is hovered at once.
 
-Needs ``models/code2vec`` (the exported code2vec model); without it the script says so and
-exits with status 2.
+Needs a naming model in the models folder (the generative naming head, or code2vec);
+without one the script says so and exits with status 2.
 
     HF_HUB_OFFLINE=1 python benchmarks/server_latency.py [--models models] [--hovers 100] \\
         [--file /usr/lib/python3.11/argparse.py] [--json benchmarks/results/server_latency.json]
@@ -145,17 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "server_latency.json")
     parser.add_argument("--skip-model-check", action="store_true",
-                        help="run even without code2vec (tests the plumbing; hovers then show only "
+                        help="run even without a naming model (tests the plumbing; hovers then show only "
                              "similar functions, so the numbers are NOT the hover latency of docs/performance.md)")
     args = parser.parse_args(argv)
 
     manifest = args.models / "manifest.json"
-    has_code2vec = (args.models / "code2vec").is_dir() and manifest.is_file() and \
-        "code2vec" in json.loads(manifest.read_text()).get("models", {})
-    if not has_code2vec and not args.skip_model_check:
-        print(f"{args.models / 'code2vec'} is not there (or not in {manifest}): the code2vec model "
-              f"has not been exported yet, so hovers cannot be measured. Export it with "
-              f"`pathfusion export code2vec` and run this again.", file=sys.stderr)
+    listed = json.loads(manifest.read_text()).get("models", {}) if manifest.is_file() else {}
+    has_code2vec = (args.models / "code2vec").is_dir() and "code2vec" in listed
+    naming_model = "naming head" if "naming" in listed else "code2vec" if has_code2vec else None
+    if naming_model is None and not args.skip_model_check:
+        print(f"{manifest} lists no naming model (naming head or code2vec), so hovers cannot be "
+              f"measured. Export one (`pathfusion export naming` or `pathfusion export code2vec`) "
+              f"and run this again.", file=sys.stderr)
         return 2
 
     work = Path(tempfile.mkdtemp(prefix="pf-bench-hover-"))
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "server_latency", "python": platform.python_version(), "cpus": os.cpu_count(),
         "command": "python benchmarks/server_latency.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "code2vec_present": has_code2vec, "file": str(args.file), "functions_in_file": len(names), "initialize_ms": round(init_ms, 1),
+        "code2vec_present": has_code2vec, "naming_model": naming_model, "file": str(args.file), "functions_in_file": len(names), "initialize_ms": round(init_ms, 1),
         "cold_hover_ms": round(cold_ms, 1), "cold_hover_answered": cold is not None,
         "process_start_to_first_hover_ms": round(since_start_ms, 1),
         "index_state": state, "index_wait_s": round(index_wait_s, 2),

@@ -2,8 +2,9 @@
 
 The runtime (:mod:`server.name_generator`) runs the embedder's graph once on the masked
 function (its ``token_states`` output is the decoder's memory) and then this graph once per
-beam step: ``(tokens [B, T], memory [B, S, H], source [B, S], attention_mask [B, S]) →
-log_probs [B, V]`` — the next wordpiece's log-probability over the whole wordpiece vocabulary
+beam step: ``(tokens [B, T], memory [B | 1, S, H], source [B | 1, S], attention_mask [B | 1, S]) →
+log_probs [B, V]`` (a batch of 1 for the function's side serves every prefix of a beam: its
+keys and values are projected once per step, not once per prefix) — the next wordpiece's log-probability over the whole wordpiece vocabulary
 (generation and copying together, :meth:`NameDecoder.next_log_probs`).  No key/value cache:
 names are at most 12 wordpieces, and re-reading the prefix costs less than a cache's plumbing.
 
@@ -72,16 +73,18 @@ def _examples(decoder: NameDecoder, hidden: int, seed: int = 0) -> list[tuple[to
     generator = torch.Generator().manual_seed(seed)
     vocab = decoder.vocab_ids
     out: list[tuple[torch.Tensor, ...]] = []
-    for batch, steps, length in ((1, 1, 9), (3, 4, 17), (5, 7, 40)):
+    for batch, steps, length in ((1, 1, 9), (3, 4, 17), (5, 7, 40), (4, 3, 12)):
         tokens = torch.cat([torch.full((batch, 1), decoder.bos_id),
                             vocab[torch.randint(3, len(vocab), (batch, steps - 1), generator=generator)]], dim=1)
         source = torch.randint(999, 30000, (batch, length), generator=generator)
         mask = torch.ones(batch, length, dtype=torch.int64)
         mask[0, length - 3:] = 0
         source[0, length - 3:] = 0
+        memory = torch.randn(batch, length, hidden, generator=generator)
+        if batch == 4:  # a beam: several prefixes over one function's memory, as the runtime feeds it
+            source, mask, memory = source[:1], mask[:1], memory[:1]
         if steps > 1:  # a copied wordpiece outside the vocabulary as an input
             tokens[-1, -1] = source[-1, 2]
-        memory = torch.randn(batch, length, hidden, generator=generator)
         out.append((tokens, memory, source, mask))
     return out
 

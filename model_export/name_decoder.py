@@ -149,13 +149,15 @@ class NameDecoder(nn.Module):
     # -- decoding -------------------------------------------------------------------------
     def next_log_probs(self, tokens: torch.Tensor, memory: torch.Tensor, source: torch.Tensor,
                        pad: torch.Tensor, vocab_table: torch.Tensor) -> torch.Tensor:
-        """``[B, V]`` log-probabilities of the next wordpiece over the full vocabulary."""
+        """``[B, V]`` log-probabilities of the next wordpiece over the full vocabulary.
+        ``memory``, ``source`` and ``pad`` may have a batch of 1 for ``B`` prefixes of one
+        function (a beam): its keys and values are then projected once, not once per beam."""
         hidden = self.states(tokens, memory, source, pad, vocab_table)[:, -1:]
         generated, attention, gate = self.parts(hidden, memory, source, pad, vocab_table)
         batch = tokens.shape[0]
         prob = torch.zeros(batch, self.full_to_vocab.shape[0], device=memory.device)
         prob[:, self.vocab_ids] = gate[:, 0] * generated[:, 0].exp()
-        prob.scatter_add_(1, source, (1 - gate[:, 0]) * attention[:, 0])
+        prob.scatter_add_(1, source.expand(batch, -1), (1 - gate[:, 0]) * attention[:, 0])
         return torch.log(prob + EPSILON)
 
 
@@ -243,9 +245,8 @@ def beam_search(decoder: NameDecoder, memory: torch.Tensor, source: torch.Tensor
     finished: list[tuple[list[int], float]] = []
     for _ in range(decoder.shape.max_length):
         tokens = torch.as_tensor([ids for ids, _ in live], device=memory.device)
-        count = len(live)
-        log_probs = block_repeats(decoder.next_log_probs(tokens, memory.expand(count, -1, -1), source.expand(count, -1),
-                                                         pad.expand(count, -1), vocab_table), tokens, decoder.bos_id)
+        log_probs = block_repeats(decoder.next_log_probs(tokens, memory, source, pad, vocab_table), tokens,
+                                  decoder.bos_id)
         scores = log_probs + torch.as_tensor([s for _, s in live], device=memory.device)[:, None]
         top = torch.topk(scores.flatten(), min(beam * 2, scores.numel()))
         candidates = []

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from server.name_generator import label_of_pieces, source_text
+from server.name_generator import label_of_pieces, label_pieces, source_text
 
 from .corpus import read_jsonl_gz, write_atomic
 from .search_pairs import Ragged, load_tokenizer
@@ -56,28 +56,14 @@ class NameTokens:
         self.sep_id = int(tokenizer.token_to_id("[SEP]"))
         self.cls_id = int(tokenizer.token_to_id("[CLS]"))
         self.unk_id = int(tokenizer.token_to_id("[UNK]"))
-        self._pieces: dict[str, list[int]] = {}
-
-    def subtoken_ids(self, subtoken: str) -> list[int]:
-        cached = self._pieces.get(subtoken)
-        if cached is None:
-            ids = self.tokenizer.encode(subtoken, add_special_tokens=False).ids
-            # a subtoken the pre-tokenizer splits (digits, punctuation) becomes one word again:
-            # its later pieces are continuations.
-            pieces = [self.tokenizer.id_to_token(i) for i in ids]
-            cached = [ids[0]] + [i if p.startswith("##") else self._continuation(p) for i, p in
-                                 zip(ids[1:], pieces[1:], strict=True)] if ids else []
-            self._pieces[subtoken] = cached
-        return cached
-
-    def _continuation(self, piece: str) -> int:
-        found = self.tokenizer.token_to_id("##" + piece)
-        return int(found) if found is not None else self.unk_id
 
     def target_ids(self, label: str, limit: int) -> list[int]:
-        """``a|b`` → wordpieces of ``a`` then ``b``, then ``[SEP]`` (cut to ``limit``)."""
-        ids = [i for subtoken in label.split("|") if subtoken for i in self.subtoken_ids(subtoken)]
-        return [*ids[:limit - 1], self.sep_id]
+        """``a|b`` → wordpieces of ``a`` then ``b``, then ``[SEP]`` (cut to ``limit``): the
+        runtime's :func:`server.name_generator.label_pieces`, which scores current names."""
+        return [*label_pieces(self.tokenizer, label)[:limit - 1], self.sep_id]
+
+    def subtoken_ids(self, subtoken: str) -> list[int]:
+        return label_pieces(self.tokenizer, subtoken)
 
     def name_of_ids(self, ids: Sequence[int]) -> str:
         pieces = []

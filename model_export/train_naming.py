@@ -452,11 +452,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="config overrides (see NamingTrainConfig)")
     parser.add_argument("--no-resume", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--only", choices=("pack",), help="only pack the naming examples (train, valid, test)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     random.seed(0)
     try:
         config = NamingTrainConfig.from_overrides(args.set)
+        if args.only == "pack":
+            tokenizer_file = resolve_base(config.base, args.run, args.models) / "tokenizer.json"
+            spec = NamingPackSpec(tokenizer_sha256(tokenizer_file), config.max_source_tokens,
+                                  config.max_target_tokens)
+            for split in ("train", "valid", "test"):
+                path = ensure_pack(args.corpus, args.pack, split, spec, tokenizer_file, progress=not args.no_progress)
+                print(f"{split}: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+            return 0
         result = train(args.corpus, args.run, config, args.pack, args.search_pack, resume=not args.no_resume,
                        progress=not args.no_progress, models=args.models)
     except (ValueError, FileNotFoundError) as exc:

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -211,6 +212,38 @@ class Predictor(Protocol):
     ) -> list[list[tuple[str, float]]]: ...
 
 
+UNLIKELY_CURRENT_NAME = -4.5
+"""A model that scores the current name suggests another only when the current name is
+unlikely: its mean log-probability per wordpiece below this (a geometric-mean wordpiece
+probability under e^-4.5 ≈ 1.1 %); on validation 17 % of real names and 94 % of wrong ones
+(another function's name) fall below it.  Per wordpiece, so that a long precise name is not held
+against a short common one.  Chosen on validation, maximising (wrong names caught − good
+names flagged): ``python -m model_export.naming_policy`` (docs/results.md)."""
+
+
+@dataclass(frozen=True)
+class CurrentName:
+    """How likely the model finds the name a function has now."""
+
+    probability: float
+    wordpieces: int
+    """Wordpieces scored, the end of the name included."""
+
+    @property
+    def per_wordpiece(self) -> float:
+        """Mean log-probability per wordpiece."""
+        return math.log(max(self.probability, 1e-300)) / max(1, self.wordpieces)
+
+
+@runtime_checkable
+class ScoresCurrentName(Protocol):
+    """A predictor that also scores the name a function has now (the generative head,
+    :class:`server.name_generator.NameGenerator`), in the same pass."""
+
+    def predict_with_current(self, sources: Sequence[str], current: Sequence[str], top_k: int = 5
+                             ) -> tuple[list[list[tuple[str, float]]], list[CurrentName | None]]: ...
+
+
 @dataclass
 class Suggestion:
     """Name suggestions for one function."""
@@ -225,6 +258,19 @@ class Suggestion:
     current_rank: int | None = None
     """1-based rank of ``current_label`` among the suggestions, else None."""
     contexts: int = 0
+    current: CurrentName | None = None
+    """How likely the model finds the current name, where it can score any name (the
+    generative head); None for a closed-vocabulary model."""
+
+    def worth_offering(self, floor: float = UNLIKELY_CURRENT_NAME) -> list[tuple[str, str, float]]:
+        """The suggestions to offer: all of them, for a model that cannot score the current
+        name; else none while the current name is likely enough (per wordpiece at least
+        ``floor``, :data:`UNLIKELY_CURRENT_NAME`), and otherwise those more likely than it."""
+        if self.current is None:
+            return list(self.suggestions)
+        if self.current.per_wordpiece >= floor:
+            return []
+        return [s for s in self.suggestions if s[1] != self.current_label and s[2] > self.current.probability]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -236,6 +282,7 @@ class Suggestion:
             "suggestions": [{"name": name, "label": label, "probability": round(prob, 6)}
                             for name, label, prob in self.suggestions],
             "current_rank": self.current_rank,
+            "current_probability": None if self.current is None else round(self.current.probability, 9),
         }
 
 
@@ -260,9 +307,16 @@ def suggest_for_document(
     functions = [f for f in functions_at(doc, line) if not is_dunder(f.name)]
     contexts = [context_space(f.node, doc.source, f.name).sample(MAX_CONTEXTS) for f in functions]
     sources = [mask_source(f.source, f.name) for f in functions]
-    predictions = model.predict(contexts, top_k=top_k, sources=sources) if functions else []
+    labels_now = [name_label(f.name) for f in functions]
+    current: list[CurrentName | None] = [None] * len(functions)
+    if not functions:
+        predictions: list[list[tuple[str, float]]] = []
+    elif isinstance(model, ScoresCurrentName):
+        predictions, current = model.predict_with_current(sources, labels_now, top_k=top_k)
+    else:
+        predictions = model.predict(contexts, top_k=top_k, sources=sources)
     result: list[Suggestion] = []
-    for func, ctx, predicted in zip(functions, contexts, predictions, strict=True):
+    for func, ctx, predicted, probability in zip(functions, contexts, predictions, current, strict=True):
         label = name_label(func.name)
         labels = [lab for lab, _ in predicted]
         result.append(Suggestion(
@@ -273,5 +327,6 @@ def suggest_for_document(
             suggestions=[(render_name(lab, func.name), lab, prob) for lab, prob in predicted],
             current_rank=labels.index(label) + 1 if label in labels else None,
             contexts=len(ctx),
+            current=probability,
         ))
     return result

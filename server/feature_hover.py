@@ -103,12 +103,22 @@ def naming_sources(text: str) -> list[str]:
 
 
 # -- the loop ---------------------------------------------------------------------------------
+def _percent(probability: float) -> str:
+    return f"{probability * 100:.1f}%" if probability >= 0.001 else "< 0.1%"
+
+
 def hover_markdown(suggestion: Suggestion, min_confidence: float) -> str | None:
-    """The hover text, or None when the current name is the confident top suggestion."""
+    """The hover text, or None when there is nothing better to say than the current name:
+    for a model that scores the current name, when it finds it likely enough
+    (:meth:`Suggestion.worth_offering`); else when the current name is the top suggestion
+    with at least ``min_confidence`` (``pathfusion.hoverMinConfidence``)."""
     if not suggestion.suggestions:
         return None
     top_prob = suggestion.suggestions[0][2]
-    if suggestion.current_rank == 1 and top_prob >= min_confidence:
+    if suggestion.current is not None:
+        if not suggestion.worth_offering():
+            return None
+    elif suggestion.current_rank == 1 and top_prob >= min_confidence:
         return None
     current = code_span(suggestion.name)
     lines = [f"**pathfusion** — suggested names for {current}", ""]
@@ -120,6 +130,8 @@ def hover_markdown(suggestion: Suggestion, min_confidence: float) -> str | None:
         lines.append(f"Current name {current}: not in the top {len(suggestion.suggestions)}.")
     else:
         lines.append(f"Current name {current}: rank {suggestion.current_rank}.")
+    if suggestion.current is not None:
+        lines[-1] = lines[-1][:-1] + f" ({_percent(suggestion.current.probability)})."
     return "\n".join(lines)
 
 

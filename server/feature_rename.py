@@ -65,7 +65,7 @@ async def code_actions(ls: PathfusionServer, params: types.CodeActionParams) -> 
     snapshot, suggestion, name_range = found
     actions: list[types.CodeAction] = []
     seen = {suggestion.name}
-    for new_name, _label, prob in suggestion.suggestions:
+    for new_name, _label, prob in suggestion.worth_offering():
         if new_name in seen or not new_name.isidentifier() or keyword.iskeyword(new_name):
             continue
         seen.add(new_name)

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .code2vec import CurrentName
 from .embedder import OnnxEmbedder
 from .models import ModelError, load_manifest, model_entry, model_file, providers
 from .onnx_session import create_session
@@ -58,6 +59,26 @@ def label_of_pieces(pieces: Sequence[str]) -> str:
         else:
             subtokens.append(piece.removeprefix("##"))
     return "|".join(subtokens)
+
+
+def label_pieces(tokenizer: Any, label: str) -> list[int]:
+    """``a|b`` → the wordpiece ids the head writes for it (the inverse of
+    :func:`label_of_pieces`): each subtoken's pieces, its first without ``##``.  A subtoken
+    the tokenizer splits into words (digits, punctuation) is glued back with ``##`` pieces;
+    one without such a piece is ``[UNK]``."""
+    unknown = int(tokenizer.token_to_id("[UNK]"))
+    ids: list[int] = []
+    for subtoken in label.split("|"):
+        if not subtoken:
+            continue
+        pieces = tokenizer.encode(subtoken, add_special_tokens=False)
+        for n, (i, piece) in enumerate(zip(pieces.ids, pieces.tokens, strict=True)):
+            if n == 0 or piece.startswith("##"):
+                ids.append(int(i))
+            else:
+                glued = tokenizer.token_to_id("##" + piece)
+                ids.append(int(glued) if glued is not None else unknown)
+    return ids
 
 
 @dataclass(frozen=True)
@@ -120,12 +141,27 @@ class NameGenerator:
         read), up to ``top_k`` (label, probability), most probable first."""
         if sources is None or len(sources) != len(functions):
             raise ModelError("the generative naming head needs each function's masked source")
-        return [self.names(source, top_k) if source.strip() else [] for source in sources]
+        return [self.names(source, top_k)[0] if source.strip() else [] for source in sources]
 
-    def names(self, masked_source: str, top_k: int = 5) -> list[tuple[str, float]]:
+    def predict_with_current(self, sources: Sequence[str], current: Sequence[str], top_k: int = 5
+                             ) -> tuple[list[list[tuple[str, float]]], list[CurrentName | None]]:
+        """:meth:`predict`, and the probability the head gives each function's *current*
+        name (``current``: labels, ``a|b``) — scored in the same beam run, one extra row per
+        step.  Why: a suggestion helps only when it is clearly more likely than the name
+        already there (``server.feature_hover``)."""
+        out = [self.names(source, top_k, label) if source.strip() else ([], None)
+               for source, label in zip(sources, current, strict=True)]
+        return [names for names, _ in out], [p for _, p in out]
+
+    def names(self, masked_source: str, top_k: int = 5, current: str | None = None
+              ) -> tuple[list[tuple[str, float]], CurrentName | None]:
+        """The ``top_k`` names of one function, and how likely ``current`` is (None without it)."""
         ids, states = self.embedder.token_states(source_text(masked_source))
-        found = self.beam_search(ids, states, beam=max(self.beam, top_k), results=max(self.beam, top_k))
         tokenizer = self.embedder.tokenizer
+        forced = None
+        if current:
+            forced = [*label_pieces(tokenizer, current)[:self.config.max_length - 1], self.config.eos_id]
+        found, forced_score = self.search(ids, states, max(self.beam, top_k), max(self.beam, top_k), forced)
         merged: dict[str, float] = {}
         for pieces, score in found:
             label = label_of_pieces([tokenizer.id_to_token(int(i)) or "[UNK]" for i in pieces])
@@ -133,16 +169,17 @@ class NameGenerator:
                 continue
             merged[label] = merged.get(label, 0.0) + math.exp(score)
         ranked = sorted(merged.items(), key=lambda item: -item[1])
-        return [(label, min(1.0, prob)) for label, prob in ranked[:max(0, top_k)]]
+        scored = None if forced is None or forced_score is None else \
+            CurrentName(min(1.0, math.exp(forced_score)), len(forced))
+        return [(label, min(1.0, prob)) for label, prob in ranked[:max(0, top_k)]], scored
 
     # -- decoding ---------------------------------------------------------------------------
     def step(self, tokens: np.ndarray, memory: np.ndarray, source: np.ndarray) -> np.ndarray:
         """``[n, V]`` log-probabilities of the next wordpiece after each prefix in ``tokens``."""
-        n = len(tokens)
-        feeds = {"tokens": tokens.astype(np.int64),
-                 "memory": np.repeat(memory[None], n, axis=0).astype(np.float32),
-                 "source": np.repeat(source[None], n, axis=0).astype(np.int64),
-                 "attention_mask": np.ones((n, len(source)), dtype=np.int64)}
+        feeds = {"tokens": tokens.astype(np.int64),  # every prefix over the one function (batch of 1)
+                 "memory": memory[None].astype(np.float32, copy=False),
+                 "source": source[None].astype(np.int64, copy=False),
+                 "attention_mask": np.ones((1, len(source)), dtype=np.int64)}
         try:
             return np.asarray(self.session.run(["log_probs"], feeds)[0], dtype=np.float32)
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -152,12 +189,33 @@ class NameGenerator:
                     results: int = 5) -> list[tuple[list[int], float]]:
         """The ``results`` most likely wordpiece sequences (without ``[SEP]``) with their
         log-probabilities, best first — ``model_export.name_decoder.beam_search`` in numpy."""
+        return self.search(source, memory, beam, results)[0]
+
+    def search(self, source: np.ndarray, memory: np.ndarray, beam: int, results: int,
+               forced: list[int] | None = None) -> tuple[list[tuple[list[int], float]], float | None]:
+        """:meth:`beam_search`, plus the log-probability of the sequence ``forced`` (ending
+        with ``[SEP]``), read from an extra row that follows it step by step."""
         bos, eos = self.config.bos_id, self.config.eos_id
         live: list[tuple[list[int], float]] = [([bos], 0.0)]
         finished: list[tuple[list[int], float]] = []
-        for _ in range(self.config.max_length):
+        forced_score: float | None = None if forced is None else 0.0
+        searching = True
+        for step in range(self.config.max_length):
+            forcing = forced is not None and step < len(forced)
+            if not searching and not forcing:
+                break
+            rows = [ids for ids, _ in live] if searching else []
+            if forcing:
+                assert forced is not None
+                rows.append([bos, *forced[:step]])
+            log_probs = self.step(np.asarray(rows), memory, source)
+            if forcing:
+                assert forced is not None and forced_score is not None
+                forced_score += float(log_probs[-1, forced[step]])
+                log_probs = log_probs[:-1]
+            if not searching:
+                continue
             prefixes = np.asarray([ids for ids, _ in live])
-            log_probs = self.step(prefixes, memory, source)
             last = prefixes[:, -1]
             repeats = last != bos  # a wordpiece never follows itself (``load_load``): as in training's search
             log_probs[np.arange(len(last))[repeats], last[repeats]] = -np.inf
@@ -176,12 +234,10 @@ class NameGenerator:
                     candidates.append((ids, float(flat[index])))
             live = candidates[:beam]
             best_live = live[0][1] if live else float("-inf")
-            if len(finished) >= results and \
-                    min(s for _, s in sorted(finished, key=lambda x: -x[1])[:results]) >= best_live:
-                break
-            if not live:
-                break
+            if not live or (len(finished) >= results and
+                            min(s for _, s in sorted(finished, key=lambda x: -x[1])[:results]) >= best_live):
+                searching = False
         if len(finished) < results:
             finished += [(ids[1:], score) for ids, score in live[:results - len(finished)]]
         finished.sort(key=lambda item: -item[1])
-        return finished[:results]
+        return finished[:results], forced_score

@@ -30,12 +30,11 @@ SHIPPED = ROOT / "models"
 
 @pytest.fixture
 def fuzz_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The shipped models (code2vec naming + the MiniLM index, so that searches run for
-    real), else the tiny test model (searches then answer empty)."""
-    if (SHIPPED / "code2vec").is_dir() and (SHIPPED / "embedder").is_dir():
-        folder = str(SHIPPED)
-    else:
-        folder = str(request.getfixturevalue("models_dir"))
+    """The shipped models (the naming head and the embedder's index, so that hovers and
+    searches run for real), else the tiny test model (searches then answer empty)."""
+    if (SHIPPED / "naming").is_dir() and (SHIPPED / "embedder").is_dir():
+        return {"modelsDir": str(SHIPPED), "device": "cpu", "hoverMinConfidence": 1.0}
+    folder = str(request.getfixturevalue("models_dir"))
     return {"modelsDir": folder, "fusionVariant": "code2vec", "device": "cpu", "hoverMinConfidence": 1.0}
 
 

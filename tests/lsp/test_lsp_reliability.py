@@ -207,7 +207,7 @@ async def test_invalid_requests_get_an_answer(raw: RawLspClient, workspace: Path
 
 @pytest.mark.skipif(not (SHIPPED_MODELS / "embedder").is_dir(), reason="needs the shipped MiniLM embedder")
 async def test_search_query_with_lone_surrogates_is_sanitised(workspace: Path, tmp_path: Path) -> None:
-    settings = {"modelsDir": str(SHIPPED_MODELS), "fusionVariant": "code2vec", "device": "cpu"}
+    settings = {"modelsDir": str(SHIPPED_MODELS), "device": "cpu"}
     lsp = await RawLspClient.start(settings=settings, stderr_path=tmp_path / "server.log",
                                    env={"PATHFUSION_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"})
     try:

@@ -5,16 +5,18 @@ embedder, and the model hub serving it (with code2vec as the fallback)."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from server.code2vec import Code2VecModel, suggest_for_document
+from server.code2vec import UNLIKELY_CURRENT_NAME, Code2VecModel, CurrentName, Suggestion, suggest_for_document
+from server.feature_hover import hover_markdown
 from server.embedder import EmbedderError, OnnxEmbedder
 from server.models import ModelError
-from server.name_generator import NameGenerator, label_of_pieces, source_text
+from server.name_generator import NameGenerator, label_of_pieces, label_pieces, source_text
 from server.parsing import Document
 from server.runtime import ModelHub
 from server.settings import Settings
@@ -70,8 +72,8 @@ def test_runtime_beam_search_is_the_training_beam_search(naming_run_best: Path, 
 def test_names_are_ranked_probabilities(naming_models: Path) -> None:
     embedder = OnnxEmbedder.load(naming_models, device="cpu", threads=1)
     generator = NameGenerator.load(naming_models, embedder, "cpu")
-    names = generator.names(SOURCE, top_k=3)
-    assert 1 <= len(names) <= 3
+    names, none = generator.names(SOURCE, top_k=3)
+    assert 1 <= len(names) <= 3 and none is None
     probabilities = [p for _, p in names]
     assert probabilities == sorted(probabilities, reverse=True) and all(0 < p <= 1 for p in probabilities)
     assert all(label and "<UNK>" not in label.split("|") for label, _ in names)
@@ -116,3 +118,46 @@ def test_the_hub_serves_generated_names_by_default(naming_models: Path) -> None:
     assert suggestion.name == "load_settings" and 1 <= len(suggestion.suggestions) <= 3
     rendered, label, probability = suggestion.suggestions[0]
     assert rendered == "_".join(label.split("|")) and 0 < probability <= 1
+
+
+def test_the_current_name_is_scored_in_the_same_beam_run(naming_models: Path) -> None:
+    """A current name among the suggestions gets its suggestion's probability (one spelling
+    of it); the wordpieces scored are the name's and its end; the spelling round-trips."""
+    embedder = OnnxEmbedder.load(naming_models, device="cpu", threads=1)
+    generator = NameGenerator.load(naming_models, embedder, "cpu")
+    names, _ = generator.names(SOURCE, top_k=5)
+    tokenizer = embedder.tokenizer
+    for label, probability in names:
+        again, scored = generator.names(SOURCE, top_k=5, current=label)
+        assert again == names and scored is not None
+        assert scored.probability <= probability + 1e-6  # one spelling; the suggestion sums its spellings
+        assert scored.wordpieces == min(len(label_pieces(tokenizer, label)) + 1, generator.config.max_length)
+        assert scored.per_wordpiece == pytest.approx(np.log(scored.probability) / scored.wordpieces)
+    for label in ("read|configuration", "getcwd", "parse|v2|url"):
+        assert label_of_pieces([tokenizer.id_to_token(i) for i in label_pieces(tokenizer, label)]) == label
+    predictions, current = generator.predict_with_current([SOURCE, " "], [names[0][0], "x"], top_k=2)
+    assert predictions[1] == [] and current[1] is None
+    assert current[0] is not None and current[0].probability <= names[0][1] + 1e-6
+
+
+def _suggestion(current: CurrentName | None, current_rank: int | None = None) -> Suggestion:
+    return Suggestion("f", "f", 1, "f", [("load_config", "load|config", 0.3), ("f", "f", 0.2), ("read", "read", 0.05)],
+                      current_rank=current_rank, current=current)
+
+
+def test_suggestions_wait_for_an_unlikely_current_name() -> None:
+    """A likely current name (per wordpiece at least the floor) gets no suggestion, in hover
+    and rename actions alike; an unlikely one gets the names more likely than it; a model
+    that cannot score names keeps the old rule (``hoverMinConfidence``)."""
+    floor = UNLIKELY_CURRENT_NAME
+    likely = _suggestion(CurrentName(math.exp(floor * 2 * 0.99), 2), current_rank=2)  # per wordpiece just above
+    assert likely.current is not None and likely.current.per_wordpiece > floor
+    assert likely.worth_offering() == [] and hover_markdown(likely, min_confidence=0.99) is None
+    unlikely = _suggestion(CurrentName(math.exp(floor * 2 * 1.01), 2))
+    assert [s[0] for s in unlikely.worth_offering()] == ["load_config", "read"][:len(unlikely.worth_offering())]
+    assert all(s[2] > unlikely.current.probability for s in unlikely.worth_offering())  # type: ignore[union-attr]
+    text = hover_markdown(unlikely, min_confidence=0.5)
+    assert text is not None and "`load_config`" in text and "not in the top 3 (" in text
+    closed = _suggestion(None, current_rank=None)  # code2vec: all suggestions stand
+    assert len(closed.worth_offering()) == 3 and hover_markdown(closed, 0.5) is not None
+    assert hover_markdown(_suggestion(None, current_rank=1), 0.25) is None  # confident top = current

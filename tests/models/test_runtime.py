@@ -6,6 +6,8 @@ tested, not onnxruntime); one test loads the repository's real models."""
 
 from __future__ import annotations
 
+import json
+
 import logging
 import threading
 import time
@@ -219,14 +221,18 @@ def test_search_model_from_settings_uses_the_given_embedder(monkeypatch: pytest.
     assert loaders.count("embedder") == 0
 
 
-def test_real_models_code2vec_naming() -> None:
-    settings = Settings(models_dir=str(REPO_MODELS), device="cpu", fusion_variant="code2vec")
-    hub = ModelHub()
-    try:
-        code2vec = hub.code2vec(settings)
-    except ModelError as exc:
-        pytest.skip(f"the repository's models cannot be loaded: {exc}")
-    assert hub.naming(settings) is code2vec and code2vec.info["name"] == "code2vec"
+def test_real_models_name_with_the_generative_head() -> None:
+    """The shipped folder's default naming is its naming head, over the shipped embedder,
+    and it reads an obvious getter right."""
+    from server.name_generator import NameGenerator
+
+    settings = Settings(models_dir=str(REPO_MODELS), device="cpu")
+    model = ModelHub().naming(settings)
+    assert isinstance(model, NameGenerator)
+    manifest = json.loads((REPO_MODELS / "manifest.json").read_text())
+    assert manifest["models"]["naming"]["embedder_id"] == model.embedder.model_id == manifest["models"]["embedder"]["id"]
+    (names,) = model.predict([[]], top_k=3, sources=["def METHOD_NAME(self):\n    return self._name\n"])
+    assert names and "name" in names[0][0].split("|")
 
 
 def test_server_naming_does_not_wait_for_the_embedder_when_code2vec_serves(

@@ -1,0 +1,135 @@
+"""``python -m model_export.naming_policy``: when should the editor suggest a new name?
+
+The generative head scores any name, the current one included, so the editor can stay quiet
+while the current name is likely enough (:data:`server.code2vec.UNLIKELY_CURRENT_NAME`, a
+floor on its mean log-probability per wordpiece).  This measures candidate floors on
+*validation* functions (never the test split), twice per function: with its real name as
+the current one (a good name: a suggestion there is a false alarm) and with the name of
+another random validation function (a wrong name: a suggestion there is wanted).  For each
+floor it prints the share of functions that get a suggestion in both cases, and picks the
+floor with the largest difference (Youden's J).  The same table for a ratio rule on whole-name
+probabilities ("an alternative k times as likely") shows why the floor is per wordpiece: a
+long precise name is far less probable than a short common one.  It also reports how well the
+shown probabilities are calibrated: expected calibration error (ECE, 10 equal-width bins) of
+the top suggestion's probability against "it is the real name", with the bins for a
+reliability plot.
+
+Writes ``data/results/naming-policy.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from server.embedder import load_embedder
+from server.models import default_models_dir
+from server.name_generator import NameGenerator
+
+from .corpus import read_jsonl_gz
+
+RATIOS = (1.0, 2.0, 5.0, 10.0)
+FLOORS = (-7.0, -6.0, -5.5, -5.0, -4.5, -4.0, -3.5, -3.0, -2.5, -2.0)
+BINS = 10
+
+
+def validation_functions(corpus: Path, count: int, seed: int) -> list[dict[str, str]]:
+    """``count`` seeded-random naming functions of the valid split (masked code, label)."""
+    records = [{"masked": r["masked_code"], "label": r["label"]}
+               for r in read_jsonl_gz(corpus / "valid.jsonl.gz") if r.get("naming") and r.get("label")]
+    return random.Random(seed).sample(records, min(count, len(records)))
+
+
+def expected_calibration_error(probabilities: Sequence[float], correct: Sequence[bool],
+                               bins: int = BINS) -> tuple[float, list[dict[str, float]]]:
+    """ECE over equal-width bins, and each bin's (mean probability, accuracy, count)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    c = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    error, table = 0.0, []
+    for b in range(bins):
+        chosen = which == b
+        if not chosen.any():
+            continue
+        confidence, accuracy = float(p[chosen].mean()), float(c[chosen].mean())
+        error += chosen.sum() / len(p) * abs(confidence - accuracy)
+        table.append({"from": round(float(edges[b]), 2), "to": round(float(edges[b + 1]), 2),
+                      "confidence": round(confidence, 4), "accuracy": round(accuracy, 4), "count": int(chosen.sum())})
+    return round(float(error), 4), table
+
+
+def measure(generator: NameGenerator, functions: list[dict[str, str]], seed: int, top_k: int = 5) -> list[dict[str, Any]]:
+    rng = random.Random(seed + 1)
+    rows = []
+    for n, function in enumerate(functions):
+        wrong = function["label"]
+        while wrong == function["label"]:
+            wrong = rng.choice(functions)["label"]
+        names, real = generator.names(function["masked"], top_k, function["label"])
+        _, other = generator.names(function["masked"], top_k, wrong)
+        assert real is not None and other is not None
+        rows.append({"label": function["label"], "wrong": wrong, "names": names,
+                     "p_real": real.probability, "p_wrong": other.probability,
+                     "per_wordpiece_real": real.per_wordpiece, "per_wordpiece_wrong": other.per_wordpiece})
+        if (n + 1) % 50 == 0:
+            print(f"{n + 1}/{len(functions)}", file=sys.stderr, flush=True)
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def offered(row: dict[str, Any], current: str, p_current: float, ratio: float) -> list[tuple[str, float]]:
+        return [(label, p) for label, p in row["names"] if label != current and p >= ratio * p_current]
+
+    policy = []
+    for ratio in RATIOS:
+        alarms = [bool(offered(r, r["label"], r["p_real"], ratio)) for r in rows]
+        wanted = [offered(r, r["wrong"], r["p_wrong"], ratio) for r in rows]
+        caught = [bool(w) for w in wanted]
+        right = [bool(w) and w[0][0] == r["label"] for w, r in zip(wanted, rows, strict=True)]
+        policy.append({"ratio": ratio, "good_name_gets_a_suggestion": round(float(np.mean(alarms)), 4),
+                       "wrong_name_gets_a_suggestion": round(float(np.mean(caught)), 4),
+                       "wrong_name_top_suggestion_is_the_real_name": round(float(np.mean(right)), 4)})
+    floors = []
+    for floor in FLOORS:
+        false_alarms = float(np.mean([r["per_wordpiece_real"] < floor for r in rows]))
+        detected = float(np.mean([r["per_wordpiece_wrong"] < floor for r in rows]))
+        floors.append({"floor": floor, "good_name_gets_a_suggestion": round(false_alarms, 4),
+                       "wrong_name_gets_a_suggestion": round(detected, 4),
+                       "youden_j": round(detected - false_alarms, 4)})
+    chosen = max(floors, key=lambda f: (f["youden_j"], -abs(f["floor"])))
+    top = [(r["names"][0][1], r["names"][0][0] == r["label"]) for r in rows if r["names"]]
+    ece, table = expected_calibration_error([p for p, _ in top], [c for _, c in top])
+    return {"functions": len(rows), "floors": floors, "chosen_floor": chosen["floor"], "ratio_rule": policy,
+            "top1_ece": ece, "top1_reliability": table,
+            "top1_mean_probability": round(float(np.mean([p for p, _ in top])), 4),
+            "top1_exact": round(float(np.mean([c for _, c in top])), 4)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model_export.naming_policy", description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    parser.add_argument("--models", type=Path, default=None)
+    parser.add_argument("--functions", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=2025)
+    parser.add_argument("--out", type=Path, default=Path("data/results/naming-policy.json"))
+    args = parser.parse_args(argv)
+    models = args.models or default_models_dir()
+    generator = NameGenerator.load(models, load_embedder("onnx", models, device="cpu"), "cpu")
+    rows = measure(generator, validation_functions(args.corpus, args.functions, args.seed), args.seed)
+    result = {"models": str(models), "naming_head": generator.model_id, **summarise(rows)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({**result, "rows": rows}, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
