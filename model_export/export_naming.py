@@ -43,9 +43,13 @@ from .train_naming import DECODER_META, load_decoder
 SUBDIR = "naming"
 GRAPH_FILE = "decoder.int8.onnx"
 FP32_FILE = "decoder.onnx"
+KEYS_FILE = "keys.int8.onnx"
+KEYS_FP32_FILE = "keys.onnx"
 META_FILE = "decoder.json"
-INPUT_NAMES = ("tokens", "memory", "source", "attention_mask")
+INPUT_NAMES = ("tokens", "memory", "source", "attention_mask", "cross")
 OUTPUT_NAME = "log_probs"
+KEYS_INPUT = "memory"
+KEYS_OUTPUT = "cross"
 PARITY_LIMIT = 1e-4
 
 
@@ -64,12 +68,25 @@ class DecoderStep(torch.nn.Module):
         self.register_buffer("vocab_table", vocab_table.detach().clone())
 
     def forward(self, tokens: torch.Tensor, memory: torch.Tensor, source: torch.Tensor,
-                attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.decoder.next_log_probs(tokens, memory, source, attention_mask == 0, self.vocab_table)
+                attention_mask: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
+        return self.decoder.next_log_probs(tokens, memory, source, attention_mask == 0, self.vocab_table, cross)
+
+
+class CrossKeys(torch.nn.Module):
+    """Once per function: every layer's cross-attention keys and values of the memory."""
+
+    def __init__(self, decoder: NameDecoder) -> None:
+        super().__init__()
+        self.decoder = decoder.eval()
+
+    def forward(self, memory: torch.Tensor) -> torch.Tensor:
+        return self.decoder.cross_keys(memory)
 
 
 def _examples(decoder: NameDecoder, hidden: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
-    """Inputs of several shapes (batch, prefix, source length, padding) for parity checks."""
+    """Inputs of several shapes (batch, prefix, source length, padding) for parity checks;
+    the last is a beam: several prefixes over one function's memory (batch 1), as the
+    runtime feeds it."""
     generator = torch.Generator().manual_seed(seed)
     vocab = decoder.vocab_ids
     out: list[tuple[torch.Tensor, ...]] = []
@@ -81,22 +98,24 @@ def _examples(decoder: NameDecoder, hidden: int, seed: int = 0) -> list[tuple[to
         mask[0, length - 3:] = 0
         source[0, length - 3:] = 0
         memory = torch.randn(batch, length, hidden, generator=generator)
-        if batch == 4:  # a beam: several prefixes over one function's memory, as the runtime feeds it
+        if batch == 4:
             source, mask, memory = source[:1], mask[:1], memory[:1]
         if steps > 1:  # a copied wordpiece outside the vocabulary as an input
             tokens[-1, -1] = source[-1, 2]
-        out.append((tokens, memory, source, mask))
+        with torch.no_grad():
+            cross = decoder.cross_keys(memory)
+        out.append((tokens, memory, source, mask, cross))
     return out
 
 
-def _run(path: Path, example: tuple[torch.Tensor, ...]) -> np.ndarray:
+def _run(path: Path, names: Sequence[str], output: str, example: Sequence[torch.Tensor]) -> np.ndarray:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feeds = {name: tensor.numpy() for name, tensor in zip(INPUT_NAMES, example, strict=True)}
-    return np.asarray(session.run([OUTPUT_NAME], feeds)[0])
+    feeds = {name: tensor.numpy() for name, tensor in zip(names, example, strict=True)}
+    return np.asarray(session.run([output], feeds)[0])
 
 
 def _finite_max_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -105,10 +124,19 @@ def _finite_max_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a[both] - b[both]).max())
 
 
+def _step_diff(path: Path, examples: Sequence[tuple[torch.Tensor, ...]], wants: Sequence[np.ndarray]) -> float:
+    return max(_finite_max_diff(_run(path, INPUT_NAMES, OUTPUT_NAME, ex), want)
+               for ex, want in zip(examples, wants, strict=True))
+
+
+def _keys_diff(path: Path, examples: Sequence[tuple[torch.Tensor, ...]]) -> float:
+    return max(_finite_max_diff(_run(path, (KEYS_INPUT,), KEYS_OUTPUT, (ex[1],)), ex[4].numpy()) for ex in examples)
+
+
 def export_naming(run_best: Path, models: Path, model_id: str | None = None, int8: bool = True) -> dict[str, Any]:
     """Export ``run_best`` (a naming run's ``best/``) into ``models/naming``; returns the
-    manifest entry.  ``int8=False`` ships the fp32 graph instead (tests of exact parity)."""
-    graph_file = GRAPH_FILE if int8 else FP32_FILE
+    manifest entry.  ``int8=False`` ships the fp32 graphs instead (tests of exact parity)."""
+    graph_file, keys_file = (GRAPH_FILE, KEYS_FILE) if int8 else (FP32_FILE, KEYS_FP32_FILE)
     manifest_path = models / "manifest.json"
     if not manifest_path.is_file():
         raise ExportError(f"{manifest_path} not found: export the embedder first")
@@ -125,41 +153,45 @@ def export_naming(run_best: Path, models: Path, model_id: str | None = None, int
     target = models / SUBDIR
     with tempfile.TemporaryDirectory(dir=models) as tmp:
         staging = Path(tmp)
-        fp32 = staging / FP32_FILE
         dynamic = {"tokens": {0: "batch", 1: "steps"}, "memory": {0: "batch", 1: "seq"},
                    "source": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                   OUTPUT_NAME: {0: "batch"}}
-        legacy_onnx_export(step, examples[1], fp32, INPUT_NAMES, [OUTPUT_NAME], dynamic)
+                   "cross": {2: "batch", 3: "seq"}, OUTPUT_NAME: {0: "batch"}}
+        legacy_onnx_export(step, examples[1], staging / FP32_FILE, INPUT_NAMES, [OUTPUT_NAME], dynamic)
+        # .eval() on the wrapper itself: the exporter restores the wrapper's mode on every
+        # submodule afterwards, and a wrapper left in training mode turns dropout back on.
+        legacy_onnx_export(CrossKeys(decoder).eval(), (examples[1][1],), staging / KEYS_FP32_FILE, (KEYS_INPUT,),
+                           [KEYS_OUTPUT], {KEYS_INPUT: {0: "batch", 1: "seq"}, KEYS_OUTPUT: {2: "batch", 3: "seq"}})
         with torch.no_grad():
             wants = [step(*example).numpy() for example in examples]
-        parity = max(_finite_max_diff(_run(fp32, ex), want) for ex, want in zip(examples, wants, strict=True))
+        parity = max(_step_diff(staging / FP32_FILE, examples, wants), _keys_diff(staging / KEYS_FP32_FILE, examples))
         if parity > PARITY_LIMIT:
             raise ExportError(f"fp32 decoder differs from torch by {parity:.2g} > {PARITY_LIMIT}")
-        compact(fp32, staging / GRAPH_FILE)
-        int8_diff = max(_finite_max_diff(_run(staging / GRAPH_FILE, ex), want)
-                        for ex, want in zip(examples, wants, strict=True))
-        if not int8:
-            (staging / GRAPH_FILE).unlink()
+        compact(staging / FP32_FILE, staging / GRAPH_FILE)
+        compact(staging / KEYS_FP32_FILE, staging / KEYS_FILE)
+        int8_diff = _step_diff(staging / GRAPH_FILE, examples, wants)
+        keys_int8_diff = _keys_diff(staging / KEYS_FILE, examples)
         runtime_meta = {"bos_id": decoder.bos_id, "eos_id": decoder.eos_id, "unk_id": decoder.unk_id,
                         "max_length": decoder.shape.max_length, "max_source_tokens": meta["max_source_tokens"],
-                        "hidden": hidden, "vocabulary": len(decoder.vocab_ids)}
+                        "hidden": hidden, "vocabulary": len(decoder.vocab_ids), "keys": keys_file}
         (staging / META_FILE).write_text(json.dumps(runtime_meta, indent=1) + "\n")
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        for name in (graph_file, META_FILE):
+        for name in (graph_file, keys_file, META_FILE):
             shutil.move(str(staging / name), target / name)
-    files = {f"{SUBDIR}/{name}": sha256_file(target / name) for name in (graph_file, META_FILE)}
+    files = {f"{SUBDIR}/{name}": sha256_file(target / name) for name in (graph_file, keys_file, META_FILE)}
     return {
         "id": model_id or run_best.parent.name,
         "files": files,
         "onnx": f"{SUBDIR}/{graph_file}",
+        "keys_onnx": f"{SUBDIR}/{keys_file}",
         "config": f"{SUBDIR}/{META_FILE}",
         "embedder_id": embedder_entry["id"],
         "inputs": list(INPUT_NAMES),
         "outputs": [OUTPUT_NAME],
         "sizes": {name: (target / Path(name).name).stat().st_size for name in files},
-        "metrics": {"parity": {"max_abs_diff": parity}, "int8_max_abs_diff": int8_diff},
+        "metrics": {"parity": {"max_abs_diff": parity}, "int8_max_abs_diff": int8_diff,
+                    "keys_int8_max_abs_diff": keys_int8_diff},
         "torch_version": torch.__version__,
     }
 

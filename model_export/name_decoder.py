@@ -95,14 +95,27 @@ class NameDecoder(nn.Module):
         embedded = torch.where(in_vocab[..., None], table, copied)
         return self.input_norm(embedded + self.position(_positions(tokens))[None])
 
+    def cross_keys(self, memory: torch.Tensor) -> torch.Tensor:
+        """``[layers, 2, B, S, H]``: each layer's cross-attention keys and values of ``memory``.
+        They depend on the function alone, so the runtime computes them once per function
+        instead of once per beam step (the step's largest cost on long functions)."""
+        hidden = memory.shape[-1]
+        out = []
+        for layer in self.layers.layers:
+            w, b = layer.multihead_attn.in_proj_weight, layer.multihead_attn.in_proj_bias
+            out.append(torch.stack([nn.functional.linear(memory, w[hidden:2 * hidden], b[hidden:2 * hidden]),
+                                    nn.functional.linear(memory, w[2 * hidden:], b[2 * hidden:])]))
+        return torch.stack(out)
+
     def states(self, tokens: torch.Tensor, memory: torch.Tensor, source: torch.Tensor, pad: torch.Tensor,
-               vocab_table: torch.Tensor) -> torch.Tensor:
+               vocab_table: torch.Tensor, cross: torch.Tensor | None = None) -> torch.Tensor:
         copyable = self.copyable(source, pad)
         hidden = self.embed_inputs(tokens, memory, source, copyable, vocab_table)
         positions = _positions(tokens)
         causal = positions[None, :] > positions[:, None]  # [T, T]: True where a later token would be seen
-        for layer in self.layers.layers:
-            hidden = _decoder_layer(layer, hidden, memory, causal, pad, self.shape.heads)
+        for number, layer in enumerate(self.layers.layers):
+            keys = None if cross is None else cross[number]
+            hidden = _decoder_layer(layer, hidden, memory, causal, pad, self.shape.heads, keys)
         return self.output_norm(hidden)
 
     def parts(self, hidden: torch.Tensor, memory: torch.Tensor, source: torch.Tensor, pad: torch.Tensor,
@@ -148,11 +161,12 @@ class NameDecoder(nn.Module):
 
     # -- decoding -------------------------------------------------------------------------
     def next_log_probs(self, tokens: torch.Tensor, memory: torch.Tensor, source: torch.Tensor,
-                       pad: torch.Tensor, vocab_table: torch.Tensor) -> torch.Tensor:
+                       pad: torch.Tensor, vocab_table: torch.Tensor, cross: torch.Tensor | None = None
+                       ) -> torch.Tensor:
         """``[B, V]`` log-probabilities of the next wordpiece over the full vocabulary.
         ``memory``, ``source`` and ``pad`` may have a batch of 1 for ``B`` prefixes of one
         function (a beam): its keys and values are then projected once, not once per beam."""
-        hidden = self.states(tokens, memory, source, pad, vocab_table)[:, -1:]
+        hidden = self.states(tokens, memory, source, pad, vocab_table, cross)[:, -1:]
         generated, attention, gate = self.parts(hidden, memory, source, pad, vocab_table)
         batch = tokens.shape[0]
         prob = torch.zeros(batch, self.full_to_vocab.shape[0], device=memory.device)
@@ -181,7 +195,7 @@ def _attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, head
 
 
 def _decoder_layer(layer: nn.TransformerDecoderLayer, x: torch.Tensor, memory: torch.Tensor, causal: torch.Tensor,
-                   pad: torch.Tensor, heads: int) -> torch.Tensor:
+                   pad: torch.Tensor, heads: int, cross: torch.Tensor | None = None) -> torch.Tensor:
     """``nn.TransformerDecoderLayer(norm_first=True, activation=relu)`` written out with shapes
     that stay dynamic in an exported graph (the module's own attention bakes the batch and
     length of the traced example into reshapes): same parameters, same arithmetic."""
@@ -196,8 +210,11 @@ def _decoder_layer(layer: nn.TransformerDecoderLayer, x: torch.Tensor, memory: t
     h = layer.norm2(x)
     w, b = ca.in_proj_weight, ca.in_proj_bias
     q = nn.functional.linear(h, w[:hidden], b[:hidden])
-    k = nn.functional.linear(memory, w[hidden:2 * hidden], b[hidden:2 * hidden])
-    v = nn.functional.linear(memory, w[2 * hidden:], b[2 * hidden:])
+    if cross is None:
+        k = nn.functional.linear(memory, w[hidden:2 * hidden], b[hidden:2 * hidden])
+        v = nn.functional.linear(memory, w[2 * hidden:], b[2 * hidden:])
+    else:  # precomputed (NameDecoder.cross_keys)
+        k, v = cross[0], cross[1]
     attended = _attention(q, k, v, heads, pad[:, None, None, :], ca.dropout, training)
     x = x + layer.dropout2(ca.out_proj(attended))
     h = layer.norm3(x)

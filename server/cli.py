@@ -35,6 +35,9 @@ from .parsing import Document
 from .paths import EXTRACTOR_VERSION, MAX_CONTEXTS, context_space, name_label, to_code2vec_line
 from .settings import FUSION_VARIANTS, Settings
 
+PRELOAD_JOIN_S = 60.0
+"""How long an exiting server waits for the models it started loading (about a second)."""
+
 __all__ = [  # and, from server.cli_base, what tests and server.lsp's users import from here
     "SERVE_OPTIONS", "CliError", "add_serve_arguments", "build_parser", "check_serve_arguments",
     "is_loopback", "main", "parse_tcp", "with_default_command",
@@ -281,10 +284,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .runtime import preload
 
     # The naming model loads while the server's modules import (server.runtime.preload).
-    preload(Settings(models_dir=str(args.models) if args.models is not None else None))
-    from .lsp import serve
+    loading = preload(Settings(models_dir=str(args.models) if args.models is not None else None))
+    try:
+        from .lsp import serve
 
-    return serve(args)
+        return serve(args)
+    finally:
+        # A client that leaves during the load (an editor closed at once) must not end the
+        # process under onnxruntime's feet: a session half-built on a daemon thread aborts
+        # the interpreter's exit ("terminate called without an active exception").
+        loading.join(timeout=PRELOAD_JOIN_S)
 
 
 def build_parser() -> argparse.ArgumentParser:

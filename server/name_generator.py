@@ -102,10 +102,11 @@ def has_naming_head(models_dir: Path) -> bool:
 class NameGenerator:
     """A :class:`~server.code2vec.Predictor` over the embedder's token states and the decoder."""
 
-    def __init__(self, embedder: OnnxEmbedder, session: Any, config: HeadConfig, model_id: str,
+    def __init__(self, embedder: OnnxEmbedder, session: Any, keys_session: Any, config: HeadConfig, model_id: str,
                  beam: int = 5) -> None:
         self.embedder = embedder
         self.session = session
+        self.keys_session = keys_session
         self.config = config
         self.model_id = model_id
         self.beam = beam
@@ -131,8 +132,15 @@ class NameGenerator:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{config_path} is not a valid naming head config ({exc!r}); {FIX}") from exc
         graph = model_file(Path(models_dir), str(entry.get("onnx") or ""))
+        keys = model_file(Path(models_dir), str(entry.get("keys_onnx") or ""))
         session = create_session(graph, providers(device), threads, fix=FIX)
-        return cls(embedder, session, config, str(entry.get("id") or ENTRY_NAME))
+        keys_session = create_session(keys, providers(device), threads, fix=FIX)
+        return cls(embedder, session, keys_session, config, str(entry.get("id") or ENTRY_NAME))
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What ``pathfusion.status`` shows of the naming model."""
+        return {"name": "naming head", "id": self.model_id, "embedder": self.embedder.model_id, "beam": self.beam}
 
     # -- the Predictor interface ----------------------------------------------------------
     def predict(self, functions: Sequence[Any], top_k: int = 5,
@@ -174,12 +182,21 @@ class NameGenerator:
         return [(label, min(1.0, prob)) for label, prob in ranked[:max(0, top_k)]], scored
 
     # -- decoding ---------------------------------------------------------------------------
-    def step(self, tokens: np.ndarray, memory: np.ndarray, source: np.ndarray) -> np.ndarray:
+    def cross_keys(self, memory: np.ndarray) -> np.ndarray:
+        """Each decoder layer's cross-attention keys and values of one function's memory:
+        computed once per function, read by every beam step."""
+        try:
+            return np.asarray(self.keys_session.run(["cross"], {"memory": memory[None].astype(np.float32)})[0])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"the naming head failed: {exc}") from exc
+
+    def step(self, tokens: np.ndarray, memory: np.ndarray, source: np.ndarray, cross: np.ndarray) -> np.ndarray:
         """``[n, V]`` log-probabilities of the next wordpiece after each prefix in ``tokens``."""
         feeds = {"tokens": tokens.astype(np.int64),  # every prefix over the one function (batch of 1)
                  "memory": memory[None].astype(np.float32, copy=False),
                  "source": source[None].astype(np.int64, copy=False),
-                 "attention_mask": np.ones((1, len(source)), dtype=np.int64)}
+                 "attention_mask": np.ones((1, len(source)), dtype=np.int64),
+                 "cross": cross}
         try:
             return np.asarray(self.session.run(["log_probs"], feeds)[0], dtype=np.float32)
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -196,6 +213,7 @@ class NameGenerator:
         """:meth:`beam_search`, plus the log-probability of the sequence ``forced`` (ending
         with ``[SEP]``), read from an extra row that follows it step by step."""
         bos, eos = self.config.bos_id, self.config.eos_id
+        cross = self.cross_keys(memory)
         live: list[tuple[list[int], float]] = [([bos], 0.0)]
         finished: list[tuple[list[int], float]] = []
         forced_score: float | None = None if forced is None else 0.0
@@ -208,7 +226,7 @@ class NameGenerator:
             if forcing:
                 assert forced is not None
                 rows.append([bos, *forced[:step]])
-            log_probs = self.step(np.asarray(rows), memory, source)
+            log_probs = self.step(np.asarray(rows), memory, source, cross)
             if forcing:
                 assert forced is not None and forced_score is not None
                 forced_score += float(log_probs[-1, forced[step]])

@@ -199,10 +199,10 @@ class ModelHub:
         folder = models_dir(s)
 
         def load() -> FusionRuntime | None:
-            code2vec = self.code2vec(s)
             name = fusion_variant(folder, s.fusion_variant)
-            if name is None:
+            if name is None:  # no fusion export: nothing to load (code2vec may be absent too)
                 return None
+            code2vec = self.code2vec(s)
             return FusionRuntime.load(self.embedder(s), code2vec, folder, name, s.device,
                                       threads=self.threads.fusion, query_threads=self.threads.query)
 

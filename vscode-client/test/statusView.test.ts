@@ -111,6 +111,8 @@ describe('statusMarkdown', () => {
     assert.equal(modelLabel('fusion:llm'), 'LLM embedding of the function (fusion variant "llm")');
     assert.doesNotMatch(statusMarkdown(status([], { model: { name: 'fusion:concat', providers: [] } }), 'p'), /fusion:concat/);
     assert.equal(modelLabel(undefined), 'loaded');
+    assert.equal(modelLabel('naming head'),
+      'names written from the LLM\'s reading of the function (generative naming head)');
   });
 
   it('lists problems', () => {

@@ -200,6 +200,9 @@ export function modelLabel(name: string | undefined): string {
   if (name === 'code2vec') {
     return 'code2vec (syntax paths of the function)';
   }
+  if (name === 'naming head') {
+    return 'names written from the LLM\'s reading of the function (generative naming head)';
+  }
   const variant = /^fusion:(.+)$/.exec(name)?.[1];
   if (variant === undefined) {
     return name;
