@@ -14,6 +14,10 @@ shown probabilities are calibrated: expected calibration error (ECE, 10 equal-wi
 the top suggestion's probability against "it is the real name", with the bins for a
 reliability plot.
 
+And the length bonus names are ranked with (:data:`server.name_generator.LENGTH_BONUS`):
+subtoken P/R/F1 of the top name re-ranked from the same beam results with each bonus; the
+smallest bonus within 0.005 F1 of the best is chosen.
+
 Writes ``data/results/naming-policy.json``.
 """
 
@@ -31,11 +35,13 @@ import numpy as np
 
 from server.embedder import load_embedder
 from server.models import default_models_dir
-from server.name_generator import NameGenerator
+from server.name_generator import NameGenerator, rank_score
 
 from .corpus import read_jsonl_gz
+from .metrics import NamingScores
 
 RATIOS = (1.0, 2.0, 5.0, 10.0)
+BONUSES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 FLOORS = (-7.0, -6.0, -5.5, -5.0, -4.5, -4.0, -3.5, -3.0, -2.5, -2.0)
 BINS = 10
 
@@ -105,9 +111,20 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                        "wrong_name_gets_a_suggestion": round(detected, 4),
                        "youden_j": round(detected - false_alarms, 4)})
     chosen = max(floors, key=lambda f: (f["youden_j"], -abs(f["floor"])))
+    bonuses = []
+    for bonus in BONUSES:
+        scores = NamingScores()
+        for r in rows:
+            ranked = sorted(r["names"], key=lambda item: -rank_score(item[0], item[1], bonus))
+            scores.add(r["label"], [label for label, _ in ranked])
+        result = scores.result()
+        bonuses.append({"bonus": bonus, **{k: result[k] for k in ("precision", "recall", "f1", "exact_match")}})
+    best_f1 = max(float(b["f1"]) for b in bonuses)
+    chosen_bonus = min(b["bonus"] for b in bonuses if float(b["f1"]) >= best_f1 - 0.005)
     top = [(r["names"][0][1], r["names"][0][0] == r["label"]) for r in rows if r["names"]]
     ece, table = expected_calibration_error([p for p, _ in top], [c for _, c in top])
-    return {"functions": len(rows), "floors": floors, "chosen_floor": chosen["floor"], "ratio_rule": policy,
+    return {"functions": len(rows), "length_bonus": bonuses, "chosen_length_bonus": chosen_bonus,
+            "floors": floors, "chosen_floor": chosen["floor"], "ratio_rule": policy,
             "top1_ece": ece, "top1_reliability": table,
             "top1_mean_probability": round(float(np.mean([p for p, _ in top])), 4),
             "top1_exact": round(float(np.mean([c for _, c in top])), 4)}

@@ -16,7 +16,14 @@ from server.code2vec import UNLIKELY_CURRENT_NAME, Code2VecModel, CurrentName, S
 from server.feature_hover import hover_markdown
 from server.embedder import EmbedderError, OnnxEmbedder
 from server.models import ModelError
-from server.name_generator import NameGenerator, label_of_pieces, label_pieces, source_text
+from server.name_generator import (
+    LENGTH_BONUS,
+    NameGenerator,
+    label_of_pieces,
+    label_pieces,
+    rank_score,
+    source_text,
+)
 from server.parsing import Document
 from server.runtime import ModelHub
 from server.settings import Settings
@@ -74,8 +81,10 @@ def test_names_are_ranked_probabilities(naming_models: Path) -> None:
     generator = NameGenerator.load(naming_models, embedder, "cpu")
     names, none = generator.names(SOURCE, top_k=3)
     assert 1 <= len(names) <= 3 and none is None
-    probabilities = [p for _, p in names]
-    assert probabilities == sorted(probabilities, reverse=True) and all(0 < p <= 1 for p in probabilities)
+    ranks = [rank_score(label, p) for label, p in names]  # ranked with the length bonus
+    assert ranks == sorted(ranks, reverse=True) and all(0 < p <= 1 for _, p in names)
+    assert rank_score("a|b", 0.1) - rank_score("a", 0.1) == pytest.approx(LENGTH_BONUS)
+    assert rank_score("a|b", 0.1 / math.exp(LENGTH_BONUS) * 1.01) > rank_score("a", 0.1)  # a longer, specific name wins
     assert all(label and "<UNK>" not in label.split("|") for label, _ in names)
     assert len({label for label, _ in names}) == len(names)
     assert generator.predict([[], []], top_k=2, sources=[SOURCE, "   "])[1] == []
