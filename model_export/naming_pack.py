@@ -94,11 +94,7 @@ class NamingExamples:
 
     def head(self, count: int) -> NamingExamples:
         count = max(0, min(count, len(self)))
-
-        def cut(ragged: Ragged) -> Ragged:
-            return Ragged(ragged.ids[:ragged.offsets[count]], ragged.offsets[:count + 1].copy())
-
-        return NamingExamples(cut(self.source), cut(self.target), self.project[:count], self.labels[:count],
+        return NamingExamples(self.source.head(count), self.target.head(count), self.project[:count], self.labels[:count],
                               {**self.meta, "examples": count, "cut_from": self.meta.get("examples")})
 
     def take(self, indices: np.ndarray) -> NamingExamples:

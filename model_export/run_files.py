@@ -8,10 +8,12 @@ checkpoint instead of a truncated one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +34,27 @@ def atomic_torch_save(obj: object, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def set_fields(config: Any, overrides: Sequence[str]) -> None:
+    """``KEY=VALUE`` items (``--set``) onto the dataclass ``config``, each parsed as its
+    field's current type (booleans as true/false/1/0); an unknown key or a bad value is a
+    :class:`ValueError` that names the known keys or the expected type."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"bad --set {item!r}; known keys: {', '.join(sorted(fields))}")
+        current = getattr(config, key)
+        parsed: Any
+        if isinstance(current, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"{key} takes true or false, not {value!r}")
+            parsed = value.lower() in ("true", "1")
+        else:
+            try:
+                parsed = type(current)(value)
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from exc
+        setattr(config, key, parsed)
+

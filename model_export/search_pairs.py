@@ -74,6 +74,10 @@ class Ragged:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def head(self, count: int) -> Ragged:
+        """The first ``count`` sequences (no copy of their ids)."""
+        return Ragged(self.ids[:self.offsets[count]], self.offsets[:count + 1].copy())
+
     @classmethod
     def build(cls, sequences: Sequence[Sequence[int]] | Sequence[np.ndarray]) -> Ragged:
         offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
@@ -110,12 +114,8 @@ class Pairs:
     def head(self, count: int) -> Pairs:
         """The first ``count`` pairs (a smaller pack for a job that cannot carry them all)."""
         count = max(0, min(count, len(self)))
-
-        def cut(ragged: Ragged) -> Ragged:
-            return Ragged(ragged.ids[:ragged.offsets[count]], ragged.offsets[:count + 1].copy())
-
-        return Pairs(cut(self.query), cut(self.code), self.project[:count], self.anonymised[:count],
-                     cut(self.anon) if self.anon is not None else None,
+        return Pairs(self.query.head(count), self.code.head(count), self.project[:count], self.anonymised[:count],
+                     self.anon.head(count) if self.anon is not None else None,
                      {**self.meta, "pairs": count, "cut_from": self.meta.get("pairs")})
 
     def save(self, path: Path) -> None:

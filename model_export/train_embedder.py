@@ -49,7 +49,7 @@ from .code2vec import resolve_device
 from .export_embedder import MeanPooledEncoder, load_reference, packaged_model_dir
 from .metrics import SEARCH_GROUP, SEARCH_SEED, mrr
 from .onnx_to_hf import build as build_from_onnx
-from .run_files import atomic_torch_save, log_event
+from .run_files import atomic_torch_save, log_event, set_fields
 from .search_pairs import PackSpec, Pairs, Ragged, ensure_packs, project_batches, tokenizer_sha256
 
 DEFAULT_CORPUS = Path("data/corpus")
@@ -110,23 +110,7 @@ class EmbedderTrainConfig:
     def from_overrides(cls, overrides: Sequence[str], base: EmbedderTrainConfig | None = None
                        ) -> EmbedderTrainConfig:
         config = dataclasses.replace(base) if base is not None else cls()
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep or key not in fields:
-                raise ValueError(f"bad --set {item!r}; known keys: {', '.join(fields)}")
-            current = getattr(config, key)
-            parsed: Any
-            if isinstance(current, bool):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(f"{key} takes true or false, not {value!r}")
-                parsed = value.lower() in ("true", "1")
-            else:
-                try:
-                    parsed = type(current)(value)
-                except ValueError as exc:
-                    raise ValueError(f"{key}: {exc}") from exc
-            setattr(config, key, parsed)
+        set_fields(config, overrides)
         if config.select_on not in ("mrr", "mean"):
             raise ValueError(f"select_on must be mrr or mean, not {config.select_on!r}")
         if config.batch_size < 2:
@@ -167,6 +151,15 @@ def contrastive_loss(queries: torch.Tensor, codes: torch.Tensor, scale: float, s
     if symmetric:
         loss = (loss + nn.functional.cross_entropy(logits.T, target)) / 2
     return loss
+
+
+def batch_loss(encoder: MeanPooledEncoder, pairs: Pairs, indices: Indices, pad_id: int, device: torch.device,
+               scale: float, symmetric: bool) -> torch.Tensor:
+    """The contrastive loss of one batch of train pairs (duplicates inside it not negatives)."""
+    queries = encode(encoder, pairs.query, indices, pad_id, device).float()
+    codes = encode(encoder, pairs.code, indices, pad_id, device).float()
+    same = duplicate_mask(pairs.query, indices) | duplicate_mask(pairs.code, indices)
+    return contrastive_loss(queries, codes, scale, symmetric, torch.from_numpy(same).to(device))
 
 
 @torch.no_grad()
@@ -390,11 +383,7 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
                 break
             step_started = time.perf_counter()
             indices = batches[state.position]
-            queries = encode(encoder, train_pairs.query, indices, pad_id, device)
-            codes = encode(encoder, train_pairs.code, indices, pad_id, device)
-            same = duplicate_mask(train_pairs.query, indices) | duplicate_mask(train_pairs.code, indices)
-            loss = contrastive_loss(queries, codes, config.scale, config.symmetric,
-                                    torch.from_numpy(same).to(device))
+            loss = batch_loss(encoder, train_pairs, indices, pad_id, device, config.scale, config.symmetric)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)

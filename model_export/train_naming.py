@@ -42,7 +42,7 @@ from .export_embedder import MeanPooledEncoder, load_reference
 from .metrics import NamingScores
 from .name_decoder import DecoderShape, NameDecoder, greedy
 from .naming_pack import NameTokens, NamingExamples, NamingPackSpec, ensure_pack
-from .run_files import atomic_torch_save, log_event
+from .run_files import atomic_torch_save, log_event, set_fields
 from .search_pairs import (
     PackSpec,
     Pairs,
@@ -55,9 +55,7 @@ from .train_embedder import (
     DEFAULT_CORPUS,
     DEFAULT_MODELS,
     DEFAULT_PACK,
-    contrastive_loss,
-    duplicate_mask,
-    encode,
+    batch_loss,
     evaluate,
     lr_lambda,
     resolve_base,
@@ -116,23 +114,7 @@ class NamingTrainConfig:
     @classmethod
     def from_overrides(cls, overrides: Sequence[str], base: NamingTrainConfig | None = None) -> NamingTrainConfig:
         config = dataclasses.replace(base) if base is not None else cls()
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep or key not in fields:
-                raise ValueError(f"bad --set {item!r}; known keys: {', '.join(fields)}")
-            current = getattr(config, key)
-            parsed: Any
-            if isinstance(current, bool):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(f"{key} takes true or false, not {value!r}")
-                parsed = value.lower() in ("true", "1")
-            else:
-                try:
-                    parsed = type(current)(value)
-                except ValueError as exc:
-                    raise ValueError(f"{key} takes a {type(current).__name__}, not {value!r}") from exc
-            setattr(config, key, parsed)
+        set_fields(config, overrides)
         if config.select_on not in ("f1", "f1+mrr"):
             raise ValueError(f"select_on must be f1 or f1+mrr, not {config.select_on!r}")
         if config.batch_size < 1 or (config.search_weight > 0 and config.search_batch < 2):
@@ -395,12 +377,8 @@ def train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path 
                 loss = model.loss(source, mask, target, target_mask == 0)
                 search_loss = torch.zeros((), device=device)
                 if search_stream is not None and search_train is not None:
-                    pairs = next(search_stream)
-                    queries = encode(searcher, search_train.query, pairs, pad_id, device).float()
-                    codes = encode(searcher, search_train.code, pairs, pad_id, device).float()
-                    same = duplicate_mask(search_train.query, pairs) | duplicate_mask(search_train.code, pairs)
-                    search_loss = contrastive_loss(queries, codes, config.search_scale, True,
-                                                   torch.from_numpy(same).to(device))
+                    search_loss = batch_loss(searcher, search_train, next(search_stream), pad_id, device,
+                                             config.search_scale, True)
             total_loss = loss + config.search_weight * search_loss
             optimiser.zero_grad(set_to_none=True)
             total_loss.backward()

@@ -124,3 +124,25 @@ def file_stamps(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``folder`` with its size and mtime: what a read-only folder keeps."""
     return {path.relative_to(folder).as_posix(): (path.stat().st_size, path.stat().st_mtime_ns)
             for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def write_tiny_bert(folder: Path) -> Path:
+    """A 2-layer, 32-wide BERT with MiniLM's tokenizer (random weights, seeded) in ``folder``:
+    a base that trains in seconds for the fine-tuning tests."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from model_export.export_embedder import packaged_model_dir
+
+    source = packaged_model_dir()
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    BertModel(config, add_pooling_layer=False).save_pretrained(str(folder), safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (source / name).is_file():
+            shutil.copy2(source / name, folder / name)
+    return folder
+

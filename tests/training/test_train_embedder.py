@@ -17,7 +17,6 @@ from model_export import train_embedder
 from model_export.export_embedder import (
     export_minilm,
     load_reference,
-    packaged_model_dir,
     reference_embeddings,
     write_manifest_entry,
 )
@@ -32,6 +31,7 @@ from model_export.search_pairs import (
 )
 from model_export.train_embedder import EmbedderTrainConfig, contrastive_loss, duplicate_mask
 from server.embedder import OnnxEmbedder
+from tests.helpers.models import write_tiny_bert
 
 WORDS = ["read", "write", "parse", "config", "file", "url", "json", "cache", "user", "token",
          "list", "sort", "socket", "image", "matrix", "queue"]
@@ -62,18 +62,7 @@ def _write_corpus(root: Path, sizes: dict[str, int]) -> None:
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide BERT with MiniLM's tokenizer (random weights, seeded)."""
-    from transformers import BertConfig, BertModel
-
-    source = packaged_model_dir()
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
-    BertModel(config, add_pooling_layer=False).save_pretrained(str(folder), safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (source / name).is_file():
-            shutil.copy2(source / name, folder / name)
-    return folder
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import json
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,6 @@ import pytest
 import torch
 
 from model_export import gpu_job, train_naming
-from model_export.export_embedder import packaged_model_dir
 from model_export.name_decoder import DecoderShape, NameDecoder, beam_search, greedy
 from model_export.naming_pack import (
     NameTokens,
@@ -27,6 +25,7 @@ from model_export.naming_pack import (
 )
 from model_export.search_pairs import load_tokenizer, tokenizer_sha256
 from model_export.train_naming import NamingTrainConfig, build_vocabulary, length_batches
+from tests.helpers.models import write_tiny_bert
 
 WORDS = ["read", "write", "parse", "config", "file", "url", "json", "cache", "user", "token",
          "list", "sort", "socket", "image", "matrix", "queue"]
@@ -58,18 +57,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide BERT with MiniLM's tokenizer (random weights, seeded)."""
-    from transformers import BertConfig, BertModel
-
-    source = packaged_model_dir()
-    folder = tmp_path_factory.mktemp("tiny-bert-naming")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
-    BertModel(config, add_pooling_layer=False).save_pretrained(str(folder), safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (source / name).is_file():
-            shutil.copy2(source / name, folder / name)
-    return folder
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert-naming"))
 
 
 @pytest.fixture(scope="module")
