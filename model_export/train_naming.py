@@ -74,6 +74,10 @@ class NamingTrainConfig:
 
     base: str = "shipped"
     """The encoder to start from (as in ``EmbedderTrainConfig.base``)."""
+    init: str = ""
+    """A naming run's ``best/`` folder to continue from: its encoder *and* decoder (``base``,
+    ``vocab_size`` and the decoder's shape are then the folder's).  How a later session, on
+    a GPU or the CPU, trains the shipped head further instead of starting a new one."""
     batch_size: int = 128
     lr: float = 5e-5
     """Encoder learning rate (the decoder's is ``decoder_lr``)."""
@@ -265,7 +269,9 @@ def train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path 
     def autocast() -> Any:
         return torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
 
-    model_dir = resolve_base(config.base, run, models)
+    model_dir = Path(config.init) if config.init else resolve_base(config.base, run, models)
+    if config.init and not (model_dir / DECODER_META).is_file():
+        raise FileNotFoundError(f"init={config.init}: no {DECODER_META} there (expected a naming run's best/ folder)")
     bert, tokenizer = load_reference(model_dir)
     tokenizer_file = model_dir / "tokenizer.json"
     pad_id = int(tokenizer.pad_token_id or 0)
@@ -281,10 +287,14 @@ def train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path 
         if config.search_weight > 0:
             search_train = Pairs.load(packs["train"])
 
-    vocab = build_vocabulary(train_set.target, config.vocab_size, names)
     hidden = int(bert.config.hidden_size)
-    decoder = NameDecoder(hidden, vocab, int(bert.config.vocab_size), names.cls_id, names.sep_id, names.unk_id,
-                          config.decoder_shape())
+    if config.init:
+        decoder = load_decoder(model_dir)
+        vocab = decoder.vocab_ids.tolist()
+    else:
+        vocab = build_vocabulary(train_set.target, config.vocab_size, names)
+        decoder = NameDecoder(hidden, vocab, int(bert.config.vocab_size), names.cls_id, names.sep_id, names.unk_id,
+                              config.decoder_shape())
     model = NamingModel(bert, decoder).to(device)
     searcher = MeanPooledEncoder(bert)
     if config.freeze_encoder:

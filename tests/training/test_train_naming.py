@@ -245,3 +245,21 @@ def test_session_returns_travel_in_parts(tmp_path: Path) -> None:
     back = gpu_job.unpack_folder(tmp_path / "out", "naming", tmp_path / "back")
     assert (back / "best" / "weights.bin").read_bytes() == bytes(range(256)) * 2000
     assert (back / "log.jsonl").read_text() == '{"event": "valid"}\n'
+
+
+def test_a_run_continues_from_another_runs_best(corpus: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """``init=<best/>`` starts from that run's encoder and decoder: its first validation
+    scores what the first run's best scored, and a bad folder is refused."""
+    packs = {"naming_pack": tmp_path / "naming", "search_pack": tmp_path / "search"}
+    first = _config(tiny_model, search_weight=0, valid_groups=0, select_on="f1", max_steps=30, eval_every=10)
+    train_naming.train(corpus, tmp_path / "first", first, progress=False, **packs)
+    best_f1 = max(e["naming"]["f1"] for e in _log(tmp_path / "first") if e["event"] == "valid")
+    assert best_f1 > 0.2
+    again = _config(tiny_model, search_weight=0, valid_groups=0, select_on="f1", max_steps=2, eval_every=10,
+                    init=str(tmp_path / "first" / "best"), vocab_size=5, layers=2)  # the folder's win
+    train_naming.train(corpus, tmp_path / "again", again, progress=False, **packs)
+    start = next(e for e in _log(tmp_path / "again") if e["event"] == "valid")
+    assert start["step"] == 0 and start["naming"]["f1"] == best_f1
+    with pytest.raises(FileNotFoundError, match="naming run's best"):
+        train_naming.train(corpus, tmp_path / "bad", _config(tiny_model, init=str(tiny_model)), progress=False,
+                           **packs)
