@@ -5,8 +5,10 @@ run and interleaved, on one onnxruntime thread each (the server's setting for th
 embedder gets its own threads there, see ``server/runtime.py``):
 
 * **encoder**: the embedder's token states of the masked function (the head's memory);
-* **suggest**: what a hover pays — encoder + beam search (beam 5, top 5) with the current
-  name scored in the same run (:meth:`server.name_generator.NameGenerator.names`).
+* **suggest**: what a hover pays without the cache — encoder + beam search (beam 5, the
+  hover's ``candidate_count(5)`` = 10 names) with the current name scored in the same run
+  (:meth:`server.name_generator.NameGenerator.names`; each function is asked once, and the
+  warm-up asks for another count, so nothing comes from the generator's cache).
 
 Prints p50/p95/max per kind and writes JSON.
 
@@ -33,6 +35,7 @@ from server.embedder import OnnxEmbedder  # noqa: E402
 from server.name_generator import NameGenerator, source_text  # noqa: E402
 from server.parsing import Document  # noqa: E402
 from server.paths import mask_source, name_label  # noqa: E402
+from server.rename_safety import candidate_count  # noqa: E402
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -47,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", type=Path, default=Path(sysconfig.get_paths()["stdlib"]) / "argparse.py")
     parser.add_argument("--functions", type=int, default=60)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the embedder")
+    parser.add_argument("--top-k", type=int, default=candidate_count(5), help="names asked for (a hover's)")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "naming_latency.json")
     args = parser.parse_args(argv)
     embedder = OnnxEmbedder.load(args.models, device="cpu", threads=args.threads)
@@ -57,16 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no functions in {args.file}", file=sys.stderr)
         return 2
     work = [(mask_source(f.source, f.name), name_label(f.name)) for f in functions]
-    generator.names(work[0][0], 5, work[0][1])  # warm-up
+    generator.names(work[0][0], args.top_k + 1, work[0][1])  # warm-up (another cache key)
     encoder, suggest = [], []
     for masked, label in work:
         started = time.perf_counter()
         embedder.token_states(source_text(masked))
         encoder.append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
-        generator.names(masked, 5, label)
+        generator.names(masked, args.top_k, label)
         suggest.append((time.perf_counter() - started) * 1000)
-    result = {"file": str(args.file), "functions": len(work), "embedder_threads": args.threads,
+    result = {"file": str(args.file), "functions": len(work), "embedder_threads": args.threads, "top_k": args.top_k,
               "naming_head": generator.model_id, "embedder": embedder.model_id, "machine": platform.machine(),
               "encoder": percentiles(encoder), "suggest": percentiles(suggest)}
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -27,8 +27,9 @@ from .index import SearchResult
 from .lsp_convert import code_span, span_range, to_position
 from .lsp_worker import Snapshot, SnapshotDocument, WorkerDocuments, locate_function
 from .models import ModelError
+from .name_generator import NameGenerator
 from .parsing import Document, FunctionInfo, Position
-from .paths import mask_source
+from .paths import mask_source, name_label
 from .rename_safety import candidate_count, safe_suggestion
 
 if TYPE_CHECKING:
@@ -99,7 +100,14 @@ def hover_at(
 def naming_sources(text: str) -> list[str]:
     """The masked sources (what a fusion's LLM sees) of the functions of ``text`` that get
     suggestions (dunder methods never do)."""
-    return [mask_source(f.source, f.name) for f in Document(text).functions() if not is_dunder(f.name)]
+    return [source for source, _ in naming_work(text)]
+
+
+def naming_work(text: str) -> list[tuple[str, str]]:
+    """(masked source, current name as a label) of the functions of ``text`` that get
+    suggestions — exactly what a hover asks the naming model for."""
+    return [(mask_source(f.source, f.name), name_label(f.name)) for f in Document(text).functions()
+            if not is_dunder(f.name)]
 
 
 # -- the loop ---------------------------------------------------------------------------------
@@ -182,17 +190,26 @@ async def suggestion_for(
 
 
 async def prefetch_naming(ls: PathfusionServer, uri: str) -> None:
-    """Embed the masked sources of an opened document's functions in the background, so
-    that hovers find them cached (fusion variants only: code2vec needs no embedding).
-    Batches of :data:`PREFETCH_BATCH` on the shared pool leave the other worker to hovers
-    meanwhile."""
+    """Compute ahead what the hovers of an opened document's functions will need: the
+    naming head's names (cached per function), or a fusion variant's embeddings of the
+    masked sources (code2vec needs nothing ahead).  Batches of :data:`PREFETCH_BATCH` on
+    the shared pool leave the other worker to hovers meanwhile."""
     snapshot = ls.snapshot(uri)
     model = await ls.get_model()
-    if snapshot is None or not isinstance(model, FusionPredictor):
+    if snapshot is None or not isinstance(model, FusionPredictor | NameGenerator):
         return
     loop = asyncio.get_running_loop()
-    sources = await loop.run_in_executor(ls.executor, naming_sources, snapshot.text)
-    for start in range(0, min(len(sources), PREFETCH_LIMIT), PREFETCH_BATCH):
+    work = await loop.run_in_executor(ls.executor, naming_work, snapshot.text)
+    count = candidate_count(ls.settings.top_k)
+    # One function per task for the naming head (≈ 50 ms each): a hover queued behind the
+    # prefetch waits for one function, not for eight.
+    step = 1 if isinstance(model, NameGenerator) else PREFETCH_BATCH
+    for start in range(0, min(len(work), PREFETCH_LIMIT), step):
         if ls.closing.is_set() or not ls.is_current(snapshot):
             return
-        await loop.run_in_executor(ls.executor, model.prefetch, sources[start:start + PREFETCH_BATCH])
+        batch = work[start:start + step]
+        sources = [source for source, _ in batch]
+        if isinstance(model, NameGenerator):
+            await loop.run_in_executor(ls.executor, model.prefetch, sources, [label for _, label in batch], count)
+        else:
+            await loop.run_in_executor(ls.executor, model.prefetch, sources)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,8 @@ favours short common names (``run`` for ``run_until_complete_cb``: precision 0.3
 0.24 on held-out code), and users gain little from them.  Chosen on validation (the smallest
 bonus within 0.005 F1 of the best, ``python -m model_export.naming_policy``); the
 probability shown stays the model's own."""
+CACHE_SIZE = 4096
+"""Functions whose names are kept (least recently used dropped first)."""
 MASK_TEXT = "[MASK]"
 UNKNOWN = "<UNK>"
 FIX = "re-export it with `pathfusion export naming`"
@@ -122,6 +126,9 @@ class NameGenerator:
         self.config = config
         self.model_id = model_id
         self.beam = beam
+        self._cache: OrderedDict[tuple[str, str | None, int],
+                                 tuple[list[tuple[str, float]], CurrentName | None]] = OrderedDict()
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, models_dir: Path, embedder: Any, device: str = "auto", threads: int | None = 1,
@@ -173,15 +180,39 @@ class NameGenerator:
                for source, label in zip(sources, current, strict=True)]
         return [names for names, _ in out], [p for _, p in out]
 
+    def prefetch(self, sources: Sequence[str], current: Sequence[str], top_k: int) -> None:
+        """Compute and cache the names of ``sources`` (masked; ``current``: their names as
+        labels) ahead of the hovers that will ask for them with the same ``top_k``."""
+        for source, label in zip(sources, current, strict=True):
+            if source.strip():
+                self.names(source, top_k, label)
+
     def names(self, masked_source: str, top_k: int = 5, current: str | None = None
               ) -> tuple[list[tuple[str, float]], CurrentName | None]:
-        """The ``top_k`` names of one function, and how likely ``current`` is (None without it)."""
+        """The ``top_k`` names of one function, and how likely ``current`` is (None without
+        it); cached per (source, current name, ``top_k``): a hover, the rename actions asked
+        for right after it, and an opened file's prefetch share one beam search."""
+        key = (masked_source, current, top_k)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return list(cached[0]), cached[1]
+        result = self._names(masked_source, top_k, current)
+        with self._lock:
+            self._cache[key] = result
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return list(result[0]), result[1]
+
+    def _names(self, masked_source: str, top_k: int, current: str | None
+               ) -> tuple[list[tuple[str, float]], CurrentName | None]:
         ids, states = self.embedder.token_states(source_text(masked_source))
         tokenizer = self.embedder.tokenizer
         forced = None
         if current:
             forced = [*label_pieces(tokenizer, current)[:self.config.max_length - 1], self.config.eos_id]
-        found, forced_score = self.search(ids, states, max(self.beam, top_k), max(self.beam, top_k), forced)
+        found, forced_score = self.search(ids, states, self.beam, max(self.beam, top_k), forced)
         merged: dict[str, float] = {}
         for pieces, score in found:
             label = label_of_pieces([tokenizer.id_to_token(int(i)) or "[UNK]" for i in pieces])

@@ -170,3 +170,32 @@ def test_suggestions_wait_for_an_unlikely_current_name() -> None:
     closed = _suggestion(None, current_rank=None)  # code2vec: all suggestions stand
     assert len(closed.worth_offering()) == 3 and hover_markdown(closed, 0.5) is not None
     assert hover_markdown(_suggestion(None, current_rank=1), 0.25) is None  # confident top = current
+
+
+class _CountingSession:
+    """An onnxruntime session that counts its runs."""
+
+    def __init__(self, session: object) -> None:
+        self.session, self.runs = session, 0
+
+    def run(self, *args: object, **kwargs: object) -> object:
+        self.runs += 1
+        return self.session.run(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+def test_an_opened_files_names_are_prefetched_for_its_hovers(naming_models: Path) -> None:
+    """What ``prefetch`` computed, a hover with the same function, name and count reads from
+    the cache without running the decoder; another count is computed anew."""
+    embedder = OnnxEmbedder.load(naming_models, device="cpu", threads=1)
+    generator = NameGenerator.load(naming_models, embedder, "cpu")
+    counting = _CountingSession(generator.session)
+    generator.session = counting
+    generator.prefetch([SOURCE, " "], ["read|config", "x"], 10)
+    assert counting.runs > 0
+    before = counting.runs
+    names, current = generator.names(SOURCE, 10, "read|config")
+    assert counting.runs == before and current is not None
+    fresh = NameGenerator.load(naming_models, embedder, "cpu")
+    assert fresh.names(SOURCE, 10, "read|config") == (names, current)
+    generator.names(SOURCE, 3, "read|config")
+    assert counting.runs > before
