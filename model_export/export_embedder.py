@@ -143,6 +143,13 @@ def packaged_model_dir() -> Path:
     return folder
 
 
+def mean_pooled(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of ``hidden`` over the unmasked tokens, L2-normalised (sentence-transformers')."""
+    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    mean = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+    return mean / mean.norm(p=2, dim=1, keepdim=True).clamp(min=1e-12)
+
+
 class MeanPooledEncoder(torch.nn.Module):
     """transformer → mean over the masked tokens → L2 normalisation (the exported graph)."""
 
@@ -154,10 +161,7 @@ class MeanPooledEncoder(torch.nn.Module):
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        summed = (hidden * weights).sum(dim=1)
-        mean = summed / weights.sum(dim=1).clamp(min=1e-9)
-        return mean / mean.norm(p=2, dim=1, keepdim=True).clamp(min=1e-12)
+        return mean_pooled(hidden, attention_mask)
 
 
 def load_reference(model_dir: Path) -> tuple[Any, Any]:
@@ -211,9 +215,7 @@ class _PooledAndStates(torch.nn.Module):
                 token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        mean = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
-        return mean / mean.norm(p=2, dim=1, keepdim=True).clamp(min=1e-12), hidden
+        return mean_pooled(hidden, attention_mask), hidden
 
 
 def export_onnx(wrapper: MeanPooledEncoder, path: Path, input_names: Sequence[str]) -> None:

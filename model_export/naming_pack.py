@@ -6,7 +6,7 @@ its own name masked everywhere (the corpus' ``masked_code``, the extractor's
 token, cut to ``max_source_tokens`` wordpieces; the *target* is the gold name as wordpieces,
 one subtoken after another, then ``[SEP]``.  A subtoken's first wordpiece has no ``##``
 prefix and its continuations do, so the wordpieces alone say where subtokens begin
-(:func:`name_of_pieces`): no separator token is needed, and any name whose wordpieces the
+(:func:`server.name_generator.label_of_pieces`): no separator token is needed, and any name whose wordpieces the
 decoder can emit or copy is producible (``docs/design.md`` §5).
 
 Why wordpieces of the embedder's own tokenizer: the decoder reads the embedder's token
@@ -62,21 +62,13 @@ class NameTokens:
         runtime's :func:`server.name_generator.label_pieces`, which scores current names."""
         return [*label_pieces(self.tokenizer, label)[:limit - 1], self.sep_id]
 
-    def subtoken_ids(self, subtoken: str) -> list[int]:
-        return label_pieces(self.tokenizer, subtoken)
-
     def name_of_ids(self, ids: Sequence[int]) -> str:
         pieces = []
         for i in ids:
             if i == self.sep_id:
                 break
             pieces.append(self.tokenizer.id_to_token(int(i)) or "[UNK]")
-        return name_of_pieces(pieces)
-
-
-def name_of_pieces(pieces: Sequence[str]) -> str:
-    """Wordpieces → ``|``-joined subtokens (the runtime's :func:`server.name_generator.label_of_pieces`)."""
-    return label_of_pieces(pieces)
+        return label_of_pieces(pieces)
 
 
 @dataclass
@@ -91,11 +83,6 @@ class NamingExamples:
 
     def __len__(self) -> int:
         return len(self.source)
-
-    def head(self, count: int) -> NamingExamples:
-        count = max(0, min(count, len(self)))
-        return NamingExamples(self.source.head(count), self.target.head(count), self.project[:count], self.labels[:count],
-                              {**self.meta, "examples": count, "cut_from": self.meta.get("examples")})
 
     def take(self, indices: np.ndarray) -> NamingExamples:
         """The examples at ``indices``, in that order (a random subset a GPU job can carry)."""

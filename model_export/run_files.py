@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,4 +58,20 @@ def set_fields(config: Any, overrides: Sequence[str]) -> None:
             except ValueError as exc:
                 raise ValueError(f"{key}: {exc}") from exc
         setattr(config, key, parsed)
+
+
+def optimise(loss: torch.Tensor, parameters: Iterable[torch.Tensor], optimiser: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler, max_norm: float = 1.0) -> None:
+    """One step of the resumable runs: gradients of ``loss``, clipped to ``max_norm``, the
+    optimiser's step, then the schedule's."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    optimiser.step()
+    scheduler.step()
+
+
+def running_mean(previous: float, value: float) -> float:
+    """The loss shown and logged: an exponential mean (0.95) that starts at the first value."""
+    return value if math.isnan(previous) else 0.95 * previous + 0.05 * value
 

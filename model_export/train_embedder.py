@@ -49,7 +49,7 @@ from .code2vec import resolve_device
 from .export_embedder import MeanPooledEncoder, load_reference, packaged_model_dir
 from .metrics import SEARCH_GROUP, SEARCH_SEED, mrr
 from .onnx_to_hf import build as build_from_onnx
-from .run_files import atomic_torch_save, log_event, set_fields
+from .run_files import atomic_torch_save, log_event, optimise, running_mean, set_fields
 from .search_pairs import PackSpec, Pairs, Ragged, ensure_packs, project_batches, tokenizer_sha256
 
 DEFAULT_CORPUS = Path("data/corpus")
@@ -384,17 +384,12 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
             step_started = time.perf_counter()
             indices = batches[state.position]
             loss = batch_loss(encoder, train_pairs, indices, pad_id, device, config.scale, config.symmetric)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
-            optimiser.step()
-            scheduler.step()
+            optimise(loss, encoder.parameters(), optimiser, scheduler)
             state.step += 1
             state.position += 1
             state.pairs_seen += len(indices)
             state.seconds += time.perf_counter() - step_started
-            value = float(loss.detach())
-            running_loss = value if math.isnan(running_loss) else 0.95 * running_loss + 0.05 * value
+            running_loss = running_mean(running_loss, float(loss.detach()))
             if state.step % config.log_every == 0:
                 log_event(run, {"event": "train", "step": state.step, "epoch": state.epoch, "loss": round(running_loss, 4),
                            "lr": scheduler.get_last_lr()[0],

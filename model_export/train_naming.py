@@ -42,7 +42,7 @@ from .export_embedder import MeanPooledEncoder, load_reference
 from .metrics import NamingScores
 from .name_decoder import DecoderShape, NameDecoder, greedy
 from .naming_pack import NameTokens, NamingExamples, NamingPackSpec, ensure_pack
-from .run_files import atomic_torch_save, log_event, set_fields
+from .run_files import atomic_torch_save, log_event, optimise, running_mean, set_fields
 from .search_pairs import (
     PackSpec,
     Pairs,
@@ -390,17 +390,12 @@ def train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path 
                     search_loss = batch_loss(searcher, search_train, next(search_stream), pad_id, device,
                                              config.search_scale, True)
             total_loss = loss + config.search_weight * search_loss
-            optimiser.zero_grad(set_to_none=True)
-            total_loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimiser.step()
-            scheduler.step()
+            optimise(total_loss, model.parameters(), optimiser, scheduler)
             state.step += 1
             state.position += 1
             state.examples_seen += len(rows)
             state.seconds += time.perf_counter() - step_started
-            value = float(loss.detach())
-            running = value if math.isnan(running) else 0.95 * running + 0.05 * value
+            running = running_mean(running, float(loss.detach()))
             if state.step % config.log_every == 0:
                 log_event(run, {"event": "train", "step": state.step, "epoch": state.epoch, "loss": round(running, 4),
                                 "search_loss": round(float(search_loss.detach()), 4),

@@ -19,12 +19,12 @@ from model_export.naming_pack import (
     NameTokens,
     NamingExamples,
     NamingPackSpec,
-    name_of_pieces,
     pack_split,
     source_text,
 )
 from model_export.search_pairs import load_tokenizer, tokenizer_sha256
 from model_export.train_naming import NamingTrainConfig, build_vocabulary, length_batches
+from server.name_generator import label_of_pieces, label_pieces
 from tests.helpers.models import write_tiny_bert
 
 WORDS = ["read", "write", "parse", "config", "file", "url", "json", "cache", "user", "token",
@@ -71,7 +71,7 @@ def test_names_round_trip_through_wordpieces(names: NameTokens) -> None:
         assert ids[-1] == names.sep_id and names.sep_id not in ids[:-1]
         assert names.name_of_ids(ids) == label
     assert len(names.target_ids("a|b|c|d|e|f|g|h|i|j|k|l|m", limit=6)) == 6  # cut, still ends
-    assert name_of_pieces(["load", "##s", "config", "[UNK]"]) == "loads|config|<UNK>"
+    assert label_of_pieces(["load", "##s", "config", "[UNK]"]) == "loads|config|<UNK>"
 
 
 def test_pack_masks_the_name_and_keeps_labels(corpus: Path, tiny_model: Path, names: NameTokens,
@@ -102,7 +102,7 @@ def _decoder(names: NameTokens, vocab: list[int], hidden: int = 32) -> NameDecod
 def test_pointer_produces_wordpieces_outside_the_vocabulary(names: NameTokens) -> None:
     """A target wordpiece outside K is produced by copying when the source holds it, and
     becomes [UNK] when it cannot be produced at all; next-token probabilities sum to one."""
-    hello, world, other = (names.subtoken_ids(w)[0] for w in ("hello", "world", "zebra"))
+    hello, world, other = (label_pieces(names.tokenizer, w)[0] for w in ("hello", "world", "zebra"))
     decoder = _decoder(names, [names.cls_id, names.sep_id, names.unk_id, hello]).eval()
     weight = torch.randn(30522, 32)[decoder.vocab_ids].T
     source = torch.tensor([[names.cls_id, world, hello, names.sep_id, 0]])
@@ -121,7 +121,7 @@ def test_pointer_produces_wordpieces_outside_the_vocabulary(names: NameTokens) -
 
 
 def test_beam_search_ranks_by_probability_and_agrees_with_greedy(names: NameTokens) -> None:
-    vocab = [names.cls_id, names.sep_id, names.unk_id] + [names.subtoken_ids(w)[0] for w in WORDS]
+    vocab = [names.cls_id, names.sep_id, names.unk_id] + [label_pieces(names.tokenizer, w)[0] for w in WORDS]
     decoder = _decoder(names, vocab).eval()
     weight = torch.randn(30522, 32)[decoder.vocab_ids].T
     source = torch.tensor([[names.cls_id, *vocab[3:9], names.sep_id]])
