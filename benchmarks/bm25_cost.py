@@ -4,7 +4,7 @@ Why a worst case: FTS5 finds matches cheaply but scores each one in microseconds
 cost follows how many functions a query's words occur in.  Here every function's body draws
 10–60 words from one small vocabulary (``benchmarks/search_index.py``'s ``WORDS``), so each
 query word occurs in about a quarter of all functions — far more than in real code.  Each
-query is timed through :func:`server.lexical.bm25_bonuses` (with its
+query is timed through :func:`pathfusion.server.lexical.bm25_bonuses` (with its
 ``BM25_MAX_MATCHES`` bound) and, for comparison, scoring every match unbounded.
 
     .venv/bin/python benchmarks/bm25_cost.py [--sizes 10000,100000] [--json benchmarks/results/bm25_cost.json]
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import print_rows, save_json  # noqa: E402
 from benchmarks.search_index import WORDS  # noqa: E402
-from server.lexical import (  # noqa: E402
+from pathfusion.server.lexical import (  # noqa: E402
     LEXICON_SQL,
     NAME_TERMS_WEIGHT,
     bm25_bonuses,

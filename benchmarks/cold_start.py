@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.report import print_rows, save_json  # noqa: E402
 from benchmarks.server_latency import Client, function_names  # noqa: E402
 
-PATHFUSION = [sys.executable, "-m", "server", "serve", "--stdio"]
+PATHFUSION = [sys.executable, "-m", "pathfusion", "serve", "--stdio"]
 JEDI_SCRIPT = Path(sys.executable).with_name("jedi-language-server")
 
 

@@ -1,7 +1,7 @@
 """Embedder throughput by onnxruntime thread count, on an idle machine and beside a busy core.
 
 Why: the server shares two cores between hovers, indexing and the editor; the embedder's
-intra-op thread count (``server.runtime.THREADS``) decides whether indexing uses both cores
+intra-op thread count (``pathfusion.server.runtime.THREADS``) decides whether indexing uses both cores
 when they are free and how badly it suffers when the other one is busy.  Each setting is
 measured in the same run, alternating, on the same texts: the source of ``--functions``
 functions of the standard library, embedded in length-sorted batches of 32 (what the index
@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import print_rows, save_json  # noqa: E402
-from server.embedder import OnnxEmbedder  # noqa: E402
-from server.parsing import Document  # noqa: E402
+from pathfusion.server.embedder import OnnxEmbedder  # noqa: E402
+from pathfusion.server.parsing import Document  # noqa: E402
 
 SETTINGS: dict[str, int | None] = {"1 thread": 1, "2 threads": 2, "onnxruntime default": None}
 

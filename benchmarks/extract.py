@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import print_rows, save_json
-from server.parsing import Document, SourceError, decode_source
-from server.paths import MAX_CONTEXTS, context_space
+from pathfusion.server.parsing import Document, SourceError, decode_source
+from pathfusion.server.paths import MAX_CONTEXTS, context_space
 
 
 def stdlib_files(root: Path) -> list[Path]:

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.extract import stdlib_files
 from benchmarks.report import save_json
-from server.parsing import Document, SourceError, decode_source
-from server.paths import MAX_CONTEXTS, _flatten, context_space
+from pathfusion.server.parsing import Document, SourceError, decode_source
+from pathfusion.server.paths import MAX_CONTEXTS, _flatten, context_space
 
 
 def main(argv: list[str] | None = None) -> int:

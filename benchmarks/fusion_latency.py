@@ -24,12 +24,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.report import print_rows, save_json
-from server.code2vec import Code2VecModel
-from server.embedder import OnnxEmbedder
-from server.fusion import FusionRuntime
-from server.models import default_models_dir, load_manifest
-from server.parsing import Document
-from server.paths import MAX_CONTEXTS, context_space, mask_source
+from pathfusion.server.code2vec import Code2VecModel
+from pathfusion.server.embedder import OnnxEmbedder
+from pathfusion.server.fusion import FusionRuntime
+from pathfusion.server.models import default_models_dir, load_manifest
+from pathfusion.server.parsing import Document
+from pathfusion.server.paths import MAX_CONTEXTS, context_space, mask_source
 
 
 def sample_functions(limit: int) -> list[tuple[str, list[str]]]:

@@ -41,9 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import print_rows, save_json  # noqa: E402
-from server.embedder import load_embedder  # noqa: E402
-from server.index import EmbedderSearchModel, WorkspaceIndex, text_hash  # noqa: E402
-from server.parsing import Document, SourceError, decode_source  # noqa: E402
+from pathfusion.server.embedder import load_embedder  # noqa: E402
+from pathfusion.server.index import EmbedderSearchModel, WorkspaceIndex, text_hash  # noqa: E402
+from pathfusion.server.parsing import Document, SourceError, decode_source  # noqa: E402
 
 
 def rss_mb() -> float:

@@ -7,7 +7,7 @@ embedder gets its own threads there, see ``server/runtime.py``):
 * **encoder**: the embedder's token states of the masked function (the head's memory);
 * **suggest**: what a hover pays without the cache — encoder + beam search (beam 5, the
   hover's ``candidate_count(5)`` = 10 names) with the current name scored in the same run
-  (:meth:`server.name_generator.NameGenerator.names`; each function is asked once, and the
+  (:meth:`pathfusion.server.name_generator.NameGenerator.names`; each function is asked once, and the
   warm-up asks for another count, so nothing comes from the generator's cache).
 
 Prints p50/p95/max per kind and writes JSON.
@@ -30,12 +30,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from server.code2vec import is_dunder  # noqa: E402
-from server.embedder import OnnxEmbedder  # noqa: E402
-from server.name_generator import NameGenerator, source_text  # noqa: E402
-from server.parsing import Document  # noqa: E402
-from server.paths import mask_source, name_label  # noqa: E402
-from server.rename_safety import candidate_count  # noqa: E402
+from pathfusion.server.code2vec import is_dunder  # noqa: E402
+from pathfusion.server.embedder import OnnxEmbedder  # noqa: E402
+from pathfusion.server.name_generator import NameGenerator, source_text  # noqa: E402
+from pathfusion.server.parsing import Document  # noqa: E402
+from pathfusion.server.paths import mask_source, name_label  # noqa: E402
+from pathfusion.server.rename_safety import candidate_count  # noqa: E402
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

@@ -28,7 +28,7 @@ memory numbers are those of a server that just opened the index:
 * the hnswlib build time of all the vectors at once (``add_items``, the module's M and
   ef_construction, 1 thread as in the module), measured separately from ``sync``.
 
-Nothing in ``server/`` is tuned; M, ef_construction come from ``server.index``.
+Nothing in ``server/`` is tuned; M, ef_construction come from ``pathfusion.server.index``.
 Optionally ``--real-query-embedder`` loads the shipped int8 MiniLM (``models/``) and times
 the query embedding that a real search adds on top.
 
@@ -60,8 +60,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import save_json  # noqa: E402
-from server import index as index_module  # noqa: E402
-from server.index import EmbedderSearchModel, WorkspaceIndex  # noqa: E402
+from pathfusion.server import index as index_module  # noqa: E402
+from pathfusion.server.index import EmbedderSearchModel, WorkspaceIndex  # noqa: E402
 
 DIM = 384
 FUNCS_PER_FILE = 100
@@ -230,7 +230,7 @@ def measure(size: int, kind: str, workdir: Path, n_queries: int, n_recall: int,
     out["rss_after_searches"] = rss_mb()
 
     if real_query:
-        from server.embedder import load_embedder
+        from pathfusion.server.embedder import load_embedder
 
         real = load_embedder("onnx", ROOT / "models")
         real.embed(["warm up"])

@@ -1,6 +1,6 @@
 """Hover latency through the real language server over stdio (docs/performance.md).
 
-Starts ``python -m server serve --models DIR`` as a subprocess and talks LSP to it with a
+Starts ``python -m pathfusion serve --models DIR`` as a subprocess and talks LSP to it with a
 minimal hand-written JSON-RPC client (Content-Length framing over the pipes; server
 requests such as ``workspace/configuration`` are answered with defaults).  The workspace is
 a temporary folder holding a copy of one real standard-library file (default
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         names = function_names(text)
         env = dict(os.environ, PATHFUSION_CACHE_DIR=str(work / "cache"), HF_HUB_OFFLINE="1")
         started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--models", str(args.models)],
+        proc = subprocess.Popen([sys.executable, "-m", "pathfusion", "serve", "--models", str(args.models)],
                                 cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=open(work / "server.log", "wb"))  # noqa: SIM115
         client = Client(proc)

@@ -2,7 +2,7 @@
 
 Why: the CPU route takes several sessions, and the code length the train pack is cut at is
 the main lever on its cost.  One optimiser step of the real objective
-(:func:`model_export.train_embedder.contrastive_loss`, both towers, AdamW) on batches of the
+(:func:`pathfusion.model_export.train_embedder.contrastive_loss`, both towers, AdamW) on batches of the
 real packed train pairs, lengths interleaved (``--repeats`` rounds of every length) so that
 a busy core slows every length alike; the median step time per length is reported.
 
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model_export.export_embedder import MeanPooledEncoder, load_reference
-from model_export.search_pairs import Pairs, Ragged
-from model_export.train_embedder import contrastive_loss, resolve_base
+from pathfusion.model_export.export_embedder import MeanPooledEncoder, load_reference
+from pathfusion.model_export.search_pairs import Pairs, Ragged
+from pathfusion.model_export.train_embedder import contrastive_loss, resolve_base
 
 
 def _cut(ragged: Ragged, indices: np.ndarray, length: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from tree_sitter import Node
 
-from server.parsing import parse_bytes
+from pathfusion.server.parsing import parse_bytes
 
 FUNCTION_NAME = "func"
 _FUNCTIONS = ("function_definition",)

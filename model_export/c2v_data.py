@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.atomic import write_atomic
+from pathfusion.server.atomic import write_atomic
 
 PAD, UNK = "<PAD>", "<UNK>"
 

@@ -60,8 +60,8 @@ def compact(source: Path, target: Path, min_elements: int = MIN_ELEMENTS) -> dic
 
 
 def _sessions(*paths: Path) -> list[Any]:
-    from server.models import providers
-    from server.onnx_session import create_session
+    from pathfusion.server.models import providers
+    from pathfusion.server.onnx_session import create_session
 
     return [create_session(path, providers("cpu"), 1, fix="re-export the model") for path in paths]
 
@@ -96,8 +96,8 @@ def compact_manifest_entry(models: Path, name: str, batches: Sequence[dict[str, 
     import os
     import tempfile
 
-    from server.atomic import write_atomic
-    from server.models import sha256_file
+    from pathfusion.server.atomic import write_atomic
+    from pathfusion.server.models import sha256_file
 
     manifest_path = models / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -119,14 +119,14 @@ def compact_manifest_entry(models: Path, name: str, batches: Sequence[dict[str, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m model_export.compact_onnx [--models DIR] code2vec``: compact a shipped
+    """``python -m pathfusion.model_export.compact_onnx [--models DIR] code2vec``: compact a shipped
     fp32 code2vec graph in place (new exports are compacted by ``pathfusion export code2vec``)."""
     import argparse
     import json
 
     from .export_code2vec import PARITY_SHAPES, random_batch
 
-    parser = argparse.ArgumentParser(prog="python -m model_export.compact_onnx", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pathfusion.model_export.compact_onnx", description=main.__doc__)
     parser.add_argument("entry", choices=("code2vec",))
     parser.add_argument("--models", type=Path, default=Path("models"))
     args = parser.parse_args(argv)

@@ -7,7 +7,7 @@ stopped.
 
 Layout under ``data/`` (git-ignored)::
 
-    downloads/<name>-<version>/          archives + .done      (model_export.download)
+    downloads/<name>-<version>/          archives + .done      (pathfusion.model_export.download)
     corpus/shards/<name>-<version>.jsonl.gz   one record per function, all files kept
     corpus/dedup.json                     ids removed as exact / near duplicates
     corpus/{train,valid,test}.jsonl.gz    the split records (docs/design.md §3)
@@ -54,9 +54,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.atomic import write_atomic
-from server.parsing import Document, SourceError, decode_source
-from server.paths import EXTRACTOR_VERSION, context_space, mask_source, name_label
+from pathfusion.server.atomic import write_atomic
+from pathfusion.server.parsing import Document, SourceError, decode_source
+from pathfusion.server.paths import EXTRACTOR_VERSION, context_space, mask_source, name_label
 
 from . import download as dl
 from .dedup import find_duplicates

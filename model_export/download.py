@@ -13,7 +13,7 @@ that looks complete; re-running simply skips what is already done.
 
 Usage::
 
-    python -m model_export.download [--manifest P] [--dest data/downloads] [--workers N]
+    python -m pathfusion.model_export.download [--manifest P] [--dest data/downloads] [--workers N]
 
 Only the standard library is required; ``tqdm`` is used for the progress bar
 when it is importable.
@@ -430,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Exit code is 0 unless more than 10% of the specs failed to download.
     """
-    parser = argparse.ArgumentParser(prog="python -m model_export.download", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pathfusion.model_export.download", description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest of name==version pins")
     parser.add_argument("--dest", type=Path, default=DEFAULT_DEST, help="download folder (default data/downloads)")
     parser.add_argument("--workers", type=int, default=8, help="parallel pip processes (default 8)")

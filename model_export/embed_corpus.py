@@ -12,7 +12,7 @@ Selections (fixed seeds, written once to ``<out>/<split>-<task>.jsonl.gz``):
 * ``naming``: functions with ``naming=True``; the LLM sees ``masked_code`` (docs/design.md §2);
 * ``search``: docstring/code pairs; the LLM sees ``code_without_docstring`` as written and
   the query is ``docstring_summary``; for the test split also the anonymised code
-  (:mod:`model_export.anonymise`).  Test pairs follow the CodeSearchNet protocol: all test
+  (:mod:`pathfusion.model_export.anonymise`).  Test pairs follow the CodeSearchNet protocol: all test
   pairs shuffled with :data:`SEARCH_SEED`, the first ``groups × 1000`` kept, so that every
   group of 1,000 is one consecutive slice.
 
@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from server.atomic import write_atomic
-from server.paths import contexts_of_text
+from pathfusion.server.atomic import write_atomic
+from pathfusion.server.paths import contexts_of_text
 
 from .anonymise import anonymise
 from .corpus import read_jsonl_gz
@@ -84,7 +84,7 @@ def _records(corpus: Path, split: str) -> Iterator[dict[str, Any]]:
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` through :func:`server.atomic.write_atomic`: a chunk is whole or absent."""
+    """``np.save`` through :func:`pathfusion.server.atomic.write_atomic`: a chunk is whole or absent."""
     buffer = io.BytesIO()
     np.save(buffer, array)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +152,7 @@ def plan(sizes: dict[tuple[str, str], int], lengths: dict[tuple[str, str], int])
 def _embed_units(out: str, models: str, quantized: bool, units: list[Unit]) -> int:
     """Worker: embed ``units`` with one single-threaded embedder (two such processes beat one
     two-threaded one for one-text-at-a-time int8 inference)."""
-    from server.embedder import OnnxEmbedder
+    from pathfusion.server.embedder import OnnxEmbedder
 
     embedder = OnnxEmbedder.load(models, quantized=quantized, threads=1)
     root = Path(out)
@@ -190,7 +190,7 @@ def load_field(out: Path, split: str, task: str, field: str, rows: int | None = 
 
 def code2vec_vectors(out: Path, models: Path) -> None:
     """code2vec code vectors of every selection (and of the anonymised test code)."""
-    from server.code2vec import Code2VecModel
+    from pathfusion.server.code2vec import Code2VecModel
 
     model = Code2VecModel.load(models, threads=1)
     for split in ("train", "valid", "test"):
@@ -208,7 +208,7 @@ def code2vec_vectors(out: Path, models: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model_export.embed_corpus", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pathfusion.model_export.embed_corpus", description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     parser.add_argument("--out", type=Path, default=Path("data/embeddings"))
     parser.add_argument("--models", type=Path, default=Path("models"))

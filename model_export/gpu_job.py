@@ -4,13 +4,13 @@ A remote job (``docs/training.md``, "GPU route") gets a copy of the repository p
 64 MiB in all, has no package index, and returns at most 8 files of at most 16 MiB.  So:
 
 ``prepare`` (here)
-    the packed pairs (:mod:`model_export.search_pairs`) — the train pack cut to what fits —
+    the packed pairs (:mod:`pathfusion.model_export.search_pairs`) — the train pack cut to what fits —
     and wheels of the two packages the device image lacks (tree-sitter, tree-sitter-python)
     into a carry folder ignored by git; prints the one command to run there.
 ``run`` (there)
     installs the carried wheels, rebuilds the base from the repository's own int8 embedder
-    (:mod:`model_export.onnx_to_hf`; the fp32 weights are too big to carry), runs
-    :func:`model_export.train_embedder.train` with the same config as the CPU route but
+    (:mod:`pathfusion.model_export.onnx_to_hf`; the fp32 weights are too big to carry), runs
+    :func:`pathfusion.model_export.train_embedder.train` with the same config as the CPU route but
     ``device=cuda``, then writes the best weights as fp16 safetensors cut into ≤ 15 MiB
     parts, with the run's config, log and final scores, into ``$OUT``.
 ``collect`` (here)
@@ -119,7 +119,7 @@ def prepare(repo: Path, carry: Path, pack: Path, train_pairs: int | None, naming
 
 
 INT8_MIN_ELEMENTS = 65536
-"""As :data:`model_export.compact_onnx.MIN_ELEMENTS`: smaller tensors travel in fp32."""
+"""As :data:`pathfusion.model_export.compact_onnx.MIN_ELEMENTS`: smaller tensors travel in fp32."""
 
 
 def int8_rows(state: dict[str, Any]) -> dict[str, Any]:
@@ -213,10 +213,10 @@ def session(carry: Path, out: Path, minutes: float, work: Path = Path("/tmp/path
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     jobs = {
-        "embedder": [sys.executable, "-m", "model_export.train_embedder", "--run", str(work / "embedder"),
+        "embedder": [sys.executable, "-m", "pathfusion.model_export.train_embedder", "--run", str(work / "embedder"),
                      "--pack", str(carry), "--no-progress", "--no-resume", "--set", "device=cuda", "epochs=2",
                      "eval_every=100", "valid_groups=2", f"time_budget_min={minutes}", *overrides],
-        "naming": [sys.executable, "-m", "model_export.train_naming", "--run", str(work / "naming"),
+        "naming": [sys.executable, "-m", "pathfusion.model_export.train_naming", "--run", str(work / "naming"),
                    "--pack", str(carry / "naming"), "--search-pack", str(carry), "--no-progress", "--no-resume",
                    "--set", "device=cuda", "epochs=1", "eval_every=300", "valid_groups=2",
                    f"time_budget_min={minutes}", *overrides],
@@ -322,7 +322,7 @@ def collect(files: Path, target: Path, models: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model_export.gpu_job", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pathfusion.model_export.gpu_job", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="step", required=True)
     p = sub.add_parser("prepare", help="here: packs + wheels into the carry folder")
     p.add_argument("--carry", type=Path, default=Path("gpu_carry"))
@@ -355,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(info, indent=1))
             print("device command: python3 -m pip install -q --no-index --no-deps --target /tmp/site "
                   f"{args.carry}/wheels/*.whl && PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 -m "
-                  f"model_export.gpu_job run --carry {args.carry}")
+                  f"pathfusion.model_export.gpu_job run --carry {args.carry}")
         elif args.step == "session":
             print(json.dumps(session(args.carry, args.out, args.minutes, args.work, args.set), indent=1))
         elif args.step == "run":

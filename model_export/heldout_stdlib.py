@@ -1,4 +1,4 @@
-"""``python -m model_export.heldout_stdlib [OUT]``: the interpreter's standard library as
+"""``python -m pathfusion.model_export.heldout_stdlib [OUT]``: the interpreter's standard library as
 held-out projects for ``pathfusion eval … --projects`` (default ``data/heldout/stdlib``).
 
 Why the standard library: none of it is in the corpus (PyPI projects only), it is real

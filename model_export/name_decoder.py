@@ -20,7 +20,7 @@ copying alone; as the decoder's *input* it is embedded as the mean of the token 
 it occurs in the source (so that the input embedding needs only ``E_K``, the same at export).
 
 Everything here is plain torch over tensors so that one module is trained, validated and
-exported (``model_export.export_naming``); the beam search of the torch-free runtime mirrors
+exported (``pathfusion.model_export.export_naming``); the beam search of the torch-free runtime mirrors
 :func:`beam_search` step for step.
 """
 
@@ -146,6 +146,13 @@ class NameDecoder(nn.Module):
     def loss(self, memory: torch.Tensor, source: torch.Tensor, pad: torch.Tensor, target: torch.Tensor,
              target_pad: torch.Tensor, vocab_table: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood per target wordpiece (teacher forcing)."""
+        total, count = self.nll(memory, source, pad, target, target_pad, vocab_table)
+        return total / count.clamp(min=1)
+
+    def nll(self, memory: torch.Tensor, source: torch.Tensor, pad: torch.Tensor, target: torch.Tensor,
+            target_pad: torch.Tensor, vocab_table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed negative log-likelihood, number of target wordpieces): the parts of the mean
+        that data-parallel training adds up over processes before dividing."""
         target = self.producible(target, source, pad)
         bos = torch.full_like(target[:, :1], self.bos_id)
         tokens = torch.cat([bos, target[:, :-1]], dim=1)
@@ -157,7 +164,7 @@ class NameDecoder(nn.Module):
         prob = gate.squeeze(-1) * gen_prob + (1 - gate.squeeze(-1)) * copy_prob
         nll = -torch.log(prob + EPSILON)
         keep = (~target_pad).float()
-        return (nll * keep).sum() / keep.sum().clamp(min=1)
+        return (nll * keep).sum(), keep.sum()
 
     # -- decoding -------------------------------------------------------------------------
     def next_log_probs(self, tokens: torch.Tensor, memory: torch.Tensor, source: torch.Tensor,

@@ -2,19 +2,19 @@
 
 One example per corpus function marked ``naming``: the *source* is the function's text with
 its own name masked everywhere (the corpus' ``masked_code``, the extractor's
-:func:`server.paths.mask_source`), ``METHOD_NAME`` written as the tokenizer's ``[MASK]``
+:func:`pathfusion.server.paths.mask_source`), ``METHOD_NAME`` written as the tokenizer's ``[MASK]``
 token, cut to ``max_source_tokens`` wordpieces; the *target* is the gold name as wordpieces,
 one subtoken after another, then ``[SEP]``.  A subtoken's first wordpiece has no ``##``
 prefix and its continuations do, so the wordpieces alone say where subtokens begin
-(:func:`server.name_generator.label_of_pieces`): no separator token is needed, and any name whose wordpieces the
+(:func:`pathfusion.server.name_generator.label_of_pieces`): no separator token is needed, and any name whose wordpieces the
 decoder can emit or copy is producible (``docs/design.md`` §5).
 
 Why wordpieces of the embedder's own tokenizer: the decoder reads the embedder's token
 states and copies from the source's wordpieces, so source, copy and output share one id
 space; the output layer is tied to a subset of the embedder's word embeddings.
 
-Packs are compressed ``.npz`` files of :class:`~model_export.search_pairs.Ragged` uint16
-arrays, small enough for a remote GPU job to carry (``model_export.gpu_job``).
+Packs are compressed ``.npz`` files of :class:`~pathfusion.model_export.search_pairs.Ragged` uint16
+arrays, small enough for a remote GPU job to carry (``pathfusion.model_export.gpu_job``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from server.name_generator import label_of_pieces, label_pieces, source_text
+from pathfusion.server.name_generator import label_of_pieces, label_pieces, source_text
 
 from .corpus import read_jsonl_gz, write_atomic
 from .search_pairs import Ragged, load_tokenizer
@@ -59,7 +59,7 @@ class NameTokens:
 
     def target_ids(self, label: str, limit: int) -> list[int]:
         """``a|b`` → wordpieces of ``a`` then ``b``, then ``[SEP]`` (cut to ``limit``): the
-        runtime's :func:`server.name_generator.label_pieces`, which scores current names."""
+        runtime's :func:`pathfusion.server.name_generator.label_pieces`, which scores current names."""
         return [*label_pieces(self.tokenizer, label)[:limit - 1], self.sep_id]
 
     def name_of_ids(self, ids: Sequence[int]) -> str:

@@ -1,7 +1,7 @@
-"""``python -m model_export.naming_policy``: when should the editor suggest a new name?
+"""``python -m pathfusion.model_export.naming_policy``: when should the editor suggest a new name?
 
 The generative head scores any name, the current one included, so the editor can stay quiet
-while the current name is likely enough (:data:`server.code2vec.UNLIKELY_CURRENT_NAME`, a
+while the current name is likely enough (:data:`pathfusion.server.code2vec.UNLIKELY_CURRENT_NAME`, a
 floor on its mean log-probability per wordpiece).  This measures candidate floors on
 *validation* functions (never the test split), twice per function: with its real name as
 the current one (a good name: a suggestion there is a false alarm) and with the name of
@@ -14,7 +14,7 @@ shown probabilities are calibrated: expected calibration error (ECE, 10 equal-wi
 the top suggestion's probability against "it is the real name", with the bins for a
 reliability plot.
 
-And the length bonus names are ranked with (:data:`server.name_generator.LENGTH_BONUS`):
+And the length bonus names are ranked with (:data:`pathfusion.server.name_generator.LENGTH_BONUS`):
 subtoken P/R/F1 of the top name re-ranked from the same beam results with each bonus; the
 smallest bonus within 0.005 F1 of the best is chosen.
 
@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from server.embedder import load_embedder
-from server.models import default_models_dir
-from server.name_generator import NameGenerator, rank_score
+from pathfusion.server.embedder import load_embedder
+from pathfusion.server.models import default_models_dir
+from pathfusion.server.name_generator import NameGenerator, rank_score
 
 from .corpus import read_jsonl_gz
 from .metrics import NamingScores
@@ -131,7 +131,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model_export.naming_policy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pathfusion.model_export.naming_policy", description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     parser.add_argument("--models", type=Path, default=None)
     parser.add_argument("--functions", type=int, default=500)

@@ -1,10 +1,10 @@
-"""``python -m model_export.naming_samples``: sample predictions of the shipped naming head on
+"""``python -m pathfusion.model_export.naming_samples``: sample predictions of the shipped naming head on
 unseen code, as a Markdown table for ``docs/results.md``.
 
 A seeded random sample of the naming functions under ``--projects`` (default: the held-out
 standard library), each with its real name, the head's top three (ranked as the editor ranks
 them, with the model's probabilities) and whether the editor would offer a suggestion there
-(:meth:`server.code2vec.Suggestion.worth_offering`: the real name is unlikely enough).
+(:meth:`pathfusion.server.code2vec.Suggestion.worth_offering`: the real name is unlikely enough).
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from server.code2vec import UNLIKELY_CURRENT_NAME, Suggestion
-from server.embedder import load_embedder
-from server.models import default_models_dir
-from server.name_generator import NameGenerator
+from pathfusion.server.code2vec import UNLIKELY_CURRENT_NAME, Suggestion
+from pathfusion.server.embedder import load_embedder
+from pathfusion.server.models import default_models_dir
+from pathfusion.server.name_generator import NameGenerator
 
 from .evaluate import iter_project_examples
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model_export.naming_samples", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pathfusion.model_export.naming_samples", description=__doc__.splitlines()[0])
     parser.add_argument("--projects", type=Path, default=Path("data/heldout/stdlib"))
     parser.add_argument("--models", type=Path, default=None)
     parser.add_argument("--count", type=int, default=30)

@@ -142,7 +142,7 @@ def build(models: Path, out: Path, template: dict[str, Any] | None = None) -> di
     import torch
     from safetensors.torch import save_file
 
-    from server.embedder import OnnxEmbedder
+    from pathfusion.server.embedder import OnnxEmbedder
 
     from .export_embedder import SAMPLE_TEXTS, load_reference, reference_embeddings
 

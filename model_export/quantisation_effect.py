@@ -5,7 +5,7 @@ test group (1,000 search pairs) and the first 1,000 test naming functions are em
 again with the fp32 export, and every trained variant plus the zero-shot LLM is scored on
 both inputs: the difference is the price of quantisation.
 
-    python -m model_export.quantisation_effect --fp32-models data/models-fp32
+    python -m pathfusion.model_export.quantisation_effect --fp32-models data/models-fp32
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from server.atomic import write_atomic
-from server.embedder import OnnxEmbedder
+from pathfusion.server.atomic import write_atomic
+from pathfusion.server.embedder import OnnxEmbedder
 
 from .embed_corpus import GROUP, load_field, read_selection, selection_path
 from .export_fusion import load_variant
@@ -32,7 +32,7 @@ NAMING = 1000
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model_export.quantisation_effect", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pathfusion.model_export.quantisation_effect", description=__doc__.split("\n")[0])
     parser.add_argument("--embeddings", type=Path, default=EMBEDDINGS)
     parser.add_argument("--runs", type=Path, default=RUNS)
     parser.add_argument("--models", type=Path, default=Path("models"))

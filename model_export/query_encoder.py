@@ -1,6 +1,6 @@
 """Query encoders of code search (paper §3.2, after CodeSearchNet) in torch, and their export.
 
-A query's subtoken ids (``server.query.QueryVocab``) are embedded, contextualised by one of
+A query's subtoken ids (``pathfusion.server.query.QueryVocab``) are embedded, contextualised by one of
 four encoders and pooled into one vector, projected to ``out_dim`` and L2-normalised, so
 that the in-batch softmax of paper eq. 2 compares it with the code side by cosine:
 
@@ -32,7 +32,7 @@ the search space seen at run time is not the one that was trained.  Batches are
 The mask, not the id, says what is padding: ids at padded positions may be anything.
 
 Export (:func:`export_query_encoder`): ONNX opset 17 through the TorchScript exporter shared
-with code2vec (:func:`model_export.export_code2vec.legacy_onnx_export`), inputs ``ids``
+with code2vec (:func:`pathfusion.model_export.export_code2vec.legacy_onnx_export`), inputs ``ids``
 (int64) and ``mask`` (float32), both ``[batch, tokens]`` with dynamic axes, output
 ``query_vector`` ``[batch, out_dim]``; then onnxruntime is compared with torch on random
 batches and the files are installed only when they agree within ``1e-4``.
@@ -62,8 +62,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from server.models import sha256_file
-from server.query import (
+from pathfusion.server.models import sha256_file
+from pathfusion.server.query import (
     INPUT_NAMES,
     MAX_QUERY_TOKENS,
     OUTPUT_NAME,

@@ -1,6 +1,6 @@
-"""``python -m model_export.relevance_floor``: what a relevance floor would hide, on validation.
+"""``python -m pathfusion.model_export.relevance_floor``: what a relevance floor would hide, on validation.
 
-Why: the server hides search results scoring below ``server.ranking.RELEVANCE_FLOOR``; the
+Why: the server hides search results scoring below ``pathfusion.server.ranking.RELEVANCE_FLOOR``; the
 floor must hide unrelated functions without hiding right answers.  MRR cannot say that, so
 this scores the served hybrid ranking on the validation pairs (CodeSearchNet groups of
 1,000, as ``tune_ranking``) and reports, per candidate floor, the share of correct answers
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.lexical import bm25_matrix, name_prior
+from pathfusion.server.lexical import bm25_matrix, name_prior
 
 from .evaluate import lexical_matrix, load_search_space
 from .metrics import SEARCH_GROUP
@@ -26,7 +26,7 @@ from .tune_ranking import valid_pairs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model_export.relevance_floor",
+    parser = argparse.ArgumentParser(prog="python -m pathfusion.model_export.relevance_floor",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     parser.add_argument("--models", type=Path, default=None)

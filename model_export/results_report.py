@@ -8,7 +8,7 @@ Why generated: the table must hold the numbers the commands printed.  Inputs:
 * ``data/runs/code2vec/{log.jsonl,vocab_stats.json,config.json,final.json}``;
 * ``models/manifest.json`` for artifact sizes.
 
-    python -m model_export.results_report
+    python -m pathfusion.model_export.results_report
 """
 
 from __future__ import annotations
@@ -57,10 +57,10 @@ FUSION = RESULTS / "fusion.json"
 RUNS_FUSION = Path("data/runs/fusion")
 PLOT = Path("docs/results.png")
 FUSION_COMMANDS = """```
-.venv/bin/python -m model_export.embed_corpus          # LLM + code2vec vectors of the fixed samples
-.venv/bin/python -m model_export.train_fusion          # query-encoder selection, 5 variants, test
+.venv/bin/python -m pathfusion.model_export.embed_corpus          # LLM + code2vec vectors of the fixed samples
+.venv/bin/python -m pathfusion.model_export.train_fusion          # query-encoder selection, 5 variants, test
 .venv/bin/pathfusion export fusion                     # ONNX + parity + compact graphs + manifest
-.venv/bin/python -m model_export.results_report        # this page and docs/results.png
+.venv/bin/python -m pathfusion.model_export.results_report        # this page and docs/results.png
 ```"""
 
 
@@ -184,7 +184,7 @@ def render() -> str:
         "Held-out test split of `docs/corpus.md` (35 projects never seen in training, duplicates",
         "removed before the split). Naming metrics as defined in `model_export/metrics.py`",
         "(docs/design.md §5); every number is produced by the **exported ONNX model**. Regenerate",
-        "this page with `python -m model_export.results_report` after the commands below.",
+        "this page with `python -m pathfusion.model_export.results_report` after the commands below.",
         "",
         "```",
         "make corpus",
@@ -318,12 +318,12 @@ FUSION_READING = """### Reading the fusion table honestly
 
 
 def render_quantisation(result: dict[str, Any]) -> list[str]:
-    """int8 vs fp32 embedder on the first test group (:mod:`model_export.quantisation_effect`)."""
+    """int8 vs fp32 embedder on the first test group (:mod:`pathfusion.model_export.quantisation_effect`)."""
     cos = result["mean_cosine_int8_fp32"]
     lines = ["### The int8 embedder's effect on the metrics", "",
              f"First test group ({result['search_pairs']:,} pairs) and first {result['naming_functions']:,} test",
              "naming functions embedded again with the fp32 graph "
-             "(`python -m model_export.quantisation_effect`); mean cosine int8↔fp32: code "
+             "(`python -m pathfusion.model_export.quantisation_effect`); mean cosine int8↔fp32: code "
              f"{cos['code']:.4f}, query {cos['query']:.4f}, masked code {cos['naming']:.4f}.", "",
              "| model | MRR int8 | MRR fp32 | naming F1 int8 | naming F1 fp32 |", "|---|---|---|---|---|",
              f"| LLM zero-shot | {result['llm_zero_shot']['int8']:.3f} | {result['llm_zero_shot']['fp32']:.3f} | – | – |"]

@@ -8,7 +8,7 @@ project id (batches draw same-project negatives) — the same file drives the CP
 route, so both train on exactly the same data.
 
 Anonymisation: a fixed, seeded share of the *train* pairs has its code replaced by the
-anonymised code (:mod:`model_export.anonymise`: bound identifiers become ``var1``…, the
+anonymised code (:mod:`pathfusion.model_export.anonymise`: bound identifiers become ``var1``…, the
 function name ``func``), so that the model learns to read structure as well as names.  The
 share is chosen by a hash of the pair's id, so it does not depend on the order of the corpus
 files.  Validation and test packs keep *both* versions of every pair (``code`` and ``anon``)
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from server.atomic import write_atomic
+from pathfusion.server.atomic import write_atomic
 
 from .anonymise import anonymise
 from .corpus import read_jsonl_gz

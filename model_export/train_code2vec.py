@@ -79,7 +79,7 @@ def predict_top(
 def evaluate(
     model: Code2Vec, split: EncodedSplit, vocabs: Vocabs, config: Code2VecConfig, limit: int | None = None
 ) -> dict[str, float | int]:
-    """Naming metrics (model_export.metrics) on a split, gold names outside the vocab kept."""
+    """Naming metrics (pathfusion.model_export.metrics) on a split, gold names outside the vocab kept."""
     indices = np.arange(len(split)) if limit is None else np.arange(min(limit, len(split)))
     top_ids, _ = predict_top(model, split, indices, config)
     scores = NamingScores()

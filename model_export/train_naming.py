@@ -2,12 +2,12 @@
 
 Why end to end: a decoder over the *frozen* pooled MiniLM vector reached F1 0.096 on unseen
 projects, the same decoder with MiniLM fine-tuned under it 0.18 (issue 11).  The decoder
-(:mod:`model_export.name_decoder`) reads the embedder's token states of the masked function
+(:mod:`pathfusion.model_export.name_decoder`) reads the embedder's token states of the masked function
 and writes the name wordpiece by wordpiece, copying from the source where it helps.
 
 One encoder serves search and naming (the size budget has room for one): with
 ``search_weight > 0`` each step adds the contrastive search loss of
-:mod:`model_export.train_embedder` on a batch of search pairs, so that fine-tuning for names
+:mod:`pathfusion.model_export.train_embedder` on a batch of search pairs, so that fine-tuning for names
 keeps (or improves) what search learned; validation reports naming F1 (greedy, code2vec
 subtoken metric) and search MRR, and ``select_on`` says which picks ``best/``.
 
@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .code2vec import resolve_device
+from .distributed import Distributed
 from .export_embedder import MeanPooledEncoder, load_reference
 from .metrics import NamingScores
 from .name_decoder import DecoderShape, NameDecoder, greedy
@@ -55,7 +56,9 @@ from .train_embedder import (
     DEFAULT_CORPUS,
     DEFAULT_MODELS,
     DEFAULT_PACK,
-    batch_loss,
+    contrastive_loss,
+    duplicate_mask,
+    encode,
     evaluate,
     lr_lambda,
     resolve_base,
@@ -159,6 +162,8 @@ class NamingModel(torch.nn.Module):
         super().__init__()
         self.bert = bert
         self.decoder = decoder
+        if getattr(bert, "pooler", None) is not None:  # neither mean pooling nor the decoder reads it, and
+            bert.pooler.requires_grad_(False)           # DDP refuses parameters that never get a gradient
 
     def vocab_table(self) -> torch.Tensor:
         """The encoder's word embeddings of the decoder's vocabulary, ``[H, K]`` (tied: gradients reach them)."""
@@ -167,10 +172,29 @@ class NamingModel(torch.nn.Module):
     def memory(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.bert(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
 
+    def forward(self, source: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, target_pad: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed NLL, target wordpieces) of a batch: ``forward`` so that DDP sees the step."""
+        memory = self.memory(source, mask)
+        return self.decoder.nll(memory, source, mask == 0, target, target_pad, self.vocab_table())
+
     def loss(self, source: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, target_pad: torch.Tensor
              ) -> torch.Tensor:
-        memory = self.memory(source, mask)
-        return self.decoder.loss(memory, source, mask == 0, target, target_pad, self.vocab_table())
+        """Mean NLL per target wordpiece."""
+        total, count = self(source, mask, target, target_pad)
+        return total / count.clamp(min=1)
+
+
+def search_loss_of(searcher: MeanPooledEncoder, pairs: Pairs, rows: np.ndarray, pad_id: int, device: torch.device,
+                scale: float, parallel: Distributed) -> torch.Tensor:
+    """The contrastive search loss of one global batch (as :func:`pathfusion.model_export.train_embedder.batch_loss`),
+    each process encoding its share and every process scoring all in-batch negatives."""
+    local, _ = parallel.share(rows)  # a borrowed row (a batch smaller than the world) is cut by ``sizes``
+    sizes = parallel.sizes(len(rows))
+    queries = parallel.gather_rows(encode(searcher, pairs.query, local, pad_id, device).float(), sizes)
+    codes = parallel.gather_rows(encode(searcher, pairs.code, local, pad_id, device).float(), sizes)
+    same = duplicate_mask(pairs.query, rows) | duplicate_mask(pairs.code, rows)
+    return contrastive_loss(queries, codes, scale, True, torch.from_numpy(same).to(device))
 
 
 def _batch(ragged: Any, indices: np.ndarray, pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -246,24 +270,38 @@ def _cycle_search(batches_of: Any, state: RunState) -> Iterator[np.ndarray]:
 def train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path = DEFAULT_NAMING_PACK,
           search_pack: Path = DEFAULT_PACK, resume: bool = True, progress: bool = True,
           models: Path = DEFAULT_MODELS) -> dict[str, Any]:
-    """Train (or resume) a run; returns the run's state (``finished`` when the schedule ended)."""
+    """Train (or resume) a run; returns the run's state (``finished`` when the schedule ended).
+    Under ``torchrun`` each process trains its share of every batch (:mod:`pathfusion.model_export.distributed`);
+    the main process alone validates and writes the run's files."""
+    parallel = Distributed.from_environment()
+    try:
+        return _train(corpus, run, config, naming_pack, search_pack, resume, progress, models, parallel)
+    finally:
+        parallel.stop()
+
+
+def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path, search_pack: Path, resume: bool,
+           progress: bool, models: Path, parallel: Distributed) -> dict[str, Any]:
     run.mkdir(parents=True, exist_ok=True)
     config_path, checkpoint_path = run / "config.json", run / "checkpoint.pt"
     resuming = resume and config_path.is_file() and checkpoint_path.is_file()
+    device = parallel.start(resolve_device(config.device))
+    parallel.barrier()  # every process has looked at the run folder before the main one changes it
+    progress = progress and parallel.main
     if resuming:
         saved = json.loads(config_path.read_text())
         for key in ("time_budget_min", "max_steps", "threads", "device", "eval_batch", "checkpoint_minutes",
                     "log_every", "amp"):
             saved[key] = getattr(config, key)
         config = NamingTrainConfig(**saved)
-    else:
+    elif parallel.main:
         checkpoint_path.unlink(missing_ok=True)
         (run / "log.jsonl").unlink(missing_ok=True)
-    config_path.write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
+    if parallel.main:
+        config_path.write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
     use_amp = config.amp and device.type == "cuda"
 
     def autocast() -> Any:
@@ -277,6 +315,8 @@ def train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path 
     pad_id = int(tokenizer.pad_token_id or 0)
     names = NameTokens(load_tokenizer(tokenizer_file))
     spec = NamingPackSpec(tokenizer_sha256(tokenizer_file), config.max_source_tokens, config.max_target_tokens)
+    if parallel.active and not parallel.main:
+        parallel.barrier()  # the main process builds any missing pack first
     train_set = NamingExamples.load(ensure_pack(corpus, naming_pack, "train", spec, tokenizer_file))
     valid_set = NamingExamples.load(ensure_pack(corpus, naming_pack, "valid", spec, tokenizer_file))
     search_train = search_valid = None
@@ -286,6 +326,8 @@ def train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path 
         search_valid = Pairs.load(packs["valid"])
         if config.search_weight > 0:
             search_train = Pairs.load(packs["train"])
+    if parallel.active and parallel.main:
+        parallel.barrier()
 
     hidden = int(bert.config.hidden_size)
     if config.init:
@@ -296,6 +338,7 @@ def train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path 
         decoder = NameDecoder(hidden, vocab, int(bert.config.vocab_size), names.cls_id, names.sep_id, names.unk_id,
                               config.decoder_shape())
     model = NamingModel(bert, decoder).to(device)
+    step_model = parallel.wrap(model, device)  # the same module under DDP when there are several processes
     searcher = MeanPooledEncoder(bert)
     if config.freeze_encoder:
         bert.requires_grad_(False)
@@ -312,6 +355,8 @@ def train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path 
     chosen_valid = valid_indices(len(valid_set), config.valid_examples, config.seed)
 
     def validate() -> dict[str, Any]:
+        if not parallel.main:
+            return {}
         started = time.perf_counter()
         result: dict[str, Any] = {"naming": naming_scores(model, valid_set, chosen_valid, names, pad_id, device,
                                                           config.eval_batch, autocast)}
@@ -343,15 +388,20 @@ def train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path 
         scheduler.load_state_dict(saved_ckpt["scheduler"])
         state = RunState(**saved_ckpt["state"])
         torch.set_rng_state(saved_ckpt["torch_rng"])
-        log_event(run, {"event": "resumed", **dataclasses.asdict(state)})
-    else:
+        if parallel.main:
+            log_event(run, {"event": "resumed", **dataclasses.asdict(state)})
+    elif parallel.main:
         log_event(run, {"event": "start", "train_examples": len(train_set), "valid_examples": len(chosen_valid),
                         "vocabulary": len(vocab), "steps_per_epoch": steps_per_epoch, "device": str(device),
                         "threads": torch.get_num_threads(), "config": dataclasses.asdict(config),
-                        "search_pairs": len(search_train) if search_train is not None else 0})
+                        "search_pairs": len(search_train) if search_train is not None else 0,
+                        "processes": parallel.world})
+    if not resuming:
         validate()
 
     def checkpoint() -> None:
+        if not parallel.main:
+            return
         atomic_torch_save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                            "scheduler": scheduler.state_dict(), "state": dataclasses.asdict(state),
                            "torch_rng": torch.get_rng_state()}, checkpoint_path)
@@ -381,24 +431,29 @@ def train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path 
                 break
             step_started = time.perf_counter()
             rows = batches[state.position]
-            source, mask = _batch(train_set.source, rows, pad_id, device)
-            target, target_mask = _batch(train_set.target, rows, pad_id, device)
+            local, real = parallel.share(rows)
+            source, mask = _batch(train_set.source, local, pad_id, device)
+            target, target_mask = _batch(train_set.target, local, pad_id, device)
             with autocast():
-                loss = model.loss(source, mask, target, target_mask == 0)
+                nll, wordpieces = step_model(source, mask, target, target_mask == 0)
+                if not real:
+                    nll, wordpieces = nll * 0, wordpieces * 0
+                backward_loss, loss = parallel.global_mean(nll, wordpieces)
                 search_loss = torch.zeros((), device=device)
                 if search_stream is not None and search_train is not None:
-                    search_loss = batch_loss(searcher, search_train, next(search_stream), pad_id, device,
-                                             config.search_scale, True)
-            total_loss = loss + config.search_weight * search_loss
+                    search_loss = search_loss_of(searcher, search_train, next(search_stream), pad_id, device,
+                                                 config.search_scale, parallel)
+            total_loss = backward_loss + config.search_weight * search_loss
             optimise(total_loss, model.parameters(), optimiser, scheduler)
             state.step += 1
             state.position += 1
             state.examples_seen += len(rows)
             state.seconds += time.perf_counter() - step_started
             running = running_mean(running, float(loss.detach()))
-            if state.step % config.log_every == 0:
+            if state.step % config.log_every == 0 and parallel.main:
                 log_event(run, {"event": "train", "step": state.step, "epoch": state.epoch, "loss": round(running, 4),
-                                "search_loss": round(float(search_loss.detach()), 4),
+                                "step_loss": round(float(loss), 5),
+                                "search_loss": round(float(search_loss.detach()), 5),
                                 "examples_per_second": round(state.examples_seen / max(state.seconds, 1e-9), 1)},
                           echo=False)
             if state.step % config.eval_every == 0:
@@ -409,7 +464,7 @@ def train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path 
             if time.time() - last_checkpoint > config.checkpoint_minutes * 60:
                 checkpoint()
                 last_checkpoint = time.time()
-            if config.time_budget_min and time.time() - started > config.time_budget_min * 60:
+            if parallel.any(bool(config.time_budget_min) and time.time() - started > config.time_budget_min * 60):
                 stopped = True
                 break
         if bar is not None:
@@ -420,7 +475,9 @@ def train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path 
     if state.step % config.eval_every:
         validate()
     checkpoint()
-    log_event(run, {"event": "paused" if stopped else "finished", **dataclasses.asdict(state)})
+    if parallel.main:
+        log_event(run, {"event": "paused" if stopped else "finished", **dataclasses.asdict(state)})
+    parallel.barrier()  # the checkpoint is written before any process reports
     return {"finished": not stopped, **dataclasses.asdict(state)}
 
 

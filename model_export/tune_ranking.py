@@ -1,9 +1,9 @@
-"""``python -m model_export.tune_ranking``: choose the hybrid ranking's weights on validation.
+"""``python -m pathfusion.model_export.tune_ranking``: choose the hybrid ranking's weights on validation.
 
 Why: ``pathfusion.search`` ranks by cosine + a lexical bonus of the function's name
-(:func:`server.lexical.lexical_bonus`) + a BM25 bonus over the function's terms
-(:func:`server.lexical.bm25_bonuses`) + a small prior against private helpers
-(:func:`server.lexical.name_prior`); their weights must come from held-out data, and only
+(:func:`pathfusion.server.lexical.lexical_bonus`) + a BM25 bonus over the function's terms
+(:func:`pathfusion.server.lexical.bm25_bonuses`) + a small prior against private helpers
+(:func:`pathfusion.server.lexical.name_prior`); their weights must come from held-out data, and only
 from the validation split (the test split and unseen projects score the choice once).
 
 The validation pairs of the corpus (docstring summary → function without docstring, the
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from server.lexical import (
+from pathfusion.server.lexical import (
     BM25_WEIGHT,
     NAME_TERMS_WEIGHT,
     PRIVATE_PENALTY,
@@ -79,7 +79,7 @@ def grid(pairs: Sequence[SearchExample], codes: np.ndarray, queries: np.ndarray,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model_export.tune_ranking", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pathfusion.model_export.tune_ranking", description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     parser.add_argument("--models", type=Path, default=None)
     parser.add_argument("--variant", default="default", help="search space (as pathfusion eval search)")

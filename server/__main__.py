@@ -1,6 +1,5 @@
-"""``python -m server``: the same commands as ``pathfusion``.  With no command, or with only
-``serve``'s options (``--stdio``, ``--tcp HOST:PORT``, ``--models DIR``), it serves — so that
-editors can start the server with ``python -m server --stdio``."""
+"""``python -m pathfusion.server``: the same as ``python -m pathfusion`` (:mod:`pathfusion.__main__`),
+kept for editors configured with the server package's own name."""
 
 import sys
 

@@ -5,12 +5,12 @@ agree on the extractor and the model files, and a single CLI is the simplest way
 them honest.  Errors go to stderr with a non-zero exit status and never print a traceback;
 a training verb whose extra is not installed says which one and how to install it.
 
-The models come from the model hub (:class:`server.runtime.ModelHub`) with the settings
+The models come from the model hub (:class:`pathfusion.server.runtime.ModelHub`) with the settings
 that ``--models``, ``--device`` and ``--variant`` mean, so that ``suggest``, ``index`` and
 ``search`` use what the editor would.  The verbs that delegate to the training package
-(``train``, ``export``, ``corpus``, ``eval``) are in :mod:`server.cli_train`, registered only
-where their dependencies are installed; ``serve``'s arguments are in :mod:`server.cli_base`,
-which ``python -m server.lsp`` shares, so that the server never imports the CLI.
+(``train``, ``export``, ``corpus``, ``eval``) are in :mod:`pathfusion.server.cli_train`, registered only
+where their dependencies are installed; ``serve``'s arguments are in :mod:`pathfusion.server.cli_base`,
+which ``python -m pathfusion.server.lsp`` shares, so that the server never imports the CLI.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from .settings import FUSION_VARIANTS, Settings
 PRELOAD_JOIN_S = 60.0
 """How long an exiting server waits for the models it started loading (about a second)."""
 
-__all__ = [  # and, from server.cli_base, what tests and server.lsp's users import from here
+__all__ = [  # and, from pathfusion.server.cli_base, what tests and pathfusion.server.lsp's users import from here
     "SERVE_OPTIONS", "CliError", "add_serve_arguments", "build_parser", "check_serve_arguments",
     "is_loopback", "main", "parse_tcp", "with_default_command",
 ]
@@ -46,7 +46,7 @@ __all__ = [  # and, from server.cli_base, what tests and server.lsp's users impo
 
 def _settings(models: Path | None, device: str, variant: str = "default") -> Settings:
     """The server's settings for ``--models``, ``--device`` and ``--variant``, so that the
-    CLI asks the model hub (:class:`server.runtime.ModelHub`) for what the editor would get."""
+    CLI asks the model hub (:class:`pathfusion.server.runtime.ModelHub`) for what the editor would get."""
     return Settings(models_dir=str(models) if models is not None else None, device=device,
                     fusion_variant=variant)
 
@@ -251,7 +251,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     (stable; fields are only ever added) of ``{"uri", "range": {"start": {"line",
     "character"}, "end": {...}} (0-based, UTF-16), "name", "qualname", "score", "snippet",
     "path", "line" (1-based)}``, best first; results below the relevance floor
-    (:data:`server.ranking.RELEVANCE_FLOOR`) are left out, as in the editor.
+    (:data:`pathfusion.server.ranking.RELEVANCE_FLOOR`) are left out, as in the editor.
     """
     from .ranking import relevant
 
@@ -283,7 +283,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     check_serve_arguments(args)
     from .runtime import preload
 
-    # The naming model loads while the server's modules import (server.runtime.preload).
+    # The naming model loads while the server's modules import (pathfusion.server.runtime.preload).
     loading = preload(Settings(models_dir=str(args.models) if args.models is not None else None))
     try:
         from .lsp import serve
@@ -371,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def with_default_command(argv: Sequence[str]) -> int:
     """:func:`main`, with ``serve`` implied when ``argv`` is empty or starts with one of
-    ``serve``'s own options (how editors start language servers: ``python -m server --stdio``)."""
+    ``serve``'s own options (how editors start language servers: ``python -m pathfusion --stdio``)."""
     args = list(argv)
     if not args or args[0].split("=", 1)[0] in SERVE_OPTIONS:
         args.insert(0, "serve")

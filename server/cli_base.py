@@ -1,8 +1,8 @@
-"""What the ``pathfusion`` command's modules and ``python -m server.lsp`` share: the error
+"""What the ``pathfusion`` command's modules and ``python -m pathfusion.server.lsp`` share: the error
 a user can fix, and the arguments of ``serve``.
 
 Why a module of its own: ``serve``'s arguments and its ``--tcp`` rule are the same for
-``pathfusion serve`` (:mod:`server.cli`) and ``python -m server.lsp`` (:mod:`server.lsp`);
+``pathfusion serve`` (:mod:`pathfusion.server.cli`) and ``python -m pathfusion.server.lsp`` (:mod:`pathfusion.server.lsp`);
 kept here, the language server needs nothing of the CLI and the CLI imports the server
 only when it serves — neither imports the other.
 """
@@ -58,7 +58,7 @@ def check_serve_arguments(args: argparse.Namespace) -> None:
 
 
 SERVE_OPTIONS = ("--stdio", "--tcp", "--allow-remote", "--models")
-"""``serve``'s own options: ``python -m server --stdio`` serves (:func:`server.cli.with_default_command`)."""
+"""``serve``'s own options: ``python -m pathfusion --stdio`` serves (:func:`pathfusion.server.cli.with_default_command`)."""
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
 """The ``pathfusion`` verbs that delegate to the training package, ``model_export``:
 ``train``, ``export``, ``corpus`` and ``eval``.
 
-Why apart from :mod:`server.cli`: the server runs without the training package's heavy
+Why apart from :mod:`pathfusion.server.cli`: the server runs without the training package's heavy
 dependencies, so nothing under ``server/`` imports ``model_export`` or torch at import
 time.  These verbs import their implementation only when they run, and are registered only
 where it can run, checked with :func:`importlib.util.find_spec` (which finds a module
@@ -14,7 +14,7 @@ without importing it, so ``pathfusion --help`` never pays for torch):
   onnxruntime), so they are kept where the extra is not installed.
 
 An unregistered verb still answers: :func:`unavailable` says which extra it needs and how
-to install it (:func:`server.cli.main` asks before parsing).
+to install it (:func:`pathfusion.server.cli.main` asks before parsing).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from .cli_base import CliError
 TRAIN_EXTRA = ("torch", "transformers", "onnx")
 """What ``pip install 'pathfusion[train]'`` adds that the training verbs import."""
 NEEDS: dict[str, tuple[str, ...]] = {
-    "train": ("model_export", *TRAIN_EXTRA),
-    "export": ("model_export", *TRAIN_EXTRA),
-    "corpus": ("model_export",),
-    "eval": ("model_export",),
+    "train": ("pathfusion.model_export", *TRAIN_EXTRA),
+    "export": ("pathfusion.model_export", *TRAIN_EXTRA),
+    "corpus": ("pathfusion.model_export",),
+    "eval": ("pathfusion.model_export",),
 }
 """Each verb of this module and the modules it needs."""
 PASSTHROUGH = frozenset(NEEDS)
@@ -65,13 +65,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     """``pathfusion export code2vec|embedder|naming|fusion …`` (model_export/export_*.py)."""
     try:
         if args.target == "embedder":
-            from model_export.export_embedder import main as export_main
+            from pathfusion.model_export.export_embedder import main as export_main
         elif args.target == "naming":
-            from model_export.export_naming import main as export_main
+            from pathfusion.model_export.export_naming import main as export_main
         elif args.target == "fusion":
-            from model_export.export_fusion import main as export_main
+            from pathfusion.model_export.export_fusion import main as export_main
         else:
-            from model_export.export_code2vec import main as export_main
+            from pathfusion.model_export.export_code2vec import main as export_main
     except ImportError as exc:
         raise CliError(f"export needs the training dependencies ({exc}); "
                        "install them with: pip install -e '.[train]'") from exc
@@ -80,14 +80,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_corpus(args: argparse.Namespace) -> int:
     """``pathfusion corpus …`` (model_export/corpus.py)."""
-    from model_export.corpus import main as corpus_main
+    from pathfusion.model_export.corpus import main as corpus_main
 
     return int(corpus_main(args.rest))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """``pathfusion eval naming|search …`` (see model_export/evaluate.py)."""
-    from model_export.evaluate import main as eval_main
+    from pathfusion.model_export.evaluate import main as eval_main
 
     return int(eval_main([args.task, *args.rest]))
 
@@ -98,13 +98,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CliError(f"unknown model {args.model!r}; trainable now: {', '.join(TRAINABLE)}")
     try:
         if args.model == "fusion":
-            from model_export.train_fusion import main as train_main
+            from pathfusion.model_export.train_fusion import main as train_main
         elif args.model == "embedder":
-            from model_export.train_embedder import main as train_main
+            from pathfusion.model_export.train_embedder import main as train_main
         elif args.model == "naming":
-            from model_export.train_naming import main as train_main
+            from pathfusion.model_export.train_naming import main as train_main
         else:
-            from model_export.train_code2vec import main as train_main
+            from pathfusion.model_export.train_code2vec import main as train_main
     except ImportError as exc:
         raise CliError(f"training needs the train extra: pip install -e '.[train]' ({exc})") from exc
     return int(train_main(args.rest))

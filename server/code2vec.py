@@ -204,7 +204,7 @@ class Code2VecModel:
 
 class Predictor(Protocol):
     """What suggests names: code2vec itself, or a fusion variant
-    (:class:`server.fusion.FusionPredictor`), which also needs the masked sources."""
+    (:class:`pathfusion.server.fusion.FusionPredictor`), which also needs the masked sources."""
 
     def predict(
         self, functions: Sequence[Sequence[ContextLike]], top_k: int = 5,
@@ -218,7 +218,7 @@ unlikely: its mean log-probability per wordpiece below this (a geometric-mean wo
 probability under e^-4.5 ≈ 1.1 %); on validation 17 % of real names and 94 % of wrong ones
 (another function's name) fall below it.  Per wordpiece, so that a long precise name is not held
 against a short common one.  Chosen on validation, maximising (wrong names caught − good
-names flagged): ``python -m model_export.naming_policy`` (docs/results.md)."""
+names flagged): ``python -m pathfusion.model_export.naming_policy`` (docs/results.md)."""
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ class CurrentName:
 @runtime_checkable
 class ScoresCurrentName(Protocol):
     """A predictor that also scores the name a function has now (the generative head,
-    :class:`server.name_generator.NameGenerator`), in the same pass."""
+    :class:`pathfusion.server.name_generator.NameGenerator`), in the same pass."""
 
     def predict_with_current(self, sources: Sequence[str], current: Sequence[str], top_k: int = 5
                              ) -> tuple[list[list[tuple[str, float]]], list[CurrentName | None]]: ...

@@ -1,7 +1,7 @@
 """Open documents, kept in sync with the editor, parsed only within ``maxFileSize``.
 
-Why a document over the limit is kept as bare text (:class:`~server.positions.TextBuffer`)
-instead of a parsed :class:`~server.parsing.Document`: tree-sitter holds the interpreter
+Why a document over the limit is kept as bare text (:class:`~pathfusion.server.positions.TextBuffer`)
+instead of a parsed :class:`~pathfusion.server.parsing.Document`: tree-sitter holds the interpreter
 while it parses (it does not release the GIL), so parsing a 5 MB one-line buffer on the
 event loop held every request for ~3 s — on opening and again after each keystroke — and a
 worker thread would hold them just the same.  The server offers nothing for such a file

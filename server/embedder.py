@@ -8,7 +8,7 @@ Two backends behind one :class:`Embedder` protocol (``embed(texts) -> float32 [n
   ``tokenizers`` fast tokenizer and onnxruntime.  It never imports torch.  The int8 graph is
   the default on CPU; on CUDA the fp32 graph is preferred by :func:`load_embedder`, because
   dynamically quantised ``MatMulInteger`` nodes mostly run on the CPU there.
-* :class:`~server.embedder_transformers.TransformersEmbedder` — an explicit, optional
+* :class:`~pathfusion.server.embedder_transformers.TransformersEmbedder` — an explicit, optional
   backend for any local Hugging Face folder (``llmBackend: transformers``).  torch and
   transformers come with the ``train`` extra; its module is imported only when the backend
   is selected (:func:`load_embedder`), and it imports them only then, so the server and the
@@ -27,7 +27,7 @@ int8 (``int8_storage: rows``) and computes in fp32, so it batches like the fp32 
 Every embedding is L2-normalised.  User mistakes (a missing folder, one without
 ``config.json``, a model that cannot be loaded, a bad backend name) raise
 :class:`EmbedderError` with a message that says what to do; it is a
-:class:`~server.models.ModelError`, so callers that already report model errors catch it.
+:class:`~pathfusion.server.models.ModelError`, so callers that already report model errors catch it.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ STATES_NAME = "token_states"
 ENTRY_NAME = "embedder"
 TRANSFORMERS_NAMES = frozenset({"TransformersEmbedder", "is_decoder_config", "POOLINGS",
                                 "DEFAULT_MAX_LENGTH", "CAUSAL_LM_TYPES"})
-"""What :mod:`server.embedder_transformers` defines and this module gives too (lazily: it is
+"""What :mod:`pathfusion.server.embedder_transformers` defines and this module gives too (lazily: it is
 the optional backend)."""
 
 
@@ -225,7 +225,7 @@ class OnnxEmbedder(_Identified):
 
     def token_states(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """(wordpiece ids ``[S]``, token states ``[S, dim]``) of one text: the memory the
-        generative naming head (:mod:`server.name_generator`) reads."""
+        generative naming head (:mod:`pathfusion.server.name_generator`) reads."""
         if self._states is None:
             raise EmbedderError(f"{self.path} has no {STATES_NAME} output (exported before the naming head); "
                                 "re-export it with `pathfusion export embedder`")
@@ -292,7 +292,7 @@ def load_embedder(backend: str = "onnx", models_dir: Path | str | None = None,
 
 
 def __getattr__(name: str) -> Any:
-    """``from server.embedder import TransformersEmbedder`` keeps working, importing the
+    """``from pathfusion.server.embedder import TransformersEmbedder`` keeps working, importing the
     optional backend's module (not torch) only when asked."""
     if name in TRANSFORMERS_NAMES:
         from . import embedder_transformers

@@ -4,12 +4,12 @@ through ``AutoTokenizer`` and ``AutoModel`` (``local_files_only=True``,
 
 Why a module of its own: it is an explicit, optional backend (``pathfusion.llmBackend:
 transformers``).  torch and transformers come with the ``train`` extra; this module is
-imported only when the backend is selected (:func:`server.embedder.load_embedder`) and
+imported only when the backend is selected (:func:`pathfusion.server.embedder.load_embedder`) and
 imports them only when an embedder is built, so nothing else in the server loads torch.
 Selected without them, :class:`TransformersEmbedder` raises
-:class:`~server.embedder.EmbedderError` naming the extra and how to install it.
+:class:`~pathfusion.server.embedder.EmbedderError` naming the extra and how to install it.
 
-Batching is the ONNX backend's (:mod:`server.embedder`): sorted by token length, each batch
+Batching is the ONNX backend's (:mod:`pathfusion.server.embedder`): sorted by token length, each batch
 padded to its own longest text, embeddings put back in the caller's order.
 
 Pooling of :class:`TransformersEmbedder` (``pooling=None`` chooses):
@@ -46,7 +46,7 @@ from .embedder import (
     _sorted_batches,
 )
 
-log = logging.getLogger("server.embedder")  # one logger for both backends
+log = logging.getLogger("pathfusion.server.embedder")  # one logger for both backends
 
 POOLINGS = ("mean", "last", "cls")
 DEFAULT_MAX_LENGTH = 512

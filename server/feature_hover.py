@@ -2,13 +2,13 @@
 ``def`` line, the suggestions that the rename code actions offer, and their prefetch.
 
 A hover makes one worker hop (:func:`hover_at` through
-:func:`~server.lsp_worker.run_on_snapshot`): the function at the cursor is found once, the
+:func:`~pathfusion.server.lsp_worker.run_on_snapshot`): the function at the cursor is found once, the
 model is asked about that function only, and — when its folder's index is ready — the
 index for the functions most similar to it; the loop then renders what came back, or
 drops it when the document changed meanwhile.
 
 Why more candidates than ``topK`` are asked of the model: names that the rename would make
-clash with a binding of the module are left out (:mod:`server.rename_safety`).
+clash with a binding of the module are left out (:mod:`pathfusion.server.rename_safety`).
 """
 
 from __future__ import annotations

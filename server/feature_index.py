@@ -1,10 +1,10 @@
 """The life cycle of the workspace indexes (docs/design.md §8 "Index"): one
-:class:`~server.index.WorkspaceIndex` per workspace folder, opened, synced, updated,
+:class:`~pathfusion.server.index.WorkspaceIndex` per workspace folder, opened, synced, updated,
 reported and closed.
 
 The indexes are opened on ``initialized`` with the search model of the settings
-(:meth:`ModelHub.search_model <server.runtime.ModelHub.search_model>`, over the embedder
-and the code2vec model that naming uses, :mod:`server.lsp_models`) and synced with a cancellable
+(:meth:`ModelHub.search_model <pathfusion.server.runtime.ModelHub.search_model>`, over the embedder
+and the code2vec model that naming uses, :mod:`pathfusion.server.lsp_models`) and synced with a cancellable
 ``window/workDoneProgress``.  ``workspace/didChangeWorkspaceFolders`` closes the removed
 folders' indexes and opens and syncs the added ones; the other folders keep theirs.
 
@@ -12,11 +12,11 @@ Why one dedicated thread: indexing runs and incremental updates (``didSave``,
 ``didChangeWatchedFiles``, watched dynamically for ``**/*.py``) are serialised on it, so an
 edit arriving during indexing waits for the run instead of racing it, and a long run never
 starves hovers of the shared pool.  Searches run on the shared pool against the index's own
-lock (:mod:`server.feature_search`).  Without an embedder the user is warned once and the
+lock (:mod:`pathfusion.server.feature_search`).  Without an embedder the user is warned once and the
 search features answer empty.
 
 Ending: ``shutdown`` stops the indexing run (at its next batch) and saves the indexes; when
-the connection ends without it, :meth:`~server.lsp_server.PathfusionServer.finish` does the
+the connection ends without it, :meth:`~pathfusion.server.lsp_server.PathfusionServer.finish` does the
 same.
 """
 
@@ -180,7 +180,7 @@ class Indexes:
             self.ls.warn_once(f"semantic search is off: {models.embedder_error}")
             return []
         # one search model for every folder (the hub's, for these settings): a search over
-        # several folders encodes its query once (:func:`server.feature_search.search`)
+        # several folders encodes its query once (:func:`pathfusion.server.feature_search.search`)
         model = await models.search(settings, self.on_index_thread)
         for folder in opened:
             try:

@@ -7,8 +7,8 @@ thread (never the pool's, so hovers and searches go on meanwhile), bounded by
 :data:`RENAME_TIMEOUT_S`, on the snapshot of the version the action was offered for; a
 result for a version that is no longer the document's is refused.  The name is checked
 against the document's bindings first, jedi renames over the workspace's mirror
-(:mod:`server.rename_files`), and the other files it edits are checked last
-(:mod:`server.rename_safety`).
+(:mod:`pathfusion.server.rename_files`), and the other files it edits are checked last
+(:mod:`pathfusion.server.rename_safety`).
 """
 
 from __future__ import annotations
@@ -139,8 +139,8 @@ def compute_rename(
     """The checked workspace edit of a rename code action (the rename thread).
 
     ``new_name`` is checked against the document's bindings first (the action may come from
-    an older offer, or from a client that made it up: :mod:`server.rename_safety`), then
-    jedi renames over the workspace's mirror (:mod:`server.rename_files`), and the other
+    an older offer, or from a client that made it up: :mod:`pathfusion.server.rename_safety`), then
+    jedi renames over the workspace's mirror (:mod:`pathfusion.server.rename_files`), and the other
     files it edits are checked for the name last."""
     problem = name_problem(new_name)
     if problem is not None:

@@ -3,7 +3,7 @@
 and the "Similar functions" of a hover.
 
 Why each folder is searched on its own and the results merged: every workspace folder has
-its own index (:mod:`server.feature_index`); a search asks each for its best ``k`` and keeps
+its own index (:mod:`pathfusion.server.feature_index`); a search asks each for its best ``k`` and keeps
 the best ``k`` of all.  The folders' indexes share one search model (the hub's for the
 settings), so the query is encoded once per request, by the first folder, and the others
 search with its vector (an embedding costs milliseconds; the k-NN of an index a fraction of
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 SIMILAR_IN_HOVER = 3
 SYMBOL_RESULTS = 20
 RESULT_KEYS = ("uri", "range", "name", "qualname", "score", "snippet", "signature", "summary")
-"""What ``pathfusion.search`` answers of each :class:`~server.index.SearchResult`."""
+"""What ``pathfusion.search`` answers of each :class:`~pathfusion.server.index.SearchResult`."""
 
 
 def search_args(args: Sequence[Any]) -> tuple[str, int]:
@@ -60,7 +60,7 @@ def search_args(args: Sequence[Any]) -> tuple[str, int]:
 
 def merge_results(per_folder: Sequence[Sequence[SearchResult]], k: int) -> list[SearchResult]:
     """The ``k`` best results of several folders (by score; ties by path and line), without
-    those below the relevance floor (:data:`server.ranking.RELEVANCE_FLOOR`)."""
+    those below the relevance floor (:data:`pathfusion.server.ranking.RELEVANCE_FLOOR`)."""
     merged = [result for results in per_folder for result in relevant(results)]
     merged.sort(key=lambda r: (-r.score, r.path, r.line))
     return merged[:k]

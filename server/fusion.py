@@ -4,14 +4,14 @@
 What runs where, per function:
 
 * naming (hover, code actions, ``pathfusion suggest``): ``l`` of the *masked* source (the
-  name replaced by ``METHOD_NAME``, :func:`server.paths.mask_source`, exactly as in
+  name replaced by ``METHOD_NAME``, :func:`pathfusion.server.paths.mask_source`, exactly as in
   training), ``c`` from the function's path contexts, → ``top_ids``/``top_probs``;
 * search (the workspace index): ``l`` of the source *as written* (docs/design.md §2), ``c``
   of the function's own text, → ``search_vector``;
 * a query: the variant's query encoder (``<variant>.query.onnx``), over query tokens or over
   the query's LLM embedding, whichever the manifest names.
 
-The graphs are written by ``pathfusion export fusion`` (:mod:`model_export.export_fusion`).
+The graphs are written by ``pathfusion export fusion`` (:mod:`pathfusion.model_export.export_fusion`).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class FusionRuntime:
              query_threads: int = 1) -> FusionRuntime:
         """``threads``: the fusion graph's intra-op threads; ``query_threads``: the query
         encoder's, which always runs on the CPU (a query is too little work for a GPU round
-        trip).  :data:`server.runtime.THREADS` chooses both for the server and the CLI."""
+        trip).  :data:`pathfusion.server.runtime.THREADS` chooses both for the server and the CLI."""
         models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
         manifest = load_manifest(models_dir, verify=False)
         entry = model_entry(manifest, ENTRY, models_dir)
@@ -192,7 +192,7 @@ class FusionRuntime:
 
 class FusionPredictor:
     """Name suggestions of a fusion variant, behind the interface of
-    :func:`server.code2vec.suggest_for_document` (contexts + the masked sources).
+    :func:`pathfusion.server.code2vec.suggest_for_document` (contexts + the masked sources).
 
     The LLM embedding of a masked source is the expensive part (tens of ms on a CPU core)
     and hovers repeat on unchanged functions, so the last :data:`CACHE_SIZE` embeddings are
@@ -252,7 +252,7 @@ def fusion_variant(models_dir: Path | str | None, wanted: str | None) -> str | N
     """The fusion variant that ``wanted`` (a ``pathfusion.fusionVariant`` value) names in
     ``models_dir``, or None for a models folder without a fusion export (older exports keep
     working: naming uses code2vec's own model, search the LLM embedding alone).  A variant
-    the folder lacks is a :class:`ModelError`.  :class:`server.runtime.ModelHub` decides
+    the folder lacks is a :class:`ModelError`.  :class:`pathfusion.server.runtime.ModelHub` decides
     from it which models a setting means."""
     folder = Path(models_dir) if models_dir is not None else default_models_dir()
     entry = load_manifest(folder, verify=False)["models"].get(ENTRY)

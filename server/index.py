@@ -1,43 +1,43 @@
 """The workspace index (docs/design.md §8 "Index" and "Search"; §10: a corrupt index,
 cancellation).
 
-Every function of the workspace's files (see :mod:`server.workspace`) is turned into a unit
-vector by a :class:`~server.search_model.SearchModel` — the LLM embedder over the function
+Every function of the workspace's files (see :mod:`pathfusion.server.workspace`) is turned into a unit
+vector by a :class:`~pathfusion.server.search_model.SearchModel` — the LLM embedder over the function
 **as written** (name, signature, docstring and body, docs/design.md §2), or a fusion
 variant's search graph where the models folder has one — and stored in an hnswlib index
 (inner product on L2-normalised vectors = cosine) next to a SQLite database of metadata, in
 a cache folder outside the workspace (:func:`index_dir_for`).  A search ranks the functions
 by that cosine plus lexical scores: of their names, and BM25 over their words
-(:mod:`server.ranking`).
+(:mod:`pathfusion.server.ranking`).
 
 :class:`WorkspaceIndex` is what the server and the CLI use; it is assembled from parts that
 each have a module, and each module's docstring gives the design of its part:
 
-* :mod:`server.index_files` — the files of an index folder (the on-disk layout), how each is
+* :mod:`pathfusion.server.index_files` — the files of an index folder (the on-disk layout), how each is
   opened and checked, atomic writes;
-* :mod:`server.index_store` — :class:`~server.index_store.IndexStore`: SQLite as the source
+* :mod:`pathfusion.server.index_store` — :class:`~pathfusion.server.index_store.IndexStore`: SQLite as the source
   of truth, the in-memory state derived from it, the locks between threads and processes,
   catching up with other processes' commits;
-* :mod:`server.index_graph` — the open-time check, repair and rebuild of the graph;
-* :mod:`server.index_saving` — the lazy saves of the graph;
-* :mod:`server.vector_space` — the graph and the matrix of vectors in memory, k-NN, scores;
-* :mod:`server.indexing` — :class:`~server.indexing.Indexer`: indexing runs (which files,
+* :mod:`pathfusion.server.index_graph` — the open-time check, repair and rebuild of the graph;
+* :mod:`pathfusion.server.index_saving` — the lazy saves of the graph;
+* :mod:`pathfusion.server.vector_space` — the graph and the matrix of vectors in memory, k-NN, scores;
+* :mod:`pathfusion.server.indexing` — :class:`~pathfusion.server.indexing.Indexer`: indexing runs (which files,
   when), incremental updates, cancellation;
-* :mod:`server.index_batch` — a batch of changed files: read, parsed, committed;
-* :mod:`server.lexical`, :mod:`server.name_lookup` — the lexical score of names;
-* :mod:`server.ranking` — :class:`~server.ranking.Ranker`: the hybrid search;
-* :mod:`server.search_model` — the models that make the vectors.
+* :mod:`pathfusion.server.index_batch` — a batch of changed files: read, parsed, committed;
+* :mod:`pathfusion.server.lexical`, :mod:`pathfusion.server.name_lookup` — the lexical score of names;
+* :mod:`pathfusion.server.ranking` — :class:`~pathfusion.server.ranking.Ranker`: the hybrid search;
+* :mod:`pathfusion.server.search_model` — the models that make the vectors.
 
-**Composition, not mixins.**  One :class:`~server.index_store.IndexStore` holds all the
-state; the :class:`~server.indexing.Indexer` and the :class:`~server.ranking.Ranker` hold a
+**Composition, not mixins.**  One :class:`~pathfusion.server.index_store.IndexStore` holds all the
+state; the :class:`~pathfusion.server.indexing.Indexer` and the :class:`~pathfusion.server.ranking.Ranker` hold a
 reference to it and nothing of their own that the other needs.  Why: the state and its
 invariants (labels, generations, locks) are in one class, so reading the indexing or the
 ranking never means chasing attributes defined in a sibling mixin, and each part can be
 tested on its own.  The store is split the same way: saving the graph is a component with
-state of its own (:class:`~server.index_saving.GraphSaver`), opening the graph and
-committing a batch are functions of the store (:mod:`server.index_graph`,
-:mod:`server.index_batch`).  The price: the store's attributes are the parts' shared
-interface, documented on :class:`~server.index_store.IndexStore`, not hidden behind
+state of its own (:class:`~pathfusion.server.index_saving.GraphSaver`), opening the graph and
+committing a batch are functions of the store (:mod:`pathfusion.server.index_graph`,
+:mod:`pathfusion.server.index_batch`).  The price: the store's attributes are the parts' shared
+interface, documented on :class:`~pathfusion.server.index_store.IndexStore`, not hidden behind
 accessors.  :class:`WorkspaceIndex` only delegates; its methods are the public interface
 that the server, the CLI, the benchmarks and the tests use.
 """
@@ -96,7 +96,7 @@ class WorkspaceIndex:
     ``model`` is a :class:`SearchModel`: a bare embedder is wrapped in
     :class:`EmbedderSearchModel` by the caller, as :func:`search_model_from_settings` does
     when the models folder has no fusion model.  Every public method may be called from a
-    worker thread (:mod:`server.index_store`, "Threads"); :attr:`store`, :attr:`indexer`
+    worker thread (:mod:`pathfusion.server.index_store`, "Threads"); :attr:`store`, :attr:`indexer`
     and :attr:`ranker` are the parts (module docstring), for tests and benchmarks."""
 
     def __init__(self, root: Path | str, model: SearchModel, *, exclude: Iterable[str] = (),
@@ -110,7 +110,7 @@ class WorkspaceIndex:
 
     @classmethod
     def open(cls, root: Path | str, model: SearchModel, **kwargs: Any) -> WorkspaceIndex:
-        """Open (or create, repair or rebuild) the stored index; see :mod:`server.index_store`."""
+        """Open (or create, repair or rebuild) the stored index; see :mod:`pathfusion.server.index_store`."""
         index = cls(root, model, **kwargs)
         index.store.open()
         return index
@@ -118,7 +118,7 @@ class WorkspaceIndex:
     @classmethod
     def from_settings(cls, root: Path | str, model: SearchModel, settings: Any) -> WorkspaceIndex:
         """:meth:`open` with ``exclude``, ``max_file_size`` and ``follow_external_symlinks`` of a
-        :class:`server.settings.Settings`."""
+        :class:`pathfusion.server.settings.Settings`."""
         return cls.open(root, model, exclude=getattr(settings, "exclude", ()),
                         max_file_size=getattr(settings, "max_file_size", 1_000_000),
                         follow_external_symlinks=getattr(settings, "follow_external_symlinks", False))
@@ -147,7 +147,7 @@ class WorkspaceIndex:
 
     @property
     def follow_external_symlinks(self) -> bool:
-        """Index files that symlinks lead to outside the root (:mod:`server.workspace`)."""
+        """Index files that symlinks lead to outside the root (:mod:`pathfusion.server.workspace`)."""
         return self.indexer.follow_external_symlinks
 
     @property
@@ -192,7 +192,7 @@ class WorkspaceIndex:
     def sync(self, progress: Progress | None = None, cancelled: Cancelled | None = None, *,
              wait: bool = True) -> IndexStats:
         """Bring the index up to date with the workspace (:meth:`Indexer.sync
-        <server.indexing.Indexer.sync>`)."""
+        <pathfusion.server.indexing.Indexer.sync>`)."""
         return self.indexer.sync(progress, cancelled, wait=wait)
 
     def update_files(self, paths: Iterable[Path | str], progress: Progress | None = None,
@@ -211,10 +211,10 @@ class WorkspaceIndex:
         return self.ranker.embed_query(text)
 
     def search(self, query: str, k: int = 10, vector: np.ndarray | None = None) -> list[SearchResult]:
-        """The ``k`` best functions for ``query`` (hybrid ranking, :mod:`server.ranking`).
+        """The ``k`` best functions for ``query`` (hybrid ranking, :mod:`pathfusion.server.ranking`).
         ``vector``: the query already encoded (``embed_query(query.strip())`` of an index with
         the same search model) — the server searches every workspace folder's index for one
-        query and encodes it once (:func:`server.feature_search.search`)."""
+        query and encodes it once (:func:`pathfusion.server.feature_search.search`)."""
         return self.ranker.search(query, k, vector)
 
     def similar(self, target: np.ndarray | str | tuple[Path | str, str] | SearchResult,
@@ -227,7 +227,7 @@ class WorkspaceIndex:
     # -- saving and closing ----------------------------------------------------------------------
     def flush(self) -> bool:
         """Save the graph if it lags behind SQLite; True if it saved (searches go on meanwhile;
-        :mod:`server.index_saving`).  Must not be called from inside another call of the index."""
+        :mod:`pathfusion.server.index_saving`).  Must not be called from inside another call of the index."""
         return self.store.saver.flush()
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """A batch of changed files on its way into the index: read and parsed, then committed.
 
-:mod:`server.indexing` decides which files to look at, when, and when to encode; this
+:mod:`pathfusion.server.indexing` decides which files to look at, when, and when to encode; this
 module is what happens to each file: :func:`read_changed` skips an unchanged one (same
 (mtime, size) during a sync, same content hash always) and parses a changed one into its
 functions, each with the hash of its text — the key of the vector cache
@@ -8,7 +8,7 @@ functions, each with the hash of its text — the key of the vector cache
 :func:`commit` stores a batch in one transaction: a function whose text did not change
 keeps its label (only its position is updated); others are marked deleted and new labels
 are allocated — by the process holding ``write.lock``, caught up with the others
-(:mod:`server.index_store`), so two writers never take the same label.
+(:mod:`pathfusion.server.index_store`), so two writers never take the same label.
 
 Why a module of its own: the rules of a commit (labels, the vector cache, what moved) read
 best without the bookkeeping of runs around them.

@@ -10,21 +10,21 @@ Where and what (never inside the workspace)::
                         functions(label = hnswlib label, path, qualname, name, start/end
                                   line/char (LSP, UTF-16), snippet, content_hash, deleted,
                                   name_terms, terms)   terms: what BM25 reads
-                        lexicon(name_terms, terms)   FTS5 over functions (server.lexical)
+                        lexicon(name_terms, terms)   FTS5 over functions (pathfusion.server.lexical)
                         vectors(content_hash → float32 blob)   the vector cache
                         state(key, value)            schema, generation, layout, model_id
         index.bin       hnswlib's own format (no pickle anywhere)
-        write.lock      held while a process changes any of the above (:mod:`server.index_store`)
+        write.lock      held while a process changes any of the above (:mod:`pathfusion.server.index_store`)
         sync.lock       held by the process running a full sync
 
 **Writes** are atomic: SQLite changes happen in transactions, ``index.bin`` and
 ``manifest.json`` are written to a temp file in the same folder and ``os.replace``-d
-(:mod:`server.index_saving`).  Temp files exist only while their writer holds
+(:mod:`pathfusion.server.index_saving`).  Temp files exist only while their writer holds
 ``write.lock``, so an open, which holds it, removes every temp file it finds
 (:func:`remove_temps`): they are the leftovers of a killed save.
 
 Why a module of its own: these checks decide between reusing, repairing and rebuilding an
-index (:meth:`server.index_store.IndexStore.open`); keeping them apart from the in-memory
+index (:meth:`pathfusion.server.index_store.IndexStore.open`); keeping them apart from the in-memory
 state makes each failure one :class:`IndexCorrupt` that says which file failed and why.
 """
 
@@ -43,7 +43,7 @@ from .models import sha256_file
 from .paths import EXTRACTOR_VERSION
 from .search_model import SearchModel
 
-log = logging.getLogger("server.index")  # one logger for everything the index says
+log = logging.getLogger("pathfusion.server.index")  # one logger for everything the index says
 
 INDEX_FORMAT = 1
 """Bumped when the files' layout or what is embedded changes (forces a full rebuild)."""
@@ -54,7 +54,7 @@ MANIFEST = "manifest.json"
 DATABASE = "meta.sqlite"
 HNSW_FILE = "index.bin"
 WRITE_LOCK = "write.lock"
-"""Held by the process changing the stored index (:mod:`server.index_store`, "Processes")."""
+"""Held by the process changing the stored index (:mod:`pathfusion.server.index_store`, "Processes")."""
 SYNC_LOCK = "sync.lock"
 """Held by the process running a full sync."""
 

@@ -1,17 +1,17 @@
 """Bringing the in-memory vectors and the hnswlib graph up to SQLite on open: load, check,
 repair, rebuild.
 
-SQLite is the source of truth (:mod:`server.index_store`); ``index.bin`` is derived from it
-and saved lazily (:mod:`server.index_saving`), and the manifest records the ``generation``
+SQLite is the source of truth (:mod:`pathfusion.server.index_store`); ``index.bin`` is derived from it
+and saved lazily (:mod:`pathfusion.server.index_saving`), and the manifest records the ``generation``
 (and compaction ``layout``) the saved graph reflects.  Labels are never reused and a
 label's vector never changes (a function whose text changes gets a new label), so a graph
 that is a few generations behind is **repaired** on open: the live labels it lacks are
 added from the stored vectors, the labels deleted since are marked deleted
-(:attr:`IndexStore.repaired <server.index_store.IndexStore.repaired>` says so).  Nothing is
+(:attr:`IndexStore.repaired <pathfusion.server.index_store.IndexStore.repaired>` says so).  Nothing is
 re-embedded.
 
 The generation alone cannot prove that the graph matches: processes that write one index
-at once without the locks of :mod:`server.index_store` (an older version of this code,
+at once without the locks of :mod:`pathfusion.server.index_store` (an older version of this code,
 say) can leave a manifest at the database's generation over a graph holding none of its
 functions.  So every open also **checks** the
 graph against SQLite: its labels must all be functions of SQLite, a sample of its vectors
@@ -25,7 +25,7 @@ embedding anything.  The same rebuild compacts the labels when deleted ones outn
 live ones.
 
 Why functions of the store rather than its methods: they are the open-time half of the
-store's work, each a step of :meth:`IndexStore.open <server.index_store.IndexStore.open>`,
+store's work, each a step of :meth:`IndexStore.open <pathfusion.server.index_store.IndexStore.open>`,
 and the store reads more easily without them.  All of them run with ``write.lock`` and the
 store's lock held.
 """
@@ -45,7 +45,7 @@ from .vector_space import new_graph
 if TYPE_CHECKING:
     from .index_store import IndexStore
 
-log = logging.getLogger("server.index")  # one logger for everything the index says
+log = logging.getLogger("pathfusion.server.index")  # one logger for everything the index says
 
 OPEN_HEADROOM = 1.0625
 """Room for this much growth in the matrix and the graph as opened, before a resize."""

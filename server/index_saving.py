@@ -1,16 +1,16 @@
 """Saving the hnswlib graph (``index.bin``) and its manifest, lazily.
 
-SQLite is the source of truth and is committed at once (:mod:`server.index_store`); the
+SQLite is the source of truth and is committed at once (:mod:`pathfusion.server.index_store`); the
 graph is derived from it and saved *lazily*: rewriting and hashing it on every save of a
 file cost 350 ms at 100k functions, so a small update only schedules a save
 (:data:`AUTOSAVE_DELAY_S` later, one save for all the changes meanwhile); a full sync that
 changed anything, a run that changed at least :data:`SAVE_AFTER_CHANGES` labels, a
 compaction, :meth:`GraphSaver.flush` and closing save at once.  Until then a reopen repairs
-the older graph from SQLite (:mod:`server.index_graph`).
+the older graph from SQLite (:mod:`pathfusion.server.index_graph`).
 
 A lazy save holds the store's lock only while hnswlib writes the temp file, not while it is
 hashed, so searches go on meanwhile; ``write.lock`` is held throughout, since the temp file
-must not outlive it (:mod:`server.index_files`).
+must not outlive it (:mod:`pathfusion.server.index_files`).
 
 Why a class of its own: the state of saving (what is on disk, what changed since, the timer)
 is separate from the index's content, and each of its many callers only asks "save now",
@@ -34,7 +34,7 @@ from .paths import EXTRACTOR_VERSION
 if TYPE_CHECKING:
     from .index_store import IndexStore
 
-log = logging.getLogger("server.index")  # one logger for everything the index says
+log = logging.getLogger("pathfusion.server.index")  # one logger for everything the index says
 
 AUTOSAVE_DELAY_S = 30.0
 """A small change saves the graph this many seconds later (one save for every change

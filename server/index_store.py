@@ -2,10 +2,10 @@
 
 **Source of truth.**  SQLite holds everything, vectors included; every change is one SQLite
 transaction that bumps ``generation``.  Everything in memory — the graph and the matrix
-(:class:`~server.vector_space.VectorSpace`), the name look-up
-(:class:`~server.name_lookup._NameLookup`) — and ``index.bin`` on disk are derived from it:
-how an open checks, repairs or rebuilds them is :mod:`server.index_graph`, how the graph is
-saved :mod:`server.index_saving`, the files themselves :mod:`server.index_files`.
+(:class:`~pathfusion.server.vector_space.VectorSpace`), the name look-up
+(:class:`~pathfusion.server.name_lookup._NameLookup`) — and ``index.bin`` on disk are derived from it:
+how an open checks, repairs or rebuilds them is :mod:`pathfusion.server.index_graph`, how the graph is
+saved :mod:`pathfusion.server.index_saving`, the files themselves :mod:`pathfusion.server.index_files`.
 
 :meth:`IndexStore.open` decides between them: an unreadable SQLite (``quick_check`` fails,
 wrong schema), a manifest naming another model, or neither telling which model made the
@@ -22,7 +22,7 @@ long indexing run.  Lock order: ``Indexer.run_lock``, ``GraphSaver.save_lock``,
 
 **Processes.**  Several processes may open one index at once (two editor windows, the server
 and ``pathfusion index``); each keeps its own graph and matrix in memory, so they follow one
-protocol (:class:`server.locks.ProcessLock`, an OS file lock that dies with its holder):
+protocol (:class:`pathfusion.server.locks.ProcessLock`, an OS file lock that dies with its holder):
 
 * every change — a commit to SQLite, a graph save with its temp file, a compaction, the
   repairs and rebuilds of an open — happens while holding ``write.lock``, for a moment;
@@ -32,7 +32,7 @@ protocol (:class:`server.locks.ProcessLock`, an OS file lock that dies with its 
   a reopen.  Labels are allocated after that, so two writers never take the same label;
 * a read (search, status) checks the generation first — one SQLite look-up — and catches
   up the same way when another process moved it;
-* a full sync holds ``sync.lock`` for its whole run (:mod:`server.indexing`), so a second
+* a full sync holds ``sync.lock`` for its whole run (:mod:`pathfusion.server.indexing`), so a second
   indexer does not embed the same files again.
 """
 
@@ -70,15 +70,15 @@ from .name_lookup import _NameLookup
 from .search_model import SearchModel
 from .vector_space import VectorSpace
 
-log = logging.getLogger("server.index")  # one logger for everything the index says
+log = logging.getLogger("pathfusion.server.index")  # one logger for everything the index says
 
 
 class IndexStore:
     """SQLite, the graph, the matrix and the name look-up of one index folder, and the locks
     that keep them consistent (see the module docstring).  Open with :meth:`open`.
 
-    The indexing (:class:`server.indexing.Indexer`) and the ranking
-    (:class:`server.ranking.Ranker`) read and change this state through the attributes
+    The indexing (:class:`pathfusion.server.indexing.Indexer`) and the ranking
+    (:class:`pathfusion.server.ranking.Ranker`) read and change this state through the attributes
     below, holding :attr:`lock`; whatever must stay true across them (labels, generations,
     catching up, saving) is done by the methods here."""
 
@@ -284,7 +284,7 @@ class IndexStore:
 
     def after_change(self) -> bool:
         """Compact, or decide when to save, after a committed change; True when the caller
-        should flush (:meth:`~server.index_saving.GraphSaver.flush`) once it released the lock."""
+        should flush (:meth:`~pathfusion.server.index_saving.GraphSaver.flush`) once it released the lock."""
         deleted = self.space.next_label - self.space.live_count
         if deleted > max(self.space.live_count, 256):
             index_graph.rebuild_graph(self)  # compacts the deleted labels, saves

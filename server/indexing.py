@@ -1,16 +1,16 @@
 """Indexing: from the workspace's files to stored functions and vectors.
 
-Every function of the workspace's files (see :mod:`server.workspace`) is turned into a unit
-vector by the search model (:mod:`server.search_model`) — the LLM embedder over the
+Every function of the workspace's files (see :mod:`pathfusion.server.workspace`) is turned into a unit
+vector by the search model (:mod:`pathfusion.server.search_model`) — the LLM embedder over the
 function **as written** (name, signature, docstring and body, docs/design.md §2), or a
-fusion variant's search graph — and stored (:mod:`server.index_store`).
+fusion variant's search graph — and stored (:mod:`pathfusion.server.index_store`).
 
 **Incremental updates.**  A file whose (mtime, size) is unchanged is not read; one whose
 content hash is unchanged is not parsed.  A changed file is parsed; each function's text is
 hashed and looked up in the vector cache, so only new or edited functions are encoded
-(:mod:`server.index_batch`: what happens to each changed file and function).  Deleted
+(:mod:`pathfusion.server.index_batch`: what happens to each changed file and function).  Deleted
 labels are compacted away when they outnumber the live ones (:meth:`IndexStore.after_change
-<server.index_store.IndexStore.after_change>`).
+<pathfusion.server.index_store.IndexStore.after_change>`).
 
 **Runs.**  Indexing runs of one index are serialised (:attr:`Indexer.run_lock`); the store's
 lock is *not* held while encoding, so searches run between the batches.  A full
@@ -97,7 +97,7 @@ class Indexer:
         self.exclude = exclude
         self.max_file_size = max_file_size
         self.follow_external_symlinks = follow_external_symlinks
-        """Index files that symlinks lead to outside the root (:mod:`server.workspace`)."""
+        """Index files that symlinks lead to outside the root (:mod:`pathfusion.server.workspace`)."""
         self.run_lock = threading.Lock()
 
     def indexed_paths(self) -> list[str]:

@@ -1,6 +1,6 @@
 """The lexical half of the hybrid search score: how much a function's *name* matches a query.
 
-**Search** is hybrid (:mod:`server.ranking`): the query's vector k-NN (cosine in [-1, 1])
+**Search** is hybrid (:mod:`pathfusion.server.ranking`): the query's vector k-NN (cosine in [-1, 1])
 plus a lexical score: a query that *is* a function's name or qualified name (exactly, or
 ignoring case) adds :data:`EXACT_BONUS` (so exact identifier matches always rank first); an
 identifier query inside a longer name (``scanstring`` in ``py_scanstring``) adds
@@ -22,7 +22,7 @@ BM25 scores are divided by their maximum over the searched collection (so the we
 the same in a 100-function workspace and a 100k-function one) and weighted by
 :data:`BM25_WEIGHT`.
 
-:func:`lexical_bonus` is the definition; :class:`~server.name_lookup._NameLookup` computes
+:func:`lexical_bonus` is the definition; :class:`~pathfusion.server.name_lookup._NameLookup` computes
 the same numbers for all names at once, which is what makes search fast at 100k functions.
 Why a module of its own: ``pathfusion eval search`` and ``model_export`` (tuning the
 weights) score exactly as the server does by importing these functions, without the index.
@@ -41,17 +41,17 @@ EXACT_BONUS = 2.0
 CASELESS_BONUS = 1.5
 SUBTOKEN_BONUS = 0.1
 """Weight of the share of name subtokens a query mentions.  Chosen on validation together
-with :data:`BM25_WEIGHT` over the shipped embedder (`python -m model_export.tune_ranking`,
+with :data:`BM25_WEIGHT` over the shipped embedder (`python -m pathfusion.model_export.tune_ranking`,
 docs/results.md): BM25 carries most of the lexical signal, the name bonus adds a little."""
 PRIVATE_PENALTY = 0.0
 """Subtracted from the score of a private helper (``_name``, not a dunder): when a public
 function and its private helper score alike, the public one is what a query describes.
-Chosen on validation by ``python -m model_export.tune_ranking`` (docs/results.md)."""
+Chosen on validation by ``python -m pathfusion.model_export.tune_ranking`` (docs/results.md)."""
 
 BM25_WEIGHT = 0.1
 """Weight of a function's BM25 score divided by the query's best BM25 score; chosen on
 validation with :data:`SUBTOKEN_BONUS` and :data:`NAME_TERMS_WEIGHT`
-(`python -m model_export.tune_ranking`, docs/results.md)."""
+(`python -m pathfusion.model_export.tune_ranking`, docs/results.md)."""
 NAME_TERMS_WEIGHT = 1.0
 """FTS5 column weight of the name's subtokens relative to the rest of the function's text."""
 BM25_MAX_MATCHES = 5000
@@ -95,7 +95,7 @@ STOP_WORDS = frozenset({
 def query_features(query: str) -> tuple[bool, set[str]]:
     """What the lexical ranking reads from a query: whether it is spelled like an identifier
     (``exact_form``: exact and substring name matches apply) and its subtokens minus stop
-    words.  Shared by :meth:`server.index.WorkspaceIndex.search` and ``pathfusion eval search``."""
+    words.  Shared by :meth:`pathfusion.server.index.WorkspaceIndex.search` and ``pathfusion eval search``."""
     words = re.findall(r"[A-Za-z_][\w.]*|\d+", query)
     exact_form = re.fullmatch(r"[A-Za-z_][\w.]*", query) is not None
     return exact_form, {token for word in words for token in split_subtokens(word)} - STOP_WORDS
@@ -162,7 +162,7 @@ def bm25_bonuses(db: sqlite3.Connection, query_tokens: set[str], *, weight: floa
     """(labels, bonus) of every function of ``db``'s lexicon that matches the query: its
     BM25 score over the query's best, × ``weight`` (module docstring).  ``weight`` and
     ``name_weight`` default to :data:`BM25_WEIGHT` and :data:`NAME_TERMS_WEIGHT` (read at
-    call time; ``model_export.tune_ranking`` passes its grid's values)."""
+    call time; ``pathfusion.model_export.tune_ranking`` passes its grid's values)."""
     weight = BM25_WEIGHT if weight is None else weight
     name_weight = NAME_TERMS_WEIGHT if name_weight is None else name_weight
     expression = match_expression(query_tokens)

@@ -1,5 +1,5 @@
 """Exclusive locks shared by processes: how two indexers (two editor windows, the server and
-the CLI) take turns on one workspace index (:mod:`server.index_store`, "Processes").
+the CLI) take turns on one workspace index (:mod:`pathfusion.server.index_store`, "Processes").
 
 Why an OS lock on a file and not a lock file that merely exists: the operating system drops
 the lock when its holder dies, ``kill -9`` included, so a crash never leaves the index locked

@@ -2,19 +2,19 @@
 semantic search over the workspace index.
 
 This module creates the server, registers a short handler for each LSP message — each
-delegates to the module of its feature — and runs it (``python -m server.lsp``,
+delegates to the module of its feature — and runs it (``python -m pathfusion.server.lsp``,
 ``pathfusion serve``).  Where the rest is:
 
-* :mod:`server.lsp_server` — the session's state (documents, settings, models, pools,
+* :mod:`pathfusion.server.lsp_server` — the session's state (documents, settings, models, pools,
   indexes) and its protocol (UTF-16 positions only);
-* :mod:`server.lsp_worker` — snapshot → worker → drop if stale, the one way a request's work
+* :mod:`pathfusion.server.lsp_worker` — snapshot → worker → drop if stale, the one way a request's work
   leaves the event loop;
-* :mod:`server.lsp_convert` — every conversion to and from LSP (ranges, UTF-16, uris, text
+* :mod:`pathfusion.server.lsp_convert` — every conversion to and from LSP (ranges, UTF-16, uris, text
   edits, Markdown, symbols);
-* :mod:`server.lsp_settings`, :mod:`server.lsp_models` — the settings, and the models loaded
+* :mod:`pathfusion.server.lsp_settings`, :mod:`pathfusion.server.lsp_models` — the settings, and the models loaded
   for them;
-* :mod:`server.feature_hover`, :mod:`server.feature_rename`, :mod:`server.feature_search`,
-  :mod:`server.feature_index` — the features.
+* :mod:`pathfusion.server.feature_hover`, :mod:`pathfusion.server.feature_rename`, :mod:`pathfusion.server.feature_search`,
+  :mod:`pathfusion.server.feature_index` — the features.
 
 Ending: ``shutdown`` stops the indexing run (at its next batch) and saves the indexes;
 when the connection ends without it (the client closed the pipe or died), :func:`serve`
@@ -231,7 +231,7 @@ def _detach_stdout() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m server.lsp``: the same arguments and the same ``--tcp`` rule as ``pathfusion serve``."""
+    """``python -m pathfusion.server.lsp``: the same arguments and the same ``--tcp`` rule as ``pathfusion serve``."""
     from .cli_base import CliError, add_serve_arguments, check_serve_arguments
 
     parser = argparse.ArgumentParser(prog="pathfusion serve", description="the pathfusion language server")

@@ -4,7 +4,7 @@ paths, text edits, Markdown, workspace symbols.
 Why one module: every feature speaks LSP at its edge, and each conversion has a rule that
 is easy to get subtly wrong in one copy of it — positions are UTF-16 code units (the LSP
 default: the server removes the client's other position encodings from ``initialize``,
-:class:`~server.lsp_server.PathfusionProtocol`, so it never negotiates another one), lines
+:class:`~pathfusion.server.lsp_server.PathfusionProtocol`, so it never negotiates another one), lines
 end at ``\\n``, ``\\r\\n`` or ``\\r`` as in the editor, and a name shown in Markdown must not
 turn into formatting.  All of them are pure functions.
 """

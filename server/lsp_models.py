@@ -1,7 +1,7 @@
 """The models of one server: the naming model, the LLM embedder and the index's search
 model, for the current settings.
 
-Which models a setting means, and loading each once, is :class:`server.runtime.ModelHub`'s
+Which models a setting means, and loading each once, is :class:`pathfusion.server.runtime.ModelHub`'s
 job; this module runs the hub's calls off the loop and turns what cannot be loaded into
 what the user sees.  Why lazily: a model is loaded on the first request that needs one,
 and again when ``modelsDir``, ``device`` or the LLM or fusion settings change; the LLM
@@ -41,7 +41,7 @@ class Models:
         self.hub = hub if hub is not None else shared_hub()
         self.model: Predictor | None = None
         """What suggests names: the generative naming head, code2vec or a fusion variant
-        (:meth:`ModelHub.naming_or_code2vec <server.runtime.ModelHub.naming_or_code2vec>`)."""
+        (:meth:`ModelHub.naming_or_code2vec <pathfusion.server.runtime.ModelHub.naming_or_code2vec>`)."""
         self.model_key: tuple[Any, ...] | None = None
         self.model_error: str | None = None
         self._model_lock: asyncio.Lock | None = None
@@ -105,7 +105,7 @@ class Models:
 
     async def search(self, settings: Settings, run: Callable[..., Any]) -> SearchModel:
         """The index's search model for ``settings``, loaded by ``run`` (the indexing
-        thread: :meth:`Indexes.on_index_thread <server.feature_index.Indexes.on_index_thread>`)."""
+        thread: :meth:`Indexes.on_index_thread <pathfusion.server.feature_index.Indexes.on_index_thread>`)."""
         self.search_model = model = await run(self.hub.search_model, settings)
         return model
 

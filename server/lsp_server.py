@@ -2,11 +2,11 @@
 models, worker pools, the workspace indexes) and the protocol it speaks.
 
 Why the features are elsewhere: each is a module of plain functions that take the server
-(:mod:`server.feature_hover`, :mod:`server.feature_rename`, :mod:`server.feature_search`,
-:mod:`server.feature_index`, :mod:`server.lsp_settings`), and :mod:`server.lsp` registers a
+(:mod:`pathfusion.server.feature_hover`, :mod:`pathfusion.server.feature_rename`, :mod:`pathfusion.server.feature_search`,
+:mod:`pathfusion.server.feature_index`, :mod:`pathfusion.server.lsp_settings`), and :mod:`pathfusion.server.lsp` registers a
 short handler for each.  What they share lives here: the documents and their snapshots, the
 pools and the one way work leaves the loop (:meth:`PathfusionServer.on_snapshot`), the
-models (:mod:`server.lsp_models`), and the end of the session.
+models (:mod:`pathfusion.server.lsp_models`), and the end of the session.
 
 Positions are UTF-16 (the LSP default): :class:`PathfusionProtocol` removes the client's
 other position encodings from ``initialize`` so that the server never negotiates another one.
@@ -56,7 +56,7 @@ class _GuardedWriter:
     Why: a client that dies leaves a broken pipe, and pygls logs every failed write with a
     traceback (and raises into whatever sent it: a progress report, a warning).  The first
     failure is logged once; later messages are dropped — the end of the input stream then
-    ends the server (:func:`server.lsp.serve`).
+    ends the server (:func:`pathfusion.server.lsp.serve`).
     """
 
     def __init__(self, inner: Any) -> None:
@@ -81,9 +81,9 @@ class _GuardedWriter:
 
 
 class PathfusionProtocol(RobustProtocol):
-    """Speaks UTF-16 positions only (what :class:`~server.parsing.Document` uses), and
+    """Speaks UTF-16 positions only (what :class:`~pathfusion.server.parsing.Document` uses), and
     writes through :class:`_GuardedWriter`; answers every request and forgets finished
-    messages (:class:`~server.protocol.RobustProtocol`)."""
+    messages (:class:`~pathfusion.server.protocol.RobustProtocol`)."""
 
     def set_writer(self, writer: Any, include_headers: bool = True) -> None:
         super().set_writer(_GuardedWriter(writer), include_headers)
@@ -103,18 +103,18 @@ class PathfusionServer(LanguageServer):
                          protocol_cls=PathfusionProtocol)
         self.documents: dict[str, TextBuffer] = {}
         """Open documents: a parsed :class:`Document` within ``maxFileSize``, else bare text
-        (:mod:`server.documents`)."""
+        (:mod:`pathfusion.server.documents`)."""
         self._oversized: set[str] = set()
         self.base_settings = Settings(models_dir=models_dir)
         self.settings = self.base_settings
         self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pathfusion")
         """The shared pool: hovers, suggestions, searches, model loading."""
         self.rename_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pathfusion-rename")
-        """jedi renames, one at a time and never on the pool (:data:`~server.feature_rename.RENAME_TIMEOUT_S`)."""
+        """jedi renames, one at a time and never on the pool (:data:`~pathfusion.server.feature_rename.RENAME_TIMEOUT_S`)."""
         self.documents_for_workers = WorkerDocuments()
         self.models = Models(self.executor, self.warn_once)
         self.indexes = Indexes(self)
-        """The workspace folders' indexes; runs on their own thread (:mod:`server.feature_index`)."""
+        """The workspace folders' indexes; runs on their own thread (:mod:`pathfusion.server.feature_index`)."""
         self._reported: set[str] = set()
         self.closing = threading.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -122,7 +122,7 @@ class PathfusionServer(LanguageServer):
         self.exit_code: int | None = None
         """Set by the ``exit`` notification (0 after ``shutdown``, else 1, as LSP says)."""
 
-    # -- transport: pygls' start functions with the message loop of server.protocol ---------
+    # -- transport: pygls' start functions with the message loop of pathfusion.server.protocol ---------
     def start_io(self, stdin: Any = None, stdout: Any = None) -> None:
         start_io(self, stdin, stdout)
 
@@ -159,16 +159,16 @@ class PathfusionServer(LanguageServer):
         return roots
 
     async def get_model(self) -> Predictor | None:
-        """The naming model for the current settings (:meth:`~server.lsp_models.Models.naming`)."""
+        """The naming model for the current settings (:meth:`~pathfusion.server.lsp_models.Models.naming`)."""
         return await self.models.naming(self.settings)
 
     def start_indexing(self, force: bool = False) -> asyncio.Task[None]:
-        """:meth:`~server.feature_index.Indexes.start`."""
+        """:meth:`~pathfusion.server.feature_index.Indexes.start`."""
         return self.indexes.start(force)
 
     # -- documents ---------------------------------------------------------------------------
     def keep_document(self, doc: TextBuffer) -> TextBuffer:
-        """Store ``doc`` as ``maxFileSize`` wants it (:func:`~server.documents.sized`: parsed
+        """Store ``doc`` as ``maxFileSize`` wants it (:func:`~pathfusion.server.documents.sized`: parsed
         within the limit, bare text above it); say once, while it stays above, why such a
         document gets no suggestions."""
         doc = self.documents[doc.uri] = sized(doc, self.settings.max_file_size)
@@ -208,14 +208,14 @@ class PathfusionServer(LanguageServer):
     async def on_snapshot(self, snapshot: Snapshot, fn: Callable[..., T], *args: Any,
                           executor: Executor | None = None, timeout: float | None = None) -> T | None:
         """``fn(snapshot, *args)`` on the pool (or ``executor``); None when the document
-        moved on meanwhile (:func:`~server.lsp_worker.run_on_snapshot`)."""
+        moved on meanwhile (:func:`~pathfusion.server.lsp_worker.run_on_snapshot`)."""
         return await run_on_snapshot(executor or self.executor, self.is_current, snapshot, fn, *args,
                                      timeout=timeout)
 
     async def suggestion_for(
         self, uri: str, position: types.Position
     ) -> tuple[Snapshot, Suggestion, types.Range] | None:
-        """:func:`~server.feature_hover.suggestion_for` (the code actions' suggestions)."""
+        """:func:`~pathfusion.server.feature_hover.suggestion_for` (the code actions' suggestions)."""
         return await feature_hover.suggestion_for(self, uri, position)
 
     # -- status --------------------------------------------------------------------------------
@@ -227,7 +227,7 @@ class PathfusionServer(LanguageServer):
         return entry
 
     def status(self) -> dict[str, Any]:
-        """``pathfusion.status`` but its ``index`` (:meth:`~server.feature_index.Indexes.status`)."""
+        """``pathfusion.status`` but its ``index`` (:meth:`~pathfusion.server.feature_index.Indexes.status`)."""
         return {
             "name": NAME,
             "version": VERSION,

@@ -5,8 +5,8 @@ with ``workspace/configuration`` where the client can answer it, else pushed by
 Why the options of ``initialize`` are the base of every later change: a pulled or pushed
 section may leave fields out, and those keep the value the session started with.  A value
 that cannot be used is reported once (``warn_once``) and the field keeps the base's value
-(:meth:`~server.settings.Settings.from_dict`).  Models and indexes pick up new settings when
-they are next needed (:mod:`server.lsp_models`, :meth:`~server.feature_index.Indexes.start`).
+(:meth:`~pathfusion.server.settings.Settings.from_dict`).  Models and indexes pick up new settings when
+they are next needed (:mod:`pathfusion.server.lsp_models`, :meth:`~pathfusion.server.feature_index.Indexes.start`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Why: the event loop only keeps the documents in sync and answers; every model ca
 for a request and jedi refactoring runs in a thread pool on an immutable :class:`Snapshot`
 (uri, version, text and a copy of the loop's syntax tree), and a result computed for a
 version that is no longer the document's is dropped.  :func:`run_on_snapshot` is that path,
-written once for every feature.  The loop's :class:`~server.parsing.Document` objects are
+written once for every feature.  The loop's :class:`~pathfusion.server.parsing.Document` objects are
 never touched by a worker thread; workers share one :class:`SnapshotDocument` per document
 version (:class:`WorkerDocuments`), so repeated hovers neither re-parse nor re-list the
 functions.

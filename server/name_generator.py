@@ -6,7 +6,7 @@ gives, for each name prefix, the log-probability of every next wordpiece — gen
 the vocabulary or copied from the function's own text.  :meth:`NameGenerator.beam_search`
 keeps the ``beam`` best prefixes per step (a wordpiece never directly repeated), exactly as
 the training code's
-``model_export.name_decoder.beam_search`` does (a test holds the two to the same names and
+``pathfusion.model_export.name_decoder.beam_search`` does (a test holds the two to the same names and
 scores).  A name ends at ``[SEP]``; a wordpiece without ``##`` starts a new subtoken
 (:func:`label_of_pieces`), so ``load`` ``config`` → ``load|config`` → ``load_config``.
 
@@ -44,7 +44,7 @@ LENGTH_BONUS = 1.0
 """Names are ranked by ``log p + LENGTH_BONUS × subtokens``: a sequence model's probability
 favours short common names (``run`` for ``run_until_complete_cb``: precision 0.36, recall
 0.24 on held-out code), and users gain little from them.  Chosen on validation (the smallest
-bonus within 0.005 F1 of the best, ``python -m model_export.naming_policy``); the
+bonus within 0.005 F1 of the best, ``python -m pathfusion.model_export.naming_policy``); the
 probability shown stays the model's own."""
 CACHE_SIZE = 4096
 """Functions whose names are kept (least recently used dropped first)."""
@@ -116,7 +116,7 @@ def has_naming_head(models_dir: Path) -> bool:
 
 
 class NameGenerator:
-    """A :class:`~server.code2vec.Predictor` over the embedder's token states and the decoder."""
+    """A :class:`~pathfusion.server.code2vec.Predictor` over the embedder's token states and the decoder."""
 
     def __init__(self, embedder: OnnxEmbedder, session: Any, keys_session: Any, config: HeadConfig, model_id: str,
                  beam: int = 5) -> None:
@@ -175,7 +175,7 @@ class NameGenerator:
         """:meth:`predict`, and the probability the head gives each function's *current*
         name (``current``: labels, ``a|b``) — scored in the same beam run, one extra row per
         step.  Why: a suggestion helps only when it is clearly more likely than the name
-        already there (``server.feature_hover``)."""
+        already there (``pathfusion.server.feature_hover``)."""
         out = [self.names(source, top_k, label) if source.strip() else ([], None)
                for source, label in zip(sources, current, strict=True)]
         return [names for names, _ in out], [p for _, p in out]
@@ -248,7 +248,7 @@ class NameGenerator:
     def beam_search(self, source: np.ndarray, memory: np.ndarray, beam: int = 5,
                     results: int = 5) -> list[tuple[list[int], float]]:
         """The ``results`` most likely wordpiece sequences (without ``[SEP]``) with their
-        log-probabilities, best first — ``model_export.name_decoder.beam_search`` in numpy."""
+        log-probabilities, best first — ``pathfusion.model_export.name_decoder.beam_search`` in numpy."""
         return self.search(source, memory, beam, results)[0]
 
     def search(self, source: np.ndarray, memory: np.ndarray, beam: int, results: int,

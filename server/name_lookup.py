@@ -1,9 +1,9 @@
 """The lexical bonus of every live function name at once (:class:`_NameLookup`).
 
-Why a module of its own: :func:`~server.lexical.lexical_bonus` defines the bonus for one
+Why a module of its own: :func:`~pathfusion.server.lexical.lexical_bonus` defines the bonus for one
 name; scoring every name with it on every query cost ≈ 7 µs per function (0.7 s at 100k),
 so the index keeps this vectorised form of the same rules, kept up to date label by label.
-Its weights are read from :mod:`server.lexical` at each query (``lexical.SUBTOKEN_BONUS``,
+Its weights are read from :mod:`pathfusion.server.lexical` at each query (``lexical.SUBTOKEN_BONUS``,
 not a copy made at import), so that there is one value of each, wherever it is tuned.
 """
 
@@ -21,7 +21,7 @@ from .vector_space import GROWTH
 
 
 class _NameLookup:
-    """:func:`~server.lexical.lexical_bonus` for every live name at once, kept up to date
+    """:func:`~pathfusion.server.lexical.lexical_bonus` for every live name at once, kept up to date
     label by label.
 
     Why: testing every name on every query cost ≈ 7 µs per function (0.7 s at 100k), and
@@ -31,7 +31,7 @@ class _NameLookup:
     subtoken bonus is numpy over inverted lists (subtoken → {label: occurrences}): the
     name-side hits are a weighted ``bincount`` over the lists of the subtokens that match a
     query token, the query-side hits one ``bincount`` per query token.  The arithmetic is
-    that of :func:`~server.lexical.lexical_bonus`, in the same order, so the numbers are
+    that of :func:`~pathfusion.server.lexical.lexical_bonus`, in the same order, so the numbers are
     identical (``tests/index/test_index_lexical.py`` checks it).
 
     Updates are incremental (an edit must not cost a rebuild at 100k functions): a removed
@@ -150,7 +150,7 @@ class _NameLookup:
         self._pending.pop(label, None)
 
     def priors(self, labels: np.ndarray) -> np.ndarray:
-        """:func:`~server.lexical.name_prior` of ``labels`` (live labels of the table)."""
+        """:func:`~pathfusion.server.lexical.name_prior` of ``labels`` (live labels of the table)."""
         return -lexical.PRIVATE_PENALTY * self.private[labels]
 
     def _names_text(self) -> str:
@@ -194,7 +194,7 @@ class _NameLookup:
         return labels[self._entry_of[labels] == entries]
 
     def _matching_tokens(self, query_token: str) -> list[str]:
-        """Indexed subtokens that :func:`~server.lexical._token_match` pairs with
+        """Indexed subtokens that :func:`~pathfusion.server.lexical._token_match` pairs with
         ``query_token`` (equal, or ≥ 4 letters, a prefix of one another, lengths within 3;
         such pairs share their first 4 letters)."""
         found = [query_token] if query_token in self.postings else []
@@ -216,7 +216,7 @@ class _NameLookup:
         return arrays
 
     def token_bonuses(self, query_tokens: set[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(labels, bonus) of the subtoken rule of :func:`~server.lexical.lexical_bonus` for
+        """(labels, bonus) of the subtoken rule of :func:`~pathfusion.server.lexical.lexical_bonus` for
         every name sharing a (prefix-)matching subtoken with the query."""
         per_query = {q: self._matching_tokens(q) for q in query_tokens}
         matched = {token for tokens in per_query.values() for token in tokens}
@@ -236,7 +236,7 @@ class _NameLookup:
 
     def bonuses(self, query: str, exact_form: bool, query_tokens: set[str]) -> tuple[np.ndarray, np.ndarray]:
         """(labels, bonus) of every live name with a non-zero
-        :func:`~server.lexical.lexical_bonus`, each label once; the rules apply in its order (a
+        :func:`~pathfusion.server.lexical.lexical_bonus`, each label once; the rules apply in its order (a
         later, stronger rule replaces an earlier one's value)."""
         labels = np.zeros(0, dtype=np.int64)
         bonus = np.zeros(0, dtype=np.float64)

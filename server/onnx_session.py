@@ -3,7 +3,7 @@
 Why one factory: every graph should be loaded the same way — explicit thread counts (the
 server shares two cores between hover, indexing and the editor), sequential execution
 (the graphs are chains; parallel branches only add scheduling), quiet logging, and a
-:class:`~server.models.ModelError` that says how to fix a bad file.
+:class:`~pathfusion.server.models.ModelError` that says how to fix a bad file.
 
 Compact weight storage (``model_export/compact_onnx.py``) keeps large matrices as int8 with
 one scale per row, dequantised by ``DequantizeLinear`` nodes whose inputs are all constant.

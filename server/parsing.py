@@ -156,7 +156,7 @@ RESCAN_BYTES = frozenset(ord(char) for char in RESCAN_CHARS)
 class Document(TextBuffer):
     """A Python source text and its tree-sitter tree, kept in sync under edits.
 
-    The text bookkeeping (LSP positions, line ends) is :class:`~server.positions.TextBuffer`'s;
+    The text bookkeeping (LSP positions, line ends) is :class:`~pathfusion.server.positions.TextBuffer`'s;
     the tree is parsed from its LF view, so that a file with CR-only line ends has the same
     lines for tree-sitter as for the editor.
     """

@@ -6,7 +6,7 @@ every line of a CR-only file on line 0, so an incremental edit lands in the wron
 and the server's copy of the document drifts from the editor's; Python's
 ``str.splitlines`` is wrong the other way (it also breaks at ``\\v``, ``\\f``, ``\\x1c``-``\\x1e``,
 ``\\x85``, U+2028 and U+2029).  The document sync (:class:`TextBuffer`, the base of
-:class:`server.parsing.Document`), the edits the server sends back
+:class:`pathfusion.server.parsing.Document`), the edits the server sends back
 (:func:`split_lines`, :func:`line_start`) and the rename's column (:func:`utf16_to_index`)
 all convert through here, so they agree with the editor and with each other.
 

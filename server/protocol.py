@@ -15,7 +15,7 @@ a generator or a coroutine and of every command's inner handler (their params an
 with it) until the process ends — one entry per ``didChange``, ``didSave``, search...: memory
 that grows for as long as the session lasts.  pygls also keeps a second copy of every open
 document that it re-splits into lines on every change; the server never reads it
-(:class:`~server.lsp_server.PathfusionServer` keeps its own documents, :mod:`server.documents`).
+(:class:`~pathfusion.server.lsp_server.PathfusionServer` keeps its own documents, :mod:`pathfusion.server.documents`).
 
 :func:`serve_messages` replaces the loop: a body is decoded strictly (UTF-8, JSON without
 ``NaN``/``Infinity``), checked to be a JSON-RPC 2.0 message, and structured; what fails is

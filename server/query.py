@@ -4,7 +4,7 @@ vector.
 A search query ("read a json config file") is turned into lowercase subtokens by
 :func:`tokenize_query`, mapped to ids by a :class:`QueryVocab` and encoded by the exported
 query encoder graph (``query_encoder.onnx``, written by
-:func:`model_export.query_encoder.export_query_encoder`) into an L2-normalised vector of the
+:func:`pathfusion.model_export.query_encoder.export_query_encoder`) into an L2-normalised vector of the
 search space that the code side is projected into.
 
 Why the tokeniser lives here and not in ``model_export``: the vocabulary is built from the
@@ -18,7 +18,7 @@ Tokeniser rules (version ``pf-query-1``):
 * accents are folded (NFKD, combining marks dropped: ``café`` → ``cafe``), because queries
   are typed by people and identifiers are mostly ASCII;
 * the text is cut into word runs (``\\w+``), and every run is split like an identifier
-  (:func:`server.paths.split_subtokens`: ``_``, camelCase and digit boundaries), so a query
+  (:func:`pathfusion.server.paths.split_subtokens`: ``_``, camelCase and digit boundaries), so a query
   that names code (``getHTTPResponse``) meets the same subtokens as the code does:
   ``"getHTTPResponse returns JSON"`` → ``get http response returns json``;
 * punctuation is dropped, subtokens are lowercased, at most :data:`MAX_QUERY_TOKENS` are kept

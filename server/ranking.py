@@ -1,16 +1,16 @@
 """Search: ranking the stored functions for a query, or for another function.
 
 The score is hybrid: the cosine of the query's vector with a function's (the vector k-NN of
-:class:`~server.vector_space.VectorSpace`) plus the lexical bonus of the function's name
-(:mod:`server.lexical`, computed for every name at once by
-:class:`~server.name_lookup._NameLookup`) plus its BM25 bonus (FTS5 over the function's
-terms, :func:`server.lexical.bm25_bonuses`) plus a prior by the name.  Scoring every function
+:class:`~pathfusion.server.vector_space.VectorSpace`) plus the lexical bonus of the function's name
+(:mod:`pathfusion.server.lexical`, computed for every name at once by
+:class:`~pathfusion.server.name_lookup._NameLookup`) plus its BM25 bonus (FTS5 over the function's
+terms, :func:`pathfusion.server.lexical.bm25_bonuses`) plus a prior by the name.  Scoring every function
 would be exact but slow at 100k functions; :meth:`Ranker.search` scores the k-NN set and
 only those functions outside it whose bonus can still lift them into the top k, which ranks
 the same (given an exact k-NN).
 
 Searches read the store under its lock after catching up with other processes
-(:meth:`IndexStore.fresh <server.index_store.IndexStore.fresh>`); a search that finds the
+(:meth:`IndexStore.fresh <pathfusion.server.index_store.IndexStore.fresh>`); a search that finds the
 labels renumbered meanwhile by another process's compaction is retried.
 """
 
@@ -39,7 +39,7 @@ widens its k-NN set EXPAND_FACTOR times (see :meth:`Ranker.search`)."""
 RELEVANCE_FLOOR = 0.2
 """Results scoring below this are not shown to users (``pathfusion.search``,
 ``workspace/symbol``, ``pathfusion search``).  On validation (2,000 pairs, groups of 1,000,
-the shipped embedder and hybrid weights; ``python -m model_export.relevance_floor``) no correct
+the shipped embedder and hybrid weights; ``python -m pathfusion.model_export.relevance_floor``) no correct
 answer that ranked in the top 10 scored below 0.2, and 1.2 % of all correct answers did (all
 ranked lower); in a workspace the
 functions below it are the unrelated ones listed to fill ``k`` (cosine ≈ 0, no lexical

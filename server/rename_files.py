@@ -6,7 +6,7 @@ and reads *every* ``*.py`` entry whole before it looks for the name — a symlin
 file, links leading out of the workspace (whose targets the rename then edits) — and its
 imports resolve through the folder too.  Its walk cannot be filtered (it is a plain
 ``os.walk`` of ``Project.path``), so jedi gets a *mirror* instead: a private directory that
-holds one symlink per file that :func:`server.workspace.discover` keeps (the indexer's
+holds one symlink per file that :func:`pathfusion.server.workspace.discover` keeps (the indexer's
 rules: ``.gitignore``, excludes, no virtual environments, regular files under
 ``maxFileSize``), each checked again to be a regular file whose real path lies inside the
 workspace.  jedi's project is the mirror, its ``sys.path`` the mirror followed by the
@@ -103,7 +103,7 @@ class RenameFiles:
 def regular_file_problem(path: str | os.PathLike[str], real_root: str, max_file_size: int) -> str | None:
     """Why the file ``path`` may not be read by a rename (None: it may): its real path must
     lie inside ``real_root`` and pass discovery's own check (a readable regular file of at
-    most ``max_file_size`` bytes, :func:`server.workspace.file_problem`)."""
+    most ``max_file_size`` bytes, :func:`pathfusion.server.workspace.file_problem`)."""
     try:
         real = os.path.realpath(path)
     except (OSError, ValueError) as exc:

@@ -1,10 +1,10 @@
-"""The model hub: which models a :class:`~server.settings.Settings` means, each loaded once.
+"""The model hub: which models a :class:`~pathfusion.server.settings.Settings` means, each loaded once.
 
 Why one place: the naming predictor, the LLM embedder and the search model are needed by
 the server's lazy loader, ``pathfusion suggest``, ``pathfusion index``/``search`` and the
 index's choice of search model; assembled in each, every caller would have its own idea of
 which graph a setting means and how many threads it gets.  The server
-(:mod:`server.lsp_models`, :mod:`server.feature_index`) and the CLI (:mod:`server.cli`) all
+(:mod:`pathfusion.server.lsp_models`, :mod:`pathfusion.server.feature_index`) and the CLI (:mod:`pathfusion.server.cli`) all
 ask a :class:`ModelHub`, so that the editor and the command line use the same models — and
 index and query in the same space — for the same settings.
 
@@ -12,14 +12,14 @@ What a setting means (``pathfusion.*``):
 
 * **naming** (:meth:`ModelHub.naming`): ``fusionVariant`` ``code2vec``, or a models folder
   without a fusion export, is code2vec's own model (its softmax head, trained on the whole
-  corpus); any other variant is that variant's fusion graph (:mod:`server.fusion`) fed by
+  corpus); any other variant is that variant's fusion graph (:mod:`pathfusion.server.fusion`) fed by
   the LLM embedder.  ``default`` is the manifest's default variant.
 * **the LLM embedder** (:meth:`ModelHub.embedder`): ``llmBackend`` ``onnx`` is the exported
   graph of the models folder; ``transformers`` is the Hugging Face folder
   ``llmModelPath`` (an optional backend: torch comes with the ``train`` extra and is
-  imported only then, :mod:`server.embedder_transformers`).
+  imported only then, :mod:`pathfusion.server.embedder_transformers`).
 * **search** (:meth:`ModelHub.search_model`): the variant's fusion graph and query encoder;
-  the LLM embedding alone (:class:`~server.search_model.EmbedderSearchModel`) for a folder
+  the LLM embedding alone (:class:`~pathfusion.server.search_model.EmbedderSearchModel`) for a folder
   without a fusion export, or when the fusion cannot serve this embedder (logged).
 
 **Caching.**  One slot per kind of model keeps the model loaded for the last settings key
@@ -62,7 +62,7 @@ from .name_generator import NameGenerator, has_naming_head
 from .search_model import EmbedderSearchModel, SearchModel
 from .settings import Settings
 
-log = logging.getLogger("server.index")  # the index's logger: its search-model fallback is logged there
+log = logging.getLogger("pathfusion.server.index")  # the index's logger: its search-model fallback is logged there
 
 T = TypeVar("T")
 
@@ -136,9 +136,9 @@ class _Slot(Generic[T]):
 
 
 class ModelHub:
-    """The models of one process for any :class:`~server.settings.Settings` (see the module
+    """The models of one process for any :class:`~pathfusion.server.settings.Settings` (see the module
     docstring).  Every method may be called from any thread; errors are
-    :class:`~server.models.ModelError` (an :class:`~server.embedder.EmbedderError` for the
+    :class:`~pathfusion.server.models.ModelError` (an :class:`~pathfusion.server.embedder.EmbedderError` for the
     embedder) with a message that says what to do."""
 
     def __init__(self, threads: Threads = THREADS) -> None:
@@ -210,7 +210,7 @@ class ModelHub:
 
     def naming(self, settings: Settings) -> Predictor:
         """What suggests names: for ``default``, the generative naming head over the LLM
-        embedder when the folder has one (:mod:`server.name_generator`); code2vec itself for
+        embedder when the folder has one (:mod:`pathfusion.server.name_generator`); code2vec itself for
         ``code2vec`` or a folder with neither; else the variant's fusion graph fed by the
         LLM embedder."""
         s = settings

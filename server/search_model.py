@@ -1,10 +1,10 @@
 """What turns functions and queries into the vectors the workspace index searches.
 
-Why apart from the index (:mod:`server.index`): the index relies on nothing but the
+Why apart from the index (:mod:`pathfusion.server.index`): the index relies on nothing but the
 :class:`SearchModel` protocol, so it neither knows nor cares whether a vector comes from the
 LLM embedder alone (:class:`EmbedderSearchModel`) or from a fusion of it with code2vec
-(:class:`server.fusion.FusionRuntime`).  Which one a setting means is decided in one place,
-:meth:`server.runtime.ModelHub.search_model`, which the server and the CLI both use, so that
+(:class:`pathfusion.server.fusion.FusionRuntime`).  Which one a setting means is decided in one place,
+:meth:`pathfusion.server.runtime.ModelHub.search_model`, which the server and the CLI both use, so that
 they index and query in the same space.
 """
 
@@ -23,7 +23,7 @@ from .parsing import FunctionInfo
 class SearchModel(Protocol):
     """What turns functions and queries into the vectors the index searches.
 
-    Why a protocol of its own (not :class:`~server.embedder.Embedder`): a fusion model
+    Why a protocol of its own (not :class:`~pathfusion.server.embedder.Embedder`): a fusion model
     encodes a function from more than its text (its code2vec paths too), and encodes a
     query differently from a function.  The index only relies on this: both methods return
     float32 ``[n, dim]`` rows of unit length, and a function's vector depends on nothing but
@@ -77,10 +77,10 @@ class EmbedderSearchModel:
 
 def search_model_from_settings(settings: Any, embedder: Embedder, code2vec: Any = None) -> SearchModel:
     """The search model ``settings`` ask for, over an embedder the caller already holds (and
-    its ``code2vec`` model, else the models folder's): :meth:`server.runtime.ModelHub.search_model`
+    its ``code2vec`` model, else the models folder's): :meth:`pathfusion.server.runtime.ModelHub.search_model`
     for callers outside the server and the CLI (``pathfusion eval``, tests, benchmarks).
 
-    ``settings``: a :class:`server.settings.Settings`, or anything with ``models_dir``,
+    ``settings``: a :class:`pathfusion.server.settings.Settings`, or anything with ``models_dir``,
     ``device`` and ``fusion_variant``.  A folder without a fusion export, or an embedder of
     another width than the fusions were trained on (a ``transformers`` model), gives
     :class:`EmbedderSearchModel`: the LLM embedding of function and query alone.

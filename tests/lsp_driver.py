@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER_COMMAND = (sys.executable, "-m", "server", "serve", "--stdio")
+SERVER_COMMAND = (sys.executable, "-m", "pathfusion", "serve", "--stdio")
 
 
 class Unanswered(Exception):

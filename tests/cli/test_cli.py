@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import main
-from server.paths import EXTRACTOR_VERSION, parse_code2vec_line
+from pathfusion.server.cli import main
+from pathfusion.server.paths import EXTRACTOR_VERSION, parse_code2vec_line
 
 CODE = "def load_config(path):\n    with open(path) as fh:\n        return parse(fh.read())\n\n\ndef other():\n    return 1\n"
 
@@ -39,17 +39,17 @@ def test_extract_line_and_c2v(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_every_command_answers_help_without_traceback() -> None:
     for command in ("extract", "suggest", "serve", "index", "search", "eval", "train", "export", "corpus"):
-        proc = subprocess.run([sys.executable, "-m", "server", command, "--help"], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "pathfusion", command, "--help"], capture_output=True, text=True)
         assert "Traceback" not in proc.stderr, command
         assert proc.returncode == 0, (command, proc.stderr)
         assert "usage" in proc.stdout.lower(), command
 
 
 def test_python_m_server_serves_with_only_serve_options() -> None:
-    """Editors start language servers as ``python -m server --stdio``: that must serve (and
+    """Editors start language servers as ``python -m pathfusion --stdio``: that must serve (and
     exit cleanly when the client closes stdin), not fail on a missing command."""
     for args in ([], ["--stdio"]):
-        done = subprocess.run([sys.executable, "-m", "server", *args], input=b"", capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "pathfusion", *args], input=b"", capture_output=True,
                               timeout=60, cwd=Path(__file__).resolve().parents[2])
         assert done.returncode == 0, done.stderr.decode()
         assert b"Traceback" not in done.stderr

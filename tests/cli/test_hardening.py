@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import build_parser, check_serve_arguments, is_loopback, parse_tcp
-from server.embedder import EmbedderError, OnnxEmbedder
-from server.paths import EXTRACTOR_VERSION
+from pathfusion.server.cli import build_parser, check_serve_arguments, is_loopback, parse_tcp
+from pathfusion.server.embedder import EmbedderError, OnnxEmbedder
+from pathfusion.server.paths import EXTRACTOR_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "embedder"
@@ -84,8 +84,8 @@ def test_parse_tcp_accepts_bracketed_ipv6() -> None:
 def test_tcp_refuses_remote_hosts_without_the_flag(tmp_path: Path) -> None:
     """``--tcp`` has no authentication, so ``--tcp 0.0.0.0:PORT`` would serve every network:
     it exits at once with a message instead (a server that listened would time out)."""
-    for module, argv in (("server", ["serve", "--tcp", "0.0.0.0:48765"]), ("server", ["--tcp", "192.0.2.1:48765"]),
-                         ("server.lsp", ["--tcp", "0.0.0.0:48765"])):
+    for module, argv in (("pathfusion", ["serve", "--tcp", "0.0.0.0:48765"]), ("pathfusion", ["--tcp", "192.0.2.1:48765"]),
+                         ("pathfusion.server.lsp", ["--tcp", "0.0.0.0:48765"])):
         result = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True,
                                 timeout=30, cwd=REPO, env={**os.environ, "PATHFUSION_CACHE_DIR": str(tmp_path)})
         assert result.returncode == 1, result.stderr

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from server import cli_train
-from server.cli import build_parser, main
-from server.embedder import EmbedderError, load_embedder
+from pathfusion.server import cli_train
+from pathfusion.server.cli import build_parser, main
+from pathfusion.server.embedder import EmbedderError, load_embedder
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,10 +30,10 @@ def commands() -> set[str]:
 def test_server_modules_import_neither_torch_nor_model_export() -> None:
     code = (
         "import sys\n"
-        "import server.lsp, server.cli, server.runtime, server.lsp_models, server.embedder\n"
-        "server.cli.build_parser()\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in\n"
-        "               ('torch', 'transformers', 'onnx', 'model_export'))\n"
+        "import pathfusion.server.lsp, pathfusion.server.cli, pathfusion.server.runtime, pathfusion.server.lsp_models, pathfusion.server.embedder\n"
+        "pathfusion.server.cli.build_parser()\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'onnx')\n"
+        "               or m.startswith('pathfusion.model_export'))\n"
         "assert not heavy, heavy\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -41,7 +41,7 @@ def test_server_modules_import_neither_torch_nor_model_export() -> None:
 
 
 def test_the_server_does_not_import_the_cli() -> None:
-    code = "import sys, server.lsp; assert 'server.cli' not in sys.modules, 'server.lsp imported server.cli'"
+    code = "import sys, pathfusion.server.lsp; assert 'pathfusion.server.cli' not in sys.modules, 'pathfusion.server.lsp imported pathfusion.server.cli'"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 
@@ -70,10 +70,10 @@ def test_without_the_train_extra_training_verbs_say_what_to_install(
 
 def test_without_model_export_its_verbs_are_left_out(monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setitem(sys.modules, "model_export", None)
+    monkeypatch.setitem(sys.modules, "pathfusion.model_export", None)
     assert commands() == {"extract", "suggest", "index", "search", "serve"}
     assert main(["eval", "naming"]) == 1
-    assert "needs the train extra (model_export is not installed)" in capsys.readouterr().err
+    assert "needs the train extra (pathfusion.model_export is not installed)" in capsys.readouterr().err
 
 
 def test_transformers_backend_without_torch_names_the_extra(tmp_path: Path,

@@ -20,7 +20,7 @@ TEMPLATES = {
 def write_corpus(folder: Path, per_label: int) -> None:
     """``train``/``valid``/``test`` splits of :data:`TEMPLATES` (``per_label`` training
     functions per name, 6 in the other splits), as the corpus builder writes them."""
-    from model_export.corpus import extract_file
+    from pathfusion.model_export.corpus import extract_file
 
     rng = random.Random(0)
     folder.mkdir(parents=True, exist_ok=True)

@@ -60,10 +60,10 @@ def make_run(folder: Path, *, seed: int = 0, final: bool = True) -> Path:
     """A tiny random code2vec run folder: real tokens/paths of :data:`SAMPLE` plus filler."""
     import torch
 
-    from model_export.c2v_data import PAD, UNK, Vocab, Vocabs
-    from model_export.code2vec import Code2Vec, Code2VecConfig
-    from server.parsing import Document
-    from server.paths import context_space
+    from pathfusion.model_export.c2v_data import PAD, UNK, Vocab, Vocabs
+    from pathfusion.model_export.code2vec import Code2Vec, Code2VecConfig
+    from pathfusion.server.parsing import Document
+    from pathfusion.server.paths import context_space
 
     torch.manual_seed(seed)
     doc = Document(SAMPLE)
@@ -98,8 +98,8 @@ def int8_only(full: EmbedderExport, target: Path) -> EmbedderExport:
     (the shipped layout), made from a full fp32 + int8 export instead of exporting again:
     the same int8 graph and tokenizer, no fp32 graph, and a config and manifest entry that
     name none."""
-    from model_export.export_embedder import write_manifest_entry
-    from server.models import sha256_file
+    from pathfusion.model_export.export_embedder import write_manifest_entry
+    from pathfusion.server.models import sha256_file
 
     entry = copy.deepcopy(full.entry)
     fp32 = entry["onnx_fp32"]
@@ -126,20 +126,21 @@ def file_stamps(folder: Path) -> dict[str, tuple[int, int]]:
             for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-def write_tiny_bert(folder: Path) -> Path:
+def write_tiny_bert(folder: Path, dropout: float = 0.1) -> Path:
     """A 2-layer, 32-wide BERT with MiniLM's tokenizer (random weights, seeded) in ``folder``:
-    a base that trains in seconds for the fine-tuning tests."""
+    a base that trains in seconds for the fine-tuning tests (``dropout`` 0: deterministic steps)."""
     import shutil
 
     import torch
     from transformers import BertConfig, BertModel
 
-    from model_export.export_embedder import packaged_model_dir
+    from pathfusion.model_export.export_embedder import packaged_model_dir
 
     source = packaged_model_dir()
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
+                        intermediate_size=64, max_position_embeddings=512, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout)
     BertModel(config, add_pooling_layer=False).save_pretrained(str(folder), safe_serialization=True)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         if (source / name).is_file():

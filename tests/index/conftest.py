@@ -26,7 +26,7 @@ def workspace(tmp_path: Path) -> Path:
 async def client(tmp_path: Path) -> AsyncIterator[LanguageClient]:
     """The server; ``client.registrations`` collects what it registers dynamically."""
     env = {**os.environ, "PATHFUSION_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    config = ClientServerConfig(server_command=[sys.executable, "-m", "server", "serve", "--stdio"],
+    config = ClientServerConfig(server_command=[sys.executable, "-m", "pathfusion", "serve", "--stdio"],
                                 server_env=env)
     lsp_client = await config.start()
     assert isinstance(lsp_client, LanguageClient)

@@ -8,11 +8,11 @@ from pathlib import Path
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from server.code2vec import Suggestion
-from server.feature_hover import hover_markdown
-from server.feature_search import similar_markdown
-from server.index import SearchResult
-from server.lsp_convert import markdown_text
+from pathfusion.server.code2vec import Suggestion
+from pathfusion.server.feature_hover import hover_markdown
+from pathfusion.server.feature_search import similar_markdown
+from pathfusion.server.index import SearchResult
+from pathfusion.server.lsp_convert import markdown_text
 from tests.helpers.lsp_search import initialize, wait_indexed
 
 SHAPES = '''class Point:

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server.cli import main
-from server.index import (
+from pathfusion.server.cli import main
+from pathfusion.server.index import (
     DATABASE,
     HNSW_FILE,
     MANIFEST,
@@ -29,7 +29,7 @@ from server.index import (
     WorkspaceIndex,
     index_dir_for,
 )
-from server.index_graph import rebuild_graph
+from pathfusion.server.index_graph import rebuild_graph
 from tests.helpers.index import FakeEmbedder
 from tests.helpers.models import EmbedderExport
 
@@ -187,7 +187,7 @@ def test_model_change_rebuilds(workspace: Path) -> None:
 
 
 def test_cancel_leaves_usable_index(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("server.indexing.EMBED_BATCH", 1)  # commit after every file
+    monkeypatch.setattr("pathfusion.server.indexing.EMBED_BATCH", 1)  # commit after every file
     embedder = FakeEmbedder()
 
     def cancelled() -> bool:
@@ -324,7 +324,7 @@ def test_memory_matches_sqlite_after_updates(workspace: Path) -> None:
 
 
 class HashModel:
-    """A :class:`server.index.SearchModel` that sees FunctionInfo objects, not texts."""
+    """A :class:`pathfusion.server.index.SearchModel` that sees FunctionInfo objects, not texts."""
 
     model_id = "hash-model"
     dim = 16
@@ -346,12 +346,12 @@ class HashModel:
 
 
 def test_search_model_protocol_and_embedder_wrapper(workspace: Path) -> None:
-    from server.index import (
+    from pathfusion.server.index import (
         SearchModel,
         model_identity,
         search_model_from_settings,
     )
-    from server.settings import Settings
+    from pathfusion.server.settings import Settings
 
     model = HashModel()
     assert isinstance(model, SearchModel)
@@ -360,7 +360,7 @@ def test_search_model_protocol_and_embedder_wrapper(workspace: Path) -> None:
         assert index.model_id == model_identity(model) and index.model_id.startswith("hash-model|dim=16|")
         # the query vector equals the function's vector (both hash the name): cosine 1 + exact
         # bonus 2 + the best BM25 match's full BM25 weight
-        from server.lexical import BM25_WEIGHT
+        from pathfusion.server.lexical import BM25_WEIGHT
         assert index.search("is_prime", k=1)[0].score == pytest.approx(3.0 + BM25_WEIGHT, abs=1e-5)
     embedder = FakeEmbedder()
     wrapped = search_model_from_settings(Settings(), embedder)
@@ -404,7 +404,7 @@ def models(minilm_int8: EmbedderExport) -> Path:
 
 @pytest.fixture(scope="module")
 def minilm(models: Path) -> object:
-    from server.embedder import OnnxEmbedder
+    from pathfusion.server.embedder import OnnxEmbedder
 
     return OnnxEmbedder.load(models, device="cpu", quantized=True, threads=1)
 
@@ -438,7 +438,7 @@ def test_cli_index_and_search_json(workspace: Path, models: Path,
     assert main(["search", "is_prime", "--workspace", str(workspace), "--models", str(models),
                  "--k", "2", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
-    from server.ranking import RELEVANCE_FLOOR
+    from pathfusion.server.ranking import RELEVANCE_FLOOR
     assert 1 <= len(results) <= 2 and results[0]["qualname"] == "is_prime"
     assert all(r["score"] >= RELEVANCE_FLOOR for r in results)  # the unrelated ones are left out
     assert set(results[0]) == {"uri", "range", "name", "qualname", "score", "snippet", "signature", "summary", "path", "line"}
@@ -462,7 +462,7 @@ def test_cancel_inside_a_large_file_keeps_the_encoded_vectors(
     """One file of 100 functions is encoded in chunks with a cancellation check between
     them: a cancel stops within a chunk, the file is left for the next run, and the next
     run reuses the vectors already encoded."""
-    monkeypatch.setattr("server.indexing.EMBED_BATCH", 8)
+    monkeypatch.setattr("pathfusion.server.indexing.EMBED_BATCH", 8)
     root = tmp_path / "big"
     root.mkdir()
     (root / "many.py").write_text("".join(f"def function_{i}(x):\n    return x + {i}\n\n" for i in range(100)))

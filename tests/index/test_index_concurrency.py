@@ -1,7 +1,7 @@
 """Several processes on one workspace index (docs/reliability.md): two indexers on one folder,
 stale temp files of killed writers, a lost manifest.
 
-Real processes on real files: the ``pathfusion`` CLI (``python -m server``) with the shipped
+Real processes on real files: the ``pathfusion`` CLI (``python -m pathfusion``) with the shipped
 models of the repository, and small Python workers that open the index with the hash-based
 fake embedder of ``tests/helpers/index.py``."""
 
@@ -22,7 +22,7 @@ import hnswlib
 import numpy as np
 import pytest
 
-from server.index import (
+from pathfusion.server.index import (
     DATABASE,
     HNSW_FILE,
     MANIFEST,
@@ -31,9 +31,9 @@ from server.index import (
     WorkspaceIndex,
     index_dir_for,
 )
-from server.index_graph import rebuild_graph
-from server.locks import ProcessLock
-from server.models import sha256_file
+from pathfusion.server.index_graph import rebuild_graph
+from pathfusion.server.locks import ProcessLock
+from pathfusion.server.models import sha256_file
 from tests.helpers.index import FakeEmbedder, write_workspace
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,10 +65,10 @@ def many_functions(root: Path, files: int = 30, tag: str = "v1") -> set[str]:
 
 
 def cli(*args: str, cache: Path) -> subprocess.Popen[str]:
-    """``python -m server ARGS`` with the shipped models on the CPU, index in ``cache``."""
+    """``python -m pathfusion ARGS`` with the shipped models on the CPU, index in ``cache``."""
     env = {**os.environ, "PATHFUSION_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     env.pop("PATHFUSION_MODELS", None)
-    command = [sys.executable, "-m", "server", *args]
+    command = [sys.executable, "-m", "pathfusion", *args]
     if args[0] in ("index", "search"):
         command += ["--models", str(REPO_MODELS), "--device", "cpu"]
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -126,9 +126,9 @@ def test_two_cli_indexers_beside_an_open_index(tmp_path: Path, cache_dir: Path) 
     """Two CLI indexers while a third process (here: this one, as the server would) has the
     index open and syncs it: no error, and afterwards the open index, without reopening, and
     a CLI search both return every function."""
-    from server.embedder import load_embedder
-    from server.index import search_model_from_settings
-    from server.settings import Settings
+    from pathfusion.server.embedder import load_embedder
+    from pathfusion.server.index import search_model_from_settings
+    from pathfusion.server.settings import Settings
 
     workspace = tmp_path / "ws"
     many_functions(workspace)
@@ -261,7 +261,7 @@ def test_process_lock_excludes_and_dies_with_its_holder(tmp_path: Path) -> None:
     first.release()
     assert second.acquire(blocking=False)
     second.release()
-    script = (f"import sys, time\nsys.path.insert(0, {str(REPO)!r})\nfrom server.locks import ProcessLock\n"
+    script = (f"import sys, time\nsys.path.insert(0, {str(REPO)!r})\nfrom pathfusion.server.locks import ProcessLock\n"
               f"ProcessLock({str(path)!r}).acquire()\nprint('held', flush=True)\ntime.sleep(120)\n")
     holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
@@ -282,7 +282,7 @@ def test_process_lock_excludes_and_dies_with_its_holder(tmp_path: Path) -> None:
 WORKER = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
-from server.index import EmbedderSearchModel, WorkspaceIndex
+from pathfusion.server.index import EmbedderSearchModel, WorkspaceIndex
 from tests.helpers.index import FakeEmbedder
 index = WorkspaceIndex.open({workspace!r}, EmbedderSearchModel(FakeEmbedder()), autosave_s=None)
 index.sync()

@@ -7,9 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.lexical import BM25_WEIGHT, STOP_WORDS, bm25_bonuses, lexical_bonus, query_features
-from server.name_lookup import _NameLookup
-from server.paths import split_subtokens
+from pathfusion.server.lexical import (
+    BM25_WEIGHT,
+    STOP_WORDS,
+    bm25_bonuses,
+    lexical_bonus,
+    query_features,
+)
+from pathfusion.server.name_lookup import _NameLookup
+from pathfusion.server.paths import split_subtokens
 
 PARTS = ["load", "loads", "loader", "parse", "parsing", "json", "get", "http", "Request", "scan",
          "scanstring", "encode", "basestring", "py", "to", "dict", "_", "X", "data", "file"]
@@ -101,16 +107,16 @@ def test_pruned_search_ranks_like_full_scoring(tmp_path, monkeypatch, widen) -> 
     neither must widening the k-NN set (to 100 here) when many candidates qualify."""
     # Bonuses large enough that names outside the k-NN set compete (the mechanism under
     # test, whatever weights validation picked for the shipped model).
-    monkeypatch.setattr("server.lexical.SUBTOKEN_BONUS", 0.5)
-    monkeypatch.setattr("server.lexical.BM25_WEIGHT", 0.2)
+    monkeypatch.setattr("pathfusion.server.lexical.SUBTOKEN_BONUS", 0.5)
+    monkeypatch.setattr("pathfusion.server.lexical.BM25_WEIGHT", 0.2)
     if widen:
-        monkeypatch.setattr("server.ranking.EXPAND_CANDIDATES", 0)
-        monkeypatch.setattr("server.ranking.EXPAND_FACTOR", 2)
+        monkeypatch.setattr("pathfusion.server.ranking.EXPAND_CANDIDATES", 0)
+        monkeypatch.setattr("pathfusion.server.ranking.EXPAND_FACTOR", 2)
     import random as _random
 
     import numpy as np
 
-    from server.index import EmbedderSearchModel, WorkspaceIndex
+    from pathfusion.server.index import EmbedderSearchModel, WorkspaceIndex
     from tests.helpers.index import FakeEmbedder
 
     monkeypatch.setenv("PATHFUSION_CACHE_DIR", str(tmp_path / "cache"))
@@ -173,11 +179,11 @@ class NameBlindEmbedder:
 
 @pytest.mark.parametrize("penalty,first", [(0.0, "_copytree"), (0.02, "copytree")])
 def test_private_helpers_rank_below_their_public_twin(tmp_path, monkeypatch, penalty, first) -> None:  # type: ignore[no-untyped-def]
-    from server.index import EmbedderSearchModel, WorkspaceIndex
-    from server.lexical import is_private
+    from pathfusion.server.index import EmbedderSearchModel, WorkspaceIndex
+    from pathfusion.server.lexical import is_private
 
     monkeypatch.setenv("PATHFUSION_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr("server.lexical.PRIVATE_PENALTY", penalty)
+    monkeypatch.setattr("pathfusion.server.lexical.PRIVATE_PENALTY", penalty)
     folder = tmp_path / "ws"
     folder.mkdir()
     (folder / "a.py").write_text("def _copytree(src, dst):\n    return src\n\n\ndef copytree(src, dst):\n    return src\n")
@@ -193,8 +199,8 @@ def test_private_helpers_rank_below_their_public_twin(tmp_path, monkeypatch, pen
 def test_bm25_follows_the_functions_through_edits_deletes_and_compaction(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The FTS5 lexicon holds exactly the live functions: a word only in a body finds its
     function, an edit or a deleted file takes it out, a compaction keeps it right."""
-    from server.index import EmbedderSearchModel, WorkspaceIndex
-    from server.index_graph import rebuild_graph
+    from pathfusion.server.index import EmbedderSearchModel, WorkspaceIndex
+    from pathfusion.server.index_graph import rebuild_graph
     from tests.helpers.index import FakeEmbedder
 
     monkeypatch.setenv("PATHFUSION_CACHE_DIR", str(tmp_path / "cache"))
@@ -237,9 +243,9 @@ def test_eval_scores_bm25_exactly_as_the_server_does(tmp_path, monkeypatch) -> N
     the workspace) give the same numbers for the same functions."""
     import numpy as np
 
-    from server.index import EmbedderSearchModel, WorkspaceIndex
-    from server.lexical import bm25_matrix
-    from server.parsing import Document
+    from pathfusion.server.index import EmbedderSearchModel, WorkspaceIndex
+    from pathfusion.server.lexical import bm25_matrix
+    from pathfusion.server.parsing import Document
     from tests.helpers.index import FILES, FakeEmbedder, write_workspace
 
     monkeypatch.setenv("PATHFUSION_CACHE_DIR", str(tmp_path / "cache"))
@@ -262,7 +268,7 @@ def test_eval_scores_bm25_exactly_as_the_server_does(tmp_path, monkeypatch) -> N
 
 
 def test_query_text_is_never_fts5_syntax() -> None:
-    from server.lexical import match_expression
+    from pathfusion.server.lexical import match_expression
 
     assert match_expression({"load", "config"}) == '"config" OR "load"'
     assert match_expression({'a"b', "near", "*", "and"}) == '"and" OR "near"'  # only plain words, quoted
@@ -274,7 +280,7 @@ def test_bm25_scores_at_most_the_bounded_number_of_matches(monkeypatch) -> None:
     matches within the bound); below the bound nothing changes."""
     import sqlite3
 
-    from server.lexical import LEXICON_SQL
+    from pathfusion.server.lexical import LEXICON_SQL
 
     db = sqlite3.connect(":memory:")
     db.execute("CREATE TABLE functions (label INTEGER PRIMARY KEY, name_terms TEXT NOT NULL, "
@@ -286,11 +292,11 @@ def test_bm25_scores_at_most_the_bounded_number_of_matches(monkeypatch) -> None:
     tokens = {"common", "rare", "scarce"}
     everything, _ = bm25_bonuses(db, tokens)
     assert len(everything) == 100  # "common" is in every function
-    monkeypatch.setattr("server.lexical.BM25_MAX_MATCHES", 15)
+    monkeypatch.setattr("pathfusion.server.lexical.BM25_MAX_MATCHES", 15)
     bounded, bonus = bm25_bonuses(db, tokens)
     assert sorted(bounded.tolist()) == [i for i in range(100) if i % 10 == 0 or i % 25 == 0]  # rare + scarce: 14
     assert bonus.max() == pytest.approx(BM25_WEIGHT)
-    monkeypatch.setattr("server.lexical.BM25_MAX_MATCHES", 5)
+    monkeypatch.setattr("pathfusion.server.lexical.BM25_MAX_MATCHES", 5)
     assert sorted(bm25_bonuses(db, tokens | {"absent"})[0].tolist()) == [0, 25, 50, 75]  # the rarest word alone
-    monkeypatch.setattr("server.lexical.BM25_MAX_MATCHES", 3)
+    monkeypatch.setattr("pathfusion.server.lexical.BM25_MAX_MATCHES", 3)
     assert bm25_bonuses(db, tokens)[0].size == 0  # every word too common: no BM25 bonus

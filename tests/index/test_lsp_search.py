@@ -20,7 +20,7 @@ import pytest
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from server.lsp import merge_results, search_args, symbol_kind
+from pathfusion.server.lsp import merge_results, search_args, symbol_kind
 from tests.helpers.lsp_search import command, initialize, status, wait_for, wait_indexed
 
 SEARCH_KEYS = {"uri", "range", "name", "qualname", "score", "snippet", "signature", "summary"}
@@ -293,7 +293,7 @@ def test_client_disconnect_during_indexing_ends_the_server(search_models: Path, 
             f"def function_{number}_{i}(value):\n    return value * {i} + {number}\n\n" for i in range(10)))
     cache = tmp_path / "cache"
     env = {**os.environ, "PATHFUSION_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--stdio"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "pathfusion", "serve", "--stdio"], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         client = RawClient(proc)

@@ -1,4 +1,4 @@
-"""A search over several workspace folders (:func:`server.feature_search.search`) encodes
+"""A search over several workspace folders (:func:`pathfusion.server.feature_search.search`) encodes
 its query once — the folders' indexes share one search model — and ranks as searching
 each folder with :meth:`WorkspaceIndex.search` and merging did."""
 
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server.feature_index import FolderIndex
-from server.feature_search import merge_results, search
-from server.index import WorkspaceIndex
+from pathfusion.server.feature_index import FolderIndex
+from pathfusion.server.feature_search import merge_results, search
+from pathfusion.server.index import WorkspaceIndex
 
 FOLDERS = {
     "a": {"config.py": "def load_config(path):\n    return json.load(open(path))\n\n\n"
@@ -69,7 +69,7 @@ def indexes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_two_folders_encode_the_query_once_and_rank_as_before(indexes: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("server.ranking.RELEVANCE_FLOOR", float("-inf"))  # random vectors: keep every result
+    monkeypatch.setattr("pathfusion.server.ranking.RELEVANCE_FLOOR", float("-inf"))  # random vectors: keep every result
     model, opened = indexes
     folders = {str(index.root): FolderIndex(str(index.root), index, "ready") for index in opened}
     with ThreadPoolExecutor(max_workers=2) as executor:
@@ -94,7 +94,7 @@ def test_search_with_the_vector_given_is_the_same_search(indexes: Any) -> None:
 def test_results_below_the_relevance_floor_are_not_shown(indexes: Any) -> None:
     """What users see (``pathfusion.search``, ``workspace/symbol``: merge_results) leaves out
     the functions scoring below the floor; the raw index search keeps them."""
-    from server.ranking import RELEVANCE_FLOOR
+    from pathfusion.server.ranking import RELEVANCE_FLOOR
 
     _, opened = indexes
     raw = [index.search("load settings", 10) for index in opened]

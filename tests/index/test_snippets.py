@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.index import snippet_of
-from server.snippets import snippet_parts
+from pathfusion.server.index import snippet_of
+from pathfusion.server.snippets import snippet_parts
 
 
 @pytest.mark.parametrize("source,signature,summary", [
@@ -24,7 +24,7 @@ def test_signature_and_docstring_line(source: str, signature: str, summary: str)
 
 
 def test_results_carry_signature_and_summary() -> None:
-    from server.index import SearchResult
+    from pathfusion.server.index import SearchResult
 
     result = SearchResult(uri="file:///a.py", range={"start": {"line": 0, "character": 0},
                                                      "end": {"line": 3, "character": 0}},

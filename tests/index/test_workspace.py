@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from server.workspace import GitIgnore, WorkspaceError, WorkspaceFilter, discover
+from pathfusion.server.workspace import GitIgnore, WorkspaceError, WorkspaceFilter, discover
 
 
 def write(root: Path, rel: str, text: str = "def f():\n    pass\n") -> Path:
@@ -147,7 +147,7 @@ def test_symlinks_leaving_the_workspace_are_not_followed(tmp_path: Path) -> None
 
 
 def test_symlink_setting() -> None:
-    from server.settings import Settings
+    from pathfusion.server.settings import Settings
 
     assert Settings().follow_external_symlinks is False
     assert Settings.from_dict({"followExternalSymlinks": True}).follow_external_symlinks is True
@@ -157,7 +157,7 @@ def test_symlink_setting() -> None:
 
 def _timed_discover(root: Path, **kwargs: object) -> tuple[list[str], float]:
     """discover() in a child process, killed after 10 s (a backtracking regex holds the GIL)."""
-    code = ("import sys, time, json\nfrom server.workspace import discover\n"
+    code = ("import sys, time, json\nfrom pathfusion.server.workspace import discover\n"
             "start = time.monotonic()\n"
             f"found = discover(sys.argv[1], **{kwargs!r})\n"
             "print(json.dumps([str(p) for p in found.files]), time.monotonic() - start)\n")

@@ -31,7 +31,7 @@ def workspace(tmp_path: Path) -> Path:
 
 @pytest_asyncio.fixture
 async def client() -> AsyncIterator[LanguageClient]:
-    config = ClientServerConfig(server_command=[sys.executable, "-m", "server", "serve", "--stdio"])
+    config = ClientServerConfig(server_command=[sys.executable, "-m", "pathfusion", "serve", "--stdio"])
     lsp_client = await config.start()
     assert isinstance(lsp_client, LanguageClient)
     yield lsp_client

@@ -12,13 +12,13 @@ import pytest
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from server.feature_hover import hover_markdown
-from server.feature_rename import compute_rename
-from server.lsp_convert import text_edits
-from server.lsp_server import PathfusionServer
-from server.lsp_worker import Snapshot
-from server.parsing import Document, Position
-from server.settings import Settings
+from pathfusion.server.feature_hover import hover_markdown
+from pathfusion.server.feature_rename import compute_rename
+from pathfusion.server.lsp_convert import text_edits
+from pathfusion.server.lsp_server import PathfusionServer
+from pathfusion.server.lsp_worker import Snapshot
+from pathfusion.server.parsing import Document, Position
+from pathfusion.server.settings import Settings
 from tests.helpers.lsp import (
     APP,
     LIB,
@@ -231,7 +231,7 @@ async def test_result_for_old_version_is_dropped() -> None:
 
 
 def test_hover_markdown_suppression() -> None:
-    from server.code2vec import Suggestion
+    from pathfusion.server.code2vec import Suggestion
 
     confident = Suggestion("f", "load_config", 1, "load|config",
                            [("load_config", "load|config", 0.8), ("read_config", "read|config", 0.1)], 1)
@@ -377,7 +377,7 @@ class Store:
 def test_snapshot_document_matches_a_fresh_parse() -> None:
     """A worker's view over the loop's tree (no parse, functions listed once) answers
     exactly as a freshly parsed Document, also after incremental edits of the loop's."""
-    from server.lsp_worker import SnapshotDocument, WorkerDocuments
+    from pathfusion.server.lsp_worker import SnapshotDocument, WorkerDocuments
 
     loop_doc = Document(NESTED, uri="file:///x/nested.py", version=1)
     loop_doc.apply_change(Position(5, 14), Position(5, 15), "value")  # def inner(value):
@@ -406,7 +406,7 @@ async def test_hovers_on_one_version_agree_and_an_edit_is_seen() -> None:
     """Hovers on an unchanged document give the same answer each time (the worker keeps its
     parsed copy between them), and the first hover after an edit describes the edited text,
     not that copy: the model sees the new body, the suggestion the new name and range."""
-    from server.lsp import did_change
+    from pathfusion.server.lsp import did_change
 
     ls = PathfusionServer()
     doc = Document(LIB, uri="file:///x/lib.py", version=1)
@@ -467,9 +467,9 @@ async def test_a_hover_is_one_worker_hop() -> None:
     model and to the index (similar functions) in the same call; the loop only renders."""
     from types import SimpleNamespace
 
-    from server.feature_hover import hover_at
-    from server.feature_index import FolderIndex
-    from server.lsp import hover
+    from pathfusion.server.feature_hover import hover_at
+    from pathfusion.server.feature_index import FolderIndex
+    from pathfusion.server.lsp import hover
 
     ls = PathfusionServer()
     doc = Document(LIB, uri="file:///x/lib.py", version=1)

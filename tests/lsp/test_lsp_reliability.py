@@ -240,8 +240,8 @@ async def test_search_query_with_lone_surrogates_is_sanitised(workspace: Path, t
 async def test_protocol_forgets_finished_messages(models_dir: Path) -> None:
     """pygls keeps the future of every notification handled by a generator or coroutine, and
     of every command's inner handler, until the process ends: the server must not."""
-    from server.lsp import server as ls  # the features are registered on this instance
-    from server.settings import Settings
+    from pathfusion.server.lsp import server as ls  # the features are registered on this instance
+    from pathfusion.server.settings import Settings
     sent: list[bytes] = []
 
     class Writer:

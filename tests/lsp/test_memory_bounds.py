@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from server import parsing, paths
-from server.fusion import FusionPredictor
+from pathfusion.server import parsing, paths
+from pathfusion.server.fusion import FusionPredictor
 
 
 def test_identifier_and_string_caches_keep_short_keys_only() -> None:

@@ -67,7 +67,7 @@ def run_nvim(nvim: str, tmp_path: Path, workspace: Path, models: Path) -> dict[s
         "PATHFUSION_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
         "XDG_CACHE_HOME": str(home / "cache"), "XDG_STATE_HOME": str(home / "state"),
         "XDG_DATA_HOME": str(home / "data"), "XDG_CONFIG_HOME": str(home / "config"),
-        "PATHFUSION_E2E_CMD": json.dumps([sys.executable, "-m", "server", "serve", "--stdio"]),
+        "PATHFUSION_E2E_CMD": json.dumps([sys.executable, "-m", "pathfusion", "serve", "--stdio"]),
         "PATHFUSION_E2E_ROOT": str(workspace), "PATHFUSION_E2E_FILE": str(workspace / "lib.py"),
         "PATHFUSION_E2E_OUT": str(out), "PATHFUSION_E2E_MODELS": str(models),
         "PATHFUSION_E2E_LINE": str(NAME_LINE), "PATHFUSION_E2E_CHARACTER": str(NAME_CHARACTER),

@@ -1,5 +1,5 @@
 """The rename code action reads only what the indexer would, through the real server:
-regular files inside the workspace under ``maxFileSize`` (:mod:`server.rename_files`).
+regular files inside the workspace under ``maxFileSize`` (:mod:`pathfusion.server.rename_files`).
 
 Given the workspace itself, jedi's project walk reads every ``*.py`` entry of it: a symlink
 to ``/dev/zero`` (memory grows without bound), a FIFO (the worker blocks forever, and a
@@ -25,11 +25,11 @@ import pytest_asyncio
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from server import feature_rename
-from server.lsp import PathfusionServer, Snapshot, compute_rename, resolve_code_action
-from server.parsing import Document, Position
-from server.rename_files import read_text, regular_file_problem
-from server.settings import Settings
+from pathfusion.server import feature_rename
+from pathfusion.server.lsp import PathfusionServer, Snapshot, compute_rename, resolve_code_action
+from pathfusion.server.parsing import Document, Position
+from pathfusion.server.rename_files import read_text, regular_file_problem
+from pathfusion.server.settings import Settings
 from tests.helpers.lsp import (
     APP,
     LIB,
@@ -57,7 +57,7 @@ USER = "from lib import load_config\n\n\nsettings = load_config('y.json')\n"
 SERVER = (
     "import resource, sys\n"
     f"resource.setrlimit(resource.RLIMIT_AS, ({ADDRESS_SPACE_LIMIT}, {ADDRESS_SPACE_LIMIT}))\n"
-    "from server.cli import with_default_command\n"
+    "from pathfusion.server.cli import with_default_command\n"
     "sys.exit(with_default_command(['serve', '--stdio']))\n"
 )
 

@@ -1,4 +1,4 @@
-"""Offered renames never create a name clash (:mod:`server.rename_safety`), through the real
+"""Offered renames never create a name clash (:mod:`pathfusion.server.rename_safety`), through the real
 server.
 
 The model is a tiny code2vec export whose ranking is fixed by construction
@@ -18,9 +18,9 @@ import pytest
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from server.code2vec import Suggestion
-from server.parsing import Document
-from server.rename_safety import clashes, identifiers, safe_suggestion
+from pathfusion.server.code2vec import Suggestion
+from pathfusion.server.parsing import Document
+from pathfusion.server.rename_safety import clashes, identifiers, safe_suggestion
 from tests.helpers.lsp import apply_edits, code_actions, hover, initialize, open_doc
 from tests.rename_checks import assert_clean_rename
 
@@ -85,8 +85,8 @@ def make_ranked_run(folder: Path, ranking: list[str]) -> Path:
     same code vector ``c``, and label ``i`` of ``ranking`` gets the logit ``30 - i`` (the
     others 0)."""
     torch = pytest.importorskip("torch")
-    from model_export.c2v_data import PAD, UNK, Vocab, Vocabs
-    from model_export.code2vec import Code2Vec, Code2VecConfig
+    from pathfusion.model_export.c2v_data import PAD, UNK, Vocab, Vocabs
+    from pathfusion.model_export.code2vec import Code2Vec, Code2VecConfig
 
     torch.manual_seed(0)
     labels = [*ranking, *(f"filler|{i}" for i in range(20))]
@@ -113,7 +113,7 @@ def make_ranked_run(folder: Path, ranking: list[str]) -> Path:
 def ranked_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
-    from model_export.export_code2vec import export
+    from pathfusion.model_export.export_code2vec import export
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("ranked-models")

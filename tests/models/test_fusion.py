@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from model_export.anonymise import anonymise
-from model_export.compact_onnx import compact
-from model_export.embed_corpus import CHUNK, GROUP, Unit, load_field, plan, select
-from model_export.fusion import VARIANTS, FusionConfig, FusionExport, FusionModel
-from model_export.metrics import mrr
-from model_export.train_fusion import NamingData, TrainConfig, naming_scores, train_naming
-from server.parsing import Document, parse_bytes
+from pathfusion.model_export.anonymise import anonymise
+from pathfusion.model_export.compact_onnx import compact
+from pathfusion.model_export.embed_corpus import CHUNK, GROUP, Unit, load_field, plan, select
+from pathfusion.model_export.fusion import VARIANTS, FusionConfig, FusionExport, FusionModel
+from pathfusion.model_export.metrics import mrr
+from pathfusion.model_export.train_fusion import NamingData, TrainConfig, naming_scores, train_naming
+from pathfusion.server.parsing import Document, parse_bytes
 
 # -- anonymisation ---------------------------------------------------------------------------
 
@@ -158,7 +158,7 @@ def test_naming_scores_use_the_first_legal_candidate() -> None:
 def test_compact_stores_large_matrices_in_int8_and_stays_close(tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from model_export.export_code2vec import legacy_onnx_export
+    from pathfusion.model_export.export_code2vec import legacy_onnx_export
 
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Linear(384, 512), torch.nn.Tanh(), torch.nn.Linear(512, 300)).eval()

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from model_export import evaluate, export_fusion, train_fusion
-from model_export.embed_corpus import CHUNK, Unit, selection_path
-from server.code2vec import Code2VecModel, suggest_for_document
-from server.embedder import OnnxEmbedder
-from server.fusion import FusionPredictor, FusionRuntime
-from server.models import ModelError
-from server.parsing import Document
+from pathfusion.model_export import evaluate, export_fusion, train_fusion
+from pathfusion.model_export.embed_corpus import CHUNK, Unit, selection_path
+from pathfusion.server.code2vec import Code2VecModel, suggest_for_document
+from pathfusion.server.embedder import OnnxEmbedder
+from pathfusion.server.fusion import FusionPredictor, FusionRuntime
+from pathfusion.server.models import ModelError
+from pathfusion.server.parsing import Document
 
 WORDS = ["read", "write", "parse", "config", "file", "url", "json", "cache", "user", "token", "list", "sort"]
 SIZES = {("train", "naming"): 800, ("valid", "naming"): 300, ("test", "naming"): 300,
@@ -212,7 +212,7 @@ def test_predictor_embeds_each_masked_source_once(exported) -> None:  # type: ig
 
 
 def test_prefetched_sources_make_hovers_embedding_free(exported) -> None:  # type: ignore[no-untyped-def]
-    from server.lsp import naming_sources
+    from pathfusion.server.lsp import naming_sources
 
     _, models, _ = exported
     embedder = CountingEmbedder(OnnxEmbedder.load(models))

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.code2vec import UNLIKELY_CURRENT_NAME, Code2VecModel, CurrentName, Suggestion, suggest_for_document
-from server.feature_hover import hover_markdown
-from server.embedder import EmbedderError, OnnxEmbedder
-from server.models import ModelError
-from server.name_generator import (
+from pathfusion.server.code2vec import UNLIKELY_CURRENT_NAME, Code2VecModel, CurrentName, Suggestion, suggest_for_document
+from pathfusion.server.feature_hover import hover_markdown
+from pathfusion.server.embedder import EmbedderError, OnnxEmbedder
+from pathfusion.server.models import ModelError
+from pathfusion.server.name_generator import (
     LENGTH_BONUS,
     NameGenerator,
     label_of_pieces,
@@ -24,9 +24,9 @@ from server.name_generator import (
     rank_score,
     source_text,
 )
-from server.parsing import Document
-from server.runtime import ModelHub
-from server.settings import Settings
+from pathfusion.server.parsing import Document
+from pathfusion.server.runtime import ModelHub
+from pathfusion.server.settings import Settings
 
 torch = pytest.importorskip("torch")
 
@@ -50,10 +50,10 @@ def test_runtime_beam_search_is_the_training_beam_search(naming_run_best: Path, 
                                                          tmp_path: Path) -> None:
     """With the fp32 decoder graph, the numpy beam search finds the very names, in the same
     order and with the same scores, as the torch one over the same token states."""
-    from model_export.export_embedder import load_reference, write_manifest_entry
-    from model_export.export_naming import export_naming
-    from model_export.name_decoder import beam_search
-    from model_export.train_naming import load_decoder
+    from pathfusion.model_export.export_embedder import load_reference, write_manifest_entry
+    from pathfusion.model_export.export_naming import export_naming
+    from pathfusion.model_export.name_decoder import beam_search
+    from pathfusion.model_export.train_naming import load_decoder
 
     models = tmp_path / "models"
     shutil.copytree(search_models, models)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from model_export.export_code2vec import ExportError
-from model_export.query_encoder import (
+from pathfusion.model_export.export_code2vec import ExportError
+from pathfusion.model_export.query_encoder import (
     KINDS,
     POOLINGS,
     QueryEncoder,
@@ -27,8 +27,8 @@ from model_export.query_encoder import (
     parity_check,
     reverse_within_length,
 )
-from server.models import ModelError, sha256_file
-from server.query import (
+from pathfusion.server.models import ModelError, sha256_file
+from pathfusion.server.query import (
     MAX_QUERY_TOKENS,
     QUERY_TOKENIZER_VERSION,
     QueryEncoderRuntime,

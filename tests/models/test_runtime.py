@@ -1,4 +1,4 @@
-"""The model hub (:mod:`server.runtime`): which models a setting means, each loaded once,
+"""The model hub (:mod:`pathfusion.server.runtime`): which models a setting means, each loaded once,
 the fallbacks and their messages, the thread counts passed to the loaders.
 
 The loaders are replaced by counting fakes (the decisions and the caching are what is
@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server import runtime
-from server.embedder import EmbedderError
-from server.fusion import FusionPredictor
-from server.models import ModelError
-from server.runtime import ModelHub, Threads, models_dir
-from server.search_model import EmbedderSearchModel, search_model_from_settings
-from server.settings import Settings
+from pathfusion.server import runtime
+from pathfusion.server.embedder import EmbedderError
+from pathfusion.server.fusion import FusionPredictor
+from pathfusion.server.models import ModelError
+from pathfusion.server.runtime import ModelHub, Threads, models_dir
+from pathfusion.server.search_model import EmbedderSearchModel, search_model_from_settings
+from pathfusion.server.settings import Settings
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 
@@ -152,7 +152,7 @@ def test_a_fusion_that_cannot_load_falls_back(monkeypatch: pytest.MonkeyPatch, s
         hub.naming(settings)  # the CLI: an error
     model, reason = hub.naming_or_code2vec(settings)  # the server: code2vec, and why
     assert model is hub.code2vec(settings) and reason == "trained on other embeddings"
-    with caplog.at_level(logging.WARNING, logger="server.index"):
+    with caplog.at_level(logging.WARNING, logger="pathfusion.server.index"):
         assert isinstance(hub.search_model(settings), EmbedderSearchModel)
     assert "search uses the LLM embedder alone: trained on other embeddings" in caplog.text
     assert loaders.count("fusion") == 1  # the failure is kept for these settings
@@ -211,7 +211,7 @@ def test_search_model_from_settings_uses_the_given_embedder(monkeypatch: pytest.
     loaders = Loaders(monkeypatch, fusion=False)
     embedder = FakeEmbedder()
 
-    class Namespace:  # what model_export.evaluate passes
+    class Namespace:  # what pathfusion.model_export.evaluate passes
         models_dir = tmp_path
         device = "cpu"
         fusion_variant = "default"
@@ -224,7 +224,7 @@ def test_search_model_from_settings_uses_the_given_embedder(monkeypatch: pytest.
 def test_real_models_name_with_the_generative_head() -> None:
     """The shipped folder's default naming is its naming head, over the shipped embedder,
     and it reads an obvious getter right."""
-    from server.name_generator import NameGenerator
+    from pathfusion.server.name_generator import NameGenerator
 
     settings = Settings(models_dir=str(REPO_MODELS), device="cpu")
     model = ModelHub().naming(settings)
@@ -249,7 +249,7 @@ def test_server_naming_does_not_wait_for_the_embedder_when_code2vec_serves(
 
 
 def test_preload_fills_the_shared_hub_the_server_uses(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
-    from server.lsp_models import Models
+    from pathfusion.server.lsp_models import Models
 
     loaders = Loaders(monkeypatch, fusion=False)
     monkeypatch.setattr(runtime, "_SHARED", None)

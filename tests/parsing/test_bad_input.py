@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import main as cli_main
-from server.parsing import BinaryFileError, Document, EncodingError, decode_source
-from server.paths import all_contexts, extract_contexts
+from pathfusion.server.cli import main as cli_main
+from pathfusion.server.parsing import BinaryFileError, Document, EncodingError, decode_source
+from pathfusion.server.paths import all_contexts, extract_contexts
 
 
 def test_empty_file() -> None:

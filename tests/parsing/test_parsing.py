@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from server.parsing import Document, Position
+from pathfusion.server.parsing import Document, Position
 
 SAMPLE = '''\
 import os
@@ -136,7 +136,7 @@ def edits(draw: st.DrawFn) -> list[tuple[int, int, int, int, str]]:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(edits())
-# tree-sitter-python's own incremental reparse got this one wrong (server.parsing.RESCAN_CHARS)
+# tree-sitter-python's own incremental reparse got this one wrong (pathfusion.server.parsing.RESCAN_CHARS)
 @example([(9, 4, 0, 4, "'''"), (12, 1, 0, 1, "'''")])
 def test_incremental_edits_match_fresh_parse(steps: list[tuple[int, int, int, int, str]]) -> None:
     doc = Document(SAMPLE)

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.parsing import Document
-from server.paths import (
+from pathfusion.server.parsing import Document
+from pathfusion.server.paths import (
     EXTRACTOR_VERSION,
     METHOD_NAME,
     Context,
@@ -201,7 +201,7 @@ def test_code2vec_text_format_roundtrip() -> None:
 
 
 def test_extractor_version_is_documented() -> None:
-    import server.paths as paths
+    import pathfusion.server.paths as paths
 
     assert EXTRACTOR_VERSION in (paths.__doc__ or "")
 

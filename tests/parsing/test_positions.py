@@ -8,9 +8,9 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.lsp import text_edits
-from server.parsing import Document, Position
-from server.positions import (
+from pathfusion.server.lsp import text_edits
+from pathfusion.server.parsing import Document, Position
+from pathfusion.server.positions import (
     TextBuffer,
     lf_view,
     line_start,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from model_export import corpus
-from model_export.dedup import find_duplicates, is_near_duplicate
-from server.paths import METHOD_NAME
+from pathfusion.model_export import corpus
+from pathfusion.model_export.dedup import find_duplicates, is_near_duplicate
+from pathfusion.server.paths import METHOD_NAME
 
 
 @pytest.mark.parametrize(
@@ -188,7 +188,7 @@ def test_corpus_build_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     again = corpus.build(manifest, tmp_path / "data", workers=1)
     assert again["splits"] == summary["splits"]
     assert (tmp_path / "data" / "corpus" / "shards" / "proj0-1.0.jsonl.gz").stat().st_mtime_ns == stamp
-    from model_export.corpus_report import render
+    from pathfusion.model_export.corpus_report import render
 
     report = render(summary)
     assert "| test |" in report and "duplicates removed" in report

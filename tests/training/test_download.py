@@ -1,4 +1,4 @@
-"""Offline tests for model_export.download (no network access needed)."""
+"""Offline tests for pathfusion.model_export.download (no network access needed)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from model_export import download as dl
+from pathfusion.model_export import download as dl
 
 
 def test_read_manifest_skips_comments_and_blank_lines(tmp_path: Path) -> None:

@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_export.evaluate import (
+from pathfusion.model_export.evaluate import (
     SearchExample,
     SearchSpace,
     evaluate_search,
     iter_project_pairs,
     lexical_matrix,
 )
-from model_export.evaluate import main as eval_main
-from server.embedder import OnnxEmbedder
-from server.lexical import query_features
-from server.name_lookup import _NameLookup
+from pathfusion.model_export.evaluate import main as eval_main
+from pathfusion.server.embedder import OnnxEmbedder
+from pathfusion.server.lexical import query_features
+from pathfusion.server.name_lookup import _NameLookup
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 
@@ -27,7 +27,7 @@ FUNCTIONS = {
     "load_config": ("Read the settings file and return a dictionary of options.",
                     "    with open(path) as fh:\n        return json.load(fh)\n"),
     "send_email": ("Deliver a message to the given address over SMTP.",
-                   "    server = smtplib.SMTP(host)\n    server.sendmail(sender, [address], body)\n"),
+                   "    server = smtplib.SMTP(host)\n    pathfusion.server.sendmail(sender, [address], body)\n"),
     "resize_image": ("Scale a picture to the requested width and height.",
                      "    return image.resize((width, height))\n"),
     "parse_date": ("Turn an ISO formatted string into a date object.",
@@ -118,8 +118,8 @@ def test_corpus_split_is_scored_like_the_same_functions_as_projects(projects: Pa
     import gzip
     from dataclasses import asdict
 
-    from model_export.corpus import extract_file
-    from model_export.evaluate import iter_split_pairs
+    from pathfusion.model_export.corpus import extract_file
+    from pathfusion.model_export.evaluate import iter_split_pairs
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

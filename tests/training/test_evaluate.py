@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from model_export import train_code2vec
-from model_export.code2vec import Code2VecConfig
-from model_export.evaluate import main as eval_main
-from model_export.export_code2vec import export
+from pathfusion.model_export import train_code2vec
+from pathfusion.model_export.code2vec import Code2VecConfig
+from pathfusion.model_export.evaluate import main as eval_main
+from pathfusion.model_export.export_code2vec import export
 from tests.helpers.corpus import TEMPLATES, write_corpus
 
 

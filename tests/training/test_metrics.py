@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model_export.metrics import NamingScores, first_legal
+from pathfusion.model_export.metrics import NamingScores, first_legal
 
 
 def test_first_legal_skips_special_names() -> None:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from model_export import train_code2vec
-from model_export.c2v_data import EncodedSplit, RawEncoder, batch_arrays
-from model_export.code2vec import Code2Vec, Code2VecConfig
+from pathfusion.model_export import train_code2vec
+from pathfusion.model_export.c2v_data import EncodedSplit, RawEncoder, batch_arrays
+from pathfusion.model_export.code2vec import Code2Vec, Code2VecConfig
 from tests.helpers.corpus import TEMPLATES, write_corpus
 
 

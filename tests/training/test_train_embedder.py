@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from model_export import train_embedder
-from model_export.export_embedder import (
+from pathfusion.model_export import train_embedder
+from pathfusion.model_export.export_embedder import (
     export_minilm,
     load_reference,
     reference_embeddings,
     write_manifest_entry,
 )
-from model_export.search_pairs import (
+from pathfusion.model_export.search_pairs import (
     PackSpec,
     Pairs,
     Ragged,
@@ -29,8 +29,12 @@ from model_export.search_pairs import (
     project_batches,
     tokenizer_sha256,
 )
-from model_export.train_embedder import EmbedderTrainConfig, contrastive_loss, duplicate_mask
-from server.embedder import OnnxEmbedder
+from pathfusion.model_export.train_embedder import (
+    EmbedderTrainConfig,
+    contrastive_loss,
+    duplicate_mask,
+)
+from pathfusion.server.embedder import OnnxEmbedder
 from tests.helpers.models import write_tiny_bert
 
 WORDS = ["read", "write", "parse", "config", "file", "url", "json", "cache", "user", "token",
@@ -199,7 +203,7 @@ def test_shipped_int8_graph_rebuilds_as_the_fine_tuning_base(tiny_model: Path, t
     served graph's."""
     from safetensors.numpy import load_file
 
-    from model_export.onnx_to_hf import ConversionError, build, state_dict
+    from pathfusion.model_export.onnx_to_hf import ConversionError, build, state_dict
 
     models = tmp_path / "models"
     write_manifest_entry(models, export_minilm(models, quantize=True, model_dir=tiny_model, keep_fp32=False,
@@ -240,7 +244,7 @@ def test_gpu_job_returns_the_best_weights_in_small_parts(corpus: Path, tiny_mode
     of ≤ 15 MiB (here forced small) → collected back into a folder that loads."""
     from safetensors.numpy import load_file
 
-    from model_export import gpu_job
+    from pathfusion.model_export import gpu_job
 
     carry = tmp_path / "carry"
     cfg = _config(tiny_model)

@@ -13,18 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-from model_export import gpu_job, train_naming
-from model_export.name_decoder import DecoderShape, NameDecoder, beam_search, greedy
-from model_export.naming_pack import (
+from pathfusion.model_export import gpu_job, train_naming
+from pathfusion.model_export.name_decoder import DecoderShape, NameDecoder, beam_search, greedy
+from pathfusion.model_export.naming_pack import (
     NameTokens,
     NamingExamples,
     NamingPackSpec,
     pack_split,
     source_text,
 )
-from model_export.search_pairs import load_tokenizer, tokenizer_sha256
-from model_export.train_naming import NamingTrainConfig, build_vocabulary, length_batches
-from server.name_generator import label_of_pieces, label_pieces
+from pathfusion.model_export.search_pairs import load_tokenizer, tokenizer_sha256
+from pathfusion.model_export.train_naming import NamingTrainConfig, build_vocabulary, length_batches
+from pathfusion.server.name_generator import label_of_pieces, label_pieces
 from tests.helpers.models import write_tiny_bert
 
 WORDS = ["read", "write", "parse", "config", "file", "url", "json", "cache", "user", "token",
@@ -192,7 +192,7 @@ def test_frozen_encoder_stays_unchanged(corpus: Path, tiny_model: Path, tmp_path
 
 
 def test_vocabulary_and_length_batches(names: NameTokens) -> None:
-    from model_export.search_pairs import Ragged
+    from pathfusion.model_export.search_pairs import Ragged
 
     targets = Ragged.build([[5000, 102], [5000, 6000, 102], [7000, 102]])
     vocab = build_vocabulary(targets, 2, names)
@@ -263,3 +263,46 @@ def test_a_run_continues_from_another_runs_best(corpus: Path, tiny_model: Path, 
     with pytest.raises(FileNotFoundError, match="naming run's best"):
         train_naming.train(corpus, tmp_path / "bad", _config(tiny_model, init=str(tiny_model)), progress=False,
                            **packs)
+
+
+def test_two_processes_under_torchrun_follow_one_process(corpus: Path, tmp_path: Path) -> None:
+    """``torchrun --nproc_per_node 2`` (gloo, CPU) gives one process's loss curve and weights:
+    each process trains its share of every batch, the naming loss is a global mean and the
+    search loss sees every in-batch negative.  Batches of 11 over 320 functions leave shares of
+    6 and 5 and one batch of a single function (one process borrows a row with weight 0)."""
+    import os
+    import subprocess
+    import sys
+
+    base = write_tiny_bert(tmp_path / "bert", dropout=0.0)  # no dropout: the two runs must agree
+    settings = {"base": str(base), "batch_size": 11, "search_batch": 10, "dropout": 0.0, "epochs": 1,
+                "eval_every": 1000, "log_every": 1, "valid_groups": 1}
+    packs = {"naming_pack": tmp_path / "naming", "search_pack": tmp_path / "search"}
+    one = train_naming.train(corpus, tmp_path / "one", _config(base, **settings), progress=False, **packs)
+    assert one["finished"] and one["step"] == 30  # 29 batches of 11 and one of 1
+
+    overrides = [f"{key}={value}" for key, value in {**_config(base, **settings).__dict__}.items()
+                 if key in settings or key in ("lr", "decoder_lr", "warmup_steps", "search_weight", "vocab_size",
+                                               "layers", "heads", "feed_forward", "max_source_tokens",
+                                               "valid_examples", "device", "threads", "eval_batch")]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "pathfusion.model_export.train_naming", "--", "--corpus", str(corpus), "--run", str(tmp_path / "two"),
+               "--pack", str(packs["naming_pack"]), "--search-pack", str(packs["search_pack"]), "--no-progress",
+               "--set", *overrides]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    def curve(run: Path, key: str) -> list[float]:
+        return [e[key] for e in _log(run) if e["event"] == "train"]
+
+    start = next(e for e in _log(tmp_path / "two") if e["event"] == "start")
+    assert start["processes"] == 2
+    for key in ("step_loss", "search_loss"):
+        single, double = curve(tmp_path / "one", key), curve(tmp_path / "two", key)
+        assert len(single) == len(double) == 30
+        assert single[-1] < single[0]  # it learns
+        assert np.allclose(single, double, rtol=1e-3, atol=1e-4), (key, single, double)
+    a = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)

@@ -37,7 +37,7 @@ apt_install() {  # apt_install PACKAGE...: only as root on Debian; otherwise say
 
 # -- prerequisites ------------------------------------------------------------------------
 [ -x "$PYTHON" ] || die "no Python at $PYTHON: run 'make demo' first or set PATHFUSION_PYTHON"
-"$PYTHON" -c 'import server.lsp' 2>/dev/null || die "$PYTHON cannot import the pathfusion server"
+"$PYTHON" -c 'import pathfusion.server.lsp' 2>/dev/null || die "$PYTHON cannot import the pathfusion server"
 "$PYTHON" -c 'import pyflakes' 2>/dev/null || \
   die "$PYTHON has no pyflakes (the rename check needs it): pip install pyflakes, or the dev extra"
 [ -f "$VSIX" ] || die "no $VSIX: run 'make vsix' first"

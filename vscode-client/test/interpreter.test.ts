@@ -43,7 +43,7 @@ describe('resolveInterpreter', () => {
 describe('serverCommand', () => {
   it('runs the server module over stdio after the interpreter\'s own arguments', () => {
     assert.deepEqual(serverCommand({ command: ['/a/python', '-X', 'utf8'], source: 'setting' }),
-      { command: '/a/python', args: ['-X', 'utf8', '-m', 'server', 'serve', '--stdio'] });
+      { command: '/a/python', args: ['-X', 'utf8', '-m', 'pathfusion', 'serve', '--stdio'] });
   });
 });
 

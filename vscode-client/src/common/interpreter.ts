@@ -49,17 +49,17 @@ export async function resolveInterpreter(
 }
 
 /**
- * The server's command line: the `serve` command of `python -m server` (the module's command
+ * The server's command line: the `serve` command of `python -m pathfusion` (the module's command
  * line is the `pathfusion` CLI; it serves by default only when given no argument at all), with
  * `--stdio` explicit so that the command in the log is the whole truth.
  */
 export function serverCommand(interpreter: Interpreter): { command: string; args: string[] } {
   const [command, ...rest] = interpreter.command;
-  return { command, args: [...rest, '-m', 'server', 'serve', '--stdio'] };
+  return { command, args: [...rest, '-m', 'pathfusion', 'serve', '--stdio'] };
 }
 
 /**
- * Prints one JSON object: the Python version, where `server.lsp` would be imported from, and
+ * Prints one JSON object: the Python version, where `pathfusion.server.lsp` would be imported from, and
  * which requirements of the installed `pathfusion` distribution are missing (requirements
  * with an environment marker or an extra are not checked).  Written for any Python, so that
  * an old one still answers.
@@ -70,7 +70,7 @@ out = {"version": list(sys.version_info[:3]), "executable": sys.executable,
        "server": None, "error": None, "distribution": None, "missing": []}
 try:
     import importlib.util
-    spec = importlib.util.find_spec("server.lsp")
+    spec = importlib.util.find_spec("pathfusion.server.lsp")
     out["server"] = spec.origin if spec is not None else None
 except Exception as exc:
     out["error"] = "%s: %s" % (type(exc).__name__, exc)

@@ -1,5 +1,5 @@
 /**
- * Starts, restarts and stops the language server (`<python> -m server --stdio`).
+ * Starts, restarts and stops the language server (`<python> -m pathfusion --stdio`).
  *
  * Why restarts are queued: a settings change, a new Python environment and the restart
  * command can arrive together; each restart waits for the previous one, so two servers never
