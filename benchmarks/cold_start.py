@@ -6,7 +6,7 @@ workspace and file, and the ratio of their medians is the number that matters (t
 pathfusion ≤ 0.8 × jedi-language-server).
 
 Each run: a temporary workspace holding a copy of one standard-library file (default
-``argparse.py``) and a temporary ``PATHFUSION_CACHE_DIR``; the server is spawned, then
+``argparse.py``); the server is spawned, then
 ``initialize`` → ``initialized`` → ``didOpen`` → ``textDocument/hover`` on the name of the
 file's first public function, sent as soon as ``initialize`` is answered (what an editor
 does).  Reported per server: process start → ``initialize`` answered, and process start →
@@ -15,6 +15,12 @@ For pathfusion the first hover includes loading the naming model; indexing start
 ``initialized`` and competes with it, as in real use.  Both servers run with bytecode
 caching on (as installed packages are), and an untimed first start of each fills the OS
 file cache and the ``__pycache__`` folders.
+
+Caches, the same for both servers: **kept** (the headline, every start after the first on a
+user's machine) — one cache folder per benchmark run, filled by the untimed start
+(``XDG_CACHE_HOME``: jedi's and parso's caches; ``PATHFUSION_CACHE_DIR``: pathfusion's index
+folders and its record of verified model files); **fresh** (the first start after an
+install) — new, empty cache folders for every start.  Both are measured and reported.
 
     .venv/bin/python benchmarks/cold_start.py [--runs 7] [--file /usr/lib/python3.11/argparse.py] \\
         [--json benchmarks/results/cold_start.json]
@@ -56,8 +62,9 @@ def first_public_function(text: str) -> tuple[int, int]:
     raise ValueError("the file has no public function")
 
 
-def one_start(command: list[str], source: Path, timeout: float) -> dict[str, Any]:
-    """Spawn ``command`` on a fresh copy of ``source``; times to ``initialize`` and first hover."""
+def one_start(command: list[str], source: Path, timeout: float, caches: Path | None = None) -> dict[str, Any]:
+    """Spawn ``command`` on a fresh copy of ``source``; times to ``initialize`` and first hover.
+    ``caches``: the folder of the servers' caches (None: new and empty for this start)."""
     with tempfile.TemporaryDirectory(prefix="cold-start-") as tmp:
         workspace = Path(tmp) / "ws"
         workspace.mkdir()
@@ -65,7 +72,9 @@ def one_start(command: list[str], source: Path, timeout: float) -> dict[str, Any
         shutil.copy2(source, target)
         text = target.read_text(encoding="utf-8")
         line, character = first_public_function(text)
-        env = {**os.environ, "PATHFUSION_CACHE_DIR": str(Path(tmp) / "cache"), "HF_HUB_OFFLINE": "1"}
+        cache = caches if caches is not None else Path(tmp) / "cache"
+        env = {**os.environ, "PATHFUSION_CACHE_DIR": str(cache / "pathfusion"), "XDG_CACHE_HOME": str(cache / "xdg"),
+               "HF_HUB_OFFLINE": "1"}
         # Bytecode as on a user's machine (pip compiles installed packages; an editable
         # checkout compiles on first import): PYTHONDONTWRITEBYTECODE would recompile
         # pathfusion's sources on every start while jedi-language-server's are compiled.
@@ -132,25 +141,29 @@ def main(argv: list[str] | None = None) -> int:
         servers["jedi-language-server"] = [str(JEDI_SCRIPT)]
     else:
         print(f"jedi-language-server not found at {JEDI_SCRIPT} (install the dev extra); timing pathfusion only")
-    for command in servers.values():  # once untimed: the OS file cache, .pyc files
-        one_start(command, args.file, args.timeout)
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
-    for _ in range(args.runs):  # alternate, so both see the same background load
-        for name, command in servers.items():
-            runs[name].append(one_start(command, args.file, args.timeout))
-    result: dict[str, Any] = {
-        "file": str(args.file), "runs": args.runs, "python": platform.python_version(),
-        "cpus": os.cpu_count(), "servers": {name: summary(values) for name, values in runs.items()},
-    }
-    rows = [(f"{name} first hover (median ms)", data["first_hover_ms"]["median"])
-            for name, data in result["servers"].items()]
-    rows += [(f"{name} initialize (median ms)", data["initialize_ms"]["median"])
-             for name, data in result["servers"].items()]
-    if "jedi-language-server" in runs:
-        ratio = (result["servers"]["pathfusion"]["first_hover_ms"]["median"]
-                 / result["servers"]["jedi-language-server"]["first_hover_ms"]["median"])
-        result["ratio_first_hover"] = round(ratio, 3)
-        rows.append(("pathfusion / jedi-language-server", f"{ratio:.2f}×"))
+    result: dict[str, Any] = {"file": str(args.file), "runs": args.runs, "python": platform.python_version(),
+                              "cpus": os.cpu_count()}
+    rows: list[tuple[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="cold-start-caches-") as kept:
+        for mode in ("kept", "fresh"):
+            caches = {name: Path(kept) / name if mode == "kept" else None for name in servers}
+            for name, command in servers.items():  # once untimed: the OS file cache, .pyc files, kept caches
+                one_start(command, args.file, args.timeout, caches[name])
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+            for _ in range(args.runs):  # alternate, so both see the same background load
+                for name, command in servers.items():
+                    runs[name].append(one_start(command, args.file, args.timeout, caches[name]))
+            part: dict[str, Any] = {"servers": {name: summary(values) for name, values in runs.items()}}
+            rows += [(f"{mode} caches: {name} first hover (median ms)", data["first_hover_ms"]["median"])
+                     for name, data in part["servers"].items()]
+            rows += [(f"{mode} caches: {name} initialize (median ms)", data["initialize_ms"]["median"])
+                     for name, data in part["servers"].items()]
+            if "jedi-language-server" in runs:
+                ratio = (part["servers"]["pathfusion"]["first_hover_ms"]["median"]
+                         / part["servers"]["jedi-language-server"]["first_hover_ms"]["median"])
+                part["ratio_first_hover"] = round(ratio, 3)
+                rows.append((f"{mode} caches: pathfusion / jedi-language-server", f"{ratio:.2f}×"))
+            result[f"{mode}_caches"] = part
     print_rows(rows)
     save_json(result, args.json)
     return 0

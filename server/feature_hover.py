@@ -205,6 +205,7 @@ async def prefetch_naming(ls: PathfusionServer, uri: str) -> None:
     # prefetch waits for one function, not for eight.
     step = 1 if isinstance(model, NameGenerator) else PREFETCH_BATCH
     for start in range(0, min(len(work), PREFETCH_LIMIT), step):
+        await ls.foreground.idle()  # a hover or code action first
         if ls.closing.is_set() or not ls.is_current(snapshot):
             return
         batch = work[start:start + step]

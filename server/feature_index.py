@@ -206,6 +206,12 @@ class Indexes:
         def cancelled() -> bool:
             return cancel.is_set() or self.ls.closing.is_set() or (future is not None and future.cancelled())
 
+        def checkpoint() -> bool:
+            """The indexing thread asks between files and batches: also where a hover or a
+            code action in flight goes first."""
+            self.ls.foreground.wait_idle()
+            return cancelled()
+
         functions = 0
         stopped = False
         for position, folder in enumerate(folders):
@@ -216,7 +222,7 @@ class Indexes:
             report = progress.callback(loop, position, len(folders))
             assert folder.index is not None
             try:
-                stats = await self.on_index_thread(folder.index.sync, report, cancelled)
+                stats = await self.on_index_thread(folder.index.sync, report, checkpoint)
             except Exception as exc:  # WorkspaceError (folder gone), OSError, embedder errors
                 log.warning("indexing %s failed: %s", folder.root, exc)
                 folder.state, folder.error = "error", f"indexing failed: {exc}"

@@ -60,6 +60,7 @@ from .index_store import IndexStore
 from .indexing import Cancelled, Indexer, IndexStats, Progress
 from .ranking import Ranker, SearchResult
 from .search_model import EmbedderSearchModel, SearchModel, search_model_from_settings
+from .user_cache import ENV_CACHE_DIR, cache_root
 from .vector_space import HNSW_EF_CONSTRUCTION, HNSW_M
 
 # What other modules, tests and benchmarks import from here, besides what is defined here
@@ -71,17 +72,6 @@ __all__ = [
     "model_identity", "search_model_from_settings", "snippet_of", "text_hash",
 ]
 
-ENV_CACHE_DIR = "PATHFUSION_CACHE_DIR"
-
-
-def cache_root() -> Path:
-    """``$PATHFUSION_CACHE_DIR``, else the user cache directory of pathfusion."""
-    env = os.environ.get(ENV_CACHE_DIR)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("pathfusion"))
 
 
 def index_dir_for(root: Path | str) -> Path:

@@ -289,7 +289,7 @@ class Indexer:
         fresh: dict[str, np.ndarray] = {}
         keys = list(todo)
         for start in range(0, len(keys), EMBED_BATCH):
-            if start and cancelled is not None and cancelled():
+            if cancelled is not None and cancelled():
                 with store.writing(), store.db:
                     store.db.executemany("INSERT OR IGNORE INTO vectors VALUES (?, ?)",
                                          [(h, v.tobytes()) for h, v in fresh.items()])

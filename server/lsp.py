@@ -147,7 +147,8 @@ async def did_change_watched_files(ls: PathfusionServer, params: types.DidChange
 # -- features ----------------------------------------------------------------------------------
 @server.feature(types.TEXT_DOCUMENT_HOVER)
 async def hover(ls: PathfusionServer, params: types.HoverParams) -> types.Hover | None:
-    return await feature_hover.hover(ls, params)
+    with ls.foreground.request():
+        return await feature_hover.hover(ls, params)
 
 
 @server.feature(types.WORKSPACE_SYMBOL)
@@ -162,7 +163,8 @@ async def workspace_symbol_search(
     types.CodeActionOptions(code_action_kinds=[RENAME_KIND], resolve_provider=True),
 )
 async def code_action(ls: PathfusionServer, params: types.CodeActionParams) -> list[types.CodeAction] | None:
-    return await feature_rename.code_actions(ls, params)
+    with ls.foreground.request():
+        return await feature_rename.code_actions(ls, params)
 
 
 @server.feature(types.CODE_ACTION_RESOLVE)

@@ -31,6 +31,7 @@ from . import feature_hover
 from .code2vec import Predictor, Suggestion
 from .documents import sized
 from .feature_index import Indexes
+from .foreground import Foreground
 from .lsp_convert import uri_path
 from .lsp_models import Models
 from .lsp_worker import Snapshot, WorkerDocuments, run_on_snapshot
@@ -112,6 +113,8 @@ class PathfusionServer(LanguageServer):
         self.rename_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pathfusion-rename")
         """jedi renames, one at a time and never on the pool (:data:`~pathfusion.server.feature_rename.RENAME_TIMEOUT_S`)."""
         self.documents_for_workers = WorkerDocuments()
+        self.foreground = Foreground()
+        """Hovers and code actions in flight: indexing and prefetch wait for them (:mod:`pathfusion.server.foreground`)."""
         self.models = Models(self.executor, self.warn_once)
         self.indexes = Indexes(self)
         """The workspace folders' indexes; runs on their own thread (:mod:`pathfusion.server.feature_index`)."""

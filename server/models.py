@@ -14,12 +14,16 @@ The manifest (written by ``pathfusion export``)::
 File names are relative to the models folder and may not leave it.  No torch here: the
 server needs only onnxruntime and numpy.
 
-Why each file is hashed once per process: hashing the ~35 MB of graphs is a good part of a
-cold start, and the server, the index and the CLI each load the manifest.  A file's sha256
-is remembered with its size and modification time (:func:`verified_sha256`); a file
-rewritten since — new size or new mtime — is hashed again, so a re-export or a damaged copy
-is still caught.  A loader verifies only the models it uses (``models=``); the others'
-files must merely exist.
+Why a file is not hashed at every start: hashing the ~33 MB of graphs was a good part of a
+cold start (130–250 ms on the preload thread, which competes with the server's imports),
+and the server, the index and the CLI each load the manifest.  A file's sha256 is
+remembered with its identity — size, modification and change times, inode
+(:func:`verified_sha256`) — in the process and in ``<user cache>/verified-models.json``;
+a file rewritten since (any of the four changes; the change time cannot be set back by
+``touch`` or a copy tool) is hashed again, so a re-export or a damaged copy is still
+caught.  The check guards against accidents (a half-copied folder, a file from another
+export), not against someone who can write the models folder and the user's cache.  A
+loader verifies only the models it uses (``models=``); the others' files must merely exist.
 """
 
 from __future__ import annotations
@@ -63,20 +67,63 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-_HASHES: dict[tuple[str, int, int], str] = {}
+_HASHES: dict[tuple[str, int, int, int, int], str] = {}
 _HASHES_LOCK = threading.Lock()
+RECORD_NAME = "verified-models.json"
+RECORD_LIMIT = 256
+"""Files remembered in the record (the newest); a record only grows with re-exports."""
+
+
+def _identity(path: Path) -> tuple[str, int, int, int, int]:
+    stat = os.stat(path)
+    return os.path.realpath(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
+
+
+def _record_path() -> Path:
+    from .user_cache import cache_root
+
+    return cache_root() / RECORD_NAME
+
+
+def _read_record(path: Path) -> dict[str, list[Any]]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}  # none yet, or unreadable: every file is hashed (and the record rewritten)
+    return record if isinstance(record, dict) else {}
+
+
+def _remember(identity: tuple[str, int, int, int, int], digest: str) -> None:
+    from .atomic import write_atomic
+
+    path = _record_path()
+    record = _read_record(path)
+    record.pop(identity[0], None)
+    record[identity[0]] = [*identity[1:], digest]
+    keep = dict(list(record.items())[-RECORD_LIMIT:])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, (json.dumps(keep) + "\n").encode())
+    except OSError as exc:  # a read-only cache costs the next start a hash, nothing else
+        log.debug("cannot record verified model files in %s: %s", path, exc)
 
 
 def verified_sha256(path: Path) -> str:
-    """``sha256_file(path)``, computed once per process for a given size and mtime."""
-    stat = os.stat(path)
-    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    """``sha256_file(path)``, computed once per file identity (see the module docstring):
+    remembered in the process and in the user cache's record."""
+    identity = _identity(path)
     with _HASHES_LOCK:
-        known = _HASHES.get(key)
-    if known is None:
+        known = _HASHES.get(identity)
+    if known is not None:
+        return known
+    entry = _read_record(_record_path()).get(identity[0])
+    if isinstance(entry, list) and len(entry) == 5 and tuple(entry[:4]) == identity[1:] and isinstance(entry[4], str):
+        known = entry[4]
+    else:
         known = sha256_file(path)
-        with _HASHES_LOCK:
-            _HASHES[key] = known
+        _remember(identity, known)
+    with _HASHES_LOCK:
+        _HASHES[identity] = known
     return known
 
 

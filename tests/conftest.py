@@ -23,6 +23,22 @@ import pytest
 from tests.helpers.models import EmbedderExport, TinyCode2Vec, file_stamps, int8_only, make_run
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The suite's own ``$PATHFUSION_CACHE_DIR`` (indexes, the record of verified model
+    files), so that no test reads or writes the user's cache."""
+    from pathfusion.server.user_cache import ENV_CACHE_DIR
+
+    folder = tmp_path_factory.mktemp("user-cache")
+    previous = os.environ.get(ENV_CACHE_DIR)
+    os.environ[ENV_CACHE_DIR] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop(ENV_CACHE_DIR, None)
+    else:
+        os.environ[ENV_CACHE_DIR] = previous
+
+
 def _shared(folder: Path, value: Any) -> Iterator[Any]:
     """Yield ``value``, then check that no test changed a file under ``folder``."""
     before = file_stamps(folder)

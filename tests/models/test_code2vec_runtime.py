@@ -90,6 +90,46 @@ def test_file_rewritten_after_a_successful_check_is_refused(models_dir: Path, tm
         Code2VecModel.load(folder)
 
 
+def test_verified_files_are_trusted_across_processes_until_they_change(
+        models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user cache's record spares a new process the hashing of unchanged files, and
+    never vouches for a file changed since it was hashed — even with its size and mtime
+    put back, since the change time and inode cannot be."""
+    import os
+
+    from pathfusion.server import models as models_module
+
+    monkeypatch.setenv("PATHFUSION_CACHE_DIR", str(tmp_path / "cache"))
+    folder = copy_models(models_dir, tmp_path)
+    load_manifest(folder)  # hashes every file and records them
+    record = json.loads((tmp_path / "cache" / models_module.RECORD_NAME).read_text())
+    targets = folder / "code2vec" / "targets.json"
+    assert os.path.realpath(targets) in record
+
+    hashed: list[str] = []
+    real_sha256 = models_module.sha256_file
+    monkeypatch.setattr(models_module, "sha256_file", lambda path: hashed.append(str(path)) or real_sha256(path))
+    monkeypatch.setattr(models_module, "_HASHES", {})  # a new process
+    load_manifest(folder)
+    assert hashed == []  # trusted from the record
+
+    before = targets.stat()
+    text = targets.read_text()
+    targets.write_text(text.replace("load|config", "load|konfig"))
+    os.utime(targets, ns=(before.st_atime_ns, before.st_mtime_ns))  # size and mtime as before
+    assert targets.stat().st_size == before.st_size
+    monkeypatch.setattr(models_module, "_HASHES", {})
+    with pytest.raises(ModelError, match=r"targets\.json does not match"):
+        load_manifest(folder)
+    assert hashed == [str(targets)]
+
+    (tmp_path / "cache" / models_module.RECORD_NAME).write_text("{not json")
+    targets.write_text(text)
+    monkeypatch.setattr(models_module, "_HASHES", {})
+    load_manifest(folder)  # an unreadable record is rewritten, not fatal
+    assert json.loads((tmp_path / "cache" / models_module.RECORD_NAME).read_text())
+
+
 def test_a_loader_verifies_only_its_own_model(models_dir: Path, tmp_path: Path) -> None:
     folder = copy_models(models_dir, tmp_path)
     manifest = json.loads((folder / "manifest.json").read_text())
