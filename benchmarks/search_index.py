@@ -36,6 +36,9 @@ the query embedding that a real search adds on top.
         [--vectors clustered|random] [--queries 300] [--recall-queries 500] \\
         [--real-query-embedder] [--search-budget-s 60] [--json benchmarks/results/search_index.json]
 
+Why one script of ~410 lines: building the synthetic index, timing the searches and
+measuring recall share one child-process protocol (each size runs in its own process).
+
 Runtime on the 2-core dev machine: ≈ 1 min per 10k functions (build dominates).
 """
 

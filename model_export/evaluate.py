@@ -17,6 +17,9 @@ as the code, ``--anonymise`` for AdvTest-style identifiers), ranked with the var
 query encoder (or the embedder's query side) and, with ``--ranking hybrid`` (the default), the
 index's lexical scores (name bonus, BM25, prior).
 
+Why one module of ~410 lines: naming and search are scored through the same loading of
+the exported models and the same corpus readers; the two halves share them.
+
 Metrics are defined in :mod:`pathfusion.model_export.metrics`.  No torch is imported here.
 """
 

@@ -11,6 +11,11 @@ One encoder serves search and naming (the size budget has room for one): with
 keeps (or improves) what search learned; validation reports naming F1 (greedy, code2vec
 subtoken metric) and search MRR, and ``select_on`` says which picks ``best/``.
 
+Why one module of ~440 lines: the loop of one run — resuming, the (data-parallel) step,
+validation, checkpoints, stopping — reads as one; the model and its losses are in
+:mod:`pathfusion.model_export.naming_model`, the process group in
+:mod:`pathfusion.model_export.distributed`.
+
 Built to be interrupted like the embedder's run: ``data/runs/naming`` holds ``config.json``,
 ``checkpoint.pt`` (every ``checkpoint_minutes``; model, optimiser, scheduler, positions, RNG),
 ``best/`` (the encoder as a Hugging Face folder, ``decoder.pt`` and ``decoder.json``) and
@@ -40,8 +45,17 @@ import torch
 from .code2vec import resolve_device
 from .distributed import Distributed
 from .export_embedder import MeanPooledEncoder, load_reference
-from .metrics import NamingScores
-from .name_decoder import DecoderShape, NameDecoder, greedy
+from .name_decoder import DecoderShape, NameDecoder
+from .naming_model import (
+    DECODER_FILE,
+    DECODER_META,
+    NamingModel,
+    batch_tensors,
+    load_decoder,
+    naming_scores,
+    save_decoder,
+    search_loss_of,
+)
 from .naming_pack import NameTokens, NamingExamples, NamingPackSpec, ensure_pack
 from .run_files import atomic_torch_save, log_event, optimise, running_mean, set_fields
 from .search_pairs import (
@@ -56,9 +70,6 @@ from .train_embedder import (
     DEFAULT_CORPUS,
     DEFAULT_MODELS,
     DEFAULT_PACK,
-    contrastive_loss,
-    duplicate_mask,
-    encode,
     evaluate,
     lr_lambda,
     resolve_base,
@@ -67,8 +78,8 @@ from .train_embedder import (
 
 DEFAULT_RUN = Path("data/runs/naming")
 DEFAULT_NAMING_PACK = Path("data/naming-pairs")
-DECODER_FILE = "decoder.pt"
-DECODER_META = "decoder.json"
+__all__ = ["DECODER_FILE", "DECODER_META", "NamingModel", "NamingTrainConfig", "load_decoder", "save_decoder",
+           "train"]  # the model's parts live in naming_model; importable from here as before
 
 
 @dataclasses.dataclass
@@ -155,74 +166,9 @@ def length_batches(lengths: np.ndarray, batch_size: int, seed: int, pool: int = 
     return batches
 
 
-class NamingModel(torch.nn.Module):
-    """The encoder (a transformers BERT model) and the decoder that reads its token states."""
-
-    def __init__(self, bert: Any, decoder: NameDecoder) -> None:
-        super().__init__()
-        self.bert = bert
-        self.decoder = decoder
-        if getattr(bert, "pooler", None) is not None:  # neither mean pooling nor the decoder reads it, and
-            bert.pooler.requires_grad_(False)           # DDP refuses parameters that never get a gradient
-
-    def vocab_table(self) -> torch.Tensor:
-        """The encoder's word embeddings of the decoder's vocabulary, ``[H, K]`` (tied: gradients reach them)."""
-        return self.bert.embeddings.word_embeddings.weight[self.decoder.vocab_ids].T
-
-    def memory(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.bert(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
-
-    def forward(self, source: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, target_pad: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(summed NLL, target wordpieces) of a batch: ``forward`` so that DDP sees the step."""
-        memory = self.memory(source, mask)
-        return self.decoder.nll(memory, source, mask == 0, target, target_pad, self.vocab_table())
-
-    def loss(self, source: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, target_pad: torch.Tensor
-             ) -> torch.Tensor:
-        """Mean NLL per target wordpiece."""
-        total, count = self(source, mask, target, target_pad)
-        return total / count.clamp(min=1)
-
-
-def search_loss_of(searcher: MeanPooledEncoder, pairs: Pairs, rows: np.ndarray, pad_id: int, device: torch.device,
-                scale: float, parallel: Distributed) -> torch.Tensor:
-    """The contrastive search loss of one global batch (as :func:`pathfusion.model_export.train_embedder.batch_loss`),
-    each process encoding its share and every process scoring all in-batch negatives."""
-    local, _ = parallel.share(rows)  # a borrowed row (a batch smaller than the world) is cut by ``sizes``
-    sizes = parallel.sizes(len(rows))
-    queries = parallel.gather_rows(encode(searcher, pairs.query, local, pad_id, device).float(), sizes)
-    codes = parallel.gather_rows(encode(searcher, pairs.code, local, pad_id, device).float(), sizes)
-    same = duplicate_mask(pairs.query, rows) | duplicate_mask(pairs.code, rows)
-    return contrastive_loss(queries, codes, scale, True, torch.from_numpy(same).to(device))
-
-
-def _batch(ragged: Any, indices: np.ndarray, pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    ids, mask = ragged.batch(indices, pad_id)
-    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
-
-
 def valid_indices(count: int, wanted: int, seed: int) -> np.ndarray:
     order = np.random.default_rng(seed).permutation(count)
     return np.sort(order[:min(wanted, count)])
-
-
-@torch.no_grad()
-def naming_scores(model: NamingModel, examples: NamingExamples, indices: np.ndarray, names: NameTokens,
-                  pad_id: int, device: torch.device, batch: int, autocast: Any) -> dict[str, Any]:
-    """Greedy-decoded names of ``indices`` scored with the code2vec subtoken metric."""
-    model.eval()
-    scores = NamingScores()
-    order = indices[np.argsort(examples.source.lengths()[indices], kind="stable")]
-    for start in range(0, len(order), batch):
-        rows = order[start:start + batch]
-        ids, mask = _batch(examples.source, rows, pad_id, device)
-        with autocast():
-            memory = model.memory(ids, mask)
-            decoded = greedy(model.decoder, memory, ids, mask == 0, model.vocab_table())
-        for row, pieces in zip(rows, decoded, strict=True):
-            scores.add(examples.labels[row], [names.name_of_ids(pieces)])
-    return {**scores.result(), "samples": scores.samples[:5]}
 
 
 @dataclasses.dataclass
@@ -236,25 +182,6 @@ class RunState:
     best_step: int = -1
     seconds: float = 0.0
     examples_seen: int = 0
-
-
-def save_decoder(decoder: NameDecoder, folder: Path, config: NamingTrainConfig) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v for k, v in decoder.state_dict().items() if k not in ("vocab_ids", "full_to_vocab")}
-    atomic_torch_save(state, folder / DECODER_FILE)
-    meta = {"hidden": decoder.hidden, "vocab_ids": decoder.vocab_ids.tolist(),
-            "full_vocab": int(decoder.full_to_vocab.shape[0]), "bos_id": decoder.bos_id,
-            "eos_id": decoder.eos_id, "unk_id": decoder.unk_id, "shape": dataclasses.asdict(decoder.shape),
-            "max_source_tokens": config.max_source_tokens}
-    (folder / DECODER_META).write_text(json.dumps(meta) + "\n")
-
-
-def load_decoder(folder: Path) -> NameDecoder:
-    meta = json.loads((folder / DECODER_META).read_text())
-    decoder = NameDecoder(meta["hidden"], meta["vocab_ids"], meta["full_vocab"], meta["bos_id"], meta["eos_id"],
-                          meta["unk_id"], DecoderShape(**meta["shape"]))
-    decoder.load_state_dict(torch.load(folder / DECODER_FILE, map_location="cpu"), strict=False)
-    return decoder
 
 
 def _cycle_search(batches_of: Any, state: RunState) -> Iterator[np.ndarray]:
@@ -432,8 +359,8 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
             step_started = time.perf_counter()
             rows = batches[state.position]
             local, real = parallel.share(rows)
-            source, mask = _batch(train_set.source, local, pad_id, device)
-            target, target_mask = _batch(train_set.target, local, pad_id, device)
+            source, mask = batch_tensors(train_set.source, local, pad_id, device)
+            target, target_mask = batch_tensors(train_set.target, local, pad_id, device)
             with autocast():
                 nll, wordpieces = step_model(source, mask, target, target_mask == 0)
                 if not real:

@@ -28,6 +28,9 @@ class bodies, comprehensions, ``global`` and ``nonlocal``), the class attributes
 every word of the document clashes.  The analysis of a text is cached
 (:data:`CACHE_SIZE` texts), so repeated hovers on one version pay for it once.
 
+Why one module of ~420 lines: what the module defines, what each scope binds and what a
+new name would shadow are one analysis of the same tree; its parts are not used apart.
+
 A rename also edits the other files that import the function; what it does there is only
 known once jedi has computed it, so :func:`identifiers` lets the code action check those
 files before it answers (a name already used there is refused with a reason).

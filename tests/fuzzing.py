@@ -18,6 +18,10 @@ edited with LSP's rules (written here, independently of the server), and at the 
 on each ``def`` line of the edited document must equal the hover on the same line of a fresh
 document opened with the client's text.
 
+Why one module of ~550 lines: the generator of buffers and edits, the client that sends them
+and the oracle that judges the answers must agree on every detail of the document model;
+split, each part would need the others' internals.
+
 A failing buffer is returned as a :class:`Case`: its seed, its text and the exact messages
 sent, so that :func:`replay` sends them again to a fresh server.
 """

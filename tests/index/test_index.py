@@ -1,5 +1,8 @@
 """The workspace index (docs/design.md §8 "Index"/"Search", §10 corrupted index, cancellation).
 
+Why one file of ~480 lines: these tests share the fake embedder and the index fixtures;
+the other index concerns have their own files (lexical, concurrency, snippets, workspace).
+
 Mechanics (incremental updates, corruption, cancellation) use a deterministic hash-based
 fake embedder; search quality and the CLI use the real all-MiniLM-L6-v2 int8 ONNX graph
 (the int8-only models folder of tests/conftest.py, made once per session)."""

@@ -1,4 +1,8 @@
-"""The language server end to end (pytest-lsp, real subprocess) and its settings."""
+"""The language server end to end (pytest-lsp, real subprocess) and its settings.
+
+Why one file of ~510 lines: every test here drives the same real server process through
+the same client fixture; the features with their own concerns (rename safety, search,
+reliability, fuzzing, memory bounds) have their own files."""
 
 from __future__ import annotations
 
