@@ -234,32 +234,41 @@ def session(carry: Path, out: Path, minutes: float, work: Path = Path("/tmp/path
     result: dict[str, Any] = {"exit_codes": codes, "torch": torch.__version__,
                               "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     for name in jobs:
-        run_dir = work / name
-        staging = work / f"{name}-return"
-        shutil.rmtree(staging, ignore_errors=True)
         try:
-            if (run_dir / "best" / "model.safetensors").is_file():
-                returnable_encoder(run_dir / "best", staging / "best")
-            if name == "naming" and (run_dir / "best" / "decoder.pt").is_file():
-                decoder = torch.load(run_dir / "best" / "decoder.pt", map_location="cpu")
-                torch.save({k: v.half() if v.is_floating_point() else v for k, v in decoder.items()},
-                           staging / "best" / "decoder.pt")
-            for file in ("log.jsonl", "config.json", "final.json"):
-                if (run_dir / file).is_file():
-                    staging.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(run_dir / file, staging / file)
-            if (work / f"{name}.out").is_file():
-                shutil.copy2(work / f"{name}.out", staging / "stdout.txt")
-            result[name] = [p.name for p in pack_folder(staging, name, out)]
+            result[name] = [p.name for p in return_run(work / name, name, out, work / f"{name}.out")]
         except Exception as exc:  # one job's failure must not lose the other's weights
             result[name] = f"failed to pack: {exc!r}"
     (out / "session.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
-def collect_session(files: Path, target: Path) -> dict[str, str]:
-    """Here: ``embedder.tar.partNN`` / ``naming.tar.partNN`` → ``target/<name>`` run folders
-    whose ``best/`` is a loadable Hugging Face folder (fp32, from the int8 rows)."""
+def return_run(run_dir: Path, name: str, out: Path, stdout: Path | None = None) -> list[Path]:
+    """One run folder → ``out/<name>.tar.partNN``: ``best/`` with its encoder as int8 rows and a
+    decoder (if any) in fp16, the run's config, log and result — the one format in which
+    every GPU job returns a run (:func:`collect` reads it back)."""
+    import torch
+
+    staging = run_dir.parent / f"{name}-return"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    if (run_dir / "best" / "model.safetensors").is_file():
+        returnable_encoder(run_dir / "best", staging / "best")
+    if (run_dir / "best" / "decoder.pt").is_file():
+        decoder = torch.load(run_dir / "best" / "decoder.pt", map_location="cpu")
+        torch.save({k: v.half() if v.is_floating_point() else v for k, v in decoder.items()},
+                   staging / "best" / "decoder.pt")
+    for file in ("log.jsonl", "config.json", "final.json", "result.json"):
+        if (run_dir / file).is_file():
+            shutil.copy2(run_dir / file, staging / file)
+    if stdout is not None and stdout.is_file():
+        shutil.copy2(stdout, staging / "stdout.txt")
+    return pack_folder(staging, name, out)
+
+
+def collect(files: Path, target: Path) -> dict[str, str]:
+    """Here: the returned ``embedder.tar.partNN`` / ``naming.tar.partNN`` (of ``run`` or
+    ``session``) → ``target/<name>`` run folders whose ``best/`` is a loadable Hugging Face
+    folder (fp32, from the int8 rows)."""
     done = {}
     for name in ("embedder", "naming"):
         if not any(files.glob(f"{name}.tar.part[0-9][0-9]")):
@@ -282,43 +291,15 @@ def run(carry: Path, out: Path, run_dir: Path, overrides: Sequence[str], models:
     """On the device: train, then write the returnable files into ``out`` (``overrides``
     after ``device=cuda``, so a test can say ``device=cpu``)."""
     import torch
-    from safetensors.torch import load_file, save_file
 
     from .train_embedder import EmbedderTrainConfig, train
 
     config = EmbedderTrainConfig.from_overrides(["device=cuda", *overrides])
     result = train(corpus, run_dir, config, carry, progress=False, models=models)
-    best = run_dir / "best"
-    weights = {k: v.half().contiguous() for k, v in load_file(str(best / "model.safetensors")).items()}
-    half = run_dir / "model.fp16.safetensors"
-    save_file(weights, str(half))
+    (run_dir / "result.json").write_text(json.dumps({**result, "torch": torch.__version__}, indent=1) + "\n")
     out.mkdir(parents=True, exist_ok=True)
-    split_file(half, out)
-    shutil.copy2(best / "config.json", out / "config.json")
-    shutil.copy2(run_dir / "log.jsonl", out / "log.jsonl")
-    (out / "result.json").write_text(json.dumps({**result, "torch": torch.__version__}, indent=1) + "\n")
+    return_run(run_dir, "embedder", out)
     return result
-
-
-def collect(files: Path, target: Path, models: Path) -> Path:
-    """The returned files → a Hugging Face folder (fp32 weights, the shipped tokenizer)."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    from .onnx_to_hf import write_tokenizer_files
-
-    target.mkdir(parents=True, exist_ok=True)
-    joined = target / "model.fp16.safetensors"
-    join_parts(files, "model.fp16.safetensors", joined)
-    weights = {k: v.to(torch.float32).contiguous() for k, v in load_file(str(joined)).items()}
-    save_file(weights, str(target / "model.safetensors"))
-    joined.unlink()
-    shutil.copy2(files / "config.json", target / "config.json")
-    write_tokenizer_files(models, target)
-    for name in ("log.jsonl", "result.json"):
-        if (files / name).is_file():
-            shutil.copy2(files / name, target / name)
-    return target
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -341,11 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu_out")))
     r.add_argument("--run", type=Path, default=Path("/tmp/pathfusion-embedder-run"))
     r.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
-    c = sub.add_parser("collect", help="here: the returned files → a Hugging Face folder")
+    c = sub.add_parser("collect", help="here: the returned files → run folders under --to (best/ loadable)")
     c.add_argument("files", type=Path)
-    c.add_argument("--to", type=Path, default=Path("data/runs/embedder-gpu/best"))
-    c.add_argument("--models", type=Path, default=Path("models"))
-    c.add_argument("--session", action="store_true", help="the files of a `session` → run folders under --to")
+    c.add_argument("--to", type=Path, default=Path("data/runs/gpu"))
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
@@ -360,10 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(session(args.carry, args.out, args.minutes, args.work, args.set), indent=1))
         elif args.step == "run":
             print(json.dumps(run(args.carry, args.out, args.run, args.set), indent=1))
-        elif args.session:
-            print(json.dumps(collect_session(args.files, args.to), indent=1))
         else:
-            print(collect(args.files, args.to, args.models))
+            print(json.dumps(collect(args.files, args.to), indent=1))
     except (ValueError, FileNotFoundError, subprocess.CalledProcessError) as exc:
         print(f"gpu_job: error: {exc}", file=sys.stderr)
         return 1
