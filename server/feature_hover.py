@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 PREFETCH_LIMIT = 500
 """Functions of one opened document whose naming embeddings are computed ahead of hovers."""
 PREFETCH_BATCH = 8
+PREFETCH_SETTLE_S = 0.05
+"""How long an opened document's prefetch waits before its first function: an editor sends
+the hover that comes with opening a file (a click on a definition, a file opened under the
+mouse) right after ``didOpen``, and a prefetch already running would share the two cores
+with it (:mod:`pathfusion.server.foreground` makes later prefetch steps wait)."""
 
 
 # -- worker thread ----------------------------------------------------------------------------
@@ -198,6 +203,8 @@ async def prefetch_naming(ls: PathfusionServer, uri: str) -> None:
     model = await ls.get_model()
     if snapshot is None or not isinstance(model, FusionPredictor | NameGenerator):
         return
+    await asyncio.sleep(PREFETCH_SETTLE_S)
+    await ls.foreground.idle()
     loop = asyncio.get_running_loop()
     work = await loop.run_in_executor(ls.executor, naming_work, snapshot.text)
     count = candidate_count(ls.settings.top_k)

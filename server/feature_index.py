@@ -113,8 +113,15 @@ class Indexes:
 
     async def on_index_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` on the indexing thread (serialised with every run), keeping its
-        future so that the exit can wait for it (:meth:`wait`)."""
-        future = self.executor.submit(fn, *args)
+        future so that the exit can wait for it (:meth:`wait`).  It starts once no hover or
+        code action is in flight (bounded wait, :mod:`pathfusion.server.foreground`)."""
+        foreground = self.ls.foreground
+
+        def after_requests() -> Any:
+            foreground.wait_idle()
+            return fn(*args)
+
+        future = self.executor.submit(after_requests)
         self.jobs.add(future)
         future.add_done_callback(self.jobs.discard)
         return await asyncio.wrap_future(future)

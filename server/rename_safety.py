@@ -167,7 +167,7 @@ class ModuleNames:
         if tree is None:
             return frozenset(), {}
         classes: dict[str, list[ast.ClassDef]] = {}
-        for node in ast.walk(tree):
+        for node in _statements(tree.body):
             if isinstance(node, ast.ClassDef):
                 classes.setdefault(node.name, []).append(node)
         mine = [node for node in classes.get(scope.name, ()) if node.lineno == scope.table.get_lineno()]
@@ -344,6 +344,22 @@ def _class_clash(module: ModuleNames, scope: _Table, new: str) -> str | None:
     if new in related:
         return f"a member of the related class `{related[new]}`"
     return None
+
+
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every statement in ``body``, nested ones included: where a ``class`` can be.  Why not
+    ``ast.walk``: it also visits every expression node, ten times as many (≈ 10 ms of a
+    hover on a 2,600-line module, paid again after each edit)."""
+    for statement in body:
+        yield statement
+        for field in ("body", "orelse", "finalbody"):
+            nested = getattr(statement, field, None)
+            if isinstance(nested, list) and nested and isinstance(nested[0], ast.stmt):
+                yield from _statements(nested)
+        for handler in getattr(statement, "handlers", None) or ():
+            yield from _statements(handler.body)
+        for case in getattr(statement, "cases", None) or ():
+            yield from _statements(case.body)
 
 
 def _attributes(node: ast.ClassDef) -> set[str]:

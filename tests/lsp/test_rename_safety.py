@@ -276,3 +276,32 @@ def test_identifiers_of_other_files() -> None:
     assert {"f", "load_config", "x", "attr", "kw", "E"} <= identifiers(
         "from mod import f\nload_config = f(x).attr\ng(kw=1)\ntry:\n    pass\nexcept ValueError as E:\n    pass\n")
     assert "broken" in identifiers("def broken(:\n")
+
+
+def test_classes_are_found_in_every_kind_of_block() -> None:
+    """The statement walk finds every class ``ast.walk`` finds (nested in functions, classes,
+    if/else, try/except/finally, with, loops and match cases) — over real code too."""
+    import ast
+    import sysconfig
+    from pathlib import Path
+
+    from pathfusion.server.rename_safety import _statements
+
+    text = (
+        "class A:\n    class B: pass\n"
+        "def f():\n    class C: pass\n"
+        "if x:\n    class D: pass\nelse:\n    class E: pass\n"
+        "try:\n    class F: pass\nexcept E:\n    class G: pass\nelse:\n    class H: pass\nfinally:\n    class I: pass\n"
+        "with m:\n    class J: pass\n"
+        "for i in y:\n    class K: pass\nelse:\n    class L: pass\n"
+        "while z:\n    class M: pass\n"
+        "match v:\n    case 1:\n        class N: pass\n"
+        "async def g():\n    async with q:\n        class O: pass\n"
+    )
+    found = sorted(node.name for node in _statements(ast.parse(text).body) if isinstance(node, ast.ClassDef))
+    assert found == list("ABCDEFGHIJKLMNO")
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for name in ("argparse.py", "typing.py", "dataclasses.py", "unittest/mock.py"):
+        tree = ast.parse((stdlib / name).read_text(encoding="utf-8"))
+        assert ({id(n) for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+                == {id(n) for n in _statements(tree.body) if isinstance(n, ast.ClassDef)}), name
