@@ -28,12 +28,17 @@ memory numbers are those of a server that just opened the index:
 * the hnswlib build time of all the vectors at once (``add_items``, the module's M and
   ef_construction, 1 thread as in the module), measured separately from ``sync``.
 
+``--bodies corpus`` replaces the generated functions with real ones from ``data/corpus``
+(test, valid, then train split; their docstring summaries become the natural-language
+queries), so that BM25 runs over real identifier vocabularies: the realistic case for the
+lexical half of the hybrid search (the synthetic bodies are one line).
+
 Nothing in ``server/`` is tuned; M, ef_construction come from ``pathfusion.server.index``.
 Optionally ``--real-query-embedder`` loads the shipped int8 MiniLM (``models/``) and times
 the query embedding that a real search adds on top.
 
     python benchmarks/search_index.py --sizes 10000,50000,100000 \\
-        [--vectors clustered|random] [--queries 300] [--recall-queries 500] \\
+        [--vectors clustered|random] [--bodies synthetic|corpus] [--queries 300] [--recall-queries 500] \\
         [--real-query-embedder] [--search-budget-s 60] [--json benchmarks/results/search_index.json]
 
 Why one script of ~410 lines: building the synthetic index, timing the searches and
@@ -146,7 +151,48 @@ def make_workspace(root: Path, n: int, seed: int = 0) -> list[str]:
     return names
 
 
-def queries_for(names: list[str], count: int, seed: int = 1) -> list[tuple[str, str]]:
+def corpus_workspace(root: Path, n: int, corpus: Path) -> tuple[list[str], list[str]]:
+    """``n`` real functions of the corpus (test, valid, then train split; docstrings stripped
+    as the corpus stores them) in files of :data:`FUNCS_PER_FILE`: BM25 then sees real
+    identifier vocabularies and frequencies.  Returns the names and the docstring summaries
+    (natural-language queries written by the functions' authors)."""
+    import gzip
+
+    names: list[str] = []
+    summaries: list[str] = []
+    root.mkdir(parents=True, exist_ok=True)
+    chunk: list[str] = []
+
+    def flush() -> None:
+        (root / f"mod_{(len(names) - 1) // FUNCS_PER_FILE:05d}.py").write_text("\n\n".join(chunk) + "\n")
+        chunk.clear()
+
+    for split in ("test", "valid", "train"):
+        with gzip.open(corpus / f"{split}.jsonl.gz", "rt", encoding="utf-8") as fh:
+            for line in fh:
+                record = json.loads(line)
+                code = record.get("code_without_docstring") or ""
+                if not record.get("name") or not code.startswith(("def ", "async def ")):
+                    continue
+                names.append(record["name"])
+                if record.get("docstring_summary"):
+                    summaries.append(record["docstring_summary"])
+                chunk.append(code.rstrip())
+                if len(chunk) == FUNCS_PER_FILE:
+                    flush()
+                if len(names) == n:
+                    break
+        if len(names) == n:
+            break
+    if chunk:
+        flush()
+    if len(names) < n:
+        raise SystemExit(f"the corpus at {corpus} holds only {len(names)} usable functions")
+    return names, summaries
+
+
+def queries_for(names: list[str], count: int, seed: int = 1, natural: list[str] | None = None
+                ) -> list[tuple[str, str]]:
     rng = random.Random(seed)
     out = []
     for i in range(count):
@@ -156,7 +202,7 @@ def queries_for(names: list[str], count: int, seed: int = 1) -> list[tuple[str, 
         elif kind == "words":
             q = " ".join(rng.sample(WORDS, 2))
         else:
-            q = rng.choice(QUERIES_NL)
+            q = rng.choice(natural or QUERIES_NL)
         out.append((kind, q))
     return out
 
@@ -164,12 +210,17 @@ def queries_for(names: list[str], count: int, seed: int = 1) -> list[tuple[str, 
 # --------------------------------------------------------------------------- build (parent)
 
 
-def build(size: int, kind: str, workdir: Path) -> dict:
+def build(size: int, kind: str, workdir: Path, corpus: Path | None = None) -> dict:
     ws, idx_dir = workdir / f"ws{size}", workdir / f"idx{size}"
     t0 = time.perf_counter()
-    names = make_workspace(ws, size)
+    natural: list[str] = []
+    if corpus is None:
+        names = make_workspace(ws, size)
+    else:
+        names, natural = corpus_workspace(ws, size, corpus)
     gen_s = time.perf_counter() - t0
     (workdir / f"names{size}.json").write_text(json.dumps(names))
+    (workdir / f"natural{size}.json").write_text(json.dumps(natural))
     fake = FakeEmbedder(kind)
     t0 = time.perf_counter()
     index = WorkspaceIndex.open(ws, EmbedderSearchModel(fake), index_dir=idx_dir)
@@ -190,6 +241,7 @@ def measure(size: int, kind: str, workdir: Path, n_queries: int, n_recall: int,
             real_query: bool, direct_build: bool, search_budget_s: float = 60.0) -> dict:
     ws, idx_dir = workdir / f"ws{size}", workdir / f"idx{size}"
     names = json.loads((workdir / f"names{size}.json").read_text())
+    natural = json.loads((workdir / f"natural{size}.json").read_text())
     out: dict = {"rss_before_open": rss_mb()}
     fake = FakeEmbedder(kind)
     t0 = time.perf_counter()
@@ -200,7 +252,7 @@ def measure(size: int, kind: str, workdir: Path, n_queries: int, n_recall: int,
     _, live = index.counts()
 
     # search latency (the first query builds the name table: timed apart)
-    queries = queries_for(names, n_queries)
+    queries = queries_for(names, n_queries, natural=natural)
     t0 = time.perf_counter()
     index.search(queries[0][1], K)
     out["first_search_ms"] = round(1e3 * (time.perf_counter() - t0), 2)
@@ -335,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,50000,100000")
     parser.add_argument("--vectors", choices=("clustered", "random"), default="clustered")
+    parser.add_argument("--bodies", choices=("synthetic", "corpus"), default="synthetic",
+                        help="corpus: real functions of data/corpus (BM25 over real vocabularies; "
+                             "natural queries are their docstring summaries)")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "corpus")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--recall-queries", type=int, default=500)
     parser.add_argument("--real-query-embedder", action="store_true")
@@ -356,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     result: dict = {
         "benchmark": "search_index", "python": platform.python_version(), "cpus": os.cpu_count(),
-        "vectors": args.vectors, "dim": DIM, "hnsw_M": index_module.HNSW_M,
+        "vectors": args.vectors, "bodies": args.bodies, "dim": DIM, "hnsw_M": index_module.HNSW_M,
         "hnsw_ef_construction": index_module.HNSW_EF_CONSTRUCTION,
         "ef_rule": "search sets ef = max(2*k', 100, min(live, 200)) with k' = max(4*k, 50)",
         "queries": args.queries, "recall_queries": args.recall_queries,
@@ -366,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for size in sizes:
             print(f"[{time.strftime('%H:%M:%S')}] building {size} functions …", flush=True)
-            entry = {"build": build(size, args.vectors, workdir)}
+            entry = {"build": build(size, args.vectors, workdir,
+                                    args.corpus if args.bodies == "corpus" else None)}
             print(f"  sync {entry['build']['sync_s']} s", flush=True)
             cmd = [sys.executable, __file__, "--child", str(size), "--vectors", args.vectors,
                    "--queries", str(args.queries), "--recall-queries", str(args.recall_queries),

@@ -83,17 +83,22 @@ class NameDecoder(nn.Module):
         return (source >= FIRST_COPYABLE_ID) & ~pad
 
     def embed_inputs(self, tokens: torch.Tensor, memory: torch.Tensor, source: torch.Tensor,
-                     copyable: torch.Tensor, vocab_table: torch.Tensor) -> torch.Tensor:
-        """``[B, T]`` ids → ``[B, T, H]``: ``E[w]`` for ``w ∈ K``, else the mean of its source states."""
+                     copyable: torch.Tensor, vocab_table: torch.Tensor, positions: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """``[B, T]`` ids → ``[B, T, H]``: ``E[w]`` for ``w ∈ K``, else the mean of its source
+        states; at ``positions`` ``[T]`` (default ``0 … T−1``)."""
         index = self.full_to_vocab[tokens]
         in_vocab = index >= 0
         # rows of E_K, read from its transpose: the exported graph then stores one copy of it
-        table = vocab_table.index_select(1, index.clamp(min=0).flatten()).T.unflatten(0, index.shape)
+        rows = vocab_table.index_select(1, index.clamp(min=0).flatten()).T
+        table = rows.reshape(tokens.shape[0], tokens.shape[1], rows.shape[-1])  # sizes read from the input
         match = ((source[:, None, :] == tokens[:, :, None]) & copyable[:, None, :]).to(memory.dtype)
         counts = match.sum(-1, keepdim=True)
         copied = (match @ memory) / counts.clamp(min=1)
         embedded = torch.where(in_vocab[..., None], table, copied)
-        return self.input_norm(embedded + self.position(_positions(tokens))[None])
+        if positions is None:
+            positions = _positions(tokens)
+        return self.input_norm(embedded + self.position(positions)[None])
 
     def cross_keys(self, memory: torch.Tensor) -> torch.Tensor:
         """``[layers, 2, B, S, H]``: each layer's cross-attention keys and values of ``memory``.
@@ -122,7 +127,9 @@ class NameDecoder(nn.Module):
               vocab_table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(generator log-probs over ``K`` ``[B,T,K]``, pointer attention ``[B,T,S]``, gate ``[B,T,1]``)."""
         logits = hidden @ vocab_table
-        logits[..., int(self.full_to_vocab[self.bos_id])] = float("-inf")  # [CLS] only starts
+        starts_only = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+        starts_only[int(self.full_to_vocab[self.bos_id])] = True  # [CLS] only starts; a constant once exported
+        logits = logits.masked_fill(starts_only, float("-inf"))
         generated = torch.log_softmax(logits.float(), dim=-1)
         copyable = self.copyable(source, pad)
         scores = (self.copy_query(hidden) @ memory.transpose(1, 2)) / math.sqrt(self.hidden)
@@ -174,10 +181,39 @@ class NameDecoder(nn.Module):
         ``memory``, ``source`` and ``pad`` may have a batch of 1 for ``B`` prefixes of one
         function (a beam): its keys and values are then projected once, not once per beam."""
         hidden = self.states(tokens, memory, source, pad, vocab_table, cross)[:, -1:]
+        return self._full_log_probs(hidden, memory, source, pad, vocab_table, tokens)
+
+    def next_log_probs_cached(self, token: torch.Tensor, position: torch.Tensor, past: torch.Tensor,
+                              memory: torch.Tensor, source: torch.Tensor, pad: torch.Tensor,
+                              vocab_table: torch.Tensor, cross: torch.Tensor | None = None
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`next_log_probs` of the prefixes whose last wordpiece is ``token`` ``[B, 1]``
+        (at ``position`` ``[1]``), the earlier ones read from ``past`` ``[layers, 2, B, t, H]``
+        — each layer's self-attention keys and values of the prefix before it (``t`` may be
+        0).  Returns the log-probabilities and ``[layers, 2, B, 1, H]``, this wordpiece's keys
+        and values, which the caller appends to ``past`` for the next step.  Why: a step then
+        reads one wordpiece through the layers instead of the whole prefix (pre-norm layers
+        see only earlier positions, so the result is the same)."""
+        copyable = self.copyable(source, pad)
+        hidden = self.embed_inputs(token, memory, source, copyable, vocab_table, position)
+        present = []
+        for number, layer in enumerate(self.layers.layers):
+            keys = None if cross is None else cross[number]
+            hidden, kv = _decoder_layer_cached(layer, hidden, past[number], memory, pad, self.shape.heads, keys)
+            present.append(kv)
+        hidden = self.output_norm(hidden)
+        return self._full_log_probs(hidden, memory, source, pad, vocab_table, token), torch.stack(present)
+
+    def _full_log_probs(self, hidden: torch.Tensor, memory: torch.Tensor, source: torch.Tensor,
+                        pad: torch.Tensor, vocab_table: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """``hidden`` ``[B, 1, H]`` → ``[B, V]``: generation and copying over the full vocabulary
+        (the batch read from the input ``tokens``: an exported graph keeps it dynamic)."""
         generated, attention, gate = self.parts(hidden, memory, source, pad, vocab_table)
         batch = tokens.shape[0]
         prob = torch.zeros(batch, self.full_to_vocab.shape[0], device=memory.device)
-        prob[:, self.vocab_ids] = gate[:, 0] * generated[:, 0].exp()
+        # scatter_add_ (ScatterElements once exported): an indexed assignment becomes a
+        # ScatterND that costs ~1 ms a step; the vocabulary's ids are distinct, so add = set
+        prob.scatter_add_(1, self.vocab_ids.expand(batch, -1), gate[:, 0] * generated[:, 0].exp())
         prob.scatter_add_(1, source.expand(batch, -1), (1 - gate[:, 0]) * attention[:, 0])
         return torch.log(prob + EPSILON)
 
@@ -206,14 +242,38 @@ def _decoder_layer(layer: nn.TransformerDecoderLayer, x: torch.Tensor, memory: t
     """``nn.TransformerDecoderLayer(norm_first=True, activation=relu)`` written out with shapes
     that stay dynamic in an exported graph (the module's own attention bakes the batch and
     length of the traced example into reshapes): same parameters, same arithmetic."""
+    sa = layer.self_attn
+    h = layer.norm1(x)
+    q, k, v = nn.functional.linear(h, sa.in_proj_weight, sa.in_proj_bias).chunk(3, dim=-1)
+    attended = _attention(q, k, v, heads, causal[None, None], sa.dropout, layer.training)
+    x = x + layer.dropout1(sa.out_proj(attended))
+    return _cross_and_feed_forward(layer, x, memory, pad, heads, cross)
+
+
+def _decoder_layer_cached(layer: nn.TransformerDecoderLayer, x: torch.Tensor, past: torch.Tensor,
+                          memory: torch.Tensor, pad: torch.Tensor, heads: int, cross: torch.Tensor | None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_decoder_layer` for one new position ``x`` ``[B, 1, H]`` after the positions whose
+    self-attention keys and values are ``past`` ``[2, B, t, H]``; also returns the new
+    position's ``[2, B, 1, H]``.  Nothing to mask: every earlier position may be seen."""
+    sa = layer.self_attn
+    h = layer.norm1(x)
+    q, k, v = nn.functional.linear(h, sa.in_proj_weight, sa.in_proj_bias).chunk(3, dim=-1)
+    keys, values = torch.cat([past[0], k], dim=1), torch.cat([past[1], v], dim=1)
+    unblocked = torch.zeros((1, 1, 1, 1), dtype=torch.bool, device=x.device)  # broadcasts; no shape to freeze
+    attended = _attention(q, keys, values, heads, unblocked, sa.dropout, layer.training)
+    x = x + layer.dropout1(sa.out_proj(attended))
+    return _cross_and_feed_forward(layer, x, memory, pad, heads, cross), torch.stack([k, v])
+
+
+def _cross_and_feed_forward(layer: nn.TransformerDecoderLayer, x: torch.Tensor, memory: torch.Tensor,
+                            pad: torch.Tensor, heads: int, cross: torch.Tensor | None) -> torch.Tensor:
+    """The second and third blocks of a pre-norm decoder layer: cross-attention over the
+    memory (keys and values given, or projected here), then the feed-forward."""
     training = layer.training
     p = layer.dropout.p
     hidden = x.shape[-1]
-    sa, ca = layer.self_attn, layer.multihead_attn
-    h = layer.norm1(x)
-    q, k, v = nn.functional.linear(h, sa.in_proj_weight, sa.in_proj_bias).chunk(3, dim=-1)
-    attended = _attention(q, k, v, heads, causal[None, None], sa.dropout, training)
-    x = x + layer.dropout1(sa.out_proj(attended))
+    ca = layer.multihead_attn
     h = layer.norm2(x)
     w, b = ca.in_proj_weight, ca.in_proj_bias
     q = nn.functional.linear(h, w[:hidden], b[:hidden])

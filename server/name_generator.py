@@ -153,6 +153,9 @@ class NameGenerator:
         graph = model_file(Path(models_dir), str(entry.get("onnx") or ""))
         keys = model_file(Path(models_dir), str(entry.get("keys_onnx") or ""))
         session = create_session(graph, providers(device), threads, fix=FIX)
+        if "past" not in {i.name for i in session.get_inputs()}:
+            raise ModelError(f"{graph} is an export without the decoder's key/value cache (before "
+                             f"pathfusion 0.1's cached step graph); {FIX}")
         keys_session = create_session(keys, providers(device), threads, fix=FIX)
         return cls(embedder, session, keys_session, config, str(entry.get("id") or ENTRY_NAME))
 
@@ -233,17 +236,31 @@ class NameGenerator:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"the naming head failed: {exc}") from exc
 
-    def step(self, tokens: np.ndarray, memory: np.ndarray, source: np.ndarray, cross: np.ndarray) -> np.ndarray:
-        """``[n, V]`` log-probabilities of the next wordpiece after each prefix in ``tokens``."""
-        feeds = {"tokens": tokens.astype(np.int64),  # every prefix over the one function (batch of 1)
+    def _cached_step(self, last: np.ndarray, position: int, past: np.ndarray | None, memory: np.ndarray,
+                     source: np.ndarray, cross: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One wordpiece ``last`` ``[n]`` after prefixes whose keys and values are ``past``
+        (``[layers, 2, n, position, H]``; None at position 0): the log-probabilities and the
+        keys and values with this wordpiece appended."""
+        if past is None:
+            layers, _, _, _, hidden = cross.shape
+            past = np.zeros((layers, 2, len(last), 0, hidden), dtype=np.float32)
+        log_probs, present = self._run_step({"token": last.astype(np.int64)[:, None],
+                                             "position": np.asarray([position], dtype=np.int64), "past": past},
+                                            memory, source, cross)
+        return log_probs, np.concatenate([past, present], axis=3)
+
+    def _run_step(self, feeds: dict[str, np.ndarray], memory: np.ndarray, source: np.ndarray,
+                  cross: np.ndarray) -> list[np.ndarray]:
+        feeds = {**feeds,  # every prefix over the one function (batch of 1)
                  "memory": memory[None].astype(np.float32, copy=False),
                  "source": source[None].astype(np.int64, copy=False),
                  "attention_mask": np.ones((1, len(source)), dtype=np.int64),
                  "cross": cross}
         try:
-            return np.asarray(self.session.run(["log_probs"], feeds)[0], dtype=np.float32)
+            found = self.session.run(["log_probs", "present"], feeds)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"the naming head failed: {exc}") from exc
+        return [np.asarray(x, dtype=np.float32) for x in found]
 
     def beam_search(self, source: np.ndarray, memory: np.ndarray, beam: int = 5,
                     results: int = 5) -> list[tuple[list[int], float]]:
@@ -255,12 +272,13 @@ class NameGenerator:
                forced: list[int] | None = None) -> tuple[list[tuple[list[int], float]], float | None]:
         """:meth:`beam_search`, plus the log-probability of the sequence ``forced`` (ending
         with ``[SEP]``), read from an extra row that follows it step by step."""
-        bos, eos = self.config.bos_id, self.config.eos_id
+        bos = self.config.bos_id
         cross = self.cross_keys(memory)
         live: list[tuple[list[int], float]] = [([bos], 0.0)]
         finished: list[tuple[list[int], float]] = []
         forced_score: float | None = None if forced is None else 0.0
         searching = True
+        past: np.ndarray | None = None  # the rows' self-attention keys and values
         for step in range(self.config.max_length):
             forcing = forced is not None and step < len(forced)
             if not searching and not forcing:
@@ -269,36 +287,50 @@ class NameGenerator:
             if forcing:
                 assert forced is not None
                 rows.append([bos, *forced[:step]])
-            log_probs = self.step(np.asarray(rows), memory, source, cross)
+            log_probs, past = self._cached_step(np.asarray([ids[-1] for ids in rows]), step, past, memory,
+                                                source, cross)
+            parents: list[int] = []
             if forcing:
                 assert forced is not None and forced_score is not None
                 forced_score += float(log_probs[-1, forced[step]])
                 log_probs = log_probs[:-1]
-            if not searching:
-                continue
-            prefixes = np.asarray([ids for ids, _ in live])
-            last = prefixes[:, -1]
-            repeats = last != bos  # a wordpiece never follows itself (``load_load``): as in training's search
-            log_probs[np.arange(len(last))[repeats], last[repeats]] = -np.inf
-            scores = log_probs + np.asarray([s for _, s in live], dtype=np.float32)[:, None]
-            flat = scores.ravel()
-            count = min(beam * 2, flat.size)
-            top = np.argpartition(-flat, count - 1)[:count]
-            top = top[np.lexsort((top, -flat[top]))]  # by score, ties by index (as torch.topk here)
-            candidates = []
-            for index in top.tolist():
-                row, token = divmod(index, scores.shape[1])
-                ids = live[row][0] + [token]
-                if token == eos:
-                    finished.append((ids[1:-1], float(flat[index])))
-                else:
-                    candidates.append((ids, float(flat[index])))
-            live = candidates[:beam]
-            best_live = live[0][1] if live else float("-inf")
-            if not live or (len(finished) >= results and
-                            min(s for _, s in sorted(finished, key=lambda x: -x[1])[:results]) >= best_live):
-                searching = False
+            if searching:
+                live, parents, searching = self._extend(live, finished, log_probs, beam, results)
+            # the next step's rows, whose keys and values go on: the live prefixes, then the forced one
+            keep = (parents if searching else []) + (
+                [len(rows) - 1] if forced is not None and step + 1 < len(forced) else [])
+            past = past[:, :, keep]
         if len(finished) < results:
             finished += [(ids[1:], score) for ids, score in live[:results - len(finished)]]
         finished.sort(key=lambda item: -item[1])
         return finished[:results], forced_score
+
+    def _extend(self, live: list[tuple[list[int], float]], finished: list[tuple[list[int], float]],
+                log_probs: np.ndarray, beam: int, results: int
+                ) -> tuple[list[tuple[list[int], float]], list[int], bool]:
+        """One step of the beam: the new live prefixes, the row each came from, and whether
+        to go on (names that end are appended to ``finished``)."""
+        bos, eos = self.config.bos_id, self.config.eos_id
+        prefixes = np.asarray([ids for ids, _ in live])
+        last = prefixes[:, -1]
+        repeats = last != bos  # a wordpiece never follows itself (``load_load``): as in training's search
+        log_probs[np.arange(len(last))[repeats], last[repeats]] = -np.inf
+        scores = log_probs + np.asarray([s for _, s in live], dtype=np.float32)[:, None]
+        flat = scores.ravel()
+        count = min(beam * 2, flat.size)
+        top = np.argpartition(-flat, count - 1)[:count]
+        top = top[np.lexsort((top, -flat[top]))]  # by score, ties by index (as torch.topk here)
+        candidates = []
+        for index in top.tolist():
+            row, token = divmod(index, scores.shape[1])
+            ids = live[row][0] + [token]
+            if token == eos:
+                finished.append((ids[1:-1], float(flat[index])))
+            else:
+                candidates.append((ids, float(flat[index]), row))
+        kept = candidates[:beam]
+        live = [(ids, score) for ids, score, _ in kept]
+        best_live = live[0][1] if live else float("-inf")
+        going_on = bool(live) and not (
+            len(finished) >= results and min(s for _, s in sorted(finished, key=lambda x: -x[1])[:results]) >= best_live)
+        return live, [row for _, _, row in kept], going_on

@@ -75,6 +75,42 @@ def test_runtime_beam_search_is_the_training_beam_search(naming_run_best: Path, 
     assert [pieces for pieces, _ in found] == [pieces for pieces, _ in want]
     assert np.allclose([s for _, s in found], [s for _, s in want], atol=1e-3)
 
+    # The current name, scored on its own row of the same beam run (keys and values cached
+    # row by row, rows dropped as the beam ends), is torch's teacher-forced log-probability.
+    for pieces in (want[0][0], want[-1][0], [int(i) for i in ids[3:6]]):
+        forced = [*pieces[:generator.config.max_length - 1], decoder.eos_id]
+        _, score = generator.search(ids, states, 4, 4, forced)
+        tokens = torch.as_tensor([[decoder.bos_id, *forced]])
+        with torch.no_grad():
+            expected = sum(float(decoder.next_log_probs(tokens[:, :n + 1], torch.as_tensor(states)[None], source,
+                                                        torch.zeros_like(source, dtype=torch.bool), table)[0, forced[n]])
+                           for n in range(len(forced)))
+        assert score == pytest.approx(expected, abs=1e-3)
+
+
+def test_an_export_without_the_key_value_cache_is_refused(naming_models: Path, tmp_path: Path) -> None:
+    """A decoder graph exported before the cache (whole prefixes in, no ``past``) gets a
+    message that says to re-export, not a failure at the first hover."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from pathfusion.server.models import sha256_file
+
+    models = tmp_path / "models"
+    shutil.copytree(naming_models, models)
+    manifest = json.loads((models / "manifest.json").read_text())
+    entry = manifest["models"]["naming"]
+    graph = helper.make_graph([helper.make_node("Identity", ["memory"], ["log_probs"])], "old-step",
+                              [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["b", "t"]),
+                               helper.make_tensor_value_info("memory", TensorProto.FLOAT, ["b", "s", 384])],
+                              [helper.make_tensor_value_info("log_probs", TensorProto.FLOAT, ["b", "s", 384])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(models / entry["onnx"]))
+    entry["files"][entry["onnx"]] = sha256_file(models / entry["onnx"])
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    embedder = OnnxEmbedder.load(models, device="cpu", threads=1)
+    with pytest.raises(ModelError, match="without the decoder's key/value cache.*pathfusion export naming"):
+        NameGenerator.load(models, embedder, "cpu")
+
 
 def test_names_are_ranked_probabilities(naming_models: Path) -> None:
     embedder = OnnxEmbedder.load(naming_models, device="cpu", threads=1)

@@ -120,6 +120,34 @@ def test_pointer_produces_wordpieces_outside_the_vocabulary(names: NameTokens) -
     assert torch.isfinite(loss)
 
 
+def test_the_cached_step_is_the_whole_prefix_step(names: NameTokens) -> None:
+    """Reading one wordpiece at a time with the earlier ones' keys and values gives every
+    step's log-probabilities of reading the whole prefix — copied out-of-vocabulary inputs and
+    a function shared by a beam (memory of batch 1) included."""
+    torch.manual_seed(0)
+    vocab = [names.cls_id, names.sep_id, names.unk_id, *range(5000, 5040)]
+    decoder = _decoder(names, vocab).eval()
+    hidden = 32
+    memory = torch.randn(1, 15, hidden)
+    source = torch.randint(6000, 7000, (1, 15))
+    pad = torch.zeros(1, 15, dtype=torch.bool)
+    pad[0, -2:] = True
+    table = torch.randn(hidden, len(vocab))
+    cross = decoder.cross_keys(memory)
+    tokens = torch.cat([torch.full((4, 1), names.cls_id), torch.randint(5000, 5040, (4, 5))], dim=1)
+    tokens[1, 2] = source[0, 4]  # copied from the source: not in the vocabulary
+    past = torch.zeros(decoder.shape.layers, 2, 4, 0, hidden)
+    with torch.no_grad():
+        for step in range(tokens.shape[1]):
+            got, present = decoder.next_log_probs_cached(tokens[:, step:step + 1], torch.tensor([step]), past,
+                                                         memory, source, pad, table, cross)
+            past = torch.cat([past, present], dim=3)
+            want = decoder.next_log_probs(tokens[:, :step + 1], memory, source, pad, table, cross)
+            finite = torch.isfinite(want)
+            assert torch.equal(torch.isfinite(got), finite)
+            assert torch.allclose(got[finite], want[finite], atol=1e-4)
+
+
 def test_beam_search_ranks_by_probability_and_agrees_with_greedy(names: NameTokens) -> None:
     vocab = [names.cls_id, names.sep_id, names.unk_id] + [label_pieces(names.tokenizer, w)[0] for w in WORDS]
     decoder = _decoder(names, vocab).eval()
