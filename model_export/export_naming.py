@@ -3,11 +3,15 @@
 The runtime (:mod:`pathfusion.server.name_generator`) runs the embedder's graph once on the masked
 function (its ``token_states`` output is the decoder's memory) and then this graph once per
 beam step: ``(token [B, 1], position [1], past [layers, 2, B, t, H], memory [B | 1, S, H],
-source [B | 1, S], attention_mask [B | 1, S], cross) → (log_probs [B, V], present [layers, 2, B, 1, H])``
-— the next wordpiece's log-probability over the whole wordpiece vocabulary after each prefix
-(generation and copying together, :meth:`NameDecoder.next_log_probs_cached`), where a prefix
-is its last wordpiece ``token`` plus the self-attention keys and values of the earlier ones
-(``past``, which the runtime extends with ``present`` step by step).  A batch of 1 for the
+source [B | 1, S], attention_mask [B | 1, S], cross) → (generated [B, K], copied [B, S],
+present [layers, 2, B, 1, H])`` — the next wordpiece's distribution after each prefix in two
+parts, the probability of generating each of the ``K`` vocabulary wordpieces (their ids are
+``decoder.json``'s ``vocab_ids``) and of copying each source position
+(:meth:`NameDecoder.next_parts_cached`; the runtime adds them up over those wordpieces only,
+``pathfusion.server.name_generator.Candidates``, where spreading them over all 30,522
+wordpieces in the graph cost ≈ 1.1 ms a step), where a prefix is its last wordpiece
+``token`` plus the self-attention keys and values of the earlier ones (``past``, which the
+runtime extends with ``present`` step by step).  A batch of 1 for the
 function's side serves every prefix of a beam; the cross-attention keys and values of the
 function (``cross``) come from a second small graph, once per function.  Why the cache: a
 step reads one wordpiece instead of the whole prefix — measured 4.9 ms for a beam of six at
@@ -42,7 +46,7 @@ from pathfusion.server.models import sha256_file
 from .compact_onnx import compact
 from .export_code2vec import legacy_onnx_export
 from .export_embedder import load_reference, write_manifest_entry
-from .name_decoder import NameDecoder
+from .name_decoder import EPSILON, NameDecoder
 from .train_naming import DECODER_META, load_decoder
 
 SUBDIR = "naming"
@@ -52,8 +56,7 @@ KEYS_FILE = "keys.int8.onnx"
 KEYS_FP32_FILE = "keys.onnx"
 META_FILE = "decoder.json"
 INPUT_NAMES = ("token", "position", "past", "memory", "source", "attention_mask", "cross")
-OUTPUT_NAME = "log_probs"
-PRESENT_NAME = "present"
+OUTPUT_NAMES = ("generated", "copied", "present")
 KEYS_INPUT = "memory"
 KEYS_OUTPUT = "cross"
 PARITY_LIMIT = 1e-4
@@ -75,9 +78,9 @@ class DecoderStep(torch.nn.Module):
 
     def forward(self, token: torch.Tensor, position: torch.Tensor, past: torch.Tensor, memory: torch.Tensor,
                 source: torch.Tensor, attention_mask: torch.Tensor, cross: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.decoder.next_log_probs_cached(token, position, past, memory, source, attention_mask == 0,
-                                                  self.vocab_table, cross)
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.decoder.next_parts_cached(token, position, past, memory, source, attention_mask == 0,
+                                              self.vocab_table, cross)
 
 
 class CrossKeys(torch.nn.Module):
@@ -154,10 +157,23 @@ def _finite_max_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a[both] - b[both]).max())
 
 
-def _step_diff(path: Path, cases: Sequence[tuple[tuple[torch.Tensor, ...], np.ndarray, np.ndarray]]) -> float:
+def spread(generated: np.ndarray, copied: np.ndarray, source: np.ndarray, vocab_ids: np.ndarray,
+           full_vocab: int) -> np.ndarray:
+    """The step graph's two parts → ``[B, V]`` log-probabilities over the full vocabulary
+    (:meth:`NameDecoder._spread` in numpy), to compare with torch."""
+    prob = np.zeros((generated.shape[0], full_vocab), dtype=np.float64)
+    prob[:, vocab_ids] = generated
+    rows = np.arange(generated.shape[0])[:, None]
+    np.add.at(prob, (rows, np.broadcast_to(source, copied.shape)), copied)
+    return np.log(prob + EPSILON)
+
+
+def _step_diff(path: Path, cases: Sequence[tuple[tuple[torch.Tensor, ...], np.ndarray, np.ndarray]],
+               vocab_ids: np.ndarray) -> float:
     worst = 0.0
     for inputs, want, present in cases:
-        got, got_present = _run(path, INPUT_NAMES, (OUTPUT_NAME, PRESENT_NAME), inputs)
+        generated, copied, got_present = _run(path, INPUT_NAMES, OUTPUT_NAMES, inputs)
+        got = spread(generated, copied, inputs[4].numpy(), vocab_ids, want.shape[1])
         worst = max(worst, _finite_max_diff(got, want), _finite_max_diff(got_present, present))
     return worst
 
@@ -190,23 +206,26 @@ def export_naming(run_best: Path, models: Path, model_id: str | None = None, int
         staging = Path(tmp)
         dynamic = {"token": {0: "batch"}, "past": {2: "batch", 3: "steps"}, "memory": {0: "batch", 1: "seq"},
                    "source": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                   "cross": {2: "batch", 3: "seq"}, OUTPUT_NAME: {0: "batch"}, PRESENT_NAME: {2: "batch"}}
-        legacy_onnx_export(step, cases[1][0], staging / FP32_FILE, INPUT_NAMES, [OUTPUT_NAME, PRESENT_NAME], dynamic)
+                   "cross": {2: "batch", 3: "seq"}, "generated": {0: "batch"}, "copied": {0: "batch", 1: "seq"},
+                   "present": {2: "batch"}}
+        legacy_onnx_export(step, cases[1][0], staging / FP32_FILE, INPUT_NAMES, list(OUTPUT_NAMES), dynamic)
         # .eval() on the wrapper itself: the exporter restores the wrapper's mode on every
         # submodule afterwards, and a wrapper left in training mode turns dropout back on.
         legacy_onnx_export(CrossKeys(decoder).eval(), (examples[1][1],), staging / KEYS_FP32_FILE, (KEYS_INPUT,),
                            [KEYS_OUTPUT], {KEYS_INPUT: {0: "batch", 1: "seq"}, KEYS_OUTPUT: {2: "batch", 3: "seq"}})
-        parity = max(_step_diff(staging / FP32_FILE, cases), _keys_diff(staging / KEYS_FP32_FILE, examples))
+        vocab_ids = decoder.vocab_ids.numpy()
+        parity = max(_step_diff(staging / FP32_FILE, cases, vocab_ids), _keys_diff(staging / KEYS_FP32_FILE, examples))
         if parity > PARITY_LIMIT:
             raise ExportError(f"fp32 decoder differs from torch by {parity:.2g} > {PARITY_LIMIT}")
         compact(staging / FP32_FILE, staging / GRAPH_FILE)
         compact(staging / KEYS_FP32_FILE, staging / KEYS_FILE)
-        int8_diff = _step_diff(staging / GRAPH_FILE, cases)
+        int8_diff = _step_diff(staging / GRAPH_FILE, cases, vocab_ids)
         keys_int8_diff = _keys_diff(staging / KEYS_FILE, examples)
         runtime_meta = {"bos_id": decoder.bos_id, "eos_id": decoder.eos_id, "unk_id": decoder.unk_id,
                         "max_length": decoder.shape.max_length, "max_source_tokens": meta["max_source_tokens"],
                         "hidden": hidden, "vocabulary": len(decoder.vocab_ids), "keys": keys_file,
-                        "layers": decoder.shape.layers, "step": "cached"}
+                        "layers": decoder.shape.layers, "step": "cached, two parts",
+                        "vocab_ids": vocab_ids.tolist()}
         (staging / META_FILE).write_text(json.dumps(runtime_meta, indent=1) + "\n")
         if target.exists():
             shutil.rmtree(target)
@@ -222,7 +241,7 @@ def export_naming(run_best: Path, models: Path, model_id: str | None = None, int
         "config": f"{SUBDIR}/{META_FILE}",
         "embedder_id": embedder_entry["id"],
         "inputs": list(INPUT_NAMES),
-        "outputs": [OUTPUT_NAME, PRESENT_NAME],
+        "outputs": list(OUTPUT_NAMES),
         "sizes": {name: (target / Path(name).name).stat().st_size for name in files},
         "metrics": {"parity": {"max_abs_diff": parity}, "int8_max_abs_diff": int8_diff,
                     "keys_int8_max_abs_diff": keys_int8_diff},

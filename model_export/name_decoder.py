@@ -187,6 +187,15 @@ class NameDecoder(nn.Module):
                               memory: torch.Tensor, source: torch.Tensor, pad: torch.Tensor,
                               vocab_table: torch.Tensor, cross: torch.Tensor | None = None
                               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`next_parts_cached` spread over the full vocabulary as log-probabilities."""
+        generated, copied, present = self.next_parts_cached(token, position, past, memory, source, pad, vocab_table,
+                                                            cross)
+        return self._spread(generated, copied, source, token), present
+
+    def next_parts_cached(self, token: torch.Tensor, position: torch.Tensor, past: torch.Tensor,
+                          memory: torch.Tensor, source: torch.Tensor, pad: torch.Tensor,
+                          vocab_table: torch.Tensor, cross: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`next_log_probs` of the prefixes whose last wordpiece is ``token`` ``[B, 1]``
         (at ``position`` ``[1]``), the earlier ones read from ``past`` ``[layers, 2, B, t, H]``
         — each layer's self-attention keys and values of the prefix before it (``t`` may be
@@ -202,20 +211,34 @@ class NameDecoder(nn.Module):
             hidden, kv = _decoder_layer_cached(layer, hidden, past[number], memory, pad, self.shape.heads, keys)
             present.append(kv)
         hidden = self.output_norm(hidden)
-        return self._full_log_probs(hidden, memory, source, pad, vocab_table, token), torch.stack(present)
+        generated, copied = self._step_parts(hidden, memory, source, pad, vocab_table)
+        return generated, copied, torch.stack(present)
+
+    def _step_parts(self, hidden: torch.Tensor, memory: torch.Tensor, source: torch.Tensor, pad: torch.Tensor,
+                    vocab_table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``hidden`` ``[B, 1, H]`` → (probability of generating each vocabulary wordpiece
+        ``[B, K]``, probability of copying each source position ``[B, S]``): the next
+        wordpiece's distribution before it is spread over the full vocabulary.  Why apart:
+        the runtime adds the copies to the generated wordpieces itself, over the vocabulary
+        and the function's own wordpieces only, not over 30,522 columns at every step."""
+        generated, attention, gate = self.parts(hidden, memory, source, pad, vocab_table)
+        return gate[:, 0] * generated[:, 0].exp(), (1 - gate[:, 0]) * attention[:, 0]
+
+    def _spread(self, generated: torch.Tensor, copied: torch.Tensor, source: torch.Tensor, tokens: torch.Tensor
+                ) -> torch.Tensor:
+        """:meth:`_step_parts` → ``[B, V]`` log-probabilities over the full vocabulary (the
+        batch read from the input ``tokens``: an exported graph keeps it dynamic)."""
+        batch = tokens.shape[0]
+        prob = torch.zeros(batch, self.full_to_vocab.shape[0], device=generated.device)
+        prob.scatter_add_(1, self.vocab_ids.expand(batch, -1), generated)  # distinct ids: add = set
+        prob.scatter_add_(1, source.expand(batch, -1), copied)
+        return torch.log(prob + EPSILON)
 
     def _full_log_probs(self, hidden: torch.Tensor, memory: torch.Tensor, source: torch.Tensor,
                         pad: torch.Tensor, vocab_table: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """``hidden`` ``[B, 1, H]`` → ``[B, V]``: generation and copying over the full vocabulary
-        (the batch read from the input ``tokens``: an exported graph keeps it dynamic)."""
-        generated, attention, gate = self.parts(hidden, memory, source, pad, vocab_table)
-        batch = tokens.shape[0]
-        prob = torch.zeros(batch, self.full_to_vocab.shape[0], device=memory.device)
-        # scatter_add_ (ScatterElements once exported): an indexed assignment becomes a
-        # ScatterND that costs ~1 ms a step; the vocabulary's ids are distinct, so add = set
-        prob.scatter_add_(1, self.vocab_ids.expand(batch, -1), gate[:, 0] * generated[:, 0].exp())
-        prob.scatter_add_(1, source.expand(batch, -1), (1 - gate[:, 0]) * attention[:, 0])
-        return torch.log(prob + EPSILON)
+        """``hidden`` ``[B, 1, H]`` → ``[B, V]``: generation and copying over the full vocabulary."""
+        generated, copied = self._step_parts(hidden, memory, source, pad, vocab_table)
+        return self._spread(generated, copied, source, tokens)
 
 
 def _positions(tokens: torch.Tensor) -> torch.Tensor:

@@ -103,6 +103,52 @@ class HeadConfig:
     eos_id: int
     max_length: int
     max_source_tokens: int
+    vocab_ids: tuple[int, ...]
+    """The wordpieces the decoder generates (its output columns), in the graph's order."""
+
+
+EPSILON = 1e-9
+"""Added to a probability before its log, as in training (``name_decoder.EPSILON``)."""
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The wordpieces a step can give a non-zero probability for one function: the generator's
+    vocabulary, then the function's own wordpieces outside it (copies only).  Why: the step
+    graph returns the two parts of the distribution (``generated`` over the vocabulary,
+    ``copied`` over source positions) and they are added here, over these columns only —
+    every other wordpiece has probability 0, as in the full-vocabulary distribution."""
+
+    ids: np.ndarray
+    """``[C]`` the wordpiece id of each column."""
+    column: dict[int, int]
+    """wordpiece id → column."""
+    source_columns: np.ndarray
+    """``[S]`` the column of each source position's wordpiece."""
+
+    @classmethod
+    def of(cls, vocab_ids: Sequence[int], source: np.ndarray) -> Candidates:
+        column = {int(i): n for n, i in enumerate(vocab_ids)}
+        ids = list(vocab_ids)
+        for wordpiece in source.tolist():
+            if wordpiece not in column:
+                column[wordpiece] = len(ids)
+                ids.append(wordpiece)
+        return cls(np.asarray(ids, dtype=np.int64), column,
+                   np.asarray([column[w] for w in source.tolist()], dtype=np.int64))
+
+    def log_probs(self, generated: np.ndarray, copied: np.ndarray) -> np.ndarray:
+        """``[n, C]`` log-probabilities from ``generated`` ``[n, K]`` and ``copied`` ``[n, S]``."""
+        prob = np.zeros((generated.shape[0], len(self.ids)), dtype=np.float64)
+        prob[:, :generated.shape[1]] = generated
+        for row in range(generated.shape[0]):
+            prob[row] += np.bincount(self.source_columns, weights=copied[row], minlength=len(self.ids))
+        return np.log(prob + EPSILON).astype(np.float32)
+
+    def log_prob_of(self, log_probs: np.ndarray, wordpiece: int) -> float:
+        """One row's log-probability of ``wordpiece`` (``log ε`` for a wordpiece it cannot write)."""
+        where = self.column.get(wordpiece)
+        return float(log_probs[where]) if where is not None else math.log(EPSILON)
 
 
 def has_naming_head(models_dir: Path) -> bool:
@@ -147,15 +193,15 @@ class NameGenerator:
         try:
             raw = json.loads(config_path.read_text(encoding="utf-8"))
             config = HeadConfig(int(raw["bos_id"]), int(raw["eos_id"]), int(raw["max_length"]),
-                                int(raw["max_source_tokens"]))
+                                int(raw["max_source_tokens"]), tuple(int(i) for i in raw["vocab_ids"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{config_path} is not a valid naming head config ({exc!r}); {FIX}") from exc
         graph = model_file(Path(models_dir), str(entry.get("onnx") or ""))
         keys = model_file(Path(models_dir), str(entry.get("keys_onnx") or ""))
         session = create_session(graph, providers(device), threads, fix=FIX)
-        if "past" not in {i.name for i in session.get_inputs()}:
-            raise ModelError(f"{graph} is an export without the decoder's key/value cache (before "
-                             f"pathfusion 0.1's cached step graph); {FIX}")
+        if {o.name for o in session.get_outputs()} != {"generated", "copied", "present"}:
+            raise ModelError(f"{graph} is an older export of the naming head (a step graph without the "
+                             f"key/value cache and the two-part output); {FIX}")
         keys_session = create_session(keys, providers(device), threads, fix=FIX)
         return cls(embedder, session, keys_session, config, str(entry.get("id") or ENTRY_NAME))
 
@@ -236,31 +282,25 @@ class NameGenerator:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"the naming head failed: {exc}") from exc
 
-    def _cached_step(self, last: np.ndarray, position: int, past: np.ndarray | None, memory: np.ndarray,
-                     source: np.ndarray, cross: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def step(self, last: np.ndarray, position: int, past: np.ndarray | None, memory: np.ndarray,
+             source: np.ndarray, cross: np.ndarray, candidates: Candidates) -> tuple[np.ndarray, np.ndarray]:
         """One wordpiece ``last`` ``[n]`` after prefixes whose keys and values are ``past``
-        (``[layers, 2, n, position, H]``; None at position 0): the log-probabilities and the
-        keys and values with this wordpiece appended."""
+        (``[layers, 2, n, position, H]``; None at position 0): ``[n, C]`` log-probabilities
+        over ``candidates``' columns, and the keys and values with this wordpiece appended."""
         if past is None:
             layers, _, _, _, hidden = cross.shape
             past = np.zeros((layers, 2, len(last), 0, hidden), dtype=np.float32)
-        log_probs, present = self._run_step({"token": last.astype(np.int64)[:, None],
-                                             "position": np.asarray([position], dtype=np.int64), "past": past},
-                                            memory, source, cross)
-        return log_probs, np.concatenate([past, present], axis=3)
-
-    def _run_step(self, feeds: dict[str, np.ndarray], memory: np.ndarray, source: np.ndarray,
-                  cross: np.ndarray) -> list[np.ndarray]:
-        feeds = {**feeds,  # every prefix over the one function (batch of 1)
-                 "memory": memory[None].astype(np.float32, copy=False),
+        feeds = {"token": last.astype(np.int64)[:, None], "position": np.asarray([position], dtype=np.int64),
+                 "past": past,
+                 "memory": memory[None].astype(np.float32, copy=False),  # one function for every row
                  "source": source[None].astype(np.int64, copy=False),
                  "attention_mask": np.ones((1, len(source)), dtype=np.int64),
                  "cross": cross}
         try:
-            found = self.session.run(["log_probs", "present"], feeds)
+            generated, copied, present = self.session.run(["generated", "copied", "present"], feeds)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"the naming head failed: {exc}") from exc
-        return [np.asarray(x, dtype=np.float32) for x in found]
+        return candidates.log_probs(generated, copied), np.concatenate([past, present], axis=3)
 
     def beam_search(self, source: np.ndarray, memory: np.ndarray, beam: int = 5,
                     results: int = 5) -> list[tuple[list[int], float]]:
@@ -274,6 +314,7 @@ class NameGenerator:
         with ``[SEP]``), read from an extra row that follows it step by step."""
         bos = self.config.bos_id
         cross = self.cross_keys(memory)
+        candidates = Candidates.of(self.config.vocab_ids, source)
         live: list[tuple[list[int], float]] = [([bos], 0.0)]
         finished: list[tuple[list[int], float]] = []
         forced_score: float | None = None if forced is None else 0.0
@@ -287,15 +328,15 @@ class NameGenerator:
             if forcing:
                 assert forced is not None
                 rows.append([bos, *forced[:step]])
-            log_probs, past = self._cached_step(np.asarray([ids[-1] for ids in rows]), step, past, memory,
-                                                source, cross)
+            log_probs, past = self.step(np.asarray([ids[-1] for ids in rows]), step, past, memory, source, cross,
+                                        candidates)
             parents: list[int] = []
             if forcing:
                 assert forced is not None and forced_score is not None
-                forced_score += float(log_probs[-1, forced[step]])
+                forced_score += candidates.log_prob_of(log_probs[-1], forced[step])
                 log_probs = log_probs[:-1]
             if searching:
-                live, parents, searching = self._extend(live, finished, log_probs, beam, results)
+                live, parents, searching = self._extend(live, finished, log_probs, candidates, beam, results)
             # the next step's rows, whose keys and values go on: the live prefixes, then the forced one
             keep = (parents if searching else []) + (
                 [len(rows) - 1] if forced is not None and step + 1 < len(forced) else [])
@@ -306,29 +347,30 @@ class NameGenerator:
         return finished[:results], forced_score
 
     def _extend(self, live: list[tuple[list[int], float]], finished: list[tuple[list[int], float]],
-                log_probs: np.ndarray, beam: int, results: int
+                log_probs: np.ndarray, candidates: Candidates, beam: int, results: int
                 ) -> tuple[list[tuple[list[int], float]], list[int], bool]:
         """One step of the beam: the new live prefixes, the row each came from, and whether
         to go on (names that end are appended to ``finished``)."""
         bos, eos = self.config.bos_id, self.config.eos_id
-        prefixes = np.asarray([ids for ids, _ in live])
-        last = prefixes[:, -1]
-        repeats = last != bos  # a wordpiece never follows itself (``load_load``): as in training's search
-        log_probs[np.arange(len(last))[repeats], last[repeats]] = -np.inf
+        for row, (ids, _) in enumerate(live):
+            # a wordpiece never follows itself (``load_load``): as in training's search
+            if ids[-1] != bos and ids[-1] in candidates.column:
+                log_probs[row, candidates.column[ids[-1]]] = -np.inf
         scores = log_probs + np.asarray([s for _, s in live], dtype=np.float32)[:, None]
         flat = scores.ravel()
         count = min(beam * 2, flat.size)
         top = np.argpartition(-flat, count - 1)[:count]
         top = top[np.lexsort((top, -flat[top]))]  # by score, ties by index (as torch.topk here)
-        candidates = []
+        extended: list[tuple[list[int], float, int]] = []
         for index in top.tolist():
-            row, token = divmod(index, scores.shape[1])
+            row, column = divmod(index, scores.shape[1])
+            token = int(candidates.ids[column])
             ids = live[row][0] + [token]
             if token == eos:
                 finished.append((ids[1:-1], float(flat[index])))
             else:
-                candidates.append((ids, float(flat[index]), row))
-        kept = candidates[:beam]
+                extended.append((ids, float(flat[index]), row))
+        kept = extended[:beam]
         live = [(ids, score) for ids, score, _ in kept]
         best_live = live[0][1] if live else float("-inf")
         going_on = bool(live) and not (
