@@ -99,6 +99,9 @@ class IndexStore:
         self.db_file: tuple[int, int] | None = None
         """(device, inode) of the database file opened: another process may replace it."""
         self.generation = 0
+        self.match_counts: dict[str, int] = {}
+        """How many functions each BM25 expression matches (:func:`~pathfusion.server.lexical.bm25_bonuses`);
+        valid for this generation only: emptied whenever it moves."""
         self.layout = 0
         self.space = VectorSpace(self.dim)
         self.lookup: _NameLookup | None = None
@@ -154,6 +157,7 @@ class IndexStore:
     def _open_db(self, trusted: bool) -> None:
         opened = open_database(self.dir, self.model_id, trusted)
         self.generation, self.layout = opened.generation, opened.layout
+        self.match_counts.clear()
         self.connection, self.db_file = opened.connection, opened.file_id
 
     def waiting_for(self, what: str) -> Callable[[str], None]:
@@ -264,6 +268,7 @@ class IndexStore:
                       .reshape(-1, self.dim))
         space.next_label = next_label
         self.generation = generation
+        self.match_counts.clear()
         self.lookup = None
         self.saver.disk_graph_current()
         log.info("workspace index %s: caught up with another process (%d functions added, %d deleted)",
@@ -273,6 +278,7 @@ class IndexStore:
     def bump_generation(self) -> None:
         """Part of every transaction that changes the index (inside it)."""
         self.generation += 1
+        self.match_counts.clear()
         self.db.execute("INSERT OR REPLACE INTO state VALUES ('generation', ?)", (str(self.generation),))
 
     def forget(self, label: int) -> None:

@@ -135,7 +135,7 @@ class Ranker:
             labels, bonus = lookup.bonuses(query, exact_form, query_tokens)
             dense = np.zeros(max(len(lookup.n_tokens), space.next_label), dtype=np.float64)
             dense[labels] = bonus
-            bm25_labels, bm25 = bm25_bonuses(store.db, query_tokens)
+            bm25_labels, bm25 = bm25_bonuses(store.db, query_tokens, counts=store.match_counts)
             if bm25_labels.size:
                 known = bm25_labels < min(len(dense), len(space.live))
                 bm25_labels, bm25 = bm25_labels[known], bm25[known]

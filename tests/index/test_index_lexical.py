@@ -300,3 +300,49 @@ def test_bm25_scores_at_most_the_bounded_number_of_matches(monkeypatch) -> None:
     assert sorted(bm25_bonuses(db, tokens | {"absent"})[0].tolist()) == [0, 25, 50, 75]  # the rarest word alone
     monkeypatch.setattr("pathfusion.server.lexical.BM25_MAX_MATCHES", 3)
     assert bm25_bonuses(db, tokens)[0].size == 0  # every word too common: no BM25 bonus
+
+
+def test_match_counts_are_remembered_until_the_lexicon_changes(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Counting a word's matches walks its posting list; the counts of one lexicon are kept
+    (same bonuses, no second count) and dropped with every change of the index."""
+    import sqlite3
+
+    from pathfusion.server.index import EmbedderSearchModel, WorkspaceIndex
+    from pathfusion.server.lexical import LEXICON_SQL
+    from tests.helpers.index import FakeEmbedder
+
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE functions (label INTEGER PRIMARY KEY, name_terms TEXT NOT NULL, "
+               "terms TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0)")
+    db.executescript(LEXICON_SQL)
+    db.executemany("INSERT INTO functions (label, name_terms, terms) VALUES (?, ?, ?)",
+                   [(i, "f", "value common" + (" rare" if i % 10 == 0 else "")) for i in range(100)])
+    monkeypatch.setattr("pathfusion.server.lexical.BM25_MAX_MATCHES", 15)  # the per-word counts are needed
+    tokens = {"common", "rare"}
+    counts: dict[str, int] = {}
+    statements: list[str] = []
+    db.set_trace_callback(statements.append)
+    plain = bm25_bonuses(db, tokens)
+    first = bm25_bonuses(db, tokens, counts=counts)
+    assert counts == {'"common" OR "rare"': 100, '"common"': 100, '"rare"': 10}
+    statements.clear()
+    again = bm25_bonuses(db, tokens, counts=counts)
+    assert not [sql for sql in statements if "count(*)" in sql]  # nothing counted twice
+    for got in (first, again):
+        assert got[0].tolist() == plain[0].tolist() and got[1].tolist() == plain[1].tolist()
+
+    monkeypatch.setenv("PATHFUSION_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "ws"
+    folder.mkdir()
+    (folder / "a.py").write_text("def fetch(url):\n    return urllib.request.urlopen(url)\n")
+    index = WorkspaceIndex.open(folder, EmbedderSearchModel(FakeEmbedder()))
+    index.sync()
+    index.search("open a url", k=1)
+    assert index.store.match_counts  # remembered for this generation
+    (folder / "a.py").write_text("def fetch(url):\n    return requests.get(url)\n\n\n"
+                                 "def get_url(url):\n    return requests.get(url)\n")
+    index.update_files([folder / "a.py"])
+    assert index.store.match_counts == {}  # the lexicon changed: every count dropped
+    assert {r.name for r in index.search("requests get", k=5)} == {"fetch", "get_url"}
+    index.close()
+
