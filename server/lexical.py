@@ -206,13 +206,23 @@ def _bounded_expression(db: sqlite3.Connection, query_tokens: set[str], expressi
     """``expression``, or — when it matches more than :data:`BM25_MAX_MATCHES` functions —
     the OR of the query's rarest words whose matches add up to at most that many; None when
     even the rarest word is that common (then it barely discriminates: no BM25 for this
-    query).  Counting is cheap (no scoring): ≈ 0.5 ms per word at 10k functions."""
-    if _count(db, expression, counts) <= BM25_MAX_MATCHES:
-        return expression
-    counted = sorted((_count(db, alone, counts), token) for token in query_tokens
-                     if (alone := match_expression({token})) is not None)
+    query).  Counting walks posting lists (≈ 0.5 ms a word at 10k functions, several ms for a
+    common word at 100k), so with remembered ``counts`` the words are counted first — mostly
+    known already — and the union only when they cannot decide: one word over the bound puts
+    the union over it, words whose counts add up to at most the bound keep it under; the
+    decision is the same either way."""
+    if counts is None:  # nothing remembered (evaluation): one count of the union first
+        if _count(db, expression) <= BM25_MAX_MATCHES:
+            return expression
+        words = _word_counts(db, query_tokens, None)
+    else:
+        words = _word_counts(db, query_tokens, counts)
+        largest = max((count for count, _ in words), default=0)
+        if largest <= BM25_MAX_MATCHES and (sum(count for count, _ in words) <= BM25_MAX_MATCHES
+                                            or _count(db, expression, counts) <= BM25_MAX_MATCHES):
+            return expression
     kept, total = [], 0
-    for count, token in counted:
+    for count, token in words:
         if count == 0:
             continue
         if total + count > BM25_MAX_MATCHES:
@@ -220,6 +230,13 @@ def _bounded_expression(db: sqlite3.Connection, query_tokens: set[str], expressi
         kept.append(token)
         total += count
     return match_expression(set(kept)) if kept else None
+
+
+def _word_counts(db: sqlite3.Connection, query_tokens: set[str], counts: dict[str, int] | None
+                 ) -> list[tuple[int, str]]:
+    """(matches, word) of each matchable query word, rarest first."""
+    return sorted((_count(db, alone, counts), token) for token in query_tokens
+                  if (alone := match_expression({token})) is not None)
 
 
 def bm25_matrix(queries: list[str], names: list[str], sources: list[str], *, weight: float | None = None,

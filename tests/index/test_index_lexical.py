@@ -275,9 +275,12 @@ def test_query_text_is_never_fts5_syntax() -> None:
     assert match_expression(set()) is None
 
 
-def test_bm25_scores_at_most_the_bounded_number_of_matches(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("remembered", [False, True])
+def test_bm25_scores_at_most_the_bounded_number_of_matches(monkeypatch, remembered) -> None:  # type: ignore[no-untyped-def]
     """A query whose words are everywhere keeps only its rarest words for BM25 (their
-    matches within the bound); below the bound nothing changes."""
+    matches within the bound); below the bound nothing changes.  The same decisions with
+    remembered counts (the server's way: words counted first, the union only when they
+    cannot decide) as without (evaluation's: the union first)."""
     import sqlite3
 
     from pathfusion.server.lexical import LEXICON_SQL
@@ -290,16 +293,16 @@ def test_bm25_scores_at_most_the_bounded_number_of_matches(monkeypatch) -> None:
             for i in range(100)]
     db.executemany("INSERT INTO functions (label, name_terms, terms) VALUES (?, ?, ?)", rows)
     tokens = {"common", "rare", "scarce"}
-    everything, _ = bm25_bonuses(db, tokens)
+    everything, _ = bm25_bonuses(db, tokens, counts={} if remembered else None)
     assert len(everything) == 100  # "common" is in every function
     monkeypatch.setattr("pathfusion.server.lexical.BM25_MAX_MATCHES", 15)
-    bounded, bonus = bm25_bonuses(db, tokens)
+    bounded, bonus = bm25_bonuses(db, tokens, counts={} if remembered else None)
     assert sorted(bounded.tolist()) == [i for i in range(100) if i % 10 == 0 or i % 25 == 0]  # rare + scarce: 14
     assert bonus.max() == pytest.approx(BM25_WEIGHT)
     monkeypatch.setattr("pathfusion.server.lexical.BM25_MAX_MATCHES", 5)
-    assert sorted(bm25_bonuses(db, tokens | {"absent"})[0].tolist()) == [0, 25, 50, 75]  # the rarest word alone
+    assert sorted(bm25_bonuses(db, tokens | {"absent"}, counts={} if remembered else None)[0].tolist()) == [0, 25, 50, 75]  # the rarest word alone
     monkeypatch.setattr("pathfusion.server.lexical.BM25_MAX_MATCHES", 3)
-    assert bm25_bonuses(db, tokens)[0].size == 0  # every word too common: no BM25 bonus
+    assert bm25_bonuses(db, tokens, counts={} if remembered else None)[0].size == 0  # every word too common: no BM25 bonus
 
 
 def test_match_counts_are_remembered_until_the_lexicon_changes(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -324,12 +327,23 @@ def test_match_counts_are_remembered_until_the_lexicon_changes(tmp_path, monkeyp
     db.set_trace_callback(statements.append)
     plain = bm25_bonuses(db, tokens)
     first = bm25_bonuses(db, tokens, counts=counts)
-    assert counts == {'"common" OR "rare"': 100, '"common"': 100, '"rare"': 10}
+    assert counts == {'"common"': 100, '"rare"': 10}  # "common" alone passes the bound: no union counted
     statements.clear()
     again = bm25_bonuses(db, tokens, counts=counts)
     assert not [sql for sql in statements if "count(*)" in sql]  # nothing counted twice
     for got in (first, again):
         assert got[0].tolist() == plain[0].tolist() and got[1].tolist() == plain[1].tolist()
+    db.set_trace_callback(None)
+    db.executemany("INSERT INTO functions (label, name_terms, terms) VALUES (?, ?, ?)",
+                   [(100 + i, "g", " ".join(["alpha", "beta", "gamma"][: 1 + i % 3])) for i in range(60)])
+    for bound in (1, 5, 15, 40, 60, 110, 500):  # the same decisions as counting the union first
+        monkeypatch.setattr("pathfusion.server.lexical.BM25_MAX_MATCHES", bound)
+        remembered: dict[str, int] = {}
+        for words in ({"alpha"}, {"alpha", "beta"}, {"beta", "gamma", "rare"}, {"gamma", "common"},
+                      {"alpha", "beta", "gamma", "rare", "absent"}):
+            want = bm25_bonuses(db, words)
+            got = bm25_bonuses(db, words, counts=remembered)
+            assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist(), (bound, words)
 
     monkeypatch.setenv("PATHFUSION_CACHE_DIR", str(tmp_path / "cache"))
     folder = tmp_path / "ws"
