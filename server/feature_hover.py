@@ -30,7 +30,7 @@ from .models import ModelError
 from .name_generator import NameGenerator
 from .parsing import Document, FunctionInfo, Position
 from .paths import mask_source, name_label
-from .rename_safety import candidate_count, safe_suggestion
+from .rename_safety import candidate_count, safe_suggestion, start_module_names
 
 if TYPE_CHECKING:
     from .lsp_server import PathfusionServer
@@ -49,6 +49,7 @@ with it (:mod:`pathfusion.server.foreground` makes later prefetch steps wait).""
 def suggest_for(doc: SnapshotDocument, func: FunctionInfo, model: Predictor, top_k: int) -> Suggestion | None:
     """The safe suggestions for ``func`` of ``doc``; None for dunders, without contexts and
     when every candidate was left out."""
+    start_module_names(doc.text)  # the rename rules' analysis, beside the model (rename_safety)
     with doc.lock:
         line = func.name_span.start.line + 1
         suggestions = suggest_for_document(doc, model, top_k=candidate_count(top_k), line=line)

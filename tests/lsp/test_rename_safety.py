@@ -305,3 +305,33 @@ def test_classes_are_found_in_every_kind_of_block() -> None:
         tree = ast.parse((stdlib / name).read_text(encoding="utf-8"))
         assert ({id(n) for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
                 == {id(n) for n in _statements(tree.body) if isinstance(n, ast.ClassDef)}), name
+
+
+def test_an_analysis_started_ahead_is_used_not_repeated(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A hover starts the module's analysis beside the naming model; the rename rules then
+    take that analysis (waiting for it if need be) instead of doing it again."""
+    import threading
+
+    from pathfusion.server import rename_safety
+
+    built: list[str] = []
+    release = threading.Event()
+    real = rename_safety.ModuleNames
+
+    class Slow(real):  # type: ignore[misc, valid-type]
+        def __init__(self, text: str) -> None:
+            built.append(threading.current_thread().name)
+            release.wait(5)
+            super().__init__(text)
+
+    monkeypatch.setattr(rename_safety, "ModuleNames", Slow)
+    text = "class A:\n    def f(self):\n        self.load = 1\n\n\ndef g():\n    pass\n# started ahead\n"
+    rename_safety.start_module_names(text)
+    rename_safety.start_module_names(text)  # already under way: not started twice
+    waiter = threading.Thread(target=lambda: built.append(type(rename_safety.module_names(text)).__name__))
+    waiter.start()
+    release.set()
+    waiter.join(5)
+    assert built[0].startswith("pathfusion-names") and built[1:] == ["Slow"]  # built once, on its thread
+    assert rename_safety.module_names(text).tree() is not None  # cached, with its AST
+    assert len(built) == 2 and not rename_safety._STARTED
