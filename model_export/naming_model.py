@@ -1,5 +1,5 @@
 """The naming model of a training run: the encoder with the decoder over its token states, its
-losses (the naming NLL, the contrastive search loss under data parallelism), the greedy
+naming loss (the summed NLL that data parallelism adds up), the greedy
 validation score, and how its decoder is saved beside the encoder in a run's ``best/``.
 
 Why apart from :mod:`pathfusion.model_export.train_naming`: the export
@@ -16,14 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .distributed import Distributed
-from .export_embedder import MeanPooledEncoder
 from .metrics import NamingScores
 from .name_decoder import DecoderShape, NameDecoder, greedy
 from .naming_pack import NameTokens, NamingExamples
 from .run_files import atomic_torch_save
-from .search_pairs import Pairs
-from .train_embedder import contrastive_loss, duplicate_mask, encode
 
 DECODER_FILE = "decoder.pt"
 DECODER_META = "decoder.json"
@@ -57,18 +53,6 @@ class NamingModel(torch.nn.Module):
         """Mean NLL per target wordpiece."""
         total, count = self(source, mask, target, target_pad)
         return total / count.clamp(min=1)
-
-
-def search_loss_of(searcher: MeanPooledEncoder, pairs: Pairs, rows: np.ndarray, pad_id: int, device: torch.device,
-                   scale: float, parallel: Distributed) -> torch.Tensor:
-    """The contrastive search loss of one global batch (as :func:`pathfusion.model_export.train_embedder.batch_loss`),
-    each process encoding its share and every process scoring all in-batch negatives."""
-    local, _ = parallel.share(rows)  # a borrowed row (a batch smaller than the world) is cut by ``sizes``
-    sizes = parallel.sizes(len(rows))
-    queries = parallel.gather_rows(encode(searcher, pairs.query, local, pad_id, device).float(), sizes)
-    codes = parallel.gather_rows(encode(searcher, pairs.code, local, pad_id, device).float(), sizes)
-    same = duplicate_mask(pairs.query, rows) | duplicate_mask(pairs.code, rows)
-    return contrastive_loss(queries, codes, scale, True, torch.from_numpy(same).to(device))
 
 
 def batch_tensors(ragged: Any, indices: np.ndarray, pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

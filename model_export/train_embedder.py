@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from .code2vec import resolve_device
+from .distributed import Distributed
 from .export_embedder import MeanPooledEncoder, load_reference, packaged_model_dir
 from .metrics import SEARCH_GROUP, SEARCH_SEED, mrr
 from .onnx_to_hf import build as build_from_onnx
@@ -154,11 +155,18 @@ def contrastive_loss(queries: torch.Tensor, codes: torch.Tensor, scale: float, s
 
 
 def batch_loss(encoder: MeanPooledEncoder, pairs: Pairs, indices: Indices, pad_id: int, device: torch.device,
-               scale: float, symmetric: bool) -> torch.Tensor:
-    """The contrastive loss of one batch of train pairs (duplicates inside it not negatives)."""
-    queries = encode(encoder, pairs.query, indices, pad_id, device).float()
-    codes = encode(encoder, pairs.code, indices, pad_id, device).float()
-    same = duplicate_mask(pairs.query, indices) | duplicate_mask(pairs.code, indices)
+               scale: float, symmetric: bool, parallel: Distributed | None = None) -> torch.Tensor:
+    """The contrastive loss of one batch of train pairs (duplicates inside it not negatives).
+    Under ``parallel`` (several processes, :mod:`pathfusion.model_export.distributed`) ``indices``
+    is the global batch: each process encodes its share and every process scores all in-batch
+    negatives (a borrowed row of a batch smaller than the world is cut by ``sizes``)."""
+    parallel = parallel or Distributed()
+    rows = np.asarray(indices)
+    local, _ = parallel.share(rows)
+    sizes = parallel.sizes(len(rows))
+    queries = parallel.gather_rows(encode(encoder, pairs.query, local, pad_id, device).float(), sizes)
+    codes = parallel.gather_rows(encode(encoder, pairs.code, local, pad_id, device).float(), sizes)
+    same = duplicate_mask(pairs.query, rows) | duplicate_mask(pairs.code, rows)
     return contrastive_loss(queries, codes, scale, symmetric, torch.from_numpy(same).to(device))
 
 

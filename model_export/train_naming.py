@@ -54,7 +54,6 @@ from .naming_model import (
     load_decoder,
     naming_scores,
     save_decoder,
-    search_loss_of,
 )
 from .naming_pack import NameTokens, NamingExamples, NamingPackSpec, ensure_pack
 from .run_files import atomic_torch_save, log_event, optimise, running_mean, set_fields
@@ -70,6 +69,7 @@ from .train_embedder import (
     DEFAULT_CORPUS,
     DEFAULT_MODELS,
     DEFAULT_PACK,
+    batch_loss,
     evaluate,
     lr_lambda,
     resolve_base,
@@ -368,8 +368,8 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
                 backward_loss, loss = parallel.global_mean(nll, wordpieces)
                 search_loss = torch.zeros((), device=device)
                 if search_stream is not None and search_train is not None:
-                    search_loss = search_loss_of(searcher, search_train, next(search_stream), pad_id, device,
-                                                 config.search_scale, parallel)
+                    search_loss = batch_loss(searcher, search_train, next(search_stream), pad_id, device,
+                                             config.search_scale, True, parallel)
             total_loss = backward_loss + config.search_weight * search_loss
             optimise(total_loss, model.parameters(), optimiser, scheduler)
             state.step += 1
