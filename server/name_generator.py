@@ -112,6 +112,19 @@ EPSILON = 1e-9
 
 
 @dataclass(frozen=True)
+class Vocabulary:
+    """The generator's wordpieces (the step graph's ``generated`` columns) and each one's
+    column: built once per head, shared by every function's :class:`Candidates`."""
+
+    ids: np.ndarray
+    column: dict[int, int]
+
+    @classmethod
+    def of(cls, vocab_ids: Sequence[int]) -> Vocabulary:
+        return cls(np.asarray(vocab_ids, dtype=np.int64), {int(i): n for n, i in enumerate(vocab_ids)})
+
+
+@dataclass(frozen=True)
 class Candidates:
     """The wordpieces a step can give a non-zero probability for one function: the generator's
     vocabulary, then the function's own wordpieces outside it (copies only).  Why: the step
@@ -119,23 +132,28 @@ class Candidates:
     ``copied`` over source positions) and they are added here, over these columns only —
     every other wordpiece has probability 0, as in the full-vocabulary distribution."""
 
+    vocabulary: Vocabulary
+    extra: dict[int, int]
+    """The function's wordpieces outside the vocabulary → their columns (after the vocabulary's)."""
     ids: np.ndarray
     """``[C]`` the wordpiece id of each column."""
-    column: dict[int, int]
-    """wordpiece id → column."""
     source_columns: np.ndarray
     """``[S]`` the column of each source position's wordpiece."""
 
     @classmethod
-    def of(cls, vocab_ids: Sequence[int], source: np.ndarray) -> Candidates:
-        column = {int(i): n for n, i in enumerate(vocab_ids)}
-        ids = list(vocab_ids)
+    def of(cls, vocabulary: Vocabulary, source: np.ndarray) -> Candidates:
+        extra: dict[int, int] = {}
         for wordpiece in source.tolist():
-            if wordpiece not in column:
-                column[wordpiece] = len(ids)
-                ids.append(wordpiece)
-        return cls(np.asarray(ids, dtype=np.int64), column,
-                   np.asarray([column[w] for w in source.tolist()], dtype=np.int64))
+            if wordpiece not in vocabulary.column and wordpiece not in extra:
+                extra[wordpiece] = len(vocabulary.ids) + len(extra)
+        ids = np.concatenate([vocabulary.ids, np.asarray(list(extra), dtype=np.int64)])
+        columns = [vocabulary.column.get(w, extra.get(w)) for w in source.tolist()]
+        return cls(vocabulary, extra, ids, np.asarray(columns, dtype=np.int64))
+
+    def column(self, wordpiece: int) -> int | None:
+        """The column of ``wordpiece``, or None for one this function cannot write."""
+        found = self.vocabulary.column.get(wordpiece)
+        return found if found is not None else self.extra.get(wordpiece)
 
     def log_probs(self, generated: np.ndarray, copied: np.ndarray) -> np.ndarray:
         """``[n, C]`` log-probabilities from ``generated`` ``[n, K]`` and ``copied`` ``[n, S]``."""
@@ -147,7 +165,7 @@ class Candidates:
 
     def log_prob_of(self, log_probs: np.ndarray, wordpiece: int) -> float:
         """One row's log-probability of ``wordpiece`` (``log ε`` for a wordpiece it cannot write)."""
-        where = self.column.get(wordpiece)
+        where = self.column(wordpiece)
         return float(log_probs[where]) if where is not None else math.log(EPSILON)
 
 
@@ -172,6 +190,7 @@ class NameGenerator:
         self.config = config
         self.model_id = model_id
         self.beam = beam
+        self.vocabulary = Vocabulary.of(config.vocab_ids)
         self._cache: OrderedDict[tuple[str, str | None, int],
                                  tuple[list[tuple[str, float]], CurrentName | None]] = OrderedDict()
         self._lock = threading.Lock()
@@ -314,7 +333,7 @@ class NameGenerator:
         with ``[SEP]``), read from an extra row that follows it step by step."""
         bos = self.config.bos_id
         cross = self.cross_keys(memory)
-        candidates = Candidates.of(self.config.vocab_ids, source)
+        candidates = Candidates.of(self.vocabulary, source)
         live: list[tuple[list[int], float]] = [([bos], 0.0)]
         finished: list[tuple[list[int], float]] = []
         forced_score: float | None = None if forced is None else 0.0
@@ -354,8 +373,9 @@ class NameGenerator:
         bos, eos = self.config.bos_id, self.config.eos_id
         for row, (ids, _) in enumerate(live):
             # a wordpiece never follows itself (``load_load``): as in training's search
-            if ids[-1] != bos and ids[-1] in candidates.column:
-                log_probs[row, candidates.column[ids[-1]]] = -np.inf
+            column = candidates.column(ids[-1]) if ids[-1] != bos else None
+            if column is not None:
+                log_probs[row, column] = -np.inf
         scores = log_probs + np.asarray([s for _, s in live], dtype=np.float32)[:, None]
         flat = scores.ravel()
         count = min(beam * 2, flat.size)
