@@ -32,7 +32,7 @@ import numpy as np
 from pathfusion.server.name_generator import label_of_pieces, label_pieces, source_text
 
 from .corpus import read_jsonl_gz, write_atomic
-from .search_pairs import Ragged, load_tokenizer
+from .search_pairs import Ragged, load_tokenizer, pack_meta
 
 PACK_VERSION = 1
 
@@ -104,14 +104,9 @@ class NamingExamples:
 
     @classmethod
     def load(cls, path: Path) -> NamingExamples:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found; pack the naming examples first "
-                                    "(pathfusion train naming --only pack)")
+        meta = pack_meta(path, PACK_VERSION, "naming pack",
+                         "pack the naming examples first (pathfusion train naming --only pack)")
         with np.load(path, allow_pickle=False) as data:
-            meta = dict(json.loads(str(data["meta"])))
-            if meta.get("version") != PACK_VERSION:
-                raise ValueError(f"{path}: naming pack version {meta.get('version')}, expected {PACK_VERSION}; "
-                                 "delete it to repack")
             labels = str(data["labels"]).split("\n") if meta["examples"] else []
             return cls(Ragged(data["source_ids"], data["source_offsets"]),
                        Ragged(data["target_ids"], data["target_offsets"]), data["project"], labels, meta)

@@ -137,15 +137,7 @@ class Pairs:
     def meta_of(path: Path) -> dict[str, Any]:
         """A pack's meta alone, checked for its version (the arrays of an ``.npz`` are read
         only when asked for)."""
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found; pack the pairs first (pathfusion train embedder "
-                                    "--only pack)")
-        with np.load(path, allow_pickle=False) as data:
-            meta = dict(json.loads(str(data["meta"])))
-        if meta.get("version") != PACK_VERSION:
-            raise ValueError(f"{path}: pack version {meta.get('version')}, expected {PACK_VERSION}; "
-                             "delete it to repack")
-        return meta
+        return pack_meta(path, PACK_VERSION, "pack", "pack the pairs first (pathfusion train embedder --only pack)")
 
     @classmethod
     def load(cls, path: Path) -> Pairs:
@@ -155,6 +147,19 @@ class Pairs:
             return cls(Ragged(data["query_ids"], data["query_offsets"]),
                        Ragged(data["code_ids"], data["code_offsets"]),
                        data["project"], data["anonymised"], anon, meta)
+
+
+def pack_meta(path: Path, version: int, kind: str, how: str) -> dict[str, Any]:
+    """The ``meta`` of the packed ``.npz`` at ``path`` (its arrays are not read), refused when
+    the file is missing (``how`` says what makes it) or of another ``version`` than ``kind``
+    this code writes."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; {how}")
+    with np.load(path, allow_pickle=False) as data:
+        meta = dict(json.loads(str(data["meta"])))
+    if meta.get("version") != version:
+        raise ValueError(f"{path}: {kind} version {meta.get('version')}, expected {version}; delete it to repack")
+    return meta
 
 
 def tokenizer_sha256(path: Path) -> str:
