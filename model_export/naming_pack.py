@@ -173,8 +173,7 @@ def ensure_pack(corpus: Path, pack_dir: Path, split: str, spec: NamingPackSpec, 
     """``pack_dir/<split>.npz``, packed once; a pack cut with another spec is refused."""
     path = pack_dir / f"{split}.npz"
     if path.is_file():
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
+        meta = pack_meta(path, PACK_VERSION, "naming pack", "")
         if meta.get("spec") != spec.__dict__:
             raise ValueError(f"{path} was packed with {meta.get('spec')}, not {spec.__dict__}; delete it to repack")
         return path
