@@ -8,7 +8,7 @@ present [layers, 2, B, 1, H])`` — the next wordpiece's distribution after each
 parts, the probability of generating each of the ``K`` vocabulary wordpieces (their ids are
 ``decoder.json``'s ``vocab_ids``) and of copying each source position
 (:meth:`NameDecoder.next_parts_cached`; the runtime adds them up over those wordpieces only,
-``pathfusion.server.name_generator.Candidates``, where spreading them over all 30,522
+``pathfusion.server.name_candidates.Candidates``, where spreading them over all 30,522
 wordpieces in the graph cost ≈ 1.1 ms a step), where a prefix is its last wordpiece
 ``token`` plus the self-attention keys and values of the earlier ones (``past``, which the
 runtime extends with ``present`` step by step).  A batch of 1 for the
@@ -41,12 +41,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from pathfusion.server.context_vocab import VOCAB_FILE
 from pathfusion.server.models import sha256_file
 
 from .compact_onnx import compact
 from .export_code2vec import legacy_onnx_export
 from .export_embedder import load_reference, write_manifest_entry
+from .fusion_memory import FusedMemory
 from .name_decoder import EPSILON, NameDecoder
+from .naming_model import load_fusion
 from .train_naming import DECODER_META, load_decoder
 
 SUBDIR = "naming"
@@ -60,6 +63,10 @@ OUTPUT_NAMES = ("generated", "copied", "present")
 KEYS_INPUT = "memory"
 KEYS_OUTPUT = "cross"
 PARITY_LIMIT = 1e-4
+FUSION_FILE = "fusion.int8.onnx"
+FUSION_FP32_FILE = "fusion.onnx"
+FUSION_INPUTS = ("token_states", "source", "attention_mask", "contexts", "context_mask")
+FUSION_OUTPUTS = ("memory", "memory_source", "memory_mask")
 
 
 class ExportError(RuntimeError):
@@ -92,6 +99,75 @@ class CrossKeys(torch.nn.Module):
 
     def forward(self, memory: torch.Tensor) -> torch.Tensor:
         return self.decoder.cross_keys(memory)
+
+
+class FusionGraph(torch.nn.Module):
+    """Once per function, between the embedder and the decoder: the variant's memory from the
+    token states and the path contexts (:class:`~pathfusion.model_export.fusion_memory.FusedMemory`),
+    with the source ids and mask of its positions (what the decoder copies from and attends to)."""
+
+    def __init__(self, fusion: FusedMemory) -> None:
+        super().__init__()
+        self.fusion = fusion.eval()
+
+    def forward(self, token_states: torch.Tensor, source: torch.Tensor, attention_mask: torch.Tensor,
+                contexts: torch.Tensor, context_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        memory, memory_source, pad = self.fusion(token_states, source, attention_mask == 0, contexts, context_mask == 0)
+        return memory, memory_source, (~pad).to(torch.int64)
+
+
+def _fusion_examples(fusion: FusedMemory, hidden: int, seed: int = 1) -> list[tuple[torch.Tensor, ...]]:
+    """Fusion inputs of several shapes: one function (as the runtime feeds it), a padded batch,
+    and a function without any path context (one padding context)."""
+    generator = torch.Generator().manual_seed(seed)
+    tokens, paths = fusion.shape.token_rows, fusion.shape.path_rows
+    out: list[tuple[torch.Tensor, ...]] = []
+    for batch, length, count in ((1, 23, 40), (3, 17, 9), (1, 8, 1)):
+        states = torch.randn(batch, length, hidden, generator=generator)
+        source = torch.randint(999, 30000, (batch, length), generator=generator)
+        mask = torch.ones(batch, length, dtype=torch.int64)
+        mask[-1, length - 2:] = 0
+        contexts = torch.stack([torch.randint(0, tokens, (batch, count), generator=generator),
+                                torch.randint(0, paths, (batch, count), generator=generator),
+                                torch.randint(0, tokens, (batch, count), generator=generator)], dim=-1)
+        context_mask = torch.ones(batch, count, dtype=torch.int64)
+        if count == 1:
+            contexts.zero_()
+            context_mask.zero_()
+        elif batch > 1:
+            context_mask[0, count - 4:] = 0
+        out.append((states, source, mask, contexts, context_mask))
+    return out
+
+
+def _fusion_diff(path: Path, graph: FusionGraph, examples: Sequence[tuple[torch.Tensor, ...]]) -> float:
+    worst = 0.0
+    for example in examples:
+        with torch.no_grad():
+            want = [t.numpy() for t in graph(*example)]
+        got = _run(path, FUSION_INPUTS, FUSION_OUTPUTS, example)
+        if any(g.shape != w.shape for g, w in zip(got, want, strict=True)) or \
+                not all(np.array_equal(g, w) for g, w in zip(got[1:], want[1:], strict=True)):
+            return float("inf")
+        worst = max(worst, _finite_max_diff(got[0], want[0]))
+    return worst
+
+
+def _export_fusion(fusion: FusedMemory, hidden: int, staging: Path) -> dict[str, float]:
+    """``fusion.onnx`` (checked against torch) and its int8-row ``fusion.int8.onnx`` in ``staging``."""
+    graph = FusionGraph(fusion).eval()
+    examples = _fusion_examples(fusion, hidden)
+    dynamic = {"token_states": {0: "batch", 1: "seq"}, "source": {0: "batch", 1: "seq"},
+               "attention_mask": {0: "batch", 1: "seq"}, "contexts": {0: "batch", 1: "contexts"},
+               "context_mask": {0: "batch", 1: "contexts"}, "memory": {0: "batch", 1: "positions"},
+               "memory_source": {0: "batch", 1: "positions"}, "memory_mask": {0: "batch", 1: "positions"}}
+    legacy_onnx_export(graph, examples[1], staging / FUSION_FP32_FILE, FUSION_INPUTS, list(FUSION_OUTPUTS), dynamic)
+    parity = _fusion_diff(staging / FUSION_FP32_FILE, graph, examples)
+    if parity > PARITY_LIMIT:
+        raise ExportError(f"fp32 fusion graph differs from torch by {parity:.2g} > {PARITY_LIMIT}")
+    compact(staging / FUSION_FP32_FILE, staging / FUSION_FILE)
+    return {"fusion_max_abs_diff": parity, "fusion_int8_max_abs_diff": _fusion_diff(staging / FUSION_FILE, graph,
+                                                                                      examples)}
 
 
 def _examples(decoder: NameDecoder, hidden: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
@@ -195,6 +271,10 @@ def export_naming(run_best: Path, models: Path, model_id: str | None = None, int
         raise ExportError(f"{manifest_path} has no embedder: the naming head reads the embedder's token states")
     bert, _ = load_reference(run_best)
     decoder = load_decoder(run_best).eval()
+    fusion = load_fusion(run_best, int(bert.config.hidden_size)).eval()
+    if fusion.shape.variant == "code2vec":
+        raise ExportError(f"{run_best} is a code2vec-only head (trained for comparison): it reads no token states "
+                          "and is not served")
     meta = json.loads((run_best / DECODER_META).read_text())
     table = bert.embeddings.word_embeddings.weight[decoder.vocab_ids].T
     step = DecoderStep(decoder, table).eval()
@@ -221,19 +301,29 @@ def export_naming(run_best: Path, models: Path, model_id: str | None = None, int
         compact(staging / KEYS_FP32_FILE, staging / KEYS_FILE)
         int8_diff = _step_diff(staging / GRAPH_FILE, cases, vocab_ids)
         keys_int8_diff = _keys_diff(staging / KEYS_FILE, examples)
+        shipped = [graph_file, keys_file, META_FILE]
+        fusion_metrics: dict[str, float] = {}
+        if fusion.shape.uses_contexts:
+            fusion_metrics = _export_fusion(fusion, hidden, staging)
+            shutil.copy2(run_best / VOCAB_FILE, staging / VOCAB_FILE)
+            fusion_graph = FUSION_FILE if int8 else FUSION_FP32_FILE
+            shipped += [fusion_graph, VOCAB_FILE]
         runtime_meta = {"bos_id": decoder.bos_id, "eos_id": decoder.eos_id, "unk_id": decoder.unk_id,
                         "max_length": decoder.shape.max_length, "max_source_tokens": meta["max_source_tokens"],
                         "hidden": hidden, "vocabulary": len(decoder.vocab_ids), "keys": keys_file,
                         "layers": decoder.shape.layers, "step": "cached, two parts",
-                        "vocab_ids": vocab_ids.tolist()}
+                        "vocab_ids": vocab_ids.tolist(), "variant": fusion.shape.variant}
         (staging / META_FILE).write_text(json.dumps(runtime_meta, indent=1) + "\n")
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        for name in (graph_file, keys_file, META_FILE):
+        for name in shipped:
             shutil.move(str(staging / name), target / name)
-    files = {f"{SUBDIR}/{name}": sha256_file(target / name) for name in (graph_file, keys_file, META_FILE)}
+    files = {f"{SUBDIR}/{name}": sha256_file(target / name) for name in shipped}
+    fusion_entry = {} if not fusion.shape.uses_contexts else {
+        "variant": fusion.shape.variant, "fusion_onnx": f"{SUBDIR}/{shipped[3]}", "contexts": f"{SUBDIR}/{VOCAB_FILE}"}
     return {
+        **fusion_entry,
         "id": model_id or run_best.parent.name,
         "files": files,
         "onnx": f"{SUBDIR}/{graph_file}",
@@ -244,7 +334,7 @@ def export_naming(run_best: Path, models: Path, model_id: str | None = None, int
         "outputs": list(OUTPUT_NAMES),
         "sizes": {name: (target / Path(name).name).stat().st_size for name in files},
         "metrics": {"parity": {"max_abs_diff": parity}, "int8_max_abs_diff": int8_diff,
-                    "keys_int8_max_abs_diff": keys_int8_diff},
+                    "keys_int8_max_abs_diff": keys_int8_diff, **fusion_metrics},
         "torch_version": torch.__version__,
     }
 

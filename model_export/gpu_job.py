@@ -71,6 +71,29 @@ def tracked_bytes(repo: Path) -> int:
                if name and (repo / name).is_file())
 
 
+def ignore_in_git(repo: Path, carry: Path) -> None:
+    """``carry`` (inside ``repo``) created and listed in ``.git/info/exclude``: it travels
+    only when a device call names it in ``carry``, and is never committed."""
+    carry.mkdir(parents=True, exist_ok=True)
+    exclude = repo / ".git" / "info" / "exclude"
+    entry = f"/{carry.relative_to(repo).as_posix()}/"
+    if exclude.parent.is_dir() and entry not in exclude.read_text(encoding="utf-8", errors="replace").split():
+        with open(exclude, "a", encoding="utf-8") as fh:
+            fh.write(entry + "\n")
+
+
+def download_wheels(wheels: Path) -> None:
+    """The device image lacks tree-sitter: wheels of this machine's versions for its Python."""
+    shutil.rmtree(wheels, ignore_errors=True)
+    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+               "--python-version", DEVICE_PYTHON, "--implementation", "cp", "-d", str(wheels)]
+    for platform in PLATFORMS:
+        command += ["--platform", platform]
+    from importlib.metadata import version
+
+    subprocess.run([*command, *(f"{name}=={version(name)}" for name in WHEELS)], check=True)
+
+
 def prepare(repo: Path, carry: Path, pack: Path, train_pairs: int | None, naming_pack: Path | None = None,
             naming_train: int = 150_000, naming_valid: int = 2000, seed: int = 2025) -> dict[str, Any]:
     """Fill ``carry`` (inside ``repo``, git-ignored) with packs and wheels; checks the size.
@@ -83,12 +106,7 @@ def prepare(repo: Path, carry: Path, pack: Path, train_pairs: int | None, naming
     from .naming_pack import NamingExamples
     from .search_pairs import Pairs
 
-    carry.mkdir(parents=True, exist_ok=True)
-    exclude = repo / ".git" / "info" / "exclude"
-    entry = f"/{carry.relative_to(repo).as_posix()}/"
-    if exclude.parent.is_dir() and entry not in exclude.read_text(encoding="utf-8", errors="replace").split():
-        with open(exclude, "a", encoding="utf-8") as fh:
-            fh.write(entry + "\n")
+    ignore_in_git(repo, carry)
     for split in ("train", "valid", "test"):
         source = pack / f"{split}.npz"
         if not source.is_file():
@@ -102,15 +120,7 @@ def prepare(repo: Path, carry: Path, pack: Path, train_pairs: int | None, naming
             examples = NamingExamples.load(naming_pack / f"{split}.npz")
             chosen = np.sort(np.random.default_rng(seed).permutation(len(examples))[:count])
             examples.take(chosen).save(carry / "naming" / f"{split}.npz")
-    wheels = carry / "wheels"
-    shutil.rmtree(wheels, ignore_errors=True)
-    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-               "--python-version", DEVICE_PYTHON, "--implementation", "cp", "-d", str(wheels)]
-    for platform in PLATFORMS:
-        command += ["--platform", platform]
-    from importlib.metadata import version
-
-    subprocess.run([*command, *(f"{name}=={version(name)}" for name in WHEELS)], check=True)
+    download_wheels(carry / "wheels")
     total = tracked_bytes(repo) + sum(p.stat().st_size for p in carry.rglob("*") if p.is_file())
     if total > CARRY_LIMIT:
         raise ValueError(f"repository + carry = {total / 2**20:.1f} MiB > 64 MiB; pass a smaller --train-pairs")
@@ -242,21 +252,30 @@ def session(carry: Path, out: Path, minutes: float, work: Path = Path("/tmp/path
     return result
 
 
-def return_run(run_dir: Path, name: str, out: Path, stdout: Path | None = None) -> list[Path]:
-    """One run folder → ``out/<name>.tar.partNN``: ``best/`` with its encoder as int8 rows and a
-    decoder (if any) in fp16, the run's config, log and result — the one format in which
-    every GPU job returns a run (:func:`collect` reads it back)."""
+HALVED = ("decoder.pt", "fusion.pt")
+"""Heads that travel back in fp16 (and are made fp32 again by :func:`collect`)."""
+
+
+def return_run(run_dir: Path, name: str, out: Path, stdout: Path | None = None, encoder: bool = True) -> list[Path]:
+    """One run folder → ``out/<name>.tar.partNN``: ``best/`` with its encoder as int8 rows
+    (unless ``encoder`` is False: a run that kept the shipped encoder frozen), its heads
+    (:data:`HALVED`) in fp16 and its other small files, the run's config, log and result —
+    the one format in which every GPU job returns a run (:func:`collect` reads it back)."""
     import torch
 
     staging = run_dir.parent / f"{name}-return"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    if (run_dir / "best" / "model.safetensors").is_file():
-        returnable_encoder(run_dir / "best", staging / "best")
-    if (run_dir / "best" / "decoder.pt").is_file():
-        decoder = torch.load(run_dir / "best" / "decoder.pt", map_location="cpu")
-        torch.save({k: v.half() if v.is_floating_point() else v for k, v in decoder.items()},
-                   staging / "best" / "decoder.pt")
+    (staging / "best").mkdir(parents=True)
+    best = run_dir / "best"
+    if encoder and (best / "model.safetensors").is_file():
+        returnable_encoder(best, staging / "best")
+    for path in sorted(best.iterdir()) if best.is_dir() else []:
+        if path.name in HALVED:
+            state = torch.load(path, map_location="cpu")
+            torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()},
+                       staging / "best" / path.name)
+        elif path.is_file() and path.suffix in (".json", ".gz") and not (staging / "best" / path.name).exists():
+            shutil.copy2(path, staging / "best" / path.name)
     for file in ("log.jsonl", "config.json", "final.json", "result.json"):
         if (run_dir / file).is_file():
             shutil.copy2(run_dir / file, staging / file)
@@ -270,18 +289,18 @@ def collect(files: Path, target: Path) -> dict[str, str]:
     ``session``) → ``target/<name>`` run folders whose ``best/`` is a loadable Hugging Face
     folder (fp32, from the int8 rows)."""
     done = {}
-    for name in ("embedder", "naming"):
-        if not any(files.glob(f"{name}.tar.part[0-9][0-9]")):
-            continue
+    for first in sorted(files.glob("*.tar.part00")):
+        name = first.name[:-len(".tar.part00")]
         folder = unpack_folder(files, name, target / name)
         if (folder / "best" / "model.int8.safetensors").is_file():
             restore_encoder(folder / "best")
-        if (folder / "best" / "decoder.pt").is_file():
-            import torch
+        for head in HALVED:
+            if (folder / "best" / head).is_file():
+                import torch
 
-            state = torch.load(folder / "best" / "decoder.pt", map_location="cpu")
-            torch.save({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
-                       folder / "best" / "decoder.pt")
+                state = torch.load(folder / "best" / head, map_location="cpu")
+                torch.save({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+                           folder / "best" / head)
         done[name] = str(folder)
     return done
 

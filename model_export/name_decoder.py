@@ -247,7 +247,7 @@ def _positions(tokens: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(torch.ones_like(tokens[0]), dim=0) - 1
 
 
-def _attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, blocked: torch.Tensor,
+def multi_head_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, blocked: torch.Tensor,
                dropout: float, training: bool) -> torch.Tensor:
     """Scaled dot-product attention over ``heads`` heads; ``blocked`` broadcasts to ``[B, h, T, S]``."""
     def split(x: torch.Tensor) -> torch.Tensor:
@@ -268,7 +268,7 @@ def _decoder_layer(layer: nn.TransformerDecoderLayer, x: torch.Tensor, memory: t
     sa = layer.self_attn
     h = layer.norm1(x)
     q, k, v = nn.functional.linear(h, sa.in_proj_weight, sa.in_proj_bias).chunk(3, dim=-1)
-    attended = _attention(q, k, v, heads, causal[None, None], sa.dropout, layer.training)
+    attended = multi_head_attention(q, k, v, heads, causal[None, None], sa.dropout, layer.training)
     x = x + layer.dropout1(sa.out_proj(attended))
     return _cross_and_feed_forward(layer, x, memory, pad, heads, cross)
 
@@ -284,7 +284,7 @@ def _decoder_layer_cached(layer: nn.TransformerDecoderLayer, x: torch.Tensor, pa
     q, k, v = nn.functional.linear(h, sa.in_proj_weight, sa.in_proj_bias).chunk(3, dim=-1)
     keys, values = torch.cat([past[0], k], dim=1), torch.cat([past[1], v], dim=1)
     unblocked = torch.zeros((1, 1, 1, 1), dtype=torch.bool, device=x.device)  # broadcasts; no shape to freeze
-    attended = _attention(q, keys, values, heads, unblocked, sa.dropout, layer.training)
+    attended = multi_head_attention(q, keys, values, heads, unblocked, sa.dropout, layer.training)
     x = x + layer.dropout1(sa.out_proj(attended))
     return _cross_and_feed_forward(layer, x, memory, pad, heads, cross), torch.stack([k, v])
 
@@ -305,7 +305,7 @@ def _cross_and_feed_forward(layer: nn.TransformerDecoderLayer, x: torch.Tensor, 
         v = nn.functional.linear(memory, w[2 * hidden:], b[2 * hidden:])
     else:  # precomputed (NameDecoder.cross_keys)
         k, v = cross[0], cross[1]
-    attended = _attention(q, k, v, heads, pad[:, None, None, :], ca.dropout, training)
+    attended = multi_head_attention(q, k, v, heads, pad[:, None, None, :], ca.dropout, training)
     x = x + layer.dropout2(ca.out_proj(attended))
     h = layer.norm3(x)
     h = layer.linear2(nn.functional.dropout(torch.relu(layer.linear1(h)), p, training))

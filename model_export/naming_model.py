@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .fusion_memory import FUSION_FILE, FUSION_META, FusedMemory, FusionShape
 from .metrics import NamingScores
 from .name_decoder import DecoderShape, NameDecoder, greedy
 from .naming_pack import NameTokens, NamingExamples
@@ -26,12 +27,14 @@ DECODER_META = "decoder.json"
 
 
 class NamingModel(torch.nn.Module):
-    """The encoder (a transformers BERT model) and the decoder that reads its token states."""
+    """The encoder (a transformers BERT model), the fusion that builds the decoder's memory
+    from its token states and/or the function's path contexts, and the decoder."""
 
-    def __init__(self, bert: Any, decoder: NameDecoder) -> None:
+    def __init__(self, bert: Any, decoder: NameDecoder, fusion: FusedMemory | None = None) -> None:
         super().__init__()
         self.bert = bert
         self.decoder = decoder
+        self.fusion = fusion if fusion is not None else FusedMemory(FusionShape("llm", hidden=decoder.hidden))
         if getattr(bert, "pooler", None) is not None:  # neither mean pooling nor the decoder reads it, and
             bert.pooler.requires_grad_(False)           # DDP refuses parameters that never get a gradient
 
@@ -42,16 +45,25 @@ class NamingModel(torch.nn.Module):
     def memory(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.bert(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
 
-    def forward(self, source: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, target_pad: torch.Tensor
+    def fused(self, ids: torch.Tensor, mask: torch.Tensor, contexts: torch.Tensor | None = None,
+              context_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoder's (memory, source ids, padding) for a batch: the variant's fusion of the
+        token states (not computed where the variant reads contexts only) and the contexts."""
+        states = self.memory(ids, mask) if self.fusion.shape.uses_states else None
+        context_pad = None if context_mask is None else context_mask == 0
+        return self.fusion(states, ids, mask == 0, contexts, context_pad)
+
+    def forward(self, source: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, target_pad: torch.Tensor,
+                contexts: torch.Tensor | None = None, context_mask: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed NLL, target wordpieces) of a batch: ``forward`` so that DDP sees the step."""
-        memory = self.memory(source, mask)
-        return self.decoder.nll(memory, source, mask == 0, target, target_pad, self.vocab_table())
+        memory, copy_source, pad = self.fused(source, mask, contexts, context_mask)
+        return self.decoder.nll(memory, copy_source, pad, target, target_pad, self.vocab_table())
 
-    def loss(self, source: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, target_pad: torch.Tensor
-             ) -> torch.Tensor:
+    def loss(self, source: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, target_pad: torch.Tensor,
+             contexts: torch.Tensor | None = None, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Mean NLL per target wordpiece."""
-        total, count = self(source, mask, target, target_pad)
+        total, count = self(source, mask, target, target_pad, contexts, context_mask)
         return total / count.clamp(min=1)
 
 
@@ -60,19 +72,32 @@ def batch_tensors(ragged: Any, indices: np.ndarray, pad_id: int, device: torch.d
     return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
 
 
+def context_tensors(pack: Any, indices: np.ndarray, device: torch.device
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(contexts ``[B, C, 3]``, mask ``[B, C]``) of ``indices`` from a
+    :class:`~pathfusion.model_export.context_pack.ContextPack`, or (None, None) without one."""
+    if pack is None:
+        return None, None
+    ids, mask = pack.batch(indices)
+    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+
+
 @torch.no_grad()
 def naming_scores(model: NamingModel, examples: NamingExamples, indices: np.ndarray, names: NameTokens,
-                  pad_id: int, device: torch.device, batch: int, autocast: Any) -> dict[str, Any]:
-    """Greedy-decoded names of ``indices`` scored with the code2vec subtoken metric."""
+                  pad_id: int, device: torch.device, batch: int, autocast: Any, contexts: Any = None
+                  ) -> dict[str, Any]:
+    """Greedy-decoded names of ``indices`` scored with the code2vec subtoken metric
+    (``contexts``: the examples' context pack, for variants that read path contexts)."""
     model.eval()
     scores = NamingScores()
     order = indices[np.argsort(examples.source.lengths()[indices], kind="stable")]
     for start in range(0, len(order), batch):
         rows = order[start:start + batch]
         ids, mask = batch_tensors(examples.source, rows, pad_id, device)
+        context_ids, context_mask = context_tensors(contexts, rows, device)
         with autocast():
-            memory = model.memory(ids, mask)
-            decoded = greedy(model.decoder, memory, ids, mask == 0, model.vocab_table())
+            memory, source, pad = model.fused(ids, mask, context_ids, context_mask)
+            decoded = greedy(model.decoder, memory, source, pad, model.vocab_table())
         for row, pieces in zip(rows, decoded, strict=True):
             scores.add(examples.labels[row], [names.name_of_ids(pieces)])
     return {**scores.result(), "samples": scores.samples[:5]}
@@ -98,3 +123,19 @@ def load_decoder(folder: Path) -> NameDecoder:
                           meta["unk_id"], DecoderShape(**meta["shape"]))
     decoder.load_state_dict(torch.load(folder / DECODER_FILE, map_location="cpu"), strict=False)
     return decoder
+
+
+def save_fusion(fusion: FusedMemory, folder: Path) -> None:
+    """``fusion.pt`` and ``fusion.json`` (the variant and its shape) beside the decoder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(fusion.state_dict(), folder / FUSION_FILE)
+    (folder / FUSION_META).write_text(json.dumps(fusion.shape.to_json()) + "\n")
+
+
+def load_fusion(folder: Path, hidden: int) -> FusedMemory:
+    """The folder's fusion; a folder without one (a head trained before the fusions) is ``llm``."""
+    if not (folder / FUSION_META).is_file():
+        return FusedMemory(FusionShape("llm", hidden=hidden))
+    fusion = FusedMemory(FusionShape(**json.loads((folder / FUSION_META).read_text())))
+    fusion.load_state_dict(torch.load(folder / FUSION_FILE, map_location="cpu"))
+    return fusion

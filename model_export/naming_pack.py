@@ -20,9 +20,10 @@ arrays, small enough for a remote GPU job to carry (``pathfusion.model_export.gp
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,8 @@ class NamingExamples:
                        Ragged(data["target_ids"], data["target_offsets"]), data["project"], labels, meta)
 
 
-def _records(corpus: Path, split: str) -> Iterator[dict[str, Any]]:
+def naming_records(corpus: Path, split: str) -> Iterator[dict[str, Any]]:
+    """The records of ``split`` that a naming pack holds, in the pack's order."""
     path = corpus / f"{split}.jsonl.gz"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; run `make corpus` first")
@@ -121,9 +123,10 @@ def _records(corpus: Path, split: str) -> Iterator[dict[str, Any]]:
             yield record
 
 
-def pack_split(corpus: Path, split: str, spec: NamingPackSpec, tokenizer_path: Path, out: Path,
-               limit: int | None = None, chunk: int = 2048, progress: bool = True) -> dict[str, Any]:
-    """Tokenise ``split``'s naming examples (the first ``limit``) into ``out``; returns its meta."""
+def pack_records(records: Iterable[dict[str, Any]], spec: NamingPackSpec, tokenizer_path: Path,
+                 meta: dict[str, Any], chunk: int = 2048, desc: str | None = None) -> NamingExamples:
+    """Naming examples of ``records`` (``masked_code``, ``label``, ``project``), in their order:
+    how a split of the corpus and the records a GPU job carries are packed alike."""
     tokenizer = load_tokenizer(tokenizer_path)
     names = NameTokens(tokenizer)
     projects: dict[str, int] = {}
@@ -133,9 +136,9 @@ def pack_split(corpus: Path, split: str, spec: NamingPackSpec, tokenizer_path: P
     labels: list[str] = []
     pending: list[dict[str, Any]] = []
     bar = None
-    if progress:
+    if desc is not None:
         from tqdm import tqdm
-        bar = tqdm(desc=f"naming pack {split}", unit="fn", file=sys.stderr)
+        bar = tqdm(desc=desc, unit="fn", file=sys.stderr)
 
     def flush() -> None:
         for encoding in tokenizer.encode_batch([source_text(r["masked_code"]) for r in pending]):
@@ -151,21 +154,30 @@ def pack_split(corpus: Path, split: str, spec: NamingPackSpec, tokenizer_path: P
             bar.update(len(pending))
         pending.clear()
 
-    for record in _records(corpus, split):
+    for record in records:
         pending.append(record)
         if len(pending) >= chunk:
             flush()
-        if limit is not None and len(labels) + len(pending) >= limit:
-            break
     if pending:
         flush()
     if bar is not None:
         bar.close()
-    meta = {"version": PACK_VERSION, "split": split, "examples": len(labels), "projects": len(projects),
+    meta = {"version": PACK_VERSION, **meta, "examples": len(labels), "projects": len(projects),
             "spec": spec.__dict__}
-    NamingExamples(Ragged.build(sources), Ragged.build(targets), np.asarray(project_ids, dtype=np.int32),
-                   labels, meta).save(out)
-    return meta
+    return NamingExamples(Ragged.build(sources), Ragged.build(targets), np.asarray(project_ids, dtype=np.int32),
+                          labels, meta)
+
+
+def pack_split(corpus: Path, split: str, spec: NamingPackSpec, tokenizer_path: Path, out: Path,
+               limit: int | None = None, chunk: int = 2048, progress: bool = True) -> dict[str, Any]:
+    """Tokenise ``split``'s naming examples (the first ``limit``) into ``out``; returns its meta."""
+    records = naming_records(corpus, split)
+    if limit is not None:
+        records = itertools.islice(records, limit)
+    examples = pack_records(records, spec, tokenizer_path, {"split": split}, chunk,
+                            f"naming pack {split}" if progress else None)
+    examples.save(out)
+    return examples.meta
 
 
 def ensure_pack(corpus: Path, pack_dir: Path, split: str, spec: NamingPackSpec, tokenizer_path: Path,

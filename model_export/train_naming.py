@@ -35,27 +35,34 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from pathfusion.server.context_vocab import VOCAB_FILE, ContextVocab
+
 from .code2vec import resolve_device
+from .context_pack import ensure_context_pack, ensure_vocab
 from .distributed import Distributed
 from .export_embedder import MeanPooledEncoder, load_reference
+from .fusion_memory import FUSION_META, FusedMemory, FusionShape
 from .name_decoder import DecoderShape, NameDecoder
 from .naming_model import (
     DECODER_FILE,
     DECODER_META,
     NamingModel,
     batch_tensors,
+    context_tensors,
     load_decoder,
+    load_fusion,
     naming_scores,
     save_decoder,
+    save_fusion,
 )
-from .naming_pack import NameTokens, NamingExamples, NamingPackSpec, ensure_pack
+from .naming_pack import NameTokens, NamingExamples, NamingPackSpec, ensure_pack, naming_records
 from .run_files import atomic_torch_save, log_event, optimise, running_mean, set_fields
 from .search_pairs import (
     PackSpec,
@@ -100,6 +107,20 @@ class NamingTrainConfig:
     warmup_steps: int = 200
     epochs: int = 1
     freeze_encoder: bool = False
+    variant: str = "llm"
+    """What the decoder reads (:data:`pathfusion.model_export.fusion_memory.VARIANTS`): the
+    token states, the path contexts, or a fusion of both."""
+    init_decoder: str = ""
+    """A folder with ``decoder.pt`` + ``decoder.json`` to start the decoder from (the encoder
+    still from ``base``): every fusion variant starts from the shipped head's decoder."""
+    fusion_lr: float = 2e-3
+    """Learning rate of the fusion (the context encoder starts from scratch, where the
+    decoder usually continues: code2vec itself trained its embeddings at 1e-2)."""
+    context_dim: int = 128
+    context_tokens: int = 12000
+    """Token and path vocabularies of the context encoder (built from the train split once;
+    a pack's ``contexts.json.gz`` wins)."""
+    context_paths: int = 20000
     search_weight: float = 1.0
     """Weight of the contrastive search loss added each step (0: naming only)."""
     search_batch: int = 256
@@ -137,6 +158,10 @@ class NamingTrainConfig:
             raise ValueError(f"select_on must be f1 or f1+mrr, not {config.select_on!r}")
         if config.batch_size < 1 or (config.search_weight > 0 and config.search_batch < 2):
             raise ValueError("batch_size must be ≥ 1 and search_batch ≥ 2")
+        FusionShape(config.variant)  # refuses an unknown variant before anything is loaded
+        if config.variant == "code2vec" and not config.freeze_encoder and config.search_weight == 0:
+            raise ValueError("variant=code2vec reads no token states: train it with freeze_encoder=true "
+                             "(or search_weight > 0 to train the encoder for search alone)")
         return config
 
     def decoder_shape(self) -> DecoderShape:
@@ -246,6 +271,12 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
         parallel.barrier()  # the main process builds any missing pack first
     train_set = NamingExamples.load(ensure_pack(corpus, naming_pack, "train", spec, tokenizer_file))
     valid_set = NamingExamples.load(ensure_pack(corpus, naming_pack, "valid", spec, tokenizer_file))
+    context_vocab = train_contexts = valid_contexts = None
+    if FusionShape(config.variant).uses_contexts:
+        context_vocab = ensure_vocab(naming_pack, corpus, config.context_tokens, config.context_paths)
+        train_contexts, valid_contexts = (
+            ensure_context_pack(naming_pack, split, _masked_sources(corpus, split), context_vocab, len(examples))
+            for split, examples in (("train", train_set), ("valid", valid_set)))
     search_train = search_valid = None
     if config.search_weight > 0 or (config.select_on == "f1+mrr" and config.valid_groups > 0):
         packs = ensure_packs(corpus, search_pack, PackSpec(tokenizer_sha256(tokenizer_file)), tokenizer_file,
@@ -257,19 +288,22 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
         parallel.barrier()
 
     hidden = int(bert.config.hidden_size)
-    if config.init:
-        decoder = load_decoder(model_dir)
+    if config.init or config.init_decoder:
+        decoder = load_decoder(Path(config.init_decoder) if config.init_decoder else model_dir)
         vocab = decoder.vocab_ids.tolist()
     else:
         vocab = build_vocabulary(train_set.target, config.vocab_size, names)
         decoder = NameDecoder(hidden, vocab, int(bert.config.vocab_size), names.cls_id, names.sep_id, names.unk_id,
                               config.decoder_shape())
-    model = NamingModel(bert, decoder).to(device)
+    fusion = _fusion(config, model_dir, hidden, context_vocab)
+    model = NamingModel(bert, decoder, fusion).to(device)
     step_model = parallel.wrap(model, device)  # the same module under DDP when there are several processes
     searcher = MeanPooledEncoder(bert)
     if config.freeze_encoder:
         bert.requires_grad_(False)
     groups = [{"params": list(decoder.parameters()), "lr": config.decoder_lr}]
+    if any(True for _ in fusion.parameters()):
+        groups.append({"params": list(fusion.parameters()), "lr": config.fusion_lr})
     if not config.freeze_encoder:
         groups.append({"params": list(bert.parameters()), "lr": config.lr})
     optimiser = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
@@ -286,7 +320,7 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
             return {}
         started = time.perf_counter()
         result: dict[str, Any] = {"naming": naming_scores(model, valid_set, chosen_valid, names, pad_id, device,
-                                                          config.eval_batch, autocast)}
+                                                          config.eval_batch, autocast, valid_contexts)}
         score = float(result["naming"]["f1"])
         if search_valid is not None and config.valid_groups > 0:
             with autocast():
@@ -299,6 +333,9 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
             state.best, state.best_step = score, state.step
             save_best(searcher, model_dir, run / "best")
             save_decoder(decoder, run / "best", config)
+            save_fusion(fusion, run / "best")
+            if context_vocab is not None:
+                context_vocab.save(run / "best" / VOCAB_FILE)
         log_event(run, {"event": "valid", "step": state.step, "epoch": state.epoch, "score": round(score, 4),
                         "best": improved, "examples_seen": state.examples_seen,
                         "train_seconds": round(state.seconds, 1), "valid_seconds": round(time.perf_counter() - started, 1),
@@ -361,8 +398,9 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
             local, real = parallel.share(rows)
             source, mask = batch_tensors(train_set.source, local, pad_id, device)
             target, target_mask = batch_tensors(train_set.target, local, pad_id, device)
+            contexts, context_mask = context_tensors(train_contexts, local, device)
             with autocast():
-                nll, wordpieces = step_model(source, mask, target, target_mask == 0)
+                nll, wordpieces = step_model(source, mask, target, target_mask == 0, contexts, context_mask)
                 if not real:
                     nll, wordpieces = nll * 0, wordpieces * 0
                 backward_loss, loss = parallel.global_mean(nll, wordpieces)
@@ -406,6 +444,23 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
         log_event(run, {"event": "paused" if stopped else "finished", **dataclasses.asdict(state)})
     parallel.barrier()  # the checkpoint is written before any process reports
     return {"finished": not stopped, **dataclasses.asdict(state)}
+
+
+def _masked_sources(corpus: Path, split: str) -> Callable[[], Iterator[str]]:
+    """The split's masked sources in the naming pack's order (read only if a context pack is missing)."""
+    return lambda: (record["masked_code"] for record in naming_records(corpus, split))
+
+
+def _fusion(config: NamingTrainConfig, model_dir: Path, hidden: int, vocab: ContextVocab | None) -> FusedMemory:
+    """The run's fusion: the ``init`` folder's (which must be of ``variant``), else a new one."""
+    if config.init and (model_dir / FUSION_META).is_file():
+        fusion = load_fusion(model_dir, hidden)
+        if fusion.shape.variant != config.variant:
+            raise ValueError(f"init={config.init} holds a {fusion.shape.variant} fusion, not variant={config.variant}")
+        return fusion
+    rows = vocab.table_sizes() if vocab is not None else (0, 0)
+    return FusedMemory(FusionShape(config.variant, rows[0], rows[1], config.context_dim, hidden, config.heads,
+                                   config.feed_forward, config.dropout))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

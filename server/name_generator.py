@@ -36,6 +36,8 @@ import numpy as np
 from .code2vec import CurrentName
 from .embedder import OnnxEmbedder
 from .models import ModelError, load_manifest, model_entry, model_file, providers
+from .name_candidates import Candidates, Vocabulary
+from .naming_fusion import NamingFusion
 from .onnx_session import create_session
 from .paths import METHOD_NAME
 
@@ -107,68 +109,6 @@ class HeadConfig:
     """The wordpieces the decoder generates (its output columns), in the graph's order."""
 
 
-EPSILON = 1e-9
-"""Added to a probability before its log, as in training (``name_decoder.EPSILON``)."""
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """The generator's wordpieces (the step graph's ``generated`` columns) and each one's
-    column: built once per head, shared by every function's :class:`Candidates`."""
-
-    ids: np.ndarray
-    column: dict[int, int]
-
-    @classmethod
-    def of(cls, vocab_ids: Sequence[int]) -> Vocabulary:
-        return cls(np.asarray(vocab_ids, dtype=np.int64), {int(i): n for n, i in enumerate(vocab_ids)})
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """The wordpieces a step can give a non-zero probability for one function: the generator's
-    vocabulary, then the function's own wordpieces outside it (copies only).  Why: the step
-    graph returns the two parts of the distribution (``generated`` over the vocabulary,
-    ``copied`` over source positions) and they are added here, over these columns only —
-    every other wordpiece has probability 0, as in the full-vocabulary distribution."""
-
-    vocabulary: Vocabulary
-    extra: dict[int, int]
-    """The function's wordpieces outside the vocabulary → their columns (after the vocabulary's)."""
-    ids: np.ndarray
-    """``[C]`` the wordpiece id of each column."""
-    source_columns: np.ndarray
-    """``[S]`` the column of each source position's wordpiece."""
-
-    @classmethod
-    def of(cls, vocabulary: Vocabulary, source: np.ndarray) -> Candidates:
-        extra: dict[int, int] = {}
-        for wordpiece in source.tolist():
-            if wordpiece not in vocabulary.column and wordpiece not in extra:
-                extra[wordpiece] = len(vocabulary.ids) + len(extra)
-        ids = np.concatenate([vocabulary.ids, np.asarray(list(extra), dtype=np.int64)])
-        columns = [vocabulary.column.get(w, extra.get(w)) for w in source.tolist()]
-        return cls(vocabulary, extra, ids, np.asarray(columns, dtype=np.int64))
-
-    def column(self, wordpiece: int) -> int | None:
-        """The column of ``wordpiece``, or None for one this function cannot write."""
-        found = self.vocabulary.column.get(wordpiece)
-        return found if found is not None else self.extra.get(wordpiece)
-
-    def log_probs(self, generated: np.ndarray, copied: np.ndarray) -> np.ndarray:
-        """``[n, C]`` log-probabilities from ``generated`` ``[n, K]`` and ``copied`` ``[n, S]``."""
-        prob = np.zeros((generated.shape[0], len(self.ids)), dtype=np.float64)
-        prob[:, :generated.shape[1]] = generated
-        for row in range(generated.shape[0]):
-            prob[row] += np.bincount(self.source_columns, weights=copied[row], minlength=len(self.ids))
-        return np.log(prob + EPSILON).astype(np.float32)
-
-    def log_prob_of(self, log_probs: np.ndarray, wordpiece: int) -> float:
-        """One row's log-probability of ``wordpiece`` (``log ε`` for a wordpiece it cannot write)."""
-        where = self.column(wordpiece)
-        return float(log_probs[where]) if where is not None else math.log(EPSILON)
-
-
 def has_naming_head(models_dir: Path) -> bool:
     """Whether ``models_dir``'s manifest lists a naming head (no file is checked here)."""
     try:
@@ -183,8 +123,9 @@ class NameGenerator:
     """A :class:`~pathfusion.server.code2vec.Predictor` over the embedder's token states and the decoder."""
 
     def __init__(self, embedder: OnnxEmbedder, session: Any, keys_session: Any, config: HeadConfig, model_id: str,
-                 beam: int = 5) -> None:
+                 beam: int = 5, fusion: NamingFusion | None = None) -> None:
         self.embedder = embedder
+        self.fusion = fusion
         self.session = session
         self.keys_session = keys_session
         self.config = config
@@ -222,18 +163,20 @@ class NameGenerator:
             raise ModelError(f"{graph} is an older export of the naming head (a step graph without the "
                              f"key/value cache and the two-part output); {FIX}")
         keys_session = create_session(keys, providers(device), threads, fix=FIX)
-        return cls(embedder, session, keys_session, config, str(entry.get("id") or ENTRY_NAME))
+        fusion = NamingFusion.load(Path(models_dir), entry, device, threads)
+        return cls(embedder, session, keys_session, config, str(entry.get("id") or ENTRY_NAME), fusion=fusion)
 
     @property
     def info(self) -> dict[str, Any]:
         """What ``pathfusion.status`` shows of the naming model."""
-        return {"name": "naming head", "id": self.model_id, "embedder": self.embedder.model_id, "beam": self.beam}
+        return {"name": "naming head", "id": self.model_id, "embedder": self.embedder.model_id, "beam": self.beam,
+                "reads": self.fusion.variant if self.fusion is not None else "llm"}
 
     # -- the Predictor interface ----------------------------------------------------------
     def predict(self, functions: Sequence[Any], top_k: int = 5,
                 sources: Sequence[str] | None = None) -> list[list[tuple[str, float]]]:
-        """For each function (its masked source in ``sources``; the path contexts are not
-        read), up to ``top_k`` (label, probability), most probable first."""
+        """For each function (its masked source in ``sources``, whose path contexts a fusion
+        head extracts itself), up to ``top_k`` (label, probability), most probable first."""
         if sources is None or len(sources) != len(functions):
             raise ModelError("the generative naming head needs each function's masked source")
         return [self.names(source, top_k)[0] if source.strip() else [] for source in sources]
@@ -276,11 +219,14 @@ class NameGenerator:
     def _names(self, masked_source: str, top_k: int, current: str | None
                ) -> tuple[list[tuple[str, float]], CurrentName | None]:
         ids, states = self.embedder.token_states(source_text(masked_source))
+        mask = None
+        if self.fusion is not None:  # the memory of a fusion head: token states and path contexts
+            states, ids, mask = self.fusion.fuse(ids, states, masked_source)
         tokenizer = self.embedder.tokenizer
         forced = None
         if current:
             forced = [*label_pieces(tokenizer, current)[:self.config.max_length - 1], self.config.eos_id]
-        found, forced_score = self.search(ids, states, self.beam, max(self.beam, top_k), forced)
+        found, forced_score = self.search(ids, states, self.beam, max(self.beam, top_k), forced, mask)
         merged: dict[str, float] = {}
         for pieces, score in found:
             label = label_of_pieces([tokenizer.id_to_token(int(i)) or "[UNK]" for i in pieces])
@@ -302,7 +248,8 @@ class NameGenerator:
             raise ModelError(f"the naming head failed: {exc}") from exc
 
     def step(self, last: np.ndarray, position: int, past: np.ndarray | None, memory: np.ndarray,
-             source: np.ndarray, cross: np.ndarray, candidates: Candidates) -> tuple[np.ndarray, np.ndarray]:
+             source: np.ndarray, cross: np.ndarray, candidates: Candidates, mask: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
         """One wordpiece ``last`` ``[n]`` after prefixes whose keys and values are ``past``
         (``[layers, 2, n, position, H]``; None at position 0): ``[n, C]`` log-probabilities
         over ``candidates``' columns, and the keys and values with this wordpiece appended."""
@@ -313,7 +260,8 @@ class NameGenerator:
                  "past": past,
                  "memory": memory[None].astype(np.float32, copy=False),  # one function for every row
                  "source": source[None].astype(np.int64, copy=False),
-                 "attention_mask": np.ones((1, len(source)), dtype=np.int64),
+                 "attention_mask": (np.ones((1, len(source)), dtype=np.int64) if mask is None
+                                    else mask[None].astype(np.int64, copy=False)),
                  "cross": cross}
         try:
             generated, copied, present = self.session.run(["generated", "copied", "present"], feeds)
@@ -328,9 +276,11 @@ class NameGenerator:
         return self.search(source, memory, beam, results)[0]
 
     def search(self, source: np.ndarray, memory: np.ndarray, beam: int, results: int,
-               forced: list[int] | None = None) -> tuple[list[tuple[list[int], float]], float | None]:
+               forced: list[int] | None = None, mask: np.ndarray | None = None
+               ) -> tuple[list[tuple[list[int], float]], float | None]:
         """:meth:`beam_search`, plus the log-probability of the sequence ``forced`` (ending
-        with ``[SEP]``), read from an extra row that follows it step by step."""
+        with ``[SEP]``), read from an extra row that follows it step by step (``mask``: the
+        memory positions a fusion left out; all are read by default)."""
         bos = self.config.bos_id
         cross = self.cross_keys(memory)
         candidates = Candidates.of(self.vocabulary, source)
@@ -348,7 +298,7 @@ class NameGenerator:
                 assert forced is not None
                 rows.append([bos, *forced[:step]])
             log_probs, past = self.step(np.asarray([ids[-1] for ids in rows]), step, past, memory, source, cross,
-                                        candidates)
+                                        candidates, mask)
             parents: list[int] = []
             if forcing:
                 assert forced is not None and forced_score is not None
