@@ -5,6 +5,8 @@ run and interleaved, on one onnxruntime thread each (the server's setting for th
 embedder gets its own threads there, see ``server/runtime.py``):
 
 * **encoder**: the embedder's token states of the masked function (the head's memory);
+* **fusion** (a fusion head only): the function's path contexts extracted from the masked
+  source and the fusion graph run over them and the token states;
 * **suggest**: what a hover pays without the cache — encoder + beam search (beam 5, the
   hover's ``candidate_count(5)`` = 10 names) with the current name scored in the same run
   (:meth:`pathfusion.server.name_generator.NameGenerator.names`; each function is asked once, and the
@@ -62,17 +64,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     work = [(mask_source(f.source, f.name), name_label(f.name)) for f in functions]
     generator.names(work[0][0], args.top_k + 1, work[0][1])  # warm-up (another cache key)
-    encoder, suggest = [], []
+    encoder: list[float] = []
+    fusion: list[float] = []
+    suggest: list[float] = []
     for masked, label in work:
         started = time.perf_counter()
-        embedder.token_states(source_text(masked))
+        ids, states = embedder.token_states(source_text(masked))
         encoder.append((time.perf_counter() - started) * 1000)
+        if generator.fusion is not None:
+            started = time.perf_counter()
+            generator.fusion.fuse(ids, states, masked)
+            fusion.append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
         generator.names(masked, args.top_k, label)
         suggest.append((time.perf_counter() - started) * 1000)
     result = {"file": str(args.file), "functions": len(work), "embedder_threads": args.threads, "top_k": args.top_k,
               "naming_head": generator.model_id, "embedder": embedder.model_id, "machine": platform.machine(),
-              "encoder": percentiles(encoder), "suggest": percentiles(suggest)}
+              "reads": generator.info["reads"], "encoder": percentiles(encoder),
+              **({"fusion": percentiles(fusion)} if fusion else {}), "suggest": percentiles(suggest)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

@@ -40,7 +40,7 @@ import numpy as np
 
 from pathfusion.server.code2vec import Code2VecModel, Predictor
 from pathfusion.server.embedder import Embedder, load_embedder
-from pathfusion.server.fusion import FusionPredictor, FusionRuntime
+from pathfusion.server.fusion import FusionRuntime
 from pathfusion.server.lexical import bm25_matrix, lexical_bonus, name_prior, query_features
 from pathfusion.server.models import ModelError, default_models_dir
 from pathfusion.server.name_generator import NameGenerator, has_naming_head
@@ -329,20 +329,29 @@ def load_predictor(variant: str, models: Path | None, device: str) -> tuple[Pred
     results is against them for every model, so that the rows compare).  ``default`` is what
     the server serves: the generative naming head when the folder has one, else code2vec."""
     folder = Path(models) if models is not None else default_models_dir()
-    if variant == "default":
-        if not has_naming_head(folder):
-            variant = "code2vec"
-        else:
-            embedder = load_embedder("onnx", folder, device=device)
-            generator = NameGenerator.load(folder, embedder, device, threads=os.cpu_count() or 1)
-            targets_file = folder / "code2vec" / "targets.json"
-            targets = Code2VecModel.load(folder, device=device).targets if targets_file.is_file() else []
-            return generator, targets
-    code2vec = Code2VecModel.load(models, device=device, threads=os.cpu_count() or 1)
+    if variant == "default" and not has_naming_head(folder):
+        variant = "code2vec"
     if variant == "code2vec":
+        code2vec = Code2VecModel.load(folder, device=device, threads=os.cpu_count() or 1)
         return code2vec, code2vec.targets
-    runtime = load_runtime(variant, models, device, code2vec)
-    return FusionPredictor(runtime), code2vec.targets
+    if not has_naming_head(folder):
+        raise ValueError(f"{folder} has no naming head; export one (pathfusion export naming) or pass --models")
+    held = naming_head_variant(folder)
+    if variant != "default" and variant != held:
+        raise ValueError(f"{folder} holds the {held!r} naming head, not {variant!r}: export that variant's run "
+                         "into a models folder (pathfusion export naming --run-best RUN/best --out DIR) "
+                         "and pass --models DIR")
+    embedder = load_embedder("onnx", folder, device=device)
+    generator = NameGenerator.load(folder, embedder, device, threads=os.cpu_count() or 1)
+    targets_file = folder / "code2vec" / "targets.json"
+    targets = Code2VecModel.load(folder, device=device).targets if targets_file.is_file() else []
+    return generator, targets
+
+
+def naming_head_variant(folder: Path) -> str:
+    """Which source(s) the folder's naming head reads (``llm`` for a head without a fusion)."""
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    return str(manifest["models"]["naming"].get("variant") or "llm")
 
 
 def load_runtime(variant: str, models: Path | None, device: str,
@@ -360,9 +369,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     source.add_argument("--corpus", type=Path, help="corpus folder (with --split)")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
     parser.add_argument("--variant", default=None, choices=SEARCH_VARIANTS,
-                        help="naming: default (what the server serves: the generative naming head), "
-                             "code2vec (its own softmax head) or a fusion variant; search: default (what "
-                             "the server serves), embedder (the LLM alone) or a fusion variant")
+                        help="naming: default (what the server serves), code2vec (the closed-vocabulary "
+                             "baseline) or the generative head's variant (llm, concat, weighted, attention: "
+                             "the --models folder must hold a head of that variant); search: default (what "
+                             "the server serves), embedder (the LLM alone) or a fusion projection")
     parser.add_argument("--ranking", default=["hybrid"], choices=RANKINGS, nargs="+",
                         help="search: hybrid (as pathfusion.search ranks; default) and/or dense (cosine "
                              "only); several share one embedding pass, mrr is the first's")
@@ -393,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ModelError, ValueError) as exc:
         print(f"pathfusion eval: error: {exc}", file=sys.stderr)
         return 1
+    if args.task == "naming" and hasattr(model, "info"):
+        result["naming_head"] = model.info
     result = {"task": args.task, "variant": args.variant or "default",
               "source": str(args.projects) if args.projects else f"{args.corpus}:{args.split}", **result}
     if args.json:

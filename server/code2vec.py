@@ -212,11 +212,12 @@ class Predictor(Protocol):
     ) -> list[list[tuple[str, float]]]: ...
 
 
-UNLIKELY_CURRENT_NAME = -4.5
+UNLIKELY_CURRENT_NAME = -5.0
 """A model that scores the current name suggests another only when the current name is
 unlikely: its mean log-probability per wordpiece below this (a geometric-mean wordpiece
-probability under e^-4.5 ≈ 1.1 %); on validation 17 % of real names and 94 % of wrong ones
-(another function's name) fall below it.  Per wordpiece, so that a long precise name is not held
+probability under e^-5 ≈ 0.7 %); on validation, with ``pathfusion-namer-attention-1``, 13 % of
+real names and 87 % of wrong ones (another function's name) fall below it (−4.5 for the
+previous head).  Per wordpiece, so that a long precise name is not held
 against a short common one.  Chosen on validation, maximising (wrong names caught − good
 names flagged): ``python -m pathfusion.model_export.naming_policy`` (docs/results.md)."""
 

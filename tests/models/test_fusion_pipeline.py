@@ -179,8 +179,12 @@ def test_eval_search_and_naming_on_project_folders(exported, tmp_path: Path,  # 
         assert 1 / 3 <= result["mrr"] <= 1.0
         assert result["anonymised"] is bool(anonymise)
     assert evaluate.main(["naming", "--projects", str(tmp_path / "projects"), "--models", str(models),
-                          "--variant", "llm", "--device", "cpu", "--json"]) == 0
+                          "--variant", "code2vec", "--device", "cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["examples"] == 3
+    # naming variants are the generative head's: a folder without one says what to export
+    assert evaluate.main(["naming", "--projects", str(tmp_path / "projects"), "--models", str(models),
+                          "--variant", "llm", "--device", "cpu", "--json"]) == 1
+    assert "has no naming head" in capsys.readouterr().err
 
 
 class CountingEmbedder:

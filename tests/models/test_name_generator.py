@@ -37,6 +37,13 @@ SOURCE = '''def METHOD_NAME(self, path):
 '''
 
 
+def test_stuttering_names_are_recognised() -> None:
+    from pathfusion.server.name_generator import stutters
+
+    assert stutters("conn|conn") and stutters("get|value|value") and stutters("a|b|b|c")
+    assert not stutters("conn") and not stutters("get|conn|get") and not stutters("")
+
+
 def test_wordpieces_become_labels() -> None:
     assert label_of_pieces(["load", "config"]) == "load|config"
     assert label_of_pieces(["get", "##c", "##wd"]) == "getcwd"

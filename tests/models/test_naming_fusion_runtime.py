@@ -4,6 +4,7 @@ contexts extracted from the masked source as training did, and what the export r
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -98,8 +99,9 @@ def test_a_fusion_head_names_as_the_training_code_does(variant: str, naming_run_
     assert names and all(0 < p <= 1 for _, p in names)
 
 
-def test_the_export_refuses_a_code2vec_only_head_and_the_runtime_a_broken_vocabulary(
-        naming_run_best: Path, search_models: Path, tmp_path: Path) -> None:
+def test_eval_and_export_know_the_variant_and_a_broken_vocabulary_is_refused(
+        naming_run_best: Path, search_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pathfusion.model_export import evaluate
     from pathfusion.model_export.export_embedder import write_manifest_entry
     from pathfusion.model_export.export_naming import ExportError, export_naming
 
@@ -109,6 +111,16 @@ def test_the_export_refuses_a_code2vec_only_head_and_the_runtime_a_broken_vocabu
         export_naming(_fusion_best(naming_run_best, tmp_path / "c2v", "code2vec"), models, "c2v")
     write_manifest_entry(models, export_naming(_fusion_best(naming_run_best, tmp_path / "att", "attention"), models,
                                                "att"), name="naming")
+    project = tmp_path / "projects" / "demo"
+    project.mkdir(parents=True)
+    (project / "mod.py").write_text(SOURCE.replace("METHOD_NAME", "read_config") + "\n\n" +
+                                    OTHER.replace("METHOD_NAME", "find_item"))
+    run = ["naming", "--projects", str(tmp_path / "projects"), "--models", str(models), "--device", "cpu", "--json"]
+    assert evaluate.main([*run, "--variant", "attention"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["examples"] == 2 and result["naming_head"]["reads"] == "attention"
+    assert evaluate.main([*run, "--variant", "llm"]) == 1
+    assert "holds the 'attention' naming head, not 'llm'" in capsys.readouterr().err
     (models / "naming" / VOCAB_FILE).write_bytes(b"\x1f\x8b broken")
     with pytest.raises(ModelError, match="contexts.json.gz"):
         NameGenerator.load(models, OnnxEmbedder.load(models, device="cpu", threads=1), "cpu", verify=False)
