@@ -54,6 +54,7 @@ from typing import NamedTuple
 from tree_sitter import Node
 
 from .parsing import parse_bytes
+from .positions import lf_view
 
 EXTRACTOR_VERSION = "pf-paths-3"
 MAX_LENGTH = 8
@@ -493,9 +494,12 @@ def contexts_of_text(code: str, max_contexts: int = MAX_CONTEXTS) -> list[str]:
 
     Why a standalone parse: a function's search vector must depend only on its own text (the
     index caches vectors by the text's hash), and evaluation transforms code (anonymised
-    identifiers) before extracting.  Text without a function gives no contexts.
+    identifiers) before extracting.  Text without a function gives no contexts.  Parsed in
+    its LF view (:func:`~pathfusion.server.positions.lf_view`), as the server parses
+    documents: tree-sitter's grammar ends lines at ``\n`` only, so a text whose lines end
+    in lone ``\r`` would otherwise parse as one broken line.
     """
-    source = code.encode("utf-8")
+    source = lf_view(code.encode("utf-8"))
     stack = [parse_bytes(source).root_node]
     while stack:
         node = stack.pop()

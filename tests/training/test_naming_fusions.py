@@ -82,6 +82,8 @@ def test_context_ids_round_trip_and_refuse_other_files(tmp_path: Path) -> None:
         assert row[0] == (vocab.tokens.index(start) + 2 if start in vocab.tokens else 1)
         assert row[2] == (vocab.tokens.index(end) + 2 if end in vocab.tokens else 1)
     assert (ids == 1).any() and (ids > 1).any()
+    # lines ended by lone CRs (an editor may send them) parse as the server parses documents
+    assert np.array_equal(vocab.of_source(code.replace("\n", "\r")), ids)
     vocab.save(tmp_path / VOCAB_FILE)
     again = ContextVocab.load(tmp_path / VOCAB_FILE)
     assert again == vocab and np.array_equal(again.of_source(code), ids)
