@@ -11,9 +11,11 @@ One encoder serves search and naming (the size budget has room for one): with
 keeps (or improves) what search learned; validation reports naming F1 (greedy, code2vec
 subtoken metric) and search MRR, and ``select_on`` says which picks ``best/``.
 
-Why one module of ~440 lines: the loop of one run — resuming, the (data-parallel) step,
+Why one module of ~500 lines: the loop of one run — resuming, the (data-parallel) step,
 validation, checkpoints, stopping — reads as one; the model and its losses are in
-:mod:`pathfusion.model_export.naming_model`, the process group in
+:mod:`pathfusion.model_export.naming_model`, the memory the decoder reads (token states, path
+contexts or a fusion) in :mod:`pathfusion.model_export.fusion_memory`, the contexts' ids in
+:mod:`pathfusion.model_export.context_pack`, the process group in
 :mod:`pathfusion.model_export.distributed`.
 
 Built to be interrupted like the embedder's run: ``data/runs/naming`` holds ``config.json``,
