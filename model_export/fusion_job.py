@@ -69,8 +69,10 @@ def _chosen(count: int, first: int, take: int, seed: int = SEED) -> np.ndarray:
 
 
 def prepare(repo: Path, carry: Path, corpus: Path, naming_pack: Path, init: Path, train: int, tokens: int,
-            paths: int, valid: int = 2000, heldout: int = 2000) -> dict[str, Any]:
-    """Fill ``carry`` (git-ignored) for :func:`session`; checks what travels against 64 MiB."""
+            paths: int, valid: int = 2000, heldout: int = 2000, heldout_projects: Path = HELDOUT,
+            shipped_subset: int = SHIPPED_SUBSET, wheels: bool = True) -> dict[str, Any]:
+    """Fill ``carry`` (git-ignored) for :func:`session`; checks what travels against 64 MiB.
+    ``wheels=False`` leaves the tree-sitter wheels out (tests: no package index)."""
     import torch
 
     from .evaluate import iter_project_examples
@@ -81,15 +83,17 @@ def prepare(repo: Path, carry: Path, corpus: Path, naming_pack: Path, init: Path
     folder = carry / "fusion"
     train_count = len(NamingExamples.load(naming_pack / "train.npz"))
     valid_count = len(NamingExamples.load(naming_pack / "valid.npz"))
-    wanted = set(_chosen(train_count, SHIPPED_SUBSET, train).tolist())
+    wanted = set(_chosen(train_count, shipped_subset, train).tolist())
     counts = ContextCounts()
     kept: list[dict[str, Any]] = []
+    seen = 0
     for index, record in enumerate(naming_records(corpus, "train")):
         counts.add(record["contexts"])
+        seen += 1
         if index in wanted:
             kept.append(record)
-    if index + 1 != train_count:
-        raise ValueError(f"{corpus}: {index + 1} train naming functions, the naming pack {train_count}; repack")
+    if seen != train_count:
+        raise ValueError(f"{corpus}: {seen} train naming functions, the naming pack {train_count}; repack")
     vocab = ContextVocab.build(counts, tokens, paths)
     vocab.save(folder / VOCAB_FILE)
     coverage = _coverage(counts, vocab)
@@ -98,8 +102,8 @@ def prepare(repo: Path, carry: Path, corpus: Path, naming_pack: Path, init: Path
     save_records((r for i, r in enumerate(naming_records(corpus, "valid")) if i in valid_wanted),
                  folder / "valid.jsonl.xz")
     held = []
-    for example in iter_project_examples(HELDOUT):
-        held.append({"masked_code": example.masked, "label": example.label, "project": HELDOUT.name})
+    for example in iter_project_examples(heldout_projects):
+        held.append({"masked_code": example.masked, "label": example.label, "project": heldout_projects.name})
         if len(held) >= heldout:
             break
     save_records(held, folder / "heldout.jsonl.xz")
@@ -107,7 +111,8 @@ def prepare(repo: Path, carry: Path, corpus: Path, naming_pack: Path, init: Path
     (folder / "init").mkdir(parents=True, exist_ok=True)
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, folder / "init" / DECODER_FILE)
     (folder / "init" / DECODER_META).write_bytes((init / DECODER_META).read_bytes())
-    download_wheels(carry / "wheels")
+    if wheels:
+        download_wheels(carry / "wheels")
     total = tracked_bytes(repo) + sum(p.stat().st_size for part in (folder, carry / "wheels")
                                       for p in part.rglob("*") if p.is_file())
     info = {"train": len(kept), "valid": len(valid_wanted), "heldout": len(held), "coverage": coverage,

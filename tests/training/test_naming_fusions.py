@@ -247,3 +247,51 @@ def test_the_gpu_job_packs_carried_sources_as_the_corpus_route_does(corpus: Path
     restored = torch.load(best / "fusion.pt")
     assert all(restored[k].dtype == torch.float32 and torch.allclose(restored[k], original[k], atol=1e-2)
                for k in original)
+
+
+def test_prepare_carries_unseen_functions_and_the_corpus_routes_vocabulary(corpus: Path, tiny_model: Path,
+                                                                            tmp_path: Path) -> None:
+    """``fusion_job.prepare``: the train functions after the shipped subset in the seeded
+    permutation (positions 100–149 of it, so none of the first 100), the validation functions of the first session, the
+    held-out projects' first naming functions, the shipped decoder in fp16 — and the very
+    context vocabulary that the CPU route (``ensure_vocab``) builds from the same corpus."""
+    import subprocess
+
+    from pathfusion.model_export.context_pack import ensure_vocab
+    from pathfusion.model_export.name_decoder import DecoderShape, NameDecoder
+    from pathfusion.model_export.naming_model import load_decoder, save_decoder
+    from pathfusion.model_export.naming_pack import NamingPackSpec, naming_records, pack_split
+    from pathfusion.model_export.search_pairs import tokenizer_sha256
+
+    tokenizer_file = tiny_model / "tokenizer.json"
+    spec = NamingPackSpec(tokenizer_sha256(tokenizer_file))
+    for split in ("train", "valid"):
+        pack_split(corpus, split, spec, tokenizer_file, tmp_path / "pack" / f"{split}.npz", progress=False)
+    decoder = NameDecoder(32, [101, 102, 100, *range(2000, 2040)], 30522, 101, 102, 100, DecoderShape(1, 2, 16, 6, 0.0))
+    save_decoder(decoder, tmp_path / "init", _config(tiny_model))
+    project = tmp_path / "heldout" / "demo"
+    project.mkdir(parents=True)
+    (project / "mod.py").write_text("\n\n".join(_code(random.Random(i))[1].replace("METHOD_NAME", f"do_{i}")
+                                                 for i in range(4)))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    info = fusion_job.prepare(repo, repo / "carry", corpus, tmp_path / "pack", tmp_path / "init", train=50,
+                              tokens=20, paths=30, valid=10, heldout=3, heldout_projects=tmp_path / "heldout",
+                              shipped_subset=100, wheels=False)
+    assert (info["train"], info["valid"], info["heldout"]) == (50, 10, 3)
+    order = np.random.default_rng(fusion_job.SEED).permutation(240)
+    records = list(naming_records(corpus, "train"))
+    carried = list(load_records(repo / "carry" / "fusion" / "train.jsonl.xz"))
+    assert [r["masked_code"] for r in carried] == [records[i]["masked_code"] for i in sorted(order[100:150])]
+    valid = list(naming_records(corpus, "valid"))
+    assert [r["label"] for r in load_records(repo / "carry" / "fusion" / "valid.jsonl.xz")] == \
+        [valid[i]["label"] for i in sorted(np.random.default_rng(fusion_job.SEED).permutation(48)[:10])]
+    held = list(load_records(repo / "carry" / "fusion" / "heldout.jsonl.xz"))
+    assert [r["label"] for r in held] == ["do|0", "do|1", "do|2"] and "METHOD_NAME" in held[0]["masked_code"]
+    carried_vocab = ContextVocab.load(repo / "carry" / "fusion" / VOCAB_FILE)
+    assert carried_vocab == ensure_vocab(tmp_path / "cpu-route", corpus, 20, 30)
+    init = load_decoder(repo / "carry" / "fusion" / "init")
+    assert all(torch.allclose(a, b, atol=1e-2) for a, b in zip(init.state_dict().values(),
+                                                                decoder.state_dict().values(), strict=True))
+    assert "/carry/" in (repo / ".git" / "info" / "exclude").read_text()
