@@ -52,6 +52,7 @@ from .gpu_job import (
     ignore_in_git,
     pack_folder,
     return_run,
+    side_by_side,
     tracked_bytes,
 )
 from .naming_pack import naming_records
@@ -229,16 +230,8 @@ def session(carry: Path, out: Path, minutes: float, work: Path = Path("/tmp/path
     # asked only now: the extraction pool above forks, and a forked CUDA context is unusable
     result["torch"], result["gpu"] = torch.__version__, (torch.cuda.get_device_name(0) if torch.cuda.is_available()
                                                          else None)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    processes = {}
-    for variant in variants:
-        log = open(work / f"{variant}.out", "w")  # noqa: SIM115 (closed after the process ends, below)
-        processes[variant] = (subprocess.Popen(variant_command(variant, work, carry, minutes, overrides), stdout=log,
-                                               stderr=subprocess.STDOUT, env=env), log)
-    result["exit_codes"] = {}
-    for variant, (process, log) in processes.items():
-        result["exit_codes"][variant] = process.wait()
-        log.close()
+    result["exit_codes"] = side_by_side({v: variant_command(v, work, carry, minutes, overrides) for v in variants},
+                                        work)
     result["train_seconds"] = round(time.time() - started, 1)
     result["valid"] = {variant: best_valid(work / variant) for variant in variants}
     try:

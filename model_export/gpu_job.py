@@ -221,7 +221,6 @@ def session(carry: Path, out: Path, minutes: float, work: Path = Path("/tmp/path
     as ``embedder.tar.partNN`` and ``naming.tar.partNN`` (int8-row encoders, fp16 decoder)."""
     import torch
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     jobs = {
         "embedder": [sys.executable, "-m", "pathfusion.model_export.train_embedder", "--run", str(work / "embedder"),
                      "--pack", str(carry), "--no-progress", "--no-resume", "--set", "device=cuda", "epochs=2",
@@ -231,15 +230,7 @@ def session(carry: Path, out: Path, minutes: float, work: Path = Path("/tmp/path
                    "--set", "device=cuda", "epochs=1", "eval_every=300", "valid_groups=2",
                    f"time_budget_min={minutes}", *overrides],
     }
-    work.mkdir(parents=True, exist_ok=True)
-    processes = {}
-    for name, command in jobs.items():
-        log = open(work / f"{name}.out", "w")  # noqa: SIM115 (closed after the process ends, below)
-        processes[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-    codes = {}
-    for name, (process, log) in processes.items():
-        codes[name] = process.wait()
-        log.close()
+    codes = side_by_side(jobs, work)
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"exit_codes": codes, "torch": torch.__version__,
                               "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
@@ -254,6 +245,22 @@ def session(carry: Path, out: Path, minutes: float, work: Path = Path("/tmp/path
 
 HALVED = ("decoder.pt", "fusion.pt")
 """Heads that travel back in fp16 (and are made fp32 again by :func:`collect`)."""
+
+
+def side_by_side(jobs: dict[str, list[str]], work: Path) -> dict[str, int]:
+    """Run every command of ``jobs`` at once (one GPU, several trainings), each one's output in
+    ``work/<name>.out``; returns their exit codes once all have ended."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    work.mkdir(parents=True, exist_ok=True)
+    processes = {}
+    for name, command in jobs.items():
+        log = open(work / f"{name}.out", "w")  # noqa: SIM115 (closed after the process ends, below)
+        processes[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+    codes = {}
+    for name, (process, log) in processes.items():
+        codes[name] = process.wait()
+        log.close()
+    return codes
 
 
 def return_run(run_dir: Path, name: str, out: Path, stdout: Path | None = None, encoder: bool = True) -> list[Path]:

@@ -295,3 +295,13 @@ def test_prepare_carries_unseen_functions_and_the_corpus_routes_vocabulary(corpu
     assert all(torch.allclose(a, b, atol=1e-2) for a, b in zip(init.state_dict().values(),
                                                                 decoder.state_dict().values(), strict=True))
     assert "/carry/" in (repo / ".git" / "info" / "exclude").read_text()
+
+
+def test_side_by_side_runs_every_job_and_keeps_each_ones_output(tmp_path: Path) -> None:
+    import sys
+
+    jobs = {"a": [sys.executable, "-c", "import time; time.sleep(0.3); print('first')"],
+            "b": [sys.executable, "-c", "import sys; print('second'); sys.exit(3)"]}
+    assert gpu_job.side_by_side(jobs, tmp_path / "work") == {"a": 0, "b": 3}
+    assert (tmp_path / "work" / "a.out").read_text() == "first\n"
+    assert (tmp_path / "work" / "b.out").read_text() == "second\n"
