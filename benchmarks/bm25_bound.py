@@ -19,7 +19,6 @@ keeps the hybrid's ranking.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import random
 import sqlite3
@@ -34,23 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import save_json  # noqa: E402
+from benchmarks.search_index import corpus_functions  # noqa: E402
 from pathfusion.server import lexical  # noqa: E402
-
-
-def corpus_functions(corpus: Path, n: int) -> list[dict[str, str]]:
-    """The first ``n`` functions of the corpus with a ``def`` (test, valid, then train split)."""
-    out: list[dict[str, str]] = []
-    for split in ("test", "valid", "train"):
-        with gzip.open(corpus / f"{split}.jsonl.gz", "rt", encoding="utf-8") as fh:
-            for line in fh:
-                record = json.loads(line)
-                code = record.get("code_without_docstring") or ""
-                if not record.get("name") or not code.startswith(("def ", "async def ")):
-                    continue
-                out.append({"name": record["name"], "code": code, "summary": record.get("docstring_summary") or ""})
-                if len(out) == n:
-                    return out
-    raise SystemExit(f"the corpus at {corpus} holds only {len(out)} usable functions")
 
 
 def lexicon(functions: list[dict[str, str]]) -> sqlite3.Connection:

@@ -156,8 +156,6 @@ def corpus_workspace(root: Path, n: int, corpus: Path) -> tuple[list[str], list[
     as the corpus stores them) in files of :data:`FUNCS_PER_FILE`: BM25 then sees real
     identifier vocabularies and frequencies.  Returns the names and the docstring summaries
     (natural-language queries written by the functions' authors)."""
-    import gzip
-
     names: list[str] = []
     summaries: list[str] = []
     root.mkdir(parents=True, exist_ok=True)
@@ -167,6 +165,24 @@ def corpus_workspace(root: Path, n: int, corpus: Path) -> tuple[list[str], list[
         (root / f"mod_{(len(names) - 1) // FUNCS_PER_FILE:05d}.py").write_text("\n\n".join(chunk) + "\n")
         chunk.clear()
 
+    for function in corpus_functions(corpus, n):
+        names.append(function["name"])
+        if function["summary"]:
+            summaries.append(function["summary"])
+        chunk.append(function["code"].rstrip())
+        if len(chunk) == FUNCS_PER_FILE:
+            flush()
+    if chunk:
+        flush()
+    return names, summaries
+
+
+def corpus_functions(corpus: Path, n: int) -> list[dict[str, str]]:
+    """The first ``n`` functions of the corpus with a ``def`` (test, valid, then train split):
+    name, code without docstring, docstring summary (may be empty)."""
+    import gzip
+
+    out: list[dict[str, str]] = []
     for split in ("test", "valid", "train"):
         with gzip.open(corpus / f"{split}.jsonl.gz", "rt", encoding="utf-8") as fh:
             for line in fh:
@@ -174,21 +190,10 @@ def corpus_workspace(root: Path, n: int, corpus: Path) -> tuple[list[str], list[
                 code = record.get("code_without_docstring") or ""
                 if not record.get("name") or not code.startswith(("def ", "async def ")):
                     continue
-                names.append(record["name"])
-                if record.get("docstring_summary"):
-                    summaries.append(record["docstring_summary"])
-                chunk.append(code.rstrip())
-                if len(chunk) == FUNCS_PER_FILE:
-                    flush()
-                if len(names) == n:
-                    break
-        if len(names) == n:
-            break
-    if chunk:
-        flush()
-    if len(names) < n:
-        raise SystemExit(f"the corpus at {corpus} holds only {len(names)} usable functions")
-    return names, summaries
+                out.append({"name": record["name"], "code": code, "summary": record.get("docstring_summary") or ""})
+                if len(out) == n:
+                    return out
+    raise SystemExit(f"the corpus at {corpus} holds only {len(out)} usable functions")
 
 
 def queries_for(names: list[str], count: int, seed: int = 1, natural: list[str] | None = None
