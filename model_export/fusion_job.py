@@ -272,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--naming-pack", type=Path, default=Path("data/naming-pairs"))
     p.add_argument("--init", type=Path, default=Path("data/runs/gpu-2026-11-27/naming/best"),
                    help="the shipped head's run folder (decoder.pt + decoder.json)")
-    p.add_argument("--train", type=int, default=150_000)
+    p.add_argument("--train", type=int, default=130_000, help="train functions to carry (130,000 fit beside a 39.6 MiB tree)")
     p.add_argument("--tokens", type=int, default=12_000)
     p.add_argument("--paths", type=int, default=20_000)
     s = sub.add_parser("session", help="on the device: every variant side by side → --out")
