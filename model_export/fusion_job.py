@@ -48,6 +48,7 @@ from .context_pack import (
 )
 from .gpu_job import (
     CARRY_LIMIT,
+    cast_floats,
     download_wheels,
     ignore_in_git,
     pack_folder,
@@ -55,18 +56,13 @@ from .gpu_job import (
     side_by_side,
     tracked_bytes,
 )
-from .naming_pack import naming_records
+from .naming_pack import naming_records, seeded_choice
 
 SHIPPED_SUBSET = 170_000
 """How many train functions (a seeded random choice, seed 2025) the shipped head trained on."""
 SEED = 2025
 HELDOUT = Path("data/heldout/stdlib")
 SPLITS = ("train", "valid", "heldout")
-
-
-def _chosen(count: int, first: int, take: int, seed: int = SEED) -> np.ndarray:
-    """Positions ``first … first + take`` of the seeded permutation the first GPU session cut its subset from."""
-    return np.sort(np.random.default_rng(seed).permutation(count)[first:first + take])
 
 
 def prepare(repo: Path, carry: Path, corpus: Path, naming_pack: Path, init: Path, train: int, tokens: int,
@@ -84,7 +80,7 @@ def prepare(repo: Path, carry: Path, corpus: Path, naming_pack: Path, init: Path
     folder = carry / "fusion"
     train_count = len(NamingExamples.load(naming_pack / "train.npz"))
     valid_count = len(NamingExamples.load(naming_pack / "valid.npz"))
-    wanted = set(_chosen(train_count, shipped_subset, train).tolist())
+    wanted = set(seeded_choice(train_count, train, SEED, first=shipped_subset).tolist())
     counts = ContextCounts()
     kept: list[dict[str, Any]] = []
     seen = 0
@@ -99,7 +95,7 @@ def prepare(repo: Path, carry: Path, corpus: Path, naming_pack: Path, init: Path
     vocab.save(folder / VOCAB_FILE)
     coverage = _coverage(counts, vocab)
     save_records(kept, folder / "train.jsonl.xz")
-    valid_wanted = set(_chosen(valid_count, 0, valid).tolist())
+    valid_wanted = set(seeded_choice(valid_count, valid, SEED).tolist())
     save_records((r for i, r in enumerate(naming_records(corpus, "valid")) if i in valid_wanted),
                  folder / "valid.jsonl.xz")
     held = []
@@ -108,9 +104,8 @@ def prepare(repo: Path, carry: Path, corpus: Path, naming_pack: Path, init: Path
         if len(held) >= heldout:
             break
     save_records(held, folder / "heldout.jsonl.xz")
-    state = torch.load(init / DECODER_FILE, map_location="cpu")
     (folder / "init").mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, folder / "init" / DECODER_FILE)
+    cast_floats(init / DECODER_FILE, folder / "init" / DECODER_FILE, torch.float16)
     (folder / "init" / DECODER_META).write_bytes((init / DECODER_META).read_bytes())
     if wheels:
         download_wheels(carry / "wheels")
@@ -164,14 +159,14 @@ def variant_command(variant: str, work: Path, carry: Path, minutes: float, overr
 
 
 def score_heldout(work: Path, variants: Sequence[str], device: str) -> dict[str, Any]:
-    """Greedy naming scores of each variant's ``best/`` on the carried held-out functions."""
-    import contextlib
-
+    """Greedy naming scores of each variant's ``best/`` on the carried held-out functions
+    (over the one frozen encoder every variant read)."""
     import torch
 
     from .export_embedder import load_reference
     from .naming_model import NamingModel, load_decoder, load_fusion, naming_scores
     from .naming_pack import NameTokens, NamingExamples
+    from .run_files import bf16_autocast
     from .search_pairs import load_tokenizer
 
     pack = work / "pack"
@@ -180,23 +175,18 @@ def score_heldout(work: Path, variants: Sequence[str], device: str) -> dict[str,
                                 len(examples))
     names = NameTokens(load_tokenizer(work / "base" / "tokenizer.json"))
     target = torch.device(device)
-    use_amp = target.type == "cuda"
-
-    def autocast() -> Any:
-        return torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
-
+    autocast = bf16_autocast(target)
+    bert, tokenizer = load_reference(work / "base")
+    bert = bert.to(target)
     scores: dict[str, Any] = {}
     for variant in variants:
         best = work / variant / "best"
         if not (best / "decoder.json").is_file():
             scores[variant] = "no best/ folder"
             continue
-        bert, tokenizer = load_reference(work / "base")
         model = NamingModel(bert, load_decoder(best), load_fusion(best, int(bert.config.hidden_size))).to(target)
-        result = naming_scores(model, examples, np.arange(len(examples)), names, int(tokenizer.pad_token_id or 0),
-                               target, 128, autocast, contexts)
-        scores[variant] = result
-        del model, bert
+        scores[variant] = naming_scores(model, examples, np.arange(len(examples)), names,
+                                        int(tokenizer.pad_token_id or 0), target, 128, autocast, contexts)
     return scores
 
 

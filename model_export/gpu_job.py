@@ -101,9 +101,8 @@ def prepare(repo: Path, carry: Path, pack: Path, train_pairs: int | None, naming
     ``naming_pack``: also a seeded random ``naming_train`` examples of its train split (all
     projects, not the alphabetically first) and ``naming_valid`` of its valid split, under
     ``carry/naming``."""
-    import numpy as np
 
-    from .naming_pack import NamingExamples
+    from .naming_pack import NamingExamples, seeded_choice
     from .search_pairs import Pairs
 
     ignore_in_git(repo, carry)
@@ -118,7 +117,7 @@ def prepare(repo: Path, carry: Path, pack: Path, train_pairs: int | None, naming
     if naming_pack is not None:
         for split, count in (("train", naming_train), ("valid", naming_valid)):
             examples = NamingExamples.load(naming_pack / f"{split}.npz")
-            chosen = np.sort(np.random.default_rng(seed).permutation(len(examples))[:count])
+            chosen = seeded_choice(len(examples), count, seed)
             examples.take(chosen).save(carry / "naming" / f"{split}.npz")
     download_wheels(carry / "wheels")
     total = tracked_bytes(repo) + sum(p.stat().st_size for p in carry.rglob("*") if p.is_file())
@@ -243,6 +242,15 @@ def session(carry: Path, out: Path, minutes: float, work: Path = Path("/tmp/path
     return result
 
 
+def cast_floats(source: Path, target: Path, dtype: Any) -> None:
+    """The state dict saved at ``source``, its floating-point tensors cast to ``dtype``, saved
+    at ``target`` (may be ``source``): how heads travel in fp16 and come back in fp32."""
+    import torch
+
+    state = torch.load(source, map_location="cpu")
+    torch.save({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, target)
+
+
 HALVED = ("decoder.pt", "fusion.pt")
 """Heads that travel back in fp16 (and are made fp32 again by :func:`collect`)."""
 
@@ -278,9 +286,7 @@ def return_run(run_dir: Path, name: str, out: Path, stdout: Path | None = None, 
         returnable_encoder(best, staging / "best")
     for path in sorted(best.iterdir()) if best.is_dir() else []:
         if path.name in HALVED:
-            state = torch.load(path, map_location="cpu")
-            torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()},
-                       staging / "best" / path.name)
+            cast_floats(path, staging / "best" / path.name, torch.float16)
         elif path.is_file() and path.suffix in (".json", ".gz") and not (staging / "best" / path.name).exists():
             shutil.copy2(path, staging / "best" / path.name)
     for file in ("log.jsonl", "config.json", "final.json", "result.json"):
@@ -305,9 +311,7 @@ def collect(files: Path, target: Path) -> dict[str, str]:
             if (folder / "best" / head).is_file():
                 import torch
 
-                state = torch.load(folder / "best" / head, map_location="cpu")
-                torch.save({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
-                           folder / "best" / head)
+                cast_floats(folder / "best" / head, folder / "best" / head, torch.float32)
         done[name] = str(folder)
     return done
 

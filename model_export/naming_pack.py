@@ -72,6 +72,13 @@ class NameTokens:
         return label_of_pieces(pieces)
 
 
+def seeded_choice(count: int, take: int, seed: int, first: int = 0) -> np.ndarray:
+    """Positions ``first … first + take`` of a seeded permutation of ``range(count)``, sorted:
+    how a run picks its validation functions and a GPU job the train functions it carries
+    (a later job takes the positions after an earlier one's, so the two never overlap)."""
+    return np.sort(np.random.default_rng(seed).permutation(count)[first:first + take])
+
+
 @dataclass
 class NamingExamples:
     """One split of a naming pack, in memory."""

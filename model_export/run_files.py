@@ -8,13 +8,14 @@ checkpoint instead of a truncated one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +76,11 @@ def running_mean(previous: float, value: float) -> float:
     """The loss shown and logged: an exponential mean (0.95) that starts at the first value."""
     return value if math.isnan(previous) else 0.95 * previous + 0.05 * value
 
+
+
+def bf16_autocast(device: torch.device, enabled: bool = True) -> Callable[[], Any]:
+    """A factory of the context that a run's forward passes go through: bf16 autocast on a
+    GPU (when ``enabled``), nothing on the CPU."""
+    if enabled and device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext

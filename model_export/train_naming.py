@@ -28,7 +28,6 @@ bf16 autocast): one code path.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -64,8 +63,22 @@ from .naming_model import (
     save_decoder,
     save_fusion,
 )
-from .naming_pack import NameTokens, NamingExamples, NamingPackSpec, ensure_pack, naming_records
-from .run_files import atomic_torch_save, log_event, optimise, running_mean, set_fields
+from .naming_pack import (
+    NameTokens,
+    NamingExamples,
+    NamingPackSpec,
+    ensure_pack,
+    naming_records,
+    seeded_choice,
+)
+from .run_files import (
+    atomic_torch_save,
+    bf16_autocast,
+    log_event,
+    optimise,
+    running_mean,
+    set_fields,
+)
 from .search_pairs import (
     PackSpec,
     Pairs,
@@ -193,11 +206,6 @@ def length_batches(lengths: np.ndarray, batch_size: int, seed: int, pool: int = 
     return batches
 
 
-def valid_indices(count: int, wanted: int, seed: int) -> np.ndarray:
-    order = np.random.default_rng(seed).permutation(count)
-    return np.sort(order[:min(wanted, count)])
-
-
 @dataclasses.dataclass
 class RunState:
     epoch: int = 0
@@ -256,10 +264,7 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    use_amp = config.amp and device.type == "cuda"
-
-    def autocast() -> Any:
-        return torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+    autocast = bf16_autocast(device, config.amp)
 
     model_dir = Path(config.init) if config.init else resolve_base(config.base, run, models)
     if config.init and not (model_dir / DECODER_META).is_file():
@@ -315,7 +320,7 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
     total = steps_per_epoch * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_lambda(config.warmup_steps, total))
     state = RunState()
-    chosen_valid = valid_indices(len(valid_set), config.valid_examples, config.seed)
+    chosen_valid = seeded_choice(len(valid_set), config.valid_examples, config.seed)
 
     def validate() -> dict[str, Any]:
         if not parallel.main:
