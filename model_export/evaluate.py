@@ -336,22 +336,16 @@ def load_predictor(variant: str, models: Path | None, device: str) -> tuple[Pred
         return code2vec, code2vec.targets
     if not has_naming_head(folder):
         raise ValueError(f"{folder} has no naming head; export one (pathfusion export naming) or pass --models")
-    held = naming_head_variant(folder)
+    embedder = load_embedder("onnx", folder, device=device)
+    generator = NameGenerator.load(folder, embedder, device, threads=os.cpu_count() or 1)
+    held = generator.info["reads"]
     if variant != "default" and variant != held:
         raise ValueError(f"{folder} holds the {held!r} naming head, not {variant!r}: export that variant's run "
                          "into a models folder (pathfusion export naming --run-best RUN/best --out DIR) "
                          "and pass --models DIR")
-    embedder = load_embedder("onnx", folder, device=device)
-    generator = NameGenerator.load(folder, embedder, device, threads=os.cpu_count() or 1)
     targets_file = folder / "code2vec" / "targets.json"
     targets = Code2VecModel.load(folder, device=device).targets if targets_file.is_file() else []
     return generator, targets
-
-
-def naming_head_variant(folder: Path) -> str:
-    """Which source(s) the folder's naming head reads (``llm`` for a head without a fusion)."""
-    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    return str(manifest["models"]["naming"].get("variant") or "llm")
 
 
 def load_runtime(variant: str, models: Path | None, device: str,
@@ -403,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ModelError, ValueError) as exc:
         print(f"pathfusion eval: error: {exc}", file=sys.stderr)
         return 1
-    if args.task == "naming" and hasattr(model, "info"):
+    if args.task == "naming" and isinstance(model, NameGenerator):
         result["naming_head"] = model.info
     result = {"task": args.task, "variant": args.variant or "default",
               "source": str(args.projects) if args.projects else f"{args.corpus}:{args.split}", **result}
