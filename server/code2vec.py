@@ -20,13 +20,14 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .context_vocab import ContextVocab
 from .models import ModelError, load_manifest, model_entry, model_file, providers
 from .onnx_session import create_session
 from .parsing import Document, FunctionInfo
@@ -71,14 +72,14 @@ class Code2VecModel:
         extractor_version: str,
     ) -> None:
         self.session = session
-        self.tokens = {token: i for i, token in enumerate(tokens)}
-        self.paths = {path: i for i, path in enumerate(paths)}
         self.targets = targets
         self.entry = entry
         self.models_dir = models_dir
         self.extractor_version = extractor_version
         self.graph_top_k = int(entry.get("top_k", 10))
         self.max_contexts = int(entry.get("max_contexts", MAX_CONTEXTS))
+        # code2vec's lists start with <PAD> (id 0) and <UNK> (id 1), the ids ContextVocab gives too
+        self.vocab = ContextVocab(tuple(tokens[2:]), tuple(paths[2:]), self.max_contexts)
         self.code_dim = int(entry.get("dims", {}).get("code", 384))
 
     @classmethod
@@ -117,6 +118,16 @@ class Code2VecModel:
                    str(manifest["extractor_version"]))
 
     @property
+    def tokens(self) -> Mapping[str, int]:
+        """Each known token's id (``<PAD>`` 0 and ``<UNK>`` 1 aside)."""
+        return self.vocab.token_ids
+
+    @property
+    def paths(self) -> Mapping[str, int]:
+        """Each known path's id."""
+        return self.vocab.path_ids
+
+    @property
     def info(self) -> dict[str, Any]:
         """What the CLI and the server report about the model."""
         onnx_name = self.entry.get("onnx", "code2vec/code2vec.onnx")
@@ -124,7 +135,7 @@ class Code2VecModel:
             "name": "code2vec",
             "extractor_version": self.extractor_version,
             "sha256": self.entry.get("files", {}).get(onnx_name),
-            "vocab_sizes": {"tokens": len(self.tokens), "paths": len(self.paths),
+            "vocab_sizes": {"tokens": self.vocab.table_sizes()[0], "paths": self.vocab.table_sizes()[1],
                             "targets": len(self.targets)},
             "providers": list(self.session.get_providers()),
         }
@@ -133,14 +144,7 @@ class Code2VecModel:
     def _ids(self, contexts: Sequence[ContextLike]) -> np.ndarray:
         if len(contexts) > self.max_contexts:
             contexts = [contexts[i] for i in sample_indices(len(contexts), self.max_contexts)]
-        rows = np.empty((len(contexts), 3), dtype=np.int64)
-        tokens, paths = self.tokens, self.paths
-        for i, context in enumerate(contexts):
-            start, path, end = context.split(",") if isinstance(context, str) else context
-            rows[i, 0] = tokens.get(start, 1)
-            rows[i, 1] = paths.get(path, 1)
-            rows[i, 2] = tokens.get(end, 1)
-        return rows
+        return self.vocab.encode(contexts, np.int64)
 
     def encode(self, functions: Sequence[Sequence[ContextLike]]) -> dict[str, np.ndarray]:
         """The graph's feeds for ``functions``: ids padded to the longest (at least 1)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,11 +61,15 @@ class ContextVocab:
     paths: tuple[str, ...]
     max_contexts: int = MAX_CONTEXTS
 
+    token_ids: Mapping[str, int] = field(init=False, repr=False, compare=False)
+    """Each known token's id (derived from ``tokens``; a plain dict, so that process pools can
+    pickle the vocabulary)."""
+    path_ids: Mapping[str, int] = field(init=False, repr=False, compare=False)
+    """Each known path's id (derived from ``paths``)."""
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_token_ids", {t: i + 2 for i, t in enumerate(self.tokens)})
-        object.__setattr__(self, "_path_ids", {p: i + 2 for i, p in enumerate(self.paths)})
-        if self.table_sizes()[0] > 65536 or self.table_sizes()[1] > 65536:
-            raise ValueError("context vocabularies are stored as uint16: at most 65,534 entries each")
+        object.__setattr__(self, "token_ids", {t: i + 2 for i, t in enumerate(self.tokens)})
+        object.__setattr__(self, "path_ids", {p: i + 2 for i, p in enumerate(self.paths)})
 
     @classmethod
     def build(cls, counts: ContextCounts, tokens: int, paths: int, max_contexts: int = MAX_CONTEXTS) -> ContextVocab:
@@ -75,13 +80,17 @@ class ContextVocab:
         """Rows of the token and path embedding tables (padding and unknown included)."""
         return len(self.tokens) + 2, len(self.paths) + 2
 
-    def encode(self, contexts: Sequence[str]) -> np.ndarray:
-        """``[C, 3]`` uint16 ids (start, path, end) of ``contexts`` as text."""
-        token_ids: dict[str, int] = self._token_ids  # type: ignore[attr-defined]
-        path_ids: dict[str, int] = self._path_ids  # type: ignore[attr-defined]
-        out = np.zeros((len(contexts), 3), dtype=np.uint16)
-        for row, text in enumerate(contexts):
-            start, path, end = split_context(text)
+    def encode(self, contexts: Sequence[str | tuple[str, str, str]], dtype: Any = np.uint16) -> np.ndarray:
+        """``[C, 3]`` ids (start, path, end) of ``contexts`` — as text (``"tok,path,tok"``) or
+        triples (:class:`~pathfusion.server.paths.Context`).  uint16 by default, as context
+        packs store them (then each table holds at most 65,536 rows); code2vec's runtime,
+        whose vocabularies may be larger, asks for int64."""
+        if np.dtype(dtype) == np.uint16 and max(self.table_sizes()) > 65536:
+            raise ValueError("context ids stored as uint16 allow at most 65,534 entries per vocabulary")
+        token_ids, path_ids = self.token_ids, self.path_ids
+        out = np.zeros((len(contexts), 3), dtype=dtype)
+        for row, context in enumerate(contexts):
+            start, path, end = split_context(context) if isinstance(context, str) else context
             out[row] = (token_ids.get(start, UNK_ID), path_ids.get(path, UNK_ID), token_ids.get(end, UNK_ID))
         return out
 
