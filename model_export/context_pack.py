@@ -161,7 +161,3 @@ def load_records(path: Path) -> Iterator[dict[str, Any]]:
     with lzma.open(path, "rt", encoding="utf-8") as fh:
         for line in fh:
             yield json.loads(line)
-
-
-def load_vocab(folder: Path) -> ContextVocab:
-    return ContextVocab.load(folder / VOCAB_FILE)

@@ -94,10 +94,10 @@ class ContextVocab:
             out[row] = (token_ids.get(start, UNK_ID), path_ids.get(path, UNK_ID), token_ids.get(end, UNK_ID))
         return out
 
-    def of_source(self, masked_source: str) -> np.ndarray:
+    def of_source(self, masked_source: str, dtype: Any = np.uint16) -> np.ndarray:
         """The ids of the contexts of the function in ``masked_source`` (its name already
         masked), as training extracted them: the first function defined there, parsed alone."""
-        return self.encode(contexts_of_text(masked_source, self.max_contexts))
+        return self.encode(contexts_of_text(masked_source, self.max_contexts), dtype)
 
     def to_json(self) -> dict[str, object]:
         return {"format": VOCAB_FORMAT, "max_contexts": self.max_contexts, "tokens": list(self.tokens),

@@ -52,7 +52,7 @@ class NamingFusion:
     def contexts(self, masked_source: str) -> tuple[np.ndarray, np.ndarray]:
         """(``[C, 3]`` ids, ``[C]`` mask) of the function's contexts; one padding context when
         it has none (training's padded batch gives such a function the same single column)."""
-        ids = self.vocab.of_source(masked_source).astype(np.int64)
+        ids = self.vocab.of_source(masked_source, np.int64)  # the graph's input type: no copy to cast
         if len(ids) == 0:
             return np.zeros((1, 3), dtype=np.int64), np.zeros(1, dtype=np.int64)
         return ids, np.ones(len(ids), dtype=np.int64)
