@@ -303,11 +303,14 @@ def export_naming(run_best: Path, models: Path, model_id: str | None = None, int
         keys_int8_diff = _keys_diff(staging / KEYS_FILE, examples)
         shipped = [graph_file, keys_file, META_FILE]
         fusion_metrics: dict[str, float] = {}
+        fusion_entry: dict[str, str] = {}
         if fusion.shape.uses_contexts:
             fusion_metrics = _export_fusion(fusion, hidden, staging)
             shutil.copy2(run_best / VOCAB_FILE, staging / VOCAB_FILE)
             fusion_graph = FUSION_FILE if int8 else FUSION_FP32_FILE
             shipped += [fusion_graph, VOCAB_FILE]
+            fusion_entry = {"variant": fusion.shape.variant, "fusion_onnx": f"{SUBDIR}/{fusion_graph}",
+                            "contexts": f"{SUBDIR}/{VOCAB_FILE}"}
         runtime_meta = {"bos_id": decoder.bos_id, "eos_id": decoder.eos_id, "unk_id": decoder.unk_id,
                         "max_length": decoder.shape.max_length, "max_source_tokens": meta["max_source_tokens"],
                         "hidden": hidden, "vocabulary": len(decoder.vocab_ids), "keys": keys_file,
@@ -320,8 +323,6 @@ def export_naming(run_best: Path, models: Path, model_id: str | None = None, int
         for name in shipped:
             shutil.move(str(staging / name), target / name)
     files = {f"{SUBDIR}/{name}": sha256_file(target / name) for name in shipped}
-    fusion_entry = {} if not fusion.shape.uses_contexts else {
-        "variant": fusion.shape.variant, "fusion_onnx": f"{SUBDIR}/{shipped[3]}", "contexts": f"{SUBDIR}/{VOCAB_FILE}"}
     return {
         **fusion_entry,
         "id": model_id or run_best.parent.name,
