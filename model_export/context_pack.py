@@ -68,6 +68,14 @@ class ContextPack:
             mask[row, :len(contexts)] = 1
         return ids, mask
 
+    def take(self, indices: Sequence[int] | np.ndarray) -> ContextPack:
+        """The functions at ``indices``, in that order (the subset a run trains on)."""
+        rows = [self.ids[self.offsets[i]:self.offsets[i + 1]] for i in indices]
+        offsets = np.zeros(len(rows) + 1, dtype=self.offsets.dtype)
+        np.cumsum([len(r) for r in rows], out=offsets[1:])
+        ids = np.concatenate(rows) if rows else self.ids[:0]
+        return ContextPack(ids, offsets, {**self.meta, "examples": len(rows), "contexts": int(offsets[-1])})
+
     def save(self, path: Path) -> None:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, ids=self.ids, offsets=self.offsets, meta=np.asarray(json.dumps(self.meta)))

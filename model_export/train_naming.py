@@ -136,6 +136,13 @@ class NamingTrainConfig:
     """Token and path vocabularies of the context encoder (built from the train split once;
     a pack's ``contexts.json.gz`` wins)."""
     context_paths: int = 20000
+    train_first: int = 0
+    train_take: int = 0
+    """With ``train_first``: train on positions ``train_first … train_first + train_take`` (0: to
+    the end) of the train split's seeded permutation (seed ``seed``, as
+    :func:`~pathfusion.model_export.naming_pack.seeded_choice`) instead of the whole split — how a
+    run continues the shipped head on the functions its earlier runs never saw (the shipped head:
+    positions 0–170,000 jointly with the encoder, 170,000–300,000 in the fusion session)."""
     search_weight: float = 1.0
     """Weight of the contrastive search loss added each step (0: naming only)."""
     search_batch: int = 256
@@ -173,6 +180,8 @@ class NamingTrainConfig:
             raise ValueError(f"select_on must be f1 or f1+mrr, not {config.select_on!r}")
         if config.batch_size < 1 or (config.search_weight > 0 and config.search_batch < 2):
             raise ValueError("batch_size must be ≥ 1 and search_batch ≥ 2")
+        if config.train_first < 0 or config.train_take < 0:
+            raise ValueError("train_first and train_take must be ≥ 0")
         FusionShape(config.variant)  # refuses an unknown variant before anything is loaded
         if config.variant == "code2vec" and not config.freeze_encoder and config.search_weight == 0:
             raise ValueError("variant=code2vec reads no token states: train it with freeze_encoder=true "
@@ -280,10 +289,15 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
     valid_set = NamingExamples.load(ensure_pack(corpus, naming_pack, "valid", spec, tokenizer_file))
     context_vocab = train_contexts = valid_contexts = None
     if FusionShape(config.variant).uses_contexts:
-        context_vocab = ensure_vocab(naming_pack, corpus, config.context_tokens, config.context_paths)
+        context_vocab = (ContextVocab.load(model_dir / VOCAB_FILE) if (model_dir / VOCAB_FILE).is_file()
+                         else ensure_vocab(naming_pack, corpus, config.context_tokens, config.context_paths))
         train_contexts, valid_contexts = (
             ensure_context_pack(naming_pack, split, _masked_sources(corpus, split), context_vocab, len(examples))
             for split, examples in (("train", train_set), ("valid", valid_set)))
+    if config.train_first or config.train_take:
+        chosen = _train_subset(len(train_set), config)
+        train_set = train_set.take(chosen)
+        train_contexts = train_contexts.take(chosen) if train_contexts is not None else None
     search_train = search_valid = None
     if config.search_weight > 0 or (config.select_on == "f1+mrr" and config.valid_groups > 0):
         packs = ensure_packs(corpus, search_pack, PackSpec(tokenizer_sha256(tokenizer_file)), tokenizer_file,
@@ -456,6 +470,16 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
 def _masked_sources(corpus: Path, split: str) -> Callable[[], Iterator[str]]:
     """The split's masked sources in the naming pack's order (read only if a context pack is missing)."""
     return lambda: (record["masked_code"] for record in naming_records(corpus, split))
+
+
+def _train_subset(count: int, config: NamingTrainConfig) -> np.ndarray:
+    """The train positions ``train_first``/``train_take`` name (see the config), refused when empty."""
+    take = config.train_take or count - config.train_first
+    chosen = seeded_choice(count, take, config.seed, first=config.train_first)
+    if len(chosen) == 0:
+        raise ValueError(f"train_first={config.train_first} train_take={config.train_take}: no function of "
+                         f"the {count} in the train split")
+    return chosen
 
 
 def _fusion(config: NamingTrainConfig, model_dir: Path, hidden: int, vocab: ContextVocab | None) -> FusedMemory:

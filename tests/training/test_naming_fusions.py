@@ -204,11 +204,44 @@ def test_a_fusion_continues_a_decoder_and_resumes(corpus: Path, tiny_model: Path
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
+def test_a_run_continues_a_fusion_head_on_the_functions_it_never_saw(corpus: Path, tiny_model: Path,
+                                                                      tmp_path: Path) -> None:
+    """``init`` + ``train_first``: the continuation starts as the earlier head (same first
+    validation as its best), reads the earlier head's context vocabulary (none is counted
+    anew) and trains on the seeded positions after ``train_first`` only."""
+    first = _config(tiny_model, variant="attention", freeze_encoder=True, epochs=2, train_take=160)
+    train_naming.train(corpus, tmp_path / "first", first, tmp_path / "naming", tmp_path / "search", progress=False)
+    start = json.loads((tmp_path / "first" / "log.jsonl").read_text().splitlines()[0])
+    assert start["train_examples"] == 160
+    rest = _config(tiny_model, variant="attention", freeze_encoder=True, epochs=1, train_first=160,
+                   init=str(tmp_path / "first" / "best"))
+    train_naming.train(corpus, tmp_path / "rest", rest, tmp_path / "naming2", tmp_path / "search", progress=False)
+    events = [json.loads(line) for line in (tmp_path / "rest" / "log.jsonl").read_text().splitlines()]
+    assert events[0]["train_examples"] == 80 and events[0]["steps_per_epoch"] == 5
+    assert _valid_f1(tmp_path / "rest")[0] == max(_valid_f1(tmp_path / "first"))
+    assert not (tmp_path / "naming2" / VOCAB_FILE).exists()
+    vocab = ContextVocab.load(tmp_path / "first" / "best" / VOCAB_FILE)
+    pack = ContextPack.load(context_pack_path(tmp_path / "naming2", "train"), vocab, 240)
+    seen = train_naming._train_subset(240, first)
+    chosen = train_naming._train_subset(240, rest)
+    assert len(chosen) == 80 and not set(seen.tolist()) & set(chosen.tolist())
+    part = pack.take(chosen[::-1])
+    ids, mask = part.batch([0, 79])
+    whole_ids, whole_mask = pack.batch([int(chosen[-1]), int(chosen[0])])
+    width = min(ids.shape[1], whole_ids.shape[1])
+    assert np.array_equal(ids[:, :width], whole_ids[:, :width]) and np.array_equal(mask.sum(1), whole_mask.sum(1))
+    assert part.meta["examples"] == 80 and part.meta["contexts"] == int(pack.counts()[chosen].sum())
+    with pytest.raises(ValueError, match="no function"):
+        train_naming._train_subset(240, _config(tiny_model, train_first=240))
+
+
 def test_bad_fusion_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="variant must be one of"):
         NamingTrainConfig.from_overrides(["variant=sum"])
     with pytest.raises(ValueError, match="freeze_encoder=true"):
         NamingTrainConfig.from_overrides(["variant=code2vec", "search_weight=0"])
+    with pytest.raises(ValueError, match="train_first and train_take"):
+        NamingTrainConfig.from_overrides(["train_first=-1"])
 
 
 def test_the_gpu_job_packs_carried_sources_as_the_corpus_route_does(corpus: Path, tiny_model: Path,
