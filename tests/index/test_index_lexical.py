@@ -360,3 +360,80 @@ def test_match_counts_are_remembered_until_the_lexicon_changes(tmp_path, monkeyp
     assert {r.name for r in index.search("requests get", k=5)} == {"fetch", "get_url"}
     index.close()
 
+
+
+class QueryGate:
+    """A FakeEmbedder whose *query* encodings first wait for the search's lexical half to
+    start (proving the two run side by side), then run ``during`` (once), or fail."""
+
+    def __init__(self, query: str, fail: bool = False) -> None:
+        import threading
+
+        from tests.helpers.index import FakeEmbedder
+
+        self.inner = FakeEmbedder()
+        self.query = query
+        self.fail = fail
+        self.lexical_started = threading.Event()
+        self.overlapped = False
+        self.during: list = []  # type: ignore[type-arg]
+
+    dim = 32
+    model_id = "fake"
+
+    def embed(self, texts, batch_size: int = 32):  # type: ignore[no-untyped-def]
+        if list(texts) == [self.query]:
+            self.overlapped = self.lexical_started.wait(timeout=10)
+            while self.during:
+                self.during.pop()()
+            if self.fail:
+                raise RuntimeError("the embedder failed")
+        return self.inner.embed(texts, batch_size)
+
+
+def test_a_search_encodes_its_query_beside_its_lexical_half(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Without a vector, the lexical half runs on another thread while the query is
+    encoded; the results are those of encoding first; an index changed meanwhile gets its
+    lexical half recomputed; an embedding failure is the error raised."""
+    import threading
+
+    from pathfusion.server.index import EmbedderSearchModel, WorkspaceIndex
+
+    monkeypatch.setenv("PATHFUSION_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "ws"
+    folder.mkdir()
+    (folder / "a.py").write_text("def fetch(url):\n    return urllib.request.urlopen(url)\n\n\n"
+                                 "def total(values):\n    return sum(values)\n")
+    query = "open a url with urllib"
+    gate = QueryGate(query)
+    index = WorkspaceIndex.open(folder, EmbedderSearchModel(gate))
+    index.sync()
+    lexical = index.ranker._lexical
+    threads: list[str] = []
+
+    def started(q: str):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        gate.lexical_started.set()
+        return lexical(q)
+
+    monkeypatch.setattr(index.ranker, "_lexical", started)
+    results, vector = index.search_encoded(query, k=2)
+    assert gate.overlapped and threads[0].startswith("pathfusion-lexical")
+    assert vector is not None and [r.label for r in results] == [r.label for r in index.search(query, 2, vector)]
+    assert [r.score for r in results] == [r.score for r in index.search(query, 2, vector)]
+    assert results[0].name == "fetch"
+
+    # the index changes while the query is encoded: the ranking reads the new functions
+    gate.lexical_started.clear()
+    threads.clear()
+    (folder / "b.py").write_text("def grab(address):\n    return urllib.request.urlopen(address, timeout=1)\n")
+    gate.during.append(lambda: index.update_files([folder / "b.py"]))
+    names = [r.name for r in index.search(query, k=3)]
+    assert "grab" in names and len(threads) == 2  # the second lexical half on the searching thread
+
+    gate.fail = True
+    gate.lexical_started.clear()
+    with pytest.raises(RuntimeError, match="the embedder failed"):
+        index.search(query, k=2)
+    assert gate.lexical_started.is_set()
+    index.close()
