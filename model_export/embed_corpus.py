@@ -91,8 +91,10 @@ def save_npy(path: Path, array: np.ndarray) -> None:
     write_atomic(path, buffer.getvalue(), mode=0o644)
 
 
-def select(records: Sequence[dict[str, Any]], split: str, task: str, size: int) -> list[dict[str, Any]]:
-    """The fixed sample of ``split``'s ``records`` for ``task`` (see the module docstring)."""
+def select(records: Sequence[dict[str, Any]], split: str, task: str, size: int,
+           anonymised: Sequence[str] = ("test",)) -> list[dict[str, Any]]:
+    """The fixed sample of ``split``'s ``records`` for ``task`` (see the module docstring);
+    search rows of the ``anonymised`` splits carry their anonymised code too."""
     flag = "naming" if task == "naming" else "search"
     rows = [r for r in records if r.get(flag)]
     if task == "search" and split == "test":
@@ -109,7 +111,7 @@ def select(records: Sequence[dict[str, Any]], split: str, task: str, size: int) 
         else:
             item["code"] = r["code_without_docstring"]
             item["query"] = r["docstring_summary"]
-            if split == "test":
+            if split in anonymised:
                 anonymous = anonymise(r["code_without_docstring"])
                 item["anon"] = anonymous
                 item["anon_contexts"] = contexts_of_text(anonymous)
@@ -126,26 +128,27 @@ def read_selection(path: Path) -> list[dict[str, Any]]:
     return list(read_jsonl_gz(path))
 
 
-def fields_of(split: str, task: str) -> tuple[str, ...]:
-    extra = ("anon",) if (split, task) == ("test", "search") else ()
+def fields_of(split: str, task: str, anonymised: Sequence[str] = ("test",)) -> tuple[str, ...]:
+    extra = ("anon",) if task == "search" and split in anonymised else ()
     return FIELDS[task] + extra
 
 
-def plan(sizes: dict[tuple[str, str], int], lengths: dict[tuple[str, str], int]) -> list[Unit]:
+def plan(sizes: dict[tuple[str, str], int], lengths: dict[tuple[str, str], int],
+         anonymised: Sequence[str] = ("test",)) -> list[Unit]:
     """Every unit in priority order: test and valid first (needed by any evaluation), then
     the train chunks interleaved across tasks so that both grow together."""
     units: list[Unit] = []
     for split in ("test", "valid"):
         for task in ("naming", "search"):
             n = lengths[(split, task)]
-            for field in fields_of(split, task):
+            for field in fields_of(split, task, anonymised):
                 units += [Unit(split, task, field, i) for i in range((n + CHUNK - 1) // CHUNK)]
     train = {task: lengths[("train", task)] for task in ("naming", "search")}
     most = max((n + CHUNK - 1) // CHUNK for n in train.values())
     for i in range(most):
         for task in ("naming", "search"):
             if i * CHUNK < train[task]:
-                units += [Unit("train", task, field, i) for field in fields_of("train", task)]
+                units += [Unit("train", task, field, i) for field in fields_of("train", task, anonymised)]
     return units
 
 
@@ -216,17 +219,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--train-size", type=int, default=None, help="functions per train task")
     parser.add_argument("--only", choices=("select", "code2vec", "embed"), default=None)
+    parser.add_argument("--tasks", default="naming,search",
+                        help="which selections to embed (default: %(default)s; another task's size becomes 0)")
+    parser.add_argument("--anonymised", default="test",
+                        help="splits whose search rows are also embedded anonymised (default: %(default)s)")
     args = parser.parse_args(argv)
     sizes = dict(DEFAULT_SIZES)
     if args.train_size is not None:
         sizes[("train", "naming")] = sizes[("train", "search")] = args.train_size
+    tasks = {t for t in args.tasks.split(",") if t}
+    if not tasks <= {"naming", "search"}:
+        parser.error(f"--tasks: naming and/or search, not {args.tasks!r}")
+    sizes = {(split, task): (size if task in tasks else 0) for (split, task), size in sizes.items()}
+    args.anonymised = tuple(s for s in args.anonymised.split(",") if s)
     args.out.mkdir(parents=True, exist_ok=True)
     lengths: dict[tuple[str, str], int] = {}
     for split in ("test", "valid", "train"):
         missing = [t for t in ("naming", "search") if not selection_path(args.out, split, t).exists()]
         records = list(_records(args.corpus, split)) if missing else []
         for task in missing:
-            rows = select(records, split, task, sizes[(split, task)])
+            rows = select(records, split, task, sizes[(split, task)], args.anonymised)
             write_selection(selection_path(args.out, split, task), rows)
             print(f"selected {len(rows)} {split} {task} rows", flush=True)
         del records
@@ -238,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code2vec_vectors(args.out, args.models)
     if args.only == "code2vec":
         return 0
-    units = [u for u in plan(sizes, lengths) if not u.path(args.out).exists()]
+    units = [u for u in plan(sizes, lengths, args.anonymised) if not u.path(args.out).exists()]
     print(f"{len(units)} chunks to embed", flush=True)
     shares = [units[w::args.workers] for w in range(args.workers)]
     with ProcessPoolExecutor(args.workers) as pool:

@@ -208,6 +208,16 @@ def test_plan_puts_evaluation_first_and_interleaves_train_tasks() -> None:
     train = [(u.task, u.field, u.chunk) for u in units[first_train:]]
     assert train[:3] == [("naming", "code", 0), ("search", "code", 0), ("search", "query", 0)]
     assert train[3:] == [("naming", "code", 1), ("naming", "code", 2)]
+    everywhere = plan({}, lengths, anonymised=("train", "valid", "test"))
+    assert {u.field for u in everywhere if (u.split, u.task) == ("train", "search")} == {"code", "query", "anon"}
+    assert {u.field for u in everywhere if u.task == "naming"} == {"code"}
+
+
+def test_search_rows_of_the_anonymised_splits_carry_their_anonymised_code() -> None:
+    records = _records(40)
+    assert "anon" not in select(records, "train", "search", 10)[0]
+    rows = select(records, "train", "search", 10, anonymised=("train",))
+    assert all(r["anon"] == anonymise(r["code"]) and r["anon"] != r["code"] for r in rows)
 
 
 def test_load_field_stops_at_the_first_missing_chunk(tmp_path: Path) -> None:
