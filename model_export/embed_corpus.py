@@ -119,6 +119,20 @@ def select(records: Sequence[dict[str, Any]], split: str, task: str, size: int,
     return out
 
 
+def heldout_rows(projects: Path, size: int) -> list[dict[str, Any]]:
+    """The docstring/code pairs of ``projects`` as ``pathfusion eval search --projects`` takes
+    them (shuffled with the protocol's seed, whole groups of 1,000, at most ``size``), with
+    their anonymised code: a held-out split for the cache."""
+    from .evaluate import iter_project_pairs
+
+    pairs = iter_project_pairs(projects)
+    order = list(range(len(pairs)))
+    random.Random(SEARCH_SEED).shuffle(order)
+    chosen = [pairs[i] for i in order][: (min(size, len(order)) // GROUP) * GROUP]
+    return [{"id": f"heldout{i}", "project": projects.name, "name": p.name, "qualname": p.qualname,
+             "code": p.code, "query": p.query, "anon": anonymise(p.code)} for i, p in enumerate(chosen)]
+
+
 def write_selection(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
     write_atomic(path, gzip.compress(data, 6))
@@ -135,12 +149,12 @@ def fields_of(split: str, task: str, anonymised: Sequence[str] = ("test",)) -> t
 
 def plan(sizes: dict[tuple[str, str], int], lengths: dict[tuple[str, str], int],
          anonymised: Sequence[str] = ("test",)) -> list[Unit]:
-    """Every unit in priority order: test and valid first (needed by any evaluation), then
+    """Every unit in priority order: held-out (if selected), test and valid first (needed by any evaluation), then
     the train chunks interleaved across tasks so that both grow together."""
     units: list[Unit] = []
-    for split in ("test", "valid"):
+    for split in ("heldout", "test", "valid"):
         for task in ("naming", "search"):
-            n = lengths[(split, task)]
+            n = lengths.get((split, task), 0)
             for field in fields_of(split, task, anonymised):
                 units += [Unit(split, task, field, i) for i in range((n + CHUNK - 1) // CHUNK)]
     train = {task: lengths[("train", task)] for task in ("naming", "search")}
@@ -223,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="which selections to embed (default: %(default)s; another task's size becomes 0)")
     parser.add_argument("--anonymised", default="test",
                         help="splits whose search rows are also embedded anonymised (default: %(default)s)")
+    parser.add_argument("--heldout", type=Path, default=None,
+                        help="also embed the search pairs of these projects (e.g. data/heldout/stdlib) as the "
+                             "split 'heldout', in `pathfusion eval search --projects` order, anonymised too")
     args = parser.parse_args(argv)
     sizes = dict(DEFAULT_SIZES)
     if args.train_size is not None:
@@ -244,6 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         del records
         for task in ("naming", "search"):
             lengths[(split, task)] = len(read_selection(selection_path(args.out, split, task)))
+    if args.heldout is not None:
+        path = selection_path(args.out, "heldout", "search")
+        if not path.exists():
+            write_selection(path, heldout_rows(args.heldout, sizes[("test", "search")]))
+        lengths[("heldout", "search")] = len(read_selection(path))
+        print(f"{lengths[('heldout', 'search')]} held-out search rows ({args.heldout})", flush=True)
+        args.anonymised = (*args.anonymised, "heldout")
     if args.only == "select":
         return 0
     if args.only in (None, "code2vec"):

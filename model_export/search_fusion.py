@@ -30,7 +30,8 @@ Queries stay the encoder's query vectors, so an index keeps one query side.
 Training: in-batch softmax (paper eq. 2, scale 20) on the train pairs, a share of them with
 the anonymised code (identifiers carry nothing there: the contexts' structure must);
 validation MRR (plain + anonymised, groups of 1,000) picks each variant's epoch; the test
-pairs are scored once at the end.  Output: ``data/runs/search-fusion/<variant>/`` (``model.pt``,
+pairs — and the held-out projects' (``embed_corpus --heldout``), when cached — are scored
+once at the end.  Output: ``data/runs/search-fusion/<variant>/`` (``model.pt``,
 ``config.json``, ``log.jsonl``) and ``data/results/search-fusion.json``.
 """
 
@@ -297,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     overrides = dict(item.split("=", 1) for item in args.set)
     vocab = ContextVocab.load(args.vocab)
-    splits = {split: load_split(args.cache, split, vocab) for split in ("train", "valid", "test")}
+    names = ["train", "valid", "test"] + (["heldout"] if selection_path(args.cache, "heldout", "search").is_file() else [])
+    splits = {split: load_split(args.cache, split, vocab) for split in names}
     if args.train_pairs:
         keep = np.arange(min(args.train_pairs, len(splits["train"])))
         train = splits["train"]
@@ -306,16 +308,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print({split: len(data) for split, data in splits.items()}, flush=True)
     result: dict[str, Any] = {"command": "python -m pathfusion.model_export.search_fusion " + " ".join(sys.argv[1:]),
                               "pairs": {split: len(data) for split, data in splits.items()},
-                              "zero-shot": {"valid": scores(None, splits["valid"]), "test": scores(None, splits["test"])},
+                              "zero-shot": {split: scores(None, splits[split]) for split in names if split != "train"},
                               "variants": {}}
     for variant in (v for v in args.variants.split(",") if v):
         fields = {f.name: f.type for f in dataclasses.fields(SearchFusionConfig)}
         config = SearchFusionConfig(variant=variant, **{k: type(getattr(SearchFusionConfig(), k))(v)
                                                         for k, v in overrides.items() if k in fields})
         model, trained = train_variant(config, splits["train"], splits["valid"], args.runs / variant)
-        trained["test"] = scores(model, splits["test"])  # once, after the choice on validation
+        for split in names[2:]:  # once, after the choice on validation
+            trained[split] = scores(model, splits[split])
         result["variants"][variant] = trained
-        print(json.dumps({"variant": variant, "valid": trained["best"], "test": trained["test"]}), flush=True)
+        print(json.dumps({"variant": variant, "valid": trained["best"], **{s: trained[s] for s in names[2:]}}),
+              flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(args.json, (json.dumps(result, indent=1) + "\n").encode("utf-8"))
     return 0

@@ -234,3 +234,27 @@ def test_random_module_is_not_touched_by_selection() -> None:
     state = random.getstate()
     select(_records(20), "train", "search", 5)
     assert random.getstate() == state
+
+
+def test_heldout_rows_are_the_pairs_eval_search_takes_from_projects(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import random as _random
+
+    from pathfusion.model_export import embed_corpus
+    from pathfusion.model_export.evaluate import iter_project_pairs
+    from pathfusion.model_export.metrics import SEARCH_SEED
+
+    project = tmp_path / "projects"
+    (project / "one").mkdir(parents=True)
+    (project / "one" / "mod.py").write_text("".join(
+        f'def task_{i}(value):\n    """Compute the value number {i} of the series."""\n    return value + {i}\n\n\n'
+        for i in range(7)))
+    monkeypatch.setattr(embed_corpus, "GROUP", 3)
+    rows = embed_corpus.heldout_rows(project, 100)
+    pairs = iter_project_pairs(project)
+    order = list(range(len(pairs)))
+    _random.Random(SEARCH_SEED).shuffle(order)
+    assert len(pairs) == 7 and len(rows) == 6  # whole groups only
+    assert [r["code"] for r in rows] == [pairs[i].code for i in order[:6]]
+    assert [r["anon"] for r in rows] == [p.code for p in (iter_project_pairs(project, anonymised=True)[i]
+                                                          for i in order[:6])]
+    assert all('"""' not in r["code"] and r["query"].startswith("Compute the value") for r in rows)

@@ -101,7 +101,7 @@ def test_a_fusion_learns_from_the_contexts_what_the_code_vectors_lack(variant: s
 def test_the_command_reads_the_embedding_cache_and_writes_the_comparison(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
-    for split, n, seed in (("train", 600, 4), ("valid", 1000, 5), ("test", 1000, 6)):
+    for split, n, seed in (("train", 600, 4), ("valid", 1000, 5), ("test", 1000, 6), ("heldout", 1000, 7)):
         rows, queries, noise = _pairs(n, seed)
         write_selection(selection_path(cache, split, "search"), rows)
         for field, array in (("query", queries), ("code", noise), ("anon", noise[::-1].copy())):
@@ -112,7 +112,8 @@ def test_the_command_reads_the_embedding_cache_and_writes_the_comparison(tmp_pat
                                "--vocab", str(tmp_path / VOCAB_FILE), "--variants", "llm,concat", "--train-pairs",
                                "500", "--set", "epochs=1", "tokens=400", "paths=50"]) == 0
     result = json.loads(out.read_text())
-    assert result["pairs"] == {"train": 500, "valid": 1000, "test": 1000}
+    assert result["pairs"] == {"train": 500, "valid": 1000, "test": 1000, "heldout": 1000}
+    assert set(result["variants"]["llm"]["heldout"]) == {"mrr", "mrr_anonymised"}
     assert set(result["variants"]) == {"llm", "concat"}
     assert set(result["variants"]["concat"]["test"]) == {"mrr", "mrr_anonymised"}
     assert result["variants"]["llm"]["history"][0]["mrr"] == result["zero-shot"]["valid"]["mrr"]
