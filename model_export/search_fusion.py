@@ -84,6 +84,9 @@ class SearchFusionConfig:
     patience: int = 3
     scale: float = 20.0
     anonymised_share: float = 0.2
+    project_llm: bool = True
+    """Whether ``A`` is trained (else it stays the identity: the contexts only add to the
+    encoder's vector).  The ``llm`` variant always trains it."""
     seed: int = 7
 
     def __post_init__(self) -> None:
@@ -101,6 +104,7 @@ class SearchFusion(nn.Module):
         self.llm = nn.Linear(hidden, hidden, bias=False)
         with torch.no_grad():
             self.llm.weight.copy_(torch.eye(hidden))
+        self.llm.weight.requires_grad_(config.project_llm or config.variant == "llm")
         variant = config.variant
         self.contexts: ContextEncoder | None = None
         if variant != "llm":
@@ -231,7 +235,7 @@ def train_variant(config: SearchFusionConfig, train: SearchSplit, valid: SearchS
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = SearchFusion(config, train.code.shape[1])
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
     history: list[dict[str, Any]] = []
@@ -281,6 +285,15 @@ def train_variant(config: SearchFusionConfig, train: SearchSplit, valid: SearchS
     return model, {"best": best, "history": history}
 
 
+def _value(default: Any, text: str) -> Any:
+    """``text`` as the type of ``default`` (``true``/``false`` for a bool)."""
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"expected true or false, not {text!r}")
+        return text.lower() in ("true", "1")
+    return type(default)(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pathfusion.model_export.search_fusion",
                                      description=__doc__.splitlines()[0])
@@ -312,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "variants": {}}
     for variant in (v for v in args.variants.split(",") if v):
         fields = {f.name: f.type for f in dataclasses.fields(SearchFusionConfig)}
-        config = SearchFusionConfig(variant=variant, **{k: type(getattr(SearchFusionConfig(), k))(v)
+        config = SearchFusionConfig(variant=variant, **{k: _value(getattr(SearchFusionConfig(), k), v)
                                                         for k, v in overrides.items() if k in fields})
         model, trained = train_variant(config, splits["train"], splits["valid"], args.runs / variant)
         for split in names[2:]:  # once, after the choice on validation

@@ -88,12 +88,13 @@ def test_a_fusion_learns_from_the_contexts_what_the_code_vectors_lack(variant: s
     vocab = _vocab(train_rows)
     train, valid = _split(train_rows, train_q, train_noise, vocab), _split(valid_rows, valid_q, valid_noise, vocab)
     config = SearchFusionConfig(variant=variant, tokens=400, paths=50, epochs=10, batch_size=100, lr=1e-2,
-                                dropout=0.0, patience=10)
+                                dropout=0.0, patience=10, project_llm=variant == "concat")
     model, trained = train_variant(config, train, valid, tmp_path / variant, log=lambda _: None)
     start, best = trained["history"][0], trained["best"]
     assert start["mrr"] < 0.05 and best["mrr"] > 0.3 and best["mrr_anonymised"] > 0.3
     assert scores(model, valid) == {"mrr": best["mrr"], "mrr_anonymised": best["mrr_anonymised"]}  # best kept
     assert (tmp_path / variant / "model.pt").is_file()
+    assert torch.equal(model.llm.weight, torch.eye(DIM)) != config.project_llm  # A trains only when asked
     logged = [json.loads(line) for line in (tmp_path / variant / "log.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in logged] == list(range(len(logged)))
 
@@ -110,7 +111,7 @@ def test_the_command_reads_the_embedding_cache_and_writes_the_comparison(tmp_pat
     out = tmp_path / "result.json"
     assert search_fusion.main(["--cache", str(cache), "--runs", str(tmp_path / "runs"), "--json", str(out),
                                "--vocab", str(tmp_path / VOCAB_FILE), "--variants", "llm,concat", "--train-pairs",
-                               "500", "--set", "epochs=1", "tokens=400", "paths=50"]) == 0
+                               "500", "--set", "epochs=1", "tokens=400", "paths=50", "project_llm=false"]) == 0
     result = json.loads(out.read_text())
     assert result["pairs"] == {"train": 500, "valid": 1000, "test": 1000, "heldout": 1000}
     assert set(result["variants"]["llm"]["heldout"]) == {"mrr", "mrr_anonymised"}
@@ -118,6 +119,9 @@ def test_the_command_reads_the_embedding_cache_and_writes_the_comparison(tmp_pat
     assert set(result["variants"]["concat"]["test"]) == {"mrr", "mrr_anonymised"}
     assert result["variants"]["llm"]["history"][0]["mrr"] == result["zero-shot"]["valid"]["mrr"]
     assert (cache / "train-search-code-contexts.npz").is_file()  # extracted once, reused next time
+    assert json.loads((tmp_path / "runs" / "concat" / "config.json").read_text())["project_llm"] is False
+    with pytest.raises(ValueError, match="true or false"):
+        search_fusion.main(["--cache", str(cache), "--vocab", str(tmp_path / VOCAB_FILE), "--set", "project_llm=maybe"])
     missing = tmp_path / "empty"
     missing.mkdir()
     with pytest.raises(FileNotFoundError, match="embed_corpus"):
