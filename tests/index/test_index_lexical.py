@@ -10,10 +10,8 @@ from hypothesis import strategies as st
 from pathfusion.server.lexical import (
     BM25_WEIGHT,
     STOP_WORDS,
-    _bounded_expression,
     bm25_bonuses,
     lexical_bonus,
-    match_expression,
     query_features,
 )
 from pathfusion.server.name_lookup import _NameLookup
@@ -329,7 +327,7 @@ def test_match_counts_are_remembered_until_the_lexicon_changes(tmp_path, monkeyp
     db.set_trace_callback(statements.append)
     plain = bm25_bonuses(db, tokens)
     first = bm25_bonuses(db, tokens, counts=counts)
-    assert counts == {'"common"': 16, '"rare"': 10}  # counted up to the bound + 1; "common" alone passes it
+    assert counts == {'"common"': 100, '"rare"': 10}  # "common" alone passes the bound: no union counted
     statements.clear()
     again = bm25_bonuses(db, tokens, counts=counts)
     assert not [sql for sql in statements if "count(*)" in sql]  # nothing counted twice
@@ -346,11 +344,6 @@ def test_match_counts_are_remembered_until_the_lexicon_changes(tmp_path, monkeyp
             want = bm25_bonuses(db, words)
             got = bm25_bonuses(db, words, counts=remembered)
             assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist(), (bound, words)
-            expression = match_expression(words)
-            assert expression is not None
-            uncapped = _uncapped_choice(db, words, bound)
-            assert _bounded_expression(db, words, expression, None) == uncapped, (bound, words)
-            assert _bounded_expression(db, words, expression, {}) == uncapped, (bound, words)
 
     monkeypatch.setenv("PATHFUSION_CACHE_DIR", str(tmp_path / "cache"))
     folder = tmp_path / "ws"
@@ -367,26 +360,6 @@ def test_match_counts_are_remembered_until_the_lexicon_changes(tmp_path, monkeyp
     assert {r.name for r in index.search("requests get", k=5)} == {"fetch", "get_url"}
     index.close()
 
-
-
-def _uncapped_choice(db, words: set[str], bound: int) -> str | None:  # type: ignore[no-untyped-def]
-    """The bound's rule over exact (uncapped) counts: the union if within the bound, else
-    the rarest words whose counts add up to at most it."""
-    def count(expression: str) -> int:
-        return int(db.execute("SELECT count(*) FROM lexicon WHERE lexicon MATCH ?", (expression,)).fetchone()[0])
-
-    expression = match_expression(words)
-    if expression is None or count(expression) <= bound:
-        return expression
-    kept, total = [], 0
-    for found, word in sorted((count(f'"{w}"'), w) for w in words):
-        if found == 0:
-            continue
-        if total + found > bound:
-            break
-        kept.append(word)
-        total += found
-    return match_expression(set(kept)) if kept else None
 
 
 class QueryGate:
