@@ -85,22 +85,21 @@ async def search(ls: PathfusionServer, query: str, k: int) -> list[SearchResult]
             continue
         model = id(index.model)
         try:
-            results, vector = await loop.run_in_executor(
+            results, vectors[model] = await loop.run_in_executor(
                 ls.executor, _search_folder, index, query, k, vectors.get(model))
             per_folder.append(results)
-            if vector is not None:
-                vectors[model] = vector
         except Exception as exc:  # a closed index, an embedder failure
             log.warning("search in %s failed: %s", folder.root, exc)
     return merge_results(per_folder, k)
 
 
 def _search_folder(index: WorkspaceIndex, query: str, k: int,
-                   vector: np.ndarray | None) -> tuple[list[SearchResult], np.ndarray | None]:
+                   vector: np.ndarray | None) -> tuple[list[SearchResult], np.ndarray]:
     """On a worker: ``index``'s best ``k`` for ``query`` and the query's vector, encoded
-    here (beside the lexical half of the ranking) unless a folder with the same search
-    model already did (``vector``)."""
-    return index.search_encoded(query, k, vector)
+    here unless a folder with the same search model already did (``vector``)."""
+    if vector is None:
+        vector = index.embed_query(query)
+    return index.search(query, k, vector), vector
 
 
 async def search_command(ls: PathfusionServer, args: Sequence[Any]) -> list[dict[str, Any]]:

@@ -207,13 +207,6 @@ class WorkspaceIndex:
         query and encodes it once (:func:`pathfusion.server.feature_search.search`)."""
         return self.ranker.search(query, k, vector)
 
-    def search_encoded(self, query: str, k: int = 10, vector: np.ndarray | None = None
-                       ) -> tuple[list[SearchResult], np.ndarray | None]:
-        """:meth:`search` and the query's vector; without ``vector`` the query is encoded
-        while the lexical half of the ranking runs beside it
-        (:meth:`~pathfusion.server.ranking.Ranker.search_encoded`)."""
-        return self.ranker.search_encoded(query, k, vector)
-
     def similar(self, target: np.ndarray | str | tuple[Path | str, str] | SearchResult,
                 k: int = 10) -> list[SearchResult]:
         """The ``k`` functions most similar to ``target``: a vector, a query text (encoded as

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,21 +49,6 @@ match).  Raw index searches (:meth:`Ranker.search`, evaluation) are not cut."""
 def relevant(results: Sequence[SearchResult]) -> list[SearchResult]:
     """The results worth showing: those at or above :data:`RELEVANCE_FLOOR`."""
     return [result for result in results if result.score >= RELEVANCE_FLOOR]
-
-
-@dataclass(frozen=True)
-class _Lexical:
-    """The lexical half of one query's scores: ``bonus`` of ``labels`` (name and BM25), the
-    same spread over all labels in ``dense``; ``state`` says which index it describes."""
-
-    state: tuple[int, int, int]
-    labels: np.ndarray
-    bonus: np.ndarray
-    dense: np.ndarray
-
-
-_LEXICAL_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pathfusion-lexical")
-"""Where a search's lexical half runs while its query is encoded (:meth:`Ranker.search_encoded`)."""
 
 
 class _StaleView(Exception):
@@ -131,70 +115,35 @@ class Ranker:
         """The ``k`` best functions for ``query`` (hybrid ranking, see the module docstring).
         ``vector``: the query already encoded by the same search model (``embed_query`` of
         the stripped query) — the server encodes a query once for all workspace folders."""
-        return self.search_encoded(query, k, vector)[0]
-
-    def search_encoded(self, query: str, k: int = 10, vector: np.ndarray | None = None
-                       ) -> tuple[list[SearchResult], np.ndarray | None]:
-        """:meth:`search`, and the query's vector (None for an empty query).  Without
-        ``vector`` the query is encoded on this thread while the lexical half of the score
-        is computed on another: onnxruntime and SQLite both release the GIL, so the two
-        largest costs of a search at 100k functions (≈ 3–8 ms of embedding, up to ≈ 12 ms
-        of BM25) overlap instead of adding up (docs/performance.md)."""
         query = query.strip()
         if not query or k <= 0:
-            return [], vector
-        lexical: _Lexical | None = None
-        self.store.fresh()
+            return []
         if vector is None:
-            pending = _LEXICAL_THREADS.submit(self._lexical_part, query)
-            try:
-                vector = self.embed_query(query)
-            except BaseException:
-                wait([pending])  # the embedding's error is the one raised; the store is left alone after it
-                raise
-            lexical = pending.result()
-        for attempt in range(3):
-            if attempt:
-                self.store.fresh()
+            vector = self.embed_query(query)
+        for _ in range(3):
+            self.store.fresh()
             with contextlib.suppress(_StaleView):
-                return self._search(query, vector, k, lexical), vector
-        return [], vector
+                return self._search(query, vector, k)
+        return []
 
-    def _lexical_part(self, query: str) -> _Lexical:
-        with self.store.lock:
-            return self._lexical(query)
-
-    def _lexical(self, query: str) -> _Lexical:
-        """The lexical bonuses of ``query`` over the live functions (lock held)."""
+    def _search(self, query: str, vector: np.ndarray, k: int) -> list[SearchResult]:
         store, space = self.store, self.store.space
         exact_form, query_tokens = query_features(query)
-        lookup = store.name_lookup()
-        labels, bonus = lookup.bonuses(query, exact_form, query_tokens)
-        dense = np.zeros(max(len(lookup.n_tokens), space.next_label), dtype=np.float64)
-        dense[labels] = bonus
-        bm25_labels, bm25 = bm25_bonuses(store.db, query_tokens, counts=store.match_counts)
-        if bm25_labels.size:
-            known = bm25_labels < min(len(dense), len(space.live))
-            bm25_labels, bm25 = bm25_labels[known], bm25[known]
-            alive = space.live[bm25_labels]  # SQLite is the truth; the matrix follows it
-            bm25_labels, bm25 = bm25_labels[alive], bm25[alive]
-            dense[bm25_labels] += bm25
-            labels = np.union1d(labels, bm25_labels)
-            bonus = dense[labels]
-        return _Lexical(self._state(), labels, bonus, dense)
-
-    def _state(self) -> tuple[int, int, int]:
-        """What a lexical part was computed against: the connection, generation and layout."""
-        return id(self.store.connection), self.store.generation, self.store.layout
-
-    def _search(self, query: str, vector: np.ndarray, k: int, lexical: _Lexical | None = None) -> list[SearchResult]:
-        store, space = self.store, self.store.space
         with store.lock:
-            if lexical is None or lexical.state != self._state():  # the index changed meanwhile
-                lexical = self._lexical(query)
             live = space.live_count
             lookup = store.name_lookup()
-            labels, bonus, dense = lexical.labels, lexical.bonus, lexical.dense
+            labels, bonus = lookup.bonuses(query, exact_form, query_tokens)
+            dense = np.zeros(max(len(lookup.n_tokens), space.next_label), dtype=np.float64)
+            dense[labels] = bonus
+            bm25_labels, bm25 = bm25_bonuses(store.db, query_tokens, counts=store.match_counts)
+            if bm25_labels.size:
+                known = bm25_labels < min(len(dense), len(space.live))
+                bm25_labels, bm25 = bm25_labels[known], bm25[known]
+                alive = space.live[bm25_labels]  # SQLite is the truth; the matrix follows it
+                bm25_labels, bm25 = bm25_labels[alive], bm25[alive]
+                dense[bm25_labels] += bm25
+                labels = np.union1d(labels, bm25_labels)
+                bonus = dense[labels]
             # A function outside the k-NN set scores at most the lowest k-NN score plus its
             # bonus, so it can reach the top k only with a bonus of at least ``need`` (the
             # k-th k-NN score minus the lowest: bonuses only raise the k-th total).  This
