@@ -57,7 +57,7 @@ def run_bound(db: sqlite3.Connection, bound: int, queries: list[tuple[int, str]]
     for target, query in queries:
         tokens = lexical.query_features(query.strip())[1]
         started = time.perf_counter()
-        labels, bonus = lexical.bm25_bonuses(db, tokens, counts=counts)
+        labels, bonus = lexical.bm25_bonuses(db, tokens, None, counts=counts)
         seconds.append(time.perf_counter() - started)
         scored.append(len(labels))
         where = np.nonzero(labels == target)[0]

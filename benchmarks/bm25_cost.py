@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             unbounded = median_ms(lambda e=expression, db=db: db.execute(
                 "SELECT rowid, -bm25(lexicon, ?, 1.0) FROM lexicon WHERE lexicon MATCH ?",
                 (NAME_TERMS_WEIGHT, e)).fetchall())
-            bounded = median_ms(lambda t=tokens, db=db: bm25_bonuses(db, t))
-            scored = len(bm25_bonuses(db, tokens)[0])
+            bounded = median_ms(lambda t=tokens, db=db: bm25_bonuses(db, t, None))
+            scored = len(bm25_bonuses(db, tokens, None)[0])
             per_query[query] = {"matches": matches, "unbounded_ms": unbounded, "bounded_ms": bounded,
                                 "scored": scored}
             rows.append((f"{size}: {query[:32]}", f"{matches} matches; unbounded {unbounded} ms, "

@@ -294,7 +294,7 @@ def evaluate_search(pairs: Sequence[SearchExample], space: SearchSpace, limit: i
             pairs = chosen[block]
             priors = np.asarray([name_prior(p.name) for p in pairs], dtype=np.float64)
             queries_text = [p.query for p in pairs]
-            bm25 = bm25_matrix(queries_text, [p.name for p in pairs], [p.code for p in pairs])
+            bm25 = bm25_matrix(queries_text, [p.name for p in pairs], [p.code for p in pairs], dense)
             return dense + lexical_matrix(queries_text, pairs) + bm25 + priors[None, :]
         return scores
 

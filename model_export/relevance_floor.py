@@ -46,10 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for start in range(0, len(pairs) - SEARCH_GROUP + 1, SEARCH_GROUP):
         group = pairs[start:start + SEARCH_GROUP]
         texts = [p.query for p in group]
-        scores = (queries[start:start + SEARCH_GROUP].astype(np.float64)
-                  @ codes[start:start + SEARCH_GROUP].astype(np.float64).T
+        dense = (queries[start:start + SEARCH_GROUP].astype(np.float64)
+                 @ codes[start:start + SEARCH_GROUP].astype(np.float64).T)
+        scores = (dense
                   + lexical_matrix(texts, group)
-                  + bm25_matrix(texts, [p.name for p in group], [p.code for p in group])
+                  + bm25_matrix(texts, [p.name for p in group], [p.code for p in group], dense)
                   + np.asarray([name_prior(p.name) for p in group])[None, :])
         for i in range(len(group)):
             correct.append(scores[i, i])

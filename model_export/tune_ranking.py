@@ -58,7 +58,7 @@ def grid(pairs: Sequence[SearchExample], codes: np.ndarray, queries: np.ndarray,
         dense = queries[start:start + group].astype(np.float64) @ codes[start:start + group].astype(np.float64).T
         texts = [p.query for p in chosen]
         lexical = lexical_matrix(texts, chosen) / SUBTOKEN_BONUS
-        unit_bm25 = {w: bm25_matrix(texts, [p.name for p in chosen], [p.code for p in chosen], weight=1.0,
+        unit_bm25 = {w: bm25_matrix(texts, [p.name for p in chosen], [p.code for p in chosen], dense, weight=1.0,
                                     name_weight=w) for w in name_weights}
         prior = -np.asarray([is_private(p.name) for p in chosen], dtype=np.float64)
         blocks.append((dense, lexical, unit_bm25, prior))

@@ -17,10 +17,10 @@ the identifier subtokens of the function's text (body, parameters, calls, docstr
 comments as the server indexes them; evaluation strips docstrings).  Scoring is SQLite's
 FTS5 ``bm25()`` — a maintained implementation that updates incrementally inside the index's
 own transactions — over the ``lexicon`` table (:data:`LEXICON_SQL`, kept in step with the
-``functions`` table by triggers, Porter-stemmed so ``copying`` meets ``copy``).  A query's
-BM25 scores are divided by their maximum over the searched collection (so the weight means
-the same in a 100-function workspace and a 100k-function one) and weighted by
-:data:`BM25_WEIGHT`.
+``functions`` table by triggers, Porter-stemmed so ``copying`` meets ``copy``).  BM25 scores
+the query's :data:`BM25_CANDIDATES` nearest functions by cosine only; their scores are
+divided by their maximum (so the weight means the same in a 100-function workspace and a
+100k-function one) and weighted by :data:`BM25_WEIGHT`.
 
 :func:`lexical_bonus` is the definition; :class:`~pathfusion.server.name_lookup._NameLookup` computes
 the same numbers for all names at once, which is what makes search fast at 100k functions.
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -52,6 +53,17 @@ BM25_WEIGHT = 0.1
 """Weight of a function's BM25 score divided by the query's best BM25 score; chosen on
 validation with :data:`SUBTOKEN_BONUS` and :data:`NAME_TERMS_WEIGHT`
 (`python -m pathfusion.model_export.tune_ranking`, docs/results.md)."""
+BM25_CANDIDATES = 200
+"""BM25 scores only the query's this many nearest functions by cosine (normalised over them).
+Why: FTS5 scores a match in ≈ 2 µs, so scoring every match of a sentence query cost 7–14 ms
+at 100k functions, while a function far down the vector ranking is not lifted into the top
+results by a bonus of at most :data:`BM25_WEIGHT` anyway.  On validation
+(``python -m pathfusion.model_export.bm25_candidates``, docs/results.md) hybrid MRR with 20 /
+50 / 100 / 200 / 400 candidates is 0.8624 / 0.8622 / 0.8616 / 0.8616 / 0.8616 (anonymised
+0.6911 / 0.6921 / 0.6920 / 0.6916 / 0.6921) against 0.8616 (0.6918) scoring every function
+of the group: all within two pairs of 2,000.  200 keeps a margin for workspaces a hundred
+times larger than a group of 1,000, where the described function sits further down the
+vector ranking, for ≈ 0.4 ms more than 20."""
 NAME_TERMS_WEIGHT = 1.0
 """FTS5 column weight of the name's subtokens relative to the rest of the function's text."""
 BM25_MAX_MATCHES = 5000
@@ -157,11 +169,13 @@ def match_expression(query_tokens: set[str]) -> str | None:
     return " OR ".join(f'"{token}"' for token in tokens) if tokens else None
 
 
-def bm25_bonuses(db: sqlite3.Connection, query_tokens: set[str], *, weight: float | None = None,
-                 name_weight: float | None = None, counts: dict[str, int] | None = None
+def bm25_bonuses(db: sqlite3.Connection, query_tokens: set[str], candidates: Sequence[int] | np.ndarray | None, *,
+                 weight: float | None = None, name_weight: float | None = None, counts: dict[str, int] | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, bonus) of every function of ``db``'s lexicon that matches the query: its
-    BM25 score over the query's best, × ``weight`` (module docstring).  ``weight`` and
+    """(labels, bonus) of the ``candidates`` (labels: the query's nearest functions,
+    :data:`BM25_CANDIDATES` of them; None: every function, for benchmarks of BM25 alone) that
+    match the query: each one's BM25 score over the best of them, × ``weight`` (module
+    docstring).  IDF and document lengths are the whole lexicon's, as FTS5 computes them.  ``weight`` and
     ``name_weight`` default to :data:`BM25_WEIGHT` and :data:`NAME_TERMS_WEIGHT` (read at
     call time; ``pathfusion.model_export.tune_ranking`` passes its grid's values).
     ``counts`` remembers how many functions each expression matches, for as long as the
@@ -171,13 +185,16 @@ def bm25_bonuses(db: sqlite3.Connection, query_tokens: set[str], *, weight: floa
     weight = BM25_WEIGHT if weight is None else weight
     name_weight = NAME_TERMS_WEIGHT if name_weight is None else name_weight
     expression = match_expression(query_tokens)
-    if expression is None or weight == 0:
+    wanted = None if candidates is None else [int(label) for label in candidates]
+    if expression is None or weight == 0 or wanted == []:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
     expression = _bounded_expression(db, query_tokens, expression, counts)
     if expression is None:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-    rows = db.execute("SELECT rowid, -bm25(lexicon, ?, 1.0) FROM lexicon WHERE lexicon MATCH ?",
-                      (name_weight, expression)).fetchall()
+    sql = "SELECT rowid, -bm25(lexicon, ?, 1.0) FROM lexicon WHERE lexicon MATCH ?"
+    if wanted is not None:  # ``+rowid``: filtered after the match (FTS5 would run it once per label)
+        sql += f" AND +rowid IN ({','.join('?' * len(wanted))})"
+    rows = db.execute(sql, (name_weight, expression, *(wanted or ()))).fetchall()
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
     labels = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
@@ -239,10 +256,21 @@ def _word_counts(db: sqlite3.Connection, query_tokens: set[str], counts: dict[st
                   if (alone := match_expression({token})) is not None)
 
 
-def bm25_matrix(queries: list[str], names: list[str], sources: list[str], *, weight: float | None = None,
-                name_weight: float | None = None) -> np.ndarray:
+def nearest(dense: np.ndarray, count: int = 0) -> np.ndarray:
+    """Per row of ``dense`` (``[queries, functions]`` cosines), the columns of the ``count``
+    (default :data:`BM25_CANDIDATES`) highest, best first, ties by column: the functions
+    BM25 scores for that query, as the server takes them from its k-NN."""
+    count = count or BM25_CANDIDATES  # read at call time (tests lower it)
+    columns = np.arange(dense.shape[1])
+    return np.stack([np.lexsort((columns, -row))[:count] for row in dense]) if len(dense) else \
+        np.zeros((0, min(count, dense.shape[1])), dtype=np.int64)
+
+
+def bm25_matrix(queries: list[str], names: list[str], sources: list[str], dense: np.ndarray, *,
+                weight: float | None = None, name_weight: float | None = None) -> np.ndarray:
     """``[len(queries), len(sources)]`` BM25 bonuses over the collection of these functions
-    alone, computed as the server computes them (for ``pathfusion eval search``)."""
+    alone, computed as the server computes them (for ``pathfusion eval search``): each
+    query's candidates are its :func:`nearest` by ``dense`` (its cosines with the functions)."""
     db = sqlite3.connect(":memory:")
     try:
         db.execute("CREATE TABLE functions (label INTEGER PRIMARY KEY, name_terms TEXT NOT NULL, "
@@ -252,8 +280,9 @@ def bm25_matrix(queries: list[str], names: list[str], sources: list[str], *, wei
                        [(i, name_terms(name), function_terms(source))
                         for i, (name, source) in enumerate(zip(names, sources, strict=True))])
         out = np.zeros((len(queries), len(sources)), dtype=np.float64)
+        candidates = nearest(np.asarray(dense, dtype=np.float64))
         for row, query in enumerate(queries):
-            labels, bonus = bm25_bonuses(db, query_features(query.strip())[1], weight=weight,
+            labels, bonus = bm25_bonuses(db, query_features(query.strip())[1], candidates[row], weight=weight,
                                          name_weight=name_weight)
             out[row, labels] = bonus
         return out

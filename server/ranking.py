@@ -4,7 +4,8 @@ The score is hybrid: the cosine of the query's vector with a function's (the vec
 :class:`~pathfusion.server.vector_space.VectorSpace`) plus the lexical bonus of the function's name
 (:mod:`pathfusion.server.lexical`, computed for every name at once by
 :class:`~pathfusion.server.name_lookup._NameLookup`) plus its BM25 bonus (FTS5 over the function's
-terms, :func:`pathfusion.server.lexical.bm25_bonuses`) plus a prior by the name.  Scoring every function
+terms, :func:`pathfusion.server.lexical.bm25_bonuses`, for the query's
+:data:`~pathfusion.server.lexical.BM25_CANDIDATES` nearest functions) plus a prior by the name.  Scoring every function
 would be exact but slow at 100k functions; :meth:`Ranker.search` scores the k-NN set and
 only those functions outside it whose bonus can still lift them into the top k, which ranks
 the same (given an exact k-NN).
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from . import lexical
 from .index_store import IndexStore
 from .lexical import bm25_bonuses, query_features
 from .search_model import unit_rows
@@ -135,27 +137,24 @@ class Ranker:
             labels, bonus = lookup.bonuses(query, exact_form, query_tokens)
             dense = np.zeros(max(len(lookup.n_tokens), space.next_label), dtype=np.float64)
             dense[labels] = bonus
-            bm25_labels, bm25 = bm25_bonuses(store.db, query_tokens, counts=store.match_counts)
-            if bm25_labels.size:
-                known = bm25_labels < min(len(dense), len(space.live))
-                bm25_labels, bm25 = bm25_labels[known], bm25[known]
-                alive = space.live[bm25_labels]  # SQLite is the truth; the matrix follows it
-                bm25_labels, bm25 = bm25_labels[alive], bm25[alive]
-                dense[bm25_labels] += bm25
-                labels = np.union1d(labels, bm25_labels)
-                bonus = dense[labels]
             # A function outside the k-NN set scores at most the lowest k-NN score plus its
-            # bonus, so it can reach the top k only with a bonus of at least ``need`` (the
-            # k-th k-NN score minus the lowest: bonuses only raise the k-th total).  This
-            # does not change the ranking (given an exact k-NN) and spares the vector
-            # scores of the names whose bonus is too small.  When thousands of names still
-            # qualify (a common subtoken), a k-NN set 8x larger lowers its lowest score, and
-            # so raises ``need``, for far less than scoring them.
-            width = max(4 * k, 50)
+            # name bonus (BM25 scores k-NN members only), so it can reach the top k only with
+            # a bonus of at least ``need`` (the k-th k-NN score minus the lowest: bonuses
+            # only raise the k-th total).  This does not change the ranking (given an exact
+            # k-NN) and spares the vector scores of the names whose bonus is too small.  When
+            # thousands of names still qualify (a common subtoken), a k-NN set 8x larger
+            # lowers its lowest score, and so raises ``need``, for far less than scoring them.
+            width = max(4 * k, 50, lexical.BM25_CANDIDATES)
             knn, knn_scores, keep = self.knn_set(vector, width, live, None, labels, bonus, k)
             if int(keep.sum()) > EXPAND_CANDIDATES and live > width:
                 wide = min(live, EXPAND_FACTOR * width)
                 knn, knn_scores, keep = self.knn_set(vector, wide, live, max(wide, 200), labels, bonus, k)
+            closest = knn[np.lexsort((knn, -knn_scores))[:lexical.BM25_CANDIDATES]]
+            bm25_labels, bm25 = bm25_bonuses(store.db, query_tokens, closest, counts=store.match_counts)
+            known = bm25_labels < min(len(dense), len(space.live))
+            bm25_labels, bm25 = bm25_labels[known], bm25[known]
+            alive = space.live[bm25_labels]  # SQLite is the truth; the matrix follows it
+            dense[bm25_labels[alive]] += bm25[alive]
             outside = labels[keep]
             all_labels = np.concatenate([knn, outside])
             totals = np.concatenate([knn_scores + dense[knn] + lookup.priors(knn),

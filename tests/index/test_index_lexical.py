@@ -104,11 +104,12 @@ def test_dead_entries_are_compacted() -> None:
 @pytest.mark.parametrize("widen", [False, True])
 def test_pruned_search_ranks_like_full_scoring(tmp_path, monkeypatch, widen) -> None:  # type: ignore[no-untyped-def]
     """With 240 functions (k-NN set of 50 < live), pruning must not change the top k;
-    neither must widening the k-NN set (to 100 here) when many candidates qualify."""
+    neither must widening the k-NN set (to 120 here) when many candidates qualify."""
     # Bonuses large enough that names outside the k-NN set compete (the mechanism under
     # test, whatever weights validation picked for the shipped model).
     monkeypatch.setattr("pathfusion.server.lexical.SUBTOKEN_BONUS", 0.5)
     monkeypatch.setattr("pathfusion.server.lexical.BM25_WEIGHT", 0.2)
+    monkeypatch.setattr("pathfusion.server.lexical.BM25_CANDIDATES", 60)  # BM25 for the 60 nearest of 240
     if widen:
         monkeypatch.setattr("pathfusion.server.ranking.EXPAND_CANDIDATES", 0)
         monkeypatch.setattr("pathfusion.server.ranking.EXPAND_FACTOR", 2)
@@ -144,8 +145,10 @@ def test_pruned_search_ranks_like_full_scoring(tmp_path, monkeypatch, widen) -> 
         vector = index.embed_query(query)
         exact_form = re.fullmatch(r"[A-Za-z_][\w.]*", query) is not None
         tokens = {t for w in re.findall(r"[A-Za-z_][\w.]*|\d+", query) for t in split_subtokens(w)} - STOP_WORDS
-        bm25 = dict(zip(*(array.tolist() for array in bm25_bonuses(index.store.db, tokens)), strict=True))
-        assert bm25 and max(bm25.values()) == pytest.approx(0.2)  # the body terms count too
+        cosines = vectors @ vector
+        nearest = [labels[i] for i in np.lexsort((labels, -cosines))[:60]]
+        bm25 = dict(zip(*(array.tolist() for array in bm25_bonuses(index.store.db, tokens, nearest)), strict=True))
+        assert bm25 and max(bm25.values()) == pytest.approx(0.2) and set(bm25) <= set(nearest)
         full = sorted(
             ((float(vectors[i] @ vector) + lexical_bonus(query, exact_form, tokens, *table[label])
               + bm25.get(label, 0.0), label)
@@ -154,7 +157,7 @@ def test_pruned_search_ranks_like_full_scoring(tmp_path, monkeypatch, widen) -> 
         )[:5]
         got = index.search(query, k=5)
         assert [r.label for r in got] == [label for _, label in full], query
-    assert (100 in widths) == widen
+    assert (120 in widths) == widen  # the k-NN set of 60 widened twice
 
 
 class NameBlindEmbedder:
@@ -213,7 +216,7 @@ def test_bm25_follows_the_functions_through_edits_deletes_and_compaction(tmp_pat
     index.sync()
 
     def matched(*words: str) -> set[str]:
-        labels, bonus = bm25_bonuses(index.store.db, set(words))
+        labels, bonus = bm25_bonuses(index.store.db, set(words), None)
         table = index.ranker.name_table()
         assert (bonus > 0).all()
         return {table[int(label)][0] for label in labels}
@@ -254,16 +257,28 @@ def test_eval_scores_bm25_exactly_as_the_server_does(tmp_path, monkeypatch) -> N
     index.sync()
     functions = [f for text in FILES.values() for f in Document(text.lstrip("\n")).functions()]
     queries = ["read the settings file", "fetch a url and write the response", "mean of values", "prime"]
-    want = bm25_matrix(queries, [f.name for f in functions], [f.source for f in functions])
+    names, sources = [f.name for f in functions], [f.source for f in functions]
+    monkeypatch.setattr("pathfusion.server.lexical.BM25_CANDIDATES", len(functions))
+    every = bm25_matrix(queries, names, sources, np.zeros((len(queries), len(functions))))
+    weaker = np.where((every > 0) & (every < every.max(axis=1, keepdims=True)))
+    assert len(weaker[0])  # a query matching two functions, one less than the other
+    dense = 0.05 * np.random.default_rng(0).random((len(queries), len(functions)))
+    dense[weaker] = 1.0  # the weaker match nearest: BM25 scores it alone and normalises over it
+    monkeypatch.setattr("pathfusion.server.lexical.BM25_CANDIDATES", 1)
+    want = bm25_matrix(queries, names, sources, dense)
+    assert ((want > 0).sum(axis=1) <= 1).all()
+    assert (want[weaker] == pytest.approx(BM25_WEIGHT)) and (want[weaker[0]] > 0).sum() == 1
     table = index.ranker.name_table()
     column = {f.qualname: i for i, f in enumerate(functions)}
+    label_of = {column[qualname]: label for label, (_, qualname, _) in table.items()}
     for row, query in enumerate(queries):
         got = np.zeros(len(functions))
-        labels, bonus = bm25_bonuses(index.store.db, query_features(query)[1])
+        nearest = [label_of[int(c)] for c in np.argsort(-dense[row])[:1]]
+        labels, bonus = bm25_bonuses(index.store.db, query_features(query)[1], nearest)
         for label, value in zip(labels.tolist(), bonus.tolist(), strict=True):
             got[column[table[label][1]]] = value
         np.testing.assert_allclose(got, want[row], atol=1e-9)
-        assert want[row].max() == pytest.approx(BM25_WEIGHT)
+        assert want[row].max() in (0.0, pytest.approx(BM25_WEIGHT))
     index.close()
 
 
@@ -293,16 +308,16 @@ def test_bm25_scores_at_most_the_bounded_number_of_matches(monkeypatch, remember
             for i in range(100)]
     db.executemany("INSERT INTO functions (label, name_terms, terms) VALUES (?, ?, ?)", rows)
     tokens = {"common", "rare", "scarce"}
-    everything, _ = bm25_bonuses(db, tokens, counts={} if remembered else None)
+    everything, _ = bm25_bonuses(db, tokens, None, counts={} if remembered else None)
     assert len(everything) == 100  # "common" is in every function
     monkeypatch.setattr("pathfusion.server.lexical.BM25_MAX_MATCHES", 15)
-    bounded, bonus = bm25_bonuses(db, tokens, counts={} if remembered else None)
+    bounded, bonus = bm25_bonuses(db, tokens, None, counts={} if remembered else None)
     assert sorted(bounded.tolist()) == [i for i in range(100) if i % 10 == 0 or i % 25 == 0]  # rare + scarce: 14
     assert bonus.max() == pytest.approx(BM25_WEIGHT)
     monkeypatch.setattr("pathfusion.server.lexical.BM25_MAX_MATCHES", 5)
-    assert sorted(bm25_bonuses(db, tokens | {"absent"}, counts={} if remembered else None)[0].tolist()) == [0, 25, 50, 75]  # the rarest word alone
+    assert sorted(bm25_bonuses(db, tokens | {"absent"}, None, counts={} if remembered else None)[0].tolist()) == [0, 25, 50, 75]  # the rarest word alone
     monkeypatch.setattr("pathfusion.server.lexical.BM25_MAX_MATCHES", 3)
-    assert bm25_bonuses(db, tokens, counts={} if remembered else None)[0].size == 0  # every word too common: no BM25 bonus
+    assert bm25_bonuses(db, tokens, None, counts={} if remembered else None)[0].size == 0  # every word too common: no BM25 bonus
 
 
 def test_match_counts_are_remembered_until_the_lexicon_changes(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -325,11 +340,11 @@ def test_match_counts_are_remembered_until_the_lexicon_changes(tmp_path, monkeyp
     counts: dict[str, int] = {}
     statements: list[str] = []
     db.set_trace_callback(statements.append)
-    plain = bm25_bonuses(db, tokens)
-    first = bm25_bonuses(db, tokens, counts=counts)
+    plain = bm25_bonuses(db, tokens, None)
+    first = bm25_bonuses(db, tokens, None, counts=counts)
     assert counts == {'"common"': 100, '"rare"': 10}  # "common" alone passes the bound: no union counted
     statements.clear()
-    again = bm25_bonuses(db, tokens, counts=counts)
+    again = bm25_bonuses(db, tokens, None, counts=counts)
     assert not [sql for sql in statements if "count(*)" in sql]  # nothing counted twice
     for got in (first, again):
         assert got[0].tolist() == plain[0].tolist() and got[1].tolist() == plain[1].tolist()
@@ -341,8 +356,8 @@ def test_match_counts_are_remembered_until_the_lexicon_changes(tmp_path, monkeyp
         remembered: dict[str, int] = {}
         for words in ({"alpha"}, {"alpha", "beta"}, {"beta", "gamma", "rare"}, {"gamma", "common"},
                       {"alpha", "beta", "gamma", "rare", "absent"}):
-            want = bm25_bonuses(db, words)
-            got = bm25_bonuses(db, words, counts=remembered)
+            want = bm25_bonuses(db, words, None)
+            got = bm25_bonuses(db, words, None, counts=remembered)
             assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist(), (bound, words)
 
     monkeypatch.setenv("PATHFUSION_CACHE_DIR", str(tmp_path / "cache"))
@@ -360,3 +375,26 @@ def test_match_counts_are_remembered_until_the_lexicon_changes(tmp_path, monkeyp
     assert {r.name for r in index.search("requests get", k=5)} == {"fetch", "get_url"}
     index.close()
 
+
+
+def test_bm25_candidate_counts_are_compared_on_the_ranking_eval_uses(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``bm25_candidates``: with uninformative vectors and queries whose words are in their
+    function only, BM25 over every function finds each one; over the one nearest (random)
+    function it rarely can; the shipped count is left as it was."""
+    import numpy as np
+
+    from pathfusion.model_export import bm25_candidates
+    from pathfusion.model_export.evaluate import SearchExample
+    from pathfusion.server import lexical
+
+    monkeypatch.setattr(bm25_candidates, "SEARCH_GROUP", 20)
+    words = ["".join("bcdfghjklmnpqrstvwxz"[(7 * i + 3 * j) % 20] for j in range(6)) for i in range(40)]
+    pairs = [SearchExample(f"compute the {word} value", f"def run(x):\n    return {word}(x)\n", [], "run", "run")
+             for word in words]
+    rng = np.random.default_rng(0)
+    codes, queries = 0.01 * rng.standard_normal((40, 8)), 0.01 * rng.standard_normal((40, 8))  # tiny, random
+    shipped = lexical.BM25_CANDIDATES
+    result = bm25_candidates.candidate_grid(pairs, codes, queries, [0, 1, 20])
+    assert set(result) == {"all", "1", "20"} and result["20"] == result["all"]
+    assert result["all"] > 0.9 > result["1"]
+    assert shipped == lexical.BM25_CANDIDATES
