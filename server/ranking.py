@@ -42,8 +42,8 @@ RELEVANCE_FLOOR = 0.2
 """Results scoring below this are not shown to users (``pathfusion.search``,
 ``workspace/symbol``, ``pathfusion search``).  On validation (2,000 pairs, groups of 1,000,
 the shipped embedder and hybrid weights; ``python -m pathfusion.model_export.relevance_floor``) no correct
-answer that ranked in the top 10 scored below 0.2, and 1.2 % of all correct answers did (all
-ranked lower); in a workspace the
+answer that ranked in the top 10 scored below 0.2, and 0.85 % of all correct answers did (all
+ranked lower; re-checked 2026-11-28 with BM25 over the nearest functions); in a workspace the
 functions below it are the unrelated ones listed to fill ``k`` (cosine ≈ 0, no lexical
 match).  Raw index searches (:meth:`Ranker.search`, evaluation) are not cut."""
 
