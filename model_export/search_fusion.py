@@ -57,6 +57,7 @@ from .context_pack import ContextPack, contexts_of_sources
 from .embed_corpus import GROUP, load_field, read_selection, selection_path
 from .fusion_memory import ContextEncoder, FusionShape, seen_contexts
 from .metrics import mrr
+from .run_files import set_fields
 
 VARIANTS = ("llm", "concat", "weighted", "attention")
 CACHE = Path("data/embeddings-mt1")
@@ -285,15 +286,6 @@ def train_variant(config: SearchFusionConfig, train: SearchSplit, valid: SearchS
     return model, {"best": best, "history": history}
 
 
-def _value(default: Any, text: str) -> Any:
-    """``text`` as the type of ``default`` (``true``/``false`` for a bool)."""
-    if isinstance(default, bool):
-        if text.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"expected true or false, not {text!r}")
-        return text.lower() in ("true", "1")
-    return type(default)(text)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pathfusion.model_export.search_fusion",
                                      description=__doc__.splitlines()[0])
@@ -309,7 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = dict(item.split("=", 1) for item in args.set)
+    template = SearchFusionConfig()
+    set_fields(template, args.set)  # a bad setting fails here, before anything is loaded
     vocab = ContextVocab.load(args.vocab)
     names = ["train", "valid", "test"] + (["heldout"] if selection_path(args.cache, "heldout", "search").is_file() else [])
     splits = {split: load_split(args.cache, split, vocab) for split in names}
@@ -324,9 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "zero-shot": {split: scores(None, splits[split]) for split in names if split != "train"},
                               "variants": {}}
     for variant in (v for v in args.variants.split(",") if v):
-        fields = {f.name: f.type for f in dataclasses.fields(SearchFusionConfig)}
-        config = SearchFusionConfig(variant=variant, **{k: _value(getattr(SearchFusionConfig(), k), v)
-                                                        for k, v in overrides.items() if k in fields})
+        config = dataclasses.replace(template, variant=variant)
         model, trained = train_variant(config, splits["train"], splits["valid"], args.runs / variant)
         for split in names[2:]:  # once, after the choice on validation
             trained[split] = scores(model, splits[split])

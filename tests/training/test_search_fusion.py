@@ -122,6 +122,8 @@ def test_the_command_reads_the_embedding_cache_and_writes_the_comparison(tmp_pat
     assert json.loads((tmp_path / "runs" / "concat" / "config.json").read_text())["project_llm"] is False
     with pytest.raises(ValueError, match="true or false"):
         search_fusion.main(["--cache", str(cache), "--vocab", str(tmp_path / VOCAB_FILE), "--set", "project_llm=maybe"])
+    with pytest.raises(ValueError, match="known keys"):
+        search_fusion.main(["--cache", str(cache), "--vocab", str(tmp_path / VOCAB_FILE), "--set", "epoch=3"])
     missing = tmp_path / "empty"
     missing.mkdir()
     with pytest.raises(FileNotFoundError, match="embed_corpus"):
