@@ -44,15 +44,11 @@ def candidate_grid(pairs: Sequence[Any], codes: np.ndarray, queries: np.ndarray,
         texts = [p.query for p in chosen]
         fixed = dense + lexical_matrix(texts, chosen) + np.asarray([name_prior(p.name) for p in chosen])[None, :]
         blocks.append((dense, fixed, texts, [p.name for p in chosen], [p.code for p in chosen]))
-    shipped = lexical.BM25_CANDIDATES
     result: dict[str, float] = {}
-    try:
-        for count in counts:
-            lexical.BM25_CANDIDATES = count or group
-            totals = [fixed + bm25_matrix(texts, names, codes_, dense) for dense, fixed, texts, names, codes_ in blocks]
-            result[str(count or "all")] = round(mrr_of_scores(_blocks(totals, group), len(blocks) * group, group), 4)
-    finally:
-        lexical.BM25_CANDIDATES = shipped
+    for count in counts:
+        totals = [fixed + bm25_matrix(texts, names, codes_, dense, count=count or group)
+                  for dense, fixed, texts, names, codes_ in blocks]
+        result[str(count or "all")] = round(mrr_of_scores(_blocks(totals, group), len(blocks) * group, group), 4)
     return result
 
 

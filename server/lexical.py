@@ -267,10 +267,11 @@ def nearest(dense: np.ndarray, count: int = 0) -> np.ndarray:
 
 
 def bm25_matrix(queries: list[str], names: list[str], sources: list[str], dense: np.ndarray, *,
-                weight: float | None = None, name_weight: float | None = None) -> np.ndarray:
+                weight: float | None = None, name_weight: float | None = None, count: int = 0) -> np.ndarray:
     """``[len(queries), len(sources)]`` BM25 bonuses over the collection of these functions
     alone, computed as the server computes them (for ``pathfusion eval search``): each
-    query's candidates are its :func:`nearest` by ``dense`` (its cosines with the functions)."""
+    query's candidates are its ``count`` (default :data:`BM25_CANDIDATES`) :func:`nearest`
+    by ``dense`` (its cosines with the functions)."""
     db = sqlite3.connect(":memory:")
     try:
         db.execute("CREATE TABLE functions (label INTEGER PRIMARY KEY, name_terms TEXT NOT NULL, "
@@ -280,7 +281,7 @@ def bm25_matrix(queries: list[str], names: list[str], sources: list[str], dense:
                        [(i, name_terms(name), function_terms(source))
                         for i, (name, source) in enumerate(zip(names, sources, strict=True))])
         out = np.zeros((len(queries), len(sources)), dtype=np.float64)
-        candidates = nearest(np.asarray(dense, dtype=np.float64))
+        candidates = nearest(np.asarray(dense, dtype=np.float64), count)
         for row, query in enumerate(queries):
             labels, bonus = bm25_bonuses(db, query_features(query.strip())[1], candidates[row], weight=weight,
                                          name_weight=name_weight)
