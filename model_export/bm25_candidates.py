@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathfusion.server import lexical
 from pathfusion.server.lexical import bm25_matrix, name_prior
 
 from .evaluate import iter_project_pairs, iter_split_pairs, lexical_matrix, load_search_space
-from .metrics import SEARCH_GROUP, SEARCH_SEED, mrr_of_scores
+from .metrics import SEARCH_GROUP, mrr_of_scores, protocol_pairs
 
 
 def candidate_grid(pairs: Sequence[Any], codes: np.ndarray, queries: np.ndarray, counts: Sequence[int]
@@ -71,10 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pairs = (iter_project_pairs(args.projects, args.anonymise) if args.projects is not None
              else iter_split_pairs(args.corpus, args.split, args.anonymise, with_contexts=False))
-    random.Random(SEARCH_SEED).shuffle(pairs)
-    pairs = pairs[: args.groups * SEARCH_GROUP]
-    if len(pairs) < SEARCH_GROUP:
-        print(f"{args.split}: {len(pairs)} pairs, fewer than one group of {SEARCH_GROUP}", file=sys.stderr)
+    available = len(pairs)
+    pairs = protocol_pairs(pairs, args.groups * SEARCH_GROUP, short_group=False)
+    if not pairs:
+        print(f"{args.split}: {available} pairs, fewer than one group of {SEARCH_GROUP}", file=sys.stderr)
         return 1
     space = load_search_space("default", args.models, "cpu")
     codes, queries = space.codes(pairs), space.queries([p.query for p in pairs])

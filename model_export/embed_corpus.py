@@ -13,8 +13,9 @@ Selections (fixed seeds, written once to ``<out>/<split>-<task>.jsonl.gz``):
 * ``search``: docstring/code pairs; the LLM sees ``code_without_docstring`` as written and
   the query is ``docstring_summary``; for the test split also the anonymised code
   (:mod:`pathfusion.model_export.anonymise`).  Test pairs follow the CodeSearchNet protocol: all test
-  pairs shuffled with :data:`SEARCH_SEED`, the first ``groups × 1000`` kept, so that every
-  group of 1,000 is one consecutive slice.
+  pairs in :func:`~pathfusion.model_export.metrics.protocol_order` (shuffled with the protocol's
+  seed, the first ``groups × 1000`` kept), so that every group of 1,000 is one consecutive
+  slice and the same as ``pathfusion eval search`` scores.
 
 Texts are embedded with the *shipped* embedder (``models/``, int8 by default) because that is
 what the server computes at run time; ``--fp32 DIR`` embeds with another export to measure
@@ -47,7 +48,7 @@ from pathfusion.server.paths import contexts_of_text
 
 from .anonymise import anonymise
 from .corpus import read_jsonl_gz
-from .metrics import SEARCH_SEED
+from .metrics import protocol_pairs
 
 CHUNK = 500
 SAMPLE_SEED = 20251
@@ -98,8 +99,7 @@ def select(records: Sequence[dict[str, Any]], split: str, task: str, size: int,
     flag = "naming" if task == "naming" else "search"
     rows = [r for r in records if r.get(flag)]
     if task == "search" and split == "test":
-        random.Random(SEARCH_SEED).shuffle(rows)
-        rows = rows[: (min(size, len(rows)) // GROUP) * GROUP]
+        rows = protocol_pairs(rows, size, group=GROUP, short_group=False)
     else:
         random.Random(f"{SAMPLE_SEED}-{split}-{task}").shuffle(rows)
         rows = rows[:size]
@@ -125,10 +125,7 @@ def heldout_rows(projects: Path, size: int) -> list[dict[str, Any]]:
     their anonymised code: a held-out split for the cache."""
     from .evaluate import iter_project_pairs
 
-    pairs = iter_project_pairs(projects)
-    order = list(range(len(pairs)))
-    random.Random(SEARCH_SEED).shuffle(order)
-    chosen = [pairs[i] for i in order][: (min(size, len(order)) // GROUP) * GROUP]
+    chosen = protocol_pairs(iter_project_pairs(projects), size, group=GROUP, short_group=False)
     return [{"id": f"heldout{i}", "project": projects.name, "name": p.name, "qualname": p.qualname,
              "code": p.code, "query": p.query, "anon": anonymise(p.code)} for i, p in enumerate(chosen)]
 

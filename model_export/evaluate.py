@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -56,7 +55,13 @@ from pathfusion.server.paths import (
 
 from .anonymise import FUNCTION_NAME, anonymise
 from .corpus import docstring_summary, read_jsonl_gz, skip_reason
-from .metrics import SEARCH_GROUP, SEARCH_SEED, NamingScores, mrr_of_scores
+from .metrics import (
+    SEARCH_SEED,
+    NamingScores,
+    mrr_of_scores,
+    protocol_group,
+    protocol_pairs,
+)
 
 VARIANTS = ("code2vec", "llm", "concat", "weighted", "attention")
 NAMING_VARIANTS = ("default", *VARIANTS)
@@ -273,13 +278,10 @@ def evaluate_search(pairs: Sequence[SearchExample], space: SearchSpace, limit: i
     rankings = [ranking] if isinstance(ranking, str) else list(ranking)
     if not rankings or any(r not in RANKINGS for r in rankings):
         raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}, not {ranking!r}")
-    order = list(range(len(pairs)))
-    random.Random(seed).shuffle(order)
-    chosen = [pairs[i] for i in order][: limit if limit is not None else len(order)]
+    chosen = protocol_pairs(pairs, limit, seed=seed)
     if not chosen:
         raise ValueError("no docstring/code pairs found (functions whose docstring's first paragraph has ≥ 3 words)")
-    group = SEARCH_GROUP if len(chosen) >= SEARCH_GROUP else len(chosen)
-    chosen = chosen[: (len(chosen) // group) * group]
+    group = protocol_group(len(chosen))
     started = time.perf_counter()
     codes = space.codes(chosen)
     seconds = time.perf_counter() - started

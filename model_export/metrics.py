@@ -18,12 +18,15 @@ candidate predicts the empty name.  Gold names outside the vocabulary stay in th
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 SPECIAL_NAMES = frozenset({"<UNK>", "<PAD>", ""})
+T = TypeVar("T")
 
 
 def first_legal(candidates: Iterable[str]) -> str:
@@ -110,6 +113,41 @@ SEARCH_GROUP = 1000
 SEARCH_SEED = 2019
 """Seed of the shuffle before the pairs are cut into groups (``random.Random(SEARCH_SEED)``),
 shared by every search evaluation so that they all see the same groups."""
+
+
+
+def protocol_order(count: int, limit: int | None = None, *, group: int = SEARCH_GROUP,
+                   seed: int = SEARCH_SEED, short_group: bool = True) -> list[int]:
+    """The positions of ``count`` docstring/code pairs that a search evaluation scores, in the
+    order it scores them: shuffled with ``seed``, the first ``limit`` kept, cut to whole groups
+    of ``group``.
+
+    Every search evaluation (``eval search``, the embedder's validation, the ranking grids, the
+    embedding cache) takes its pairs from here, so that they all score the same groups.  When
+    fewer than one group remain, ``short_group`` keeps them all as one smaller (easier) group —
+    the callers report the group size — instead of scoring nothing.  The order depends only on
+    ``count`` and ``seed``: shuffling the pairs themselves with ``random.Random(seed)`` gives
+    the same permutation.
+    """
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    if limit is not None:
+        order = order[:max(0, limit)]
+    whole = (len(order) // group) * group
+    return order if whole == 0 and short_group else order[:whole]
+
+
+def protocol_pairs(pairs: Sequence[T], limit: int | None = None, *, group: int = SEARCH_GROUP,
+                   seed: int = SEARCH_SEED, short_group: bool = True) -> list[T]:
+    """``pairs`` in :func:`protocol_order`."""
+    return [pairs[i] for i in protocol_order(len(pairs), limit, group=group, seed=seed,
+                                             short_group=short_group)]
+
+
+def protocol_group(scored: int, group: int = SEARCH_GROUP) -> int:
+    """The group size of ``scored`` pairs from :func:`protocol_order` (one short group when
+    there are fewer than ``group``)."""
+    return group if scored >= group else scored
 
 
 def mrr(queries: np.ndarray, codes: np.ndarray, group: int = SEARCH_GROUP) -> float:

@@ -33,7 +33,6 @@ import dataclasses
 import json
 import math
 import os
-import random
 import shutil
 import sys
 import time
@@ -48,7 +47,7 @@ from torch import nn
 from .code2vec import resolve_device
 from .distributed import Distributed
 from .export_embedder import MeanPooledEncoder, load_reference, packaged_model_dir
-from .metrics import SEARCH_GROUP, SEARCH_SEED, mrr
+from .metrics import SEARCH_GROUP, mrr, protocol_order
 from .onnx_to_hf import build as build_from_onnx
 from .run_files import atomic_torch_save, log_event, optimise, running_mean, set_fields
 from .search_pairs import PackSpec, Pairs, Ragged, ensure_packs, project_batches, tokenizer_sha256
@@ -187,14 +186,8 @@ def embed_all(encoder: MeanPooledEncoder, ragged: Ragged, indices: Indices, pad_
 
 def search_indices(pairs: Pairs, groups: int | None) -> np.ndarray:
     """CodeSearchNet protocol: seeded shuffle, whole groups of 1,000 (``None``: all groups)."""
-    shuffled = list(range(len(pairs)))
-    random.Random(SEARCH_SEED).shuffle(shuffled)
-    order = np.asarray(shuffled, dtype=np.int64)
-    whole = (len(order) // SEARCH_GROUP) * SEARCH_GROUP
-    if whole == 0:  # a tiny split: one group of everything (the result reports the group size)
-        return order
-    count = whole if groups is None else min(whole, groups * SEARCH_GROUP)
-    return order[:count]
+    limit = None if groups is None else groups * SEARCH_GROUP
+    return np.asarray(protocol_order(len(pairs), limit), dtype=np.int64)
 
 
 def evaluate(encoder: MeanPooledEncoder, pairs: Pairs, groups: int | None, pad_id: int,

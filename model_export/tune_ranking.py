@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,14 +35,12 @@ from pathfusion.server.lexical import (
 )
 
 from .evaluate import SearchExample, iter_split_pairs, lexical_matrix, load_search_space
-from .metrics import SEARCH_GROUP, SEARCH_SEED, mrr_of_scores
+from .metrics import SEARCH_GROUP, mrr_of_scores, protocol_group, protocol_pairs
 
 
 def valid_pairs(corpus: Path, groups: int) -> list[SearchExample]:
     """The first ``groups`` CodeSearchNet groups of the validation split (seeded shuffle)."""
-    pairs = iter_split_pairs(corpus, "valid", with_contexts=False)
-    random.Random(SEARCH_SEED).shuffle(pairs)
-    return pairs[: groups * SEARCH_GROUP]
+    return protocol_pairs(iter_split_pairs(corpus, "valid", with_contexts=False), groups * SEARCH_GROUP)
 
 
 def grid(pairs: Sequence[SearchExample], codes: np.ndarray, queries: np.ndarray,
@@ -51,7 +48,7 @@ def grid(pairs: Sequence[SearchExample], codes: np.ndarray, queries: np.ndarray,
          name_weights: Sequence[float] = (NAME_TERMS_WEIGHT,)) -> list[dict[str, Any]]:
     """MRR of every (subtoken weight, BM25 weight, name-column weight, private penalty) from
     cached vectors."""
-    group = SEARCH_GROUP if len(pairs) >= SEARCH_GROUP else len(pairs)
+    group = protocol_group(len(pairs))
     blocks = []
     for start in range(0, len(pairs) - group + 1, group):
         chosen = pairs[start:start + group]

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from pathfusion.model_export.metrics import NamingScores, first_legal
+from pathfusion.model_export.metrics import (
+    SEARCH_SEED,
+    NamingScores,
+    first_legal,
+    protocol_group,
+    protocol_order,
+    protocol_pairs,
+)
 
 
 def test_first_legal_skips_special_names() -> None:
@@ -36,3 +45,27 @@ def test_exact_and_top5() -> None:
     result = scores.result()
     assert result["exact_match"] == 0.5 and result["top5_accuracy"] == 0.5
     assert result["f1"] < 1.0
+
+
+def test_protocol_order_is_the_seeded_shuffle_in_whole_groups() -> None:
+    expected = list(range(2_500))
+    random.Random(SEARCH_SEED).shuffle(expected)
+    assert protocol_order(2_500) == expected[:2_000]  # the trailing 500 are no whole group
+    assert protocol_order(2_500, 1_500) == expected[:1_000]
+    assert protocol_order(2_500, 10_000) == expected[:2_000]
+    # Shuffling the pairs themselves gives the same order (the callers used to do that).
+    letters = [f"pair{i}" for i in range(2_500)]
+    shuffled = list(letters)
+    random.Random(SEARCH_SEED).shuffle(shuffled)
+    assert protocol_pairs(letters) == shuffled[:2_000]
+
+
+def test_protocol_order_short_group() -> None:
+    expected = list(range(7))
+    random.Random(SEARCH_SEED).shuffle(expected)
+    assert protocol_order(7) == expected  # fewer than a group: one smaller group of all
+    assert protocol_group(len(protocol_order(7))) == 7
+    assert protocol_order(7, short_group=False) == []
+    assert protocol_order(7, 5, group=3) == expected[:3]
+    assert protocol_order(7, group=3, seed=1) != protocol_order(7, group=3)
+    assert protocol_group(3_000) == 1_000
