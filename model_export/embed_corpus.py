@@ -130,6 +130,23 @@ def heldout_rows(projects: Path, size: int) -> list[dict[str, Any]]:
              "code": p.code, "query": p.query, "anon": anonymise(p.code)} for i, p in enumerate(chosen)]
 
 
+def grow_selection(out: Path, split: str, task: str, rows: Sequence[dict[str, Any]],
+                   anonymised: Sequence[str]) -> bool:
+    """Replace a cached selection by the longer ``rows`` when the cached one is their prefix
+    (a larger ``--valid-size``: the same seeded shuffle, more of it), keeping every embedded
+    chunk whose rows did not change; a trailing partial chunk is dropped to be embedded again.
+    ``False`` (nothing touched) when the cached selection is not a prefix of ``rows``."""
+    path = selection_path(out, split, task)
+    cached = read_selection(path)
+    if len(rows) <= len(cached) or [r["id"] for r in rows[:len(cached)]] != [r["id"] for r in cached]:
+        return False
+    if len(cached) % CHUNK:
+        for field in fields_of(split, task, anonymised):
+            Unit(split, task, field, len(cached) // CHUNK).path(out).unlink(missing_ok=True)
+    write_selection(path, rows)
+    return True
+
+
 def write_selection(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
     write_atomic(path, gzip.compress(data, 6))
@@ -229,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fp32", action="store_true", help="use the fp32 graph of --models")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--train-size", type=int, default=None, help="functions per train task")
+    parser.add_argument("--valid-size", type=int, default=None,
+                        help="validation search pairs (default 2,000); a larger size grows a cached selection "
+                             "(the same shuffle, more of it: the embedded chunks are kept)")
     parser.add_argument("--only", choices=("select", "code2vec", "embed"), default=None)
     parser.add_argument("--tasks", default="naming,search",
                         help="which selections to embed (default: %(default)s; another task's size becomes 0)")
@@ -241,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = dict(DEFAULT_SIZES)
     if args.train_size is not None:
         sizes[("train", "naming")] = sizes[("train", "search")] = args.train_size
+    if args.valid_size is not None:
+        sizes[("valid", "search")] = args.valid_size
     tasks = {t for t in args.tasks.split(",") if t}
     if not tasks <= {"naming", "search"}:
         parser.error(f"--tasks: naming and/or search, not {args.tasks!r}")
@@ -250,11 +272,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     lengths: dict[tuple[str, str], int] = {}
     for split in ("test", "valid", "train"):
         missing = [t for t in ("naming", "search") if not selection_path(args.out, split, t).exists()]
-        records = list(_records(args.corpus, split)) if missing else []
+        grow = (split == "valid" and args.valid_size is not None and "search" not in missing
+                and len(read_selection(selection_path(args.out, split, "search"))) < args.valid_size)
+        records = list(_records(args.corpus, split)) if missing or grow else []
         for task in missing:
             rows = select(records, split, task, sizes[(split, task)], args.anonymised)
             write_selection(selection_path(args.out, split, task), rows)
             print(f"selected {len(rows)} {split} {task} rows", flush=True)
+        if grow:
+            rows = select(records, split, "search", sizes[(split, "search")], args.anonymised)
+            if grow_selection(args.out, split, "search", rows, args.anonymised):
+                print(f"grew the {split} search selection to {len(rows)} rows", flush=True)
         del records
         for task in ("naming", "search"):
             lengths[(split, task)] = len(read_selection(selection_path(args.out, split, task)))

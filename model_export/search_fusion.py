@@ -170,6 +170,33 @@ class SearchSplit:
     def __len__(self) -> int:
         return len(self.query)
 
+    def take(self, rows: np.ndarray) -> SearchSplit:
+        """The pairs at ``rows``, in that order."""
+        return SearchSplit(self.query[rows], self.code[rows], self.anon[rows], self.contexts.take(rows),
+                           self.anon_contexts.take(rows))
+
+
+def split_by_project(projects: Sequence[str], share: float, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of pairs to fit on and to choose on: whole projects, in a seeded order, go to
+    the choosing side until it holds ``share`` of the pairs — so that the epoch is chosen on
+    projects the fusion never saw, as the held-out projects will be."""
+    names = sorted(set(projects))
+    np.random.default_rng(seed).shuffle(names)
+    counts = {name: 0 for name in names}
+    for project in projects:
+        counts[project] += 1
+    choose: set[str] = set()
+    held = 0
+    for name in names:
+        if held >= share * len(projects):
+            break
+        choose.add(name)
+        held += counts[name]
+    if not choose or len(choose) == len(names):
+        raise ValueError(f"cannot split {len(names)} projects into fitting and choosing sides at share {share}")
+    inside = np.asarray([p in choose for p in projects])
+    return np.flatnonzero(~inside), np.flatnonzero(inside)
+
 
 def context_ids(pack: ContextPack, rows: np.ndarray, tokens: int, paths: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``rows``' context ids (tokens past ``tokens`` and paths past ``paths`` become unknown)
@@ -297,6 +324,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--train-pairs", type=int, default=0, help="at most this many train pairs (0: all cached)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--fit", choices=("train", "valid"), default="train",
+                        help="pairs the fusions learn from: the train pairs (which the encoder was fine-tuned on), "
+                             "or the validation pairs of some projects with the epoch chosen on the other projects' "
+                             "(vectors of code the encoder never trained on)")
+    parser.add_argument("--choose-share", type=float, default=0.3,
+                        help="with --fit valid: the share of validation pairs (whole projects) that choose the epoch")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="SearchFusionConfig overrides")
     args = parser.parse_args(argv)
     if args.threads:
@@ -306,13 +339,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     vocab = ContextVocab.load(args.vocab)
     names = ["train", "valid", "test"] + (["heldout"] if selection_path(args.cache, "heldout", "search").is_file() else [])
     splits = {split: load_split(args.cache, split, vocab) for split in names}
-    if args.train_pairs:
-        keep = np.arange(min(args.train_pairs, len(splits["train"])))
-        train = splits["train"]
-        splits["train"] = SearchSplit(train.query[keep], train.code[keep], train.anon[keep],
-                                      train.contexts.take(keep), train.anon_contexts.take(keep))
+    if args.fit == "valid":
+        valid = splits["valid"]
+        projects = [r["project"] for r in read_selection(selection_path(args.cache, "valid", "search"))[:len(valid)]]
+        fit, choose = split_by_project(projects, args.choose_share, template.seed)
+        splits["train"], splits["valid"] = valid.take(fit), valid.take(choose)
+        print(f"fitting on {len(set(projects[i] for i in fit))} validation projects, choosing on "
+              f"{len(set(projects[i] for i in choose))}", flush=True)
+    elif args.train_pairs:
+        splits["train"] = splits["train"].take(np.arange(min(args.train_pairs, len(splits["train"]))))
     print({split: len(data) for split, data in splits.items()}, flush=True)
     result: dict[str, Any] = {"command": "python -m pathfusion.model_export.search_fusion " + " ".join(sys.argv[1:]),
+                              "fit": args.fit,
                               "pairs": {split: len(data) for split, data in splits.items()},
                               "zero-shot": {split: scores(None, splits[split]) for split in names if split != "train"},
                               "variants": {}}

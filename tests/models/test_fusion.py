@@ -11,10 +11,26 @@ import torch
 
 from pathfusion.model_export.anonymise import anonymise
 from pathfusion.model_export.compact_onnx import compact
-from pathfusion.model_export.embed_corpus import CHUNK, GROUP, Unit, load_field, plan, select
+from pathfusion.model_export.embed_corpus import (
+    CHUNK,
+    GROUP,
+    Unit,
+    grow_selection,
+    load_field,
+    plan,
+    read_selection,
+    select,
+    selection_path,
+    write_selection,
+)
 from pathfusion.model_export.fusion import VARIANTS, FusionConfig, FusionExport, FusionModel
 from pathfusion.model_export.metrics import mrr
-from pathfusion.model_export.train_fusion import NamingData, TrainConfig, naming_scores, train_naming
+from pathfusion.model_export.train_fusion import (
+    NamingData,
+    TrainConfig,
+    naming_scores,
+    train_naming,
+)
 from pathfusion.server.parsing import Document, parse_bytes
 
 # -- anonymisation ---------------------------------------------------------------------------
@@ -228,6 +244,30 @@ def test_load_field_stops_at_the_first_missing_chunk(tmp_path: Path) -> None:
     data = load_field(tmp_path, "train", "naming", "code")
     assert data.shape == (4, 3) and data[:, 0].tolist() == [0, 0, 1, 1]
     assert load_field(tmp_path, "valid", "naming", "code").shape[0] == 0
+
+
+def test_growing_a_selection_keeps_its_embedded_chunks(tmp_path: Path) -> None:
+    records = _records(3 * CHUNK)
+    short = select(records, "valid", "search", CHUNK + CHUNK // 2, anonymised=("valid",))
+    write_selection(selection_path(tmp_path, "valid", "search"), short)
+    fields = ("code", "query", "anon")
+    for field in fields:
+        for chunk in (0, 1):  # chunk 1 is partial: it holds half a chunk of rows
+            path = Unit("valid", "search", field, chunk).path(tmp_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, np.zeros((2, 3), dtype=np.float32))
+    longer = select(records, "valid", "search", 3 * CHUNK, anonymised=("valid",))
+    assert [r["id"] for r in longer[:len(short)]] == [r["id"] for r in short]  # the same shuffle, more of it
+    assert grow_selection(tmp_path, "valid", "search", longer, ("valid",))
+    assert [r["id"] for r in read_selection(selection_path(tmp_path, "valid", "search"))] == [r["id"] for r in longer]
+    for field in fields:
+        assert Unit("valid", "search", field, 0).path(tmp_path).exists()
+        assert not Unit("valid", "search", field, 1).path(tmp_path).exists()  # its rows changed
+    # Not a prefix (another shuffle): nothing is touched.
+    other = select(records, "train", "search", 3 * CHUNK, anonymised=("valid",))
+    assert not grow_selection(tmp_path, "valid", "search", other, ("valid",))
+    assert not grow_selection(tmp_path, "valid", "search", longer[:CHUNK], ("valid",))
+    assert Unit("valid", "search", "code", 0).path(tmp_path).exists()
 
 
 def test_random_module_is_not_touched_by_selection() -> None:

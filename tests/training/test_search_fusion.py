@@ -128,3 +128,43 @@ def test_the_command_reads_the_embedding_cache_and_writes_the_comparison(tmp_pat
     missing.mkdir()
     with pytest.raises(FileNotFoundError, match="embed_corpus"):
         search_fusion.main(["--cache", str(missing), "--vocab", str(tmp_path / VOCAB_FILE)])
+
+
+def test_split_by_project_keeps_projects_whole_and_is_seeded() -> None:
+    projects = [f"p{i % 13}" for i in range(1_300)]
+    fit, choose = search_fusion.split_by_project(projects, 0.3)
+    assert sorted(np.concatenate([fit, choose]).tolist()) == list(range(1_300))
+    assert not {projects[i] for i in fit} & {projects[i] for i in choose}
+    assert 0.3 <= len(choose) / len(projects) < 0.3 + 1 / 13 + 1e-9  # whole projects, just past the share
+    again = search_fusion.split_by_project(projects, 0.3)
+    assert choose.tolist() == again[1].tolist()
+    assert choose.tolist() != search_fusion.split_by_project(projects, 0.3, seed=8)[1].tolist()
+    with pytest.raises(ValueError, match="cannot split"):
+        search_fusion.split_by_project(["one"] * 10, 0.3)
+
+
+def test_the_command_can_fit_on_validation_projects_and_choose_on_others(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for split, n, seed in (("train", 300, 4), ("valid", 3_000, 5), ("test", 1000, 6)):
+        rows, queries, noise = _pairs(n, seed)
+        for i, row in enumerate(rows):
+            row["project"] = f"project{i % 20}"
+        write_selection(selection_path(cache, split, "search"), rows)
+        for field, array in (("query", queries), ("code", noise), ("anon", noise[::-1].copy())):
+            save_npy(Unit(split, "search", field, 0).path(cache), array)
+    _vocab(rows).save(tmp_path / VOCAB_FILE)
+    out = tmp_path / "result.json"
+    assert search_fusion.main(["--cache", str(cache), "--runs", str(tmp_path / "runs"), "--json", str(out),
+                               "--vocab", str(tmp_path / VOCAB_FILE), "--variants", "concat", "--fit", "valid",
+                               "--choose-share", "0.35", "--set", "epochs=10", "batch_size=100", "lr=0.01", "dropout=0",
+                               "tokens=400", "paths=50"]) == 0
+    result = json.loads(out.read_text())
+    assert result["fit"] == "valid"
+    assert result["pairs"]["train"] + result["pairs"]["valid"] == 3_000  # the validation pairs, split
+    assert result["pairs"]["valid"] >= 0.35 * 3_000 and result["pairs"]["test"] == 1000
+    concat = result["variants"]["concat"]
+    # Only the contexts match queries to code here (the code vectors are noise): the fusion
+    # fitted on some projects' pairs must rank the other projects' pairs far above chance.
+    assert result["zero-shot"]["valid"]["mrr"] < 0.05 and concat["best"]["mrr"] > 0.2
+    assert result["zero-shot"]["test"]["mrr"] < 0.05 and concat["test"]["mrr"] > 0.2
