@@ -257,12 +257,16 @@ def scores(model: SearchFusion | None, split: SearchSplit) -> dict[str, float]:
 
 
 def train_variant(config: SearchFusionConfig, train: SearchSplit, valid: SearchSplit, run: Path,
-                  log: Any = print) -> tuple[SearchFusion, dict[str, Any]]:
+                  log: Any = print, init: Path | None = None) -> tuple[SearchFusion, dict[str, Any]]:
     """Train one variant; the epoch with the best validation MRR + anonymised MRR is kept
-    (early stopping after ``patience`` epochs without a better one)."""
+    (early stopping after ``patience`` epochs without a better one).  ``init``: a ``model.pt``
+    of the same variant and shape to start from (e.g. the context encoder learnt on the train
+    pairs, refitted on validation projects)."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = SearchFusion(config, train.code.shape[1])
+    if init is not None:
+        model.load_state_dict(torch.load(init, weights_only=True))
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
@@ -328,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="pairs the fusions learn from: the train pairs (which the encoder was fine-tuned on), "
                              "or the validation pairs of some projects with the epoch chosen on the other projects' "
                              "(vectors of code the encoder never trained on)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="a runs folder: each variant starts from <init>/<variant>/model.pt (same settings)")
     parser.add_argument("--choose-share", type=float, default=0.3,
                         help="with --fit valid: the share of validation pairs (whole projects) that choose the epoch")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="SearchFusionConfig overrides")
@@ -350,13 +356,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         splits["train"] = splits["train"].take(np.arange(min(args.train_pairs, len(splits["train"]))))
     print({split: len(data) for split, data in splits.items()}, flush=True)
     result: dict[str, Any] = {"command": "python -m pathfusion.model_export.search_fusion " + " ".join(sys.argv[1:]),
-                              "fit": args.fit,
+                              "fit": args.fit, "init": None if args.init is None else str(args.init),
                               "pairs": {split: len(data) for split, data in splits.items()},
                               "zero-shot": {split: scores(None, splits[split]) for split in names if split != "train"},
                               "variants": {}}
     for variant in (v for v in args.variants.split(",") if v):
         config = dataclasses.replace(template, variant=variant)
-        model, trained = train_variant(config, splits["train"], splits["valid"], args.runs / variant)
+        init = None if args.init is None else args.init / variant / "model.pt"
+        model, trained = train_variant(config, splits["train"], splits["valid"], args.runs / variant, init=init)
         for split in names[2:]:  # once, after the choice on validation
             trained[split] = scores(model, splits[split])
         result["variants"][variant] = trained

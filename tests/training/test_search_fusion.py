@@ -168,3 +168,11 @@ def test_the_command_can_fit_on_validation_projects_and_choose_on_others(tmp_pat
     # fitted on some projects' pairs must rank the other projects' pairs far above chance.
     assert result["zero-shot"]["valid"]["mrr"] < 0.05 and concat["best"]["mrr"] > 0.2
     assert result["zero-shot"]["test"]["mrr"] < 0.05 and concat["test"]["mrr"] > 0.2
+    # --init starts each variant from a run's kept model: its first validation is that model's.
+    again = tmp_path / "again.json"
+    assert search_fusion.main(["--cache", str(cache), "--runs", str(tmp_path / "runs2"), "--json", str(again),
+                               "--vocab", str(tmp_path / VOCAB_FILE), "--variants", "concat", "--fit", "valid",
+                               "--choose-share", "0.35", "--init", str(tmp_path / "runs"), "--set", "epochs=1",
+                               "dropout=0", "tokens=400", "paths=50"]) == 0
+    start = json.loads(again.read_text())["variants"]["concat"]["history"][0]
+    assert (start["mrr"], start["mrr_anonymised"]) == (concat["best"]["mrr"], concat["best"]["mrr_anonymised"])
