@@ -282,9 +282,12 @@ INT8_STORAGES = ("rows", "dynamic")
 input row and folded back to fp32 at load (``model_export/compact_onnx.py``), computation
 in fp32 — batch-independent vectors, cosine ≥ 0.998 to fp32 for fine-tuned weights.
 ``dynamic``: onnxruntime's ``quantize_dynamic`` (int8 kernels, ~2× faster on the CPU),
-which rounds each weight column to its own scale: harmless for the packaged MiniLM
-(cosine 0.994) but it wrecks fine-tuned weights (cosine 0.85 on code after 25 steps of
-fine-tuning; per-row rounding of the same weights: 0.999) — measured in docs/results.md."""
+which quantises each multiplication's input with one scale per run: harmless for the
+packaged MiniLM (cosine 0.994), costly where a fine-tuned encoder grew large input channels
+(cosine 0.85 on code after 25 steps of fine-tuning, measured in docs/results.md).  A
+fine-tuned export is therefore written ``rows`` and then re-quantised for int8 compute by
+``python -m pathfusion.model_export.smooth_quant``, which moves those channels' range into
+the weights first (the shipped ``pathfusion-minilm-code-mt1-sq``: cosine 0.998)."""
 
 
 def write_int8(fp32_path: Path, int8_path: Path, storage: str) -> None:

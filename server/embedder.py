@@ -21,8 +21,10 @@ lengths per batch waste little compute on padding; the result equals embedding e
 alone (the attention mask keeps padding out of every token and of the pooling).  A
 dynamically quantised int8 graph is the exception: its activations are quantised with one
 scale per batch, so it runs one text at a time to keep every vector independent of its
-batch (see :meth:`OnnxEmbedder.load`).  The default int8 export stores only the weights in
-int8 (``int8_storage: rows``) and computes in fp32, so it batches like the fp32 graph.
+batch (see :meth:`OnnxEmbedder.load`); the shipped embedder is such a graph, its activation
+outliers moved into the weights first (``model_export/smooth_quant.py``).  An export that
+stores only the weights in int8 (``int8_storage: rows``) computes in fp32 and batches like
+the fp32 graph.
 
 Every embedding is L2-normalised.  User mistakes (a missing folder, one without
 ``config.json``, a model that cannot be loaded, a bad backend name) raise
