@@ -11,7 +11,10 @@ The graph comes from ``pathfusion export embedder`` (torch.onnx of transformers'
 ``quantize_dynamic`` per channel): biases, LayerNorms and embedding tables keep their module
 names (``model.…``); each linear layer is a ``MatMulInteger`` whose output is named after its
 module (``/model/encoder/layer.0/attention/self/query/MatMul_output_0…``), with a weight
-``[in, out]`` and one scale and zero point per output column.
+``[in, out]`` and one scale and zero point per output column.  A graph re-quantised by
+:mod:`pathfusion.model_export.smooth_quant` multiplies each such weight's rows by ``s`` and
+its input by ``1 / s`` (a ``Mul`` with a constant divisor before the quantiser): the rows are
+divided back, so the BERT folder holds the model's own weights.
 """
 
 from __future__ import annotations
@@ -38,10 +41,10 @@ def _arrays(onnx_path: Path) -> tuple[Any, dict[str, np.ndarray]]:
 
     model = onnx.load(str(onnx_path))
     arrays = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-    return model, _fold_stored_int8(model, arrays)
+    return model, fold_constant_dequantisation(model, arrays)
 
 
-def _fold_stored_int8(model: Any, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def fold_constant_dequantisation(model: Any, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Weights stored int8 per row (``int8_storage: rows``, ``model_export/compact_onnx.py``)
     back under their own names: every ``DequantizeLinear`` whose inputs are all initializers
     becomes the fp32 initializer it computes, and its int8/scale/zero inputs disappear."""
@@ -67,9 +70,24 @@ def _dequantise(q: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int | 
     return (q - zero.reshape(shape)) * scale.reshape(shape)
 
 
+def smoothing_divisor(node: Any, producers: dict[str, Any], arrays: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The constant ``1 / s`` that :mod:`~pathfusion.model_export.smooth_quant` put before the
+    (quantised) input of the weighted ``node``, or ``None``."""
+    from .smooth_quant import DIVISOR_SUFFIX
+
+    producer = producers.get(node.input[0])
+    if producer is not None and producer.op_type == "DynamicQuantizeLinear":
+        producer = producers.get(producer.input[0])
+    if producer is None or producer.op_type != "Mul":
+        return None
+    divisor = next((name for name in producer.input if name.endswith(DIVISOR_SUFFIX) and name in arrays), None)
+    return None if divisor is None else arrays[divisor].astype(np.float32)
+
+
 def state_dict(onnx_path: Path) -> dict[str, np.ndarray]:
     """transformers ``BertModel`` parameter names → fp32 arrays, from the int8 graph."""
     graph, arrays = _arrays(onnx_path)
+    producers = {output: node for node in graph.graph.node for output in node.output}
     state: dict[str, np.ndarray] = {}
     for name, value in arrays.items():
         if not name.startswith("model."):
@@ -101,6 +119,9 @@ def state_dict(onnx_path: Path) -> dict[str, np.ndarray]:
             matrix = _dequantise(arrays[weight], scale, arrays[f"{base}_zero_point"], axis=1)
         else:
             matrix = arrays[weight].astype(np.float32)
+        divisor = smoothing_divisor(node, producers, arrays)
+        if divisor is not None:
+            matrix = matrix * divisor[:, None]  # the graph's rows were multiplied by s = 1 / divisor
         state[f"{module}.weight"] = np.ascontiguousarray(matrix.T)  # torch Linear stores [out, in]
     if "embeddings.word_embeddings.weight" not in state or not any(".query.weight" in k for k in state):
         raise ConversionError(f"{onnx_path}: not a BERT embedder export (no embeddings or attention weights)")

@@ -53,16 +53,27 @@ DIVISOR_SUFFIX = "_smooth_divisor"
 
 
 def fold_to_fp32(graph: Path, out: Path) -> None:
-    """``graph`` with every constant ``DequantizeLinear`` folded into an fp32 initializer
-    (what the runtime computes from an ``int8_storage: rows`` graph), basic optimisations only."""
-    import onnxruntime as ort
+    """``graph`` with every constant ``DequantizeLinear`` replaced by the fp32 initializer it
+    computes (what the runtime computes from an ``int8_storage: rows`` graph).  Nothing else
+    changes: every initializer and node keeps its name, which the rebuild of a training base
+    (:mod:`~pathfusion.model_export.onnx_to_hf`) finds the weights by."""
+    import onnx
+    from onnx import numpy_helper
 
-    from pathfusion.server.onnx_session import session_options
+    from .onnx_to_hf import fold_constant_dequantisation
 
-    options = session_options(1)
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.optimized_model_filepath = str(out)
-    ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    model = onnx.load(str(graph))
+    arrays = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    folded = fold_constant_dequantisation(model, dict(arrays))
+    kept = [node for node in model.graph.node
+            if not (node.op_type == "DequantizeLinear" and all(name in arrays for name in node.input))]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    used = {name for node in kept for name in node.input} | {output.name for output in model.graph.output}
+    initializers = [numpy_helper.from_array(np.asarray(value), name) for name, value in folded.items() if name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(initializers)
+    onnx.save(model, str(out))
 
 
 def weight_inputs(model: Any) -> dict[str, list[Any]]:
@@ -253,7 +264,7 @@ def requantize(models: Path, out: Path, calibration: Sequence[str], *, alpha: fl
     new_entry = dict(entry, id=new_id, onnx=graph, onnx_fp32=None, onnx_int8=graph, int8_storage="dynamic",
                      files={name: _sha256(out / name) for name in files},
                      sizes={name: (out / name).stat().st_size for name in files},
-                     metrics=metrics, smoothing=config["smoothing"])
+                     metrics={**entry.get("metrics", {}), **metrics}, smoothing=config["smoothing"])
     _rewrite_manifest(out, new_entry)
     return new_entry
 

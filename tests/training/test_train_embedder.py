@@ -239,6 +239,28 @@ def test_shipped_int8_graph_rebuilds_as_the_fine_tuning_base(tiny_model: Path, t
         state_dict(bogus)
 
 
+def test_a_smoothed_int8_graph_rebuilds_as_the_model_itself(tiny_model: Path, tmp_path: Path) -> None:
+    """A graph re-quantised by smooth_quant multiplies weight rows by s: the rebuilt base
+    divides them back, so fine-tuning starts from the model's own weights."""
+    from safetensors.numpy import load_file
+
+    from pathfusion.model_export.onnx_to_hf import build
+    from pathfusion.model_export.smooth_quant import requantize
+
+    models, smoothed = tmp_path / "models", tmp_path / "smoothed"
+    write_manifest_entry(models, export_minilm(models, quantize=True, model_dir=tiny_model, keep_fp32=False))
+    texts = ["read the config", "def f(x):\n    return x + 1", "sort users by login", "def METHOD_NAME(a):\n    pass"]
+    entry = requantize(models, smoothed, texts * 5)
+    assert entry["smoothing"]["activations"] > 0
+    report = build(smoothed, tmp_path / "base")
+    original = load_file(str(tiny_model / "model.safetensors"))
+    rebuilt = load_file(str(tmp_path / "base" / "model.safetensors"))
+    for name, weights in rebuilt.items():
+        scale = np.abs(original[name]).max()
+        assert np.abs(weights - original[name]).max() <= 0.05 * scale + 1e-6, name
+    assert report["min_cosine_to_int8_graph"] > 0.98
+
+
 def test_gpu_job_returns_the_best_weights_in_small_parts(corpus: Path, tiny_model: Path, tmp_path: Path) -> None:
     """The device side of the GPU route on the CPU: packs in a carry folder → train → parts
     of ≤ 15 MiB (here forced small) → collected back into a folder that loads."""
