@@ -99,15 +99,24 @@ def test_a_fusion_learns_from_the_contexts_what_the_code_vectors_lack(variant: s
     assert [e["epoch"] for e in logged] == list(range(len(logged)))
 
 
-def test_the_command_reads_the_embedding_cache_and_writes_the_comparison(tmp_path: Path) -> None:
+def _cache(tmp_path: Path, splits: tuple[tuple[str, int, int], ...]) -> Path:
+    """An embed_corpus cache of ``(split, pairs, seed)`` (rows of 20 projects) and the
+    context vocabulary of the last split, in ``tmp_path``."""
     cache = tmp_path / "cache"
     cache.mkdir()
-    for split, n, seed in (("train", 600, 4), ("valid", 1000, 5), ("test", 1000, 6), ("heldout", 1000, 7)):
+    for split, n, seed in splits:
         rows, queries, noise = _pairs(n, seed)
+        for i, row in enumerate(rows):
+            row["project"] = f"project{i % 20}"
         write_selection(selection_path(cache, split, "search"), rows)
         for field, array in (("query", queries), ("code", noise), ("anon", noise[::-1].copy())):
             save_npy(Unit(split, "search", field, 0).path(cache), array)
     _vocab(rows).save(tmp_path / VOCAB_FILE)
+    return cache
+
+
+def test_the_command_reads_the_embedding_cache_and_writes_the_comparison(tmp_path: Path) -> None:
+    cache = _cache(tmp_path, (("train", 600, 4), ("valid", 1000, 5), ("test", 1000, 6), ("heldout", 1000, 7)))
     out = tmp_path / "result.json"
     assert search_fusion.main(["--cache", str(cache), "--runs", str(tmp_path / "runs"), "--json", str(out),
                                "--vocab", str(tmp_path / VOCAB_FILE), "--variants", "llm,concat", "--train-pairs",
@@ -144,16 +153,7 @@ def test_split_by_project_keeps_projects_whole_and_is_seeded() -> None:
 
 
 def test_the_command_can_fit_on_validation_projects_and_choose_on_others(tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    for split, n, seed in (("train", 300, 4), ("valid", 3_000, 5), ("test", 1000, 6)):
-        rows, queries, noise = _pairs(n, seed)
-        for i, row in enumerate(rows):
-            row["project"] = f"project{i % 20}"
-        write_selection(selection_path(cache, split, "search"), rows)
-        for field, array in (("query", queries), ("code", noise), ("anon", noise[::-1].copy())):
-            save_npy(Unit(split, "search", field, 0).path(cache), array)
-    _vocab(rows).save(tmp_path / VOCAB_FILE)
+    cache = _cache(tmp_path, (("train", 300, 4), ("valid", 3_000, 5), ("test", 1000, 6)))
     out = tmp_path / "result.json"
     assert search_fusion.main(["--cache", str(cache), "--runs", str(tmp_path / "runs"), "--json", str(out),
                                "--vocab", str(tmp_path / VOCAB_FILE), "--variants", "concat", "--fit", "valid",
