@@ -344,7 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_fields(template, args.set)  # a bad setting fails here, before anything is loaded
     vocab = ContextVocab.load(args.vocab)
     names = ["train", "valid", "test"] + (["heldout"] if selection_path(args.cache, "heldout", "search").is_file() else [])
-    splits = {split: load_split(args.cache, split, vocab) for split in names}
+    # With --fit valid the train pairs are not used: they are not loaded.
+    splits = {split: load_split(args.cache, split, vocab) for split in names if split != "train" or args.fit == "train"}
     if args.fit == "valid":
         valid = splits["valid"]
         projects = [r["project"] for r in read_selection(selection_path(args.cache, "valid", "search"))[:len(valid)]]

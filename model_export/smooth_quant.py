@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import logging
 import shutil
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from pathfusion.server.models import load_manifest, model_entry, model_file
+from pathfusion.server.models import load_manifest, model_entry, model_file, sha256_file
 
 from .export_embedder import ENTRY_NAME, QUALITY_TEXTS, ExportError
 
@@ -221,6 +220,7 @@ def requantize(models: Path, out: Path, calibration: Sequence[str], *, alpha: fl
     source = config_path.parent / source_name
     embedder = OnnxEmbedder.load(models, quantized=source_name == config["files"]["int8"], threads=None)
     inputs = list(entry["inputs"])
+    folder = Path(str(entry["config"])).parent
     if out.exists():
         raise ExportError(f"{out} exists; choose a new folder (nothing is overwritten)")
     with tempfile.TemporaryDirectory() as scratch:
@@ -245,8 +245,8 @@ def requantize(models: Path, out: Path, calibration: Sequence[str], *, alpha: fl
         target_name = "embedder.int8.onnx"
         fp32_name = config["files"].get("fp32")
         if fp32_name:
-            (out / Path(str(entry["config"])).parent / fp32_name).unlink()
-        shutil.copyfile(quantised, out / Path(str(entry["config"])).parent / target_name)
+            (out / folder / fp32_name).unlink()
+        shutil.copyfile(quantised, out / folder / target_name)
     new_id = model_id or f"{entry['id']}-sq"
     config.update({"id": new_id, "int8_storage": "dynamic", "default": "int8",
                    "smoothing": {"alpha": alpha, "activations": count, "calibration_texts": len(calibration),
@@ -254,7 +254,6 @@ def requantize(models: Path, out: Path, calibration: Sequence[str], *, alpha: fl
     config["files"] = {"fp32": None, "int8": target_name}
     new_config = out / str(entry["config"])
     new_config.write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
-    folder = Path(str(entry["config"])).parent
     graph = (folder / target_name).as_posix()
     files = [graph, str(entry["tokenizer"]), str(entry["config"])]
     metrics = {"smoothing_parity": {"max_abs_diff": parity, "tolerance": 1e-4, "texts": len(checks)},
@@ -262,28 +261,21 @@ def requantize(models: Path, out: Path, calibration: Sequence[str], *, alpha: fl
                                "texts": len(checks),
                                "token_states_mean": None if states is None else round(float(states.mean()), 6)}}
     new_entry = dict(entry, id=new_id, onnx=graph, onnx_fp32=None, onnx_int8=graph, int8_storage="dynamic",
-                     files={name: _sha256(out / name) for name in files},
+                     files={name: sha256_file(out / name) for name in files},
                      sizes={name: (out / name).stat().st_size for name in files},
                      metrics={**entry.get("metrics", {}), **metrics}, smoothing=config["smoothing"])
     _rewrite_manifest(out, new_entry)
     return new_entry
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _rewrite_manifest(models: Path, entry: dict[str, Any]) -> None:
     """The embedder's entry replaced; a naming head re-pointed at the new embedder id."""
     from .export_embedder import write_manifest_entry
 
-    path = models / "manifest.json"
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest = write_manifest_entry(models, entry)
     naming = manifest.get("models", {}).get("naming")
     if isinstance(naming, dict):
-        naming["embedder_id"] = entry["id"]
-        path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    write_manifest_entry(models, entry)
+        write_manifest_entry(models, {**naming, "embedder_id": entry["id"]}, name="naming")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
