@@ -10,7 +10,8 @@ be stopped at any time and resume; training uses whatever train chunks exist.
 Selections (fixed seeds, written once to ``<out>/<split>-<task>.jsonl.gz``):
 
 * ``naming``: functions with ``naming=True``; the LLM sees ``masked_code`` (docs/design.md §2);
-* ``search``: docstring/code pairs; the LLM sees ``code_without_docstring`` as written and
+* ``search``: docstring/code pairs; the LLM sees ``code_without_docstring`` as the server's
+  search does (under its class's header, :func:`pathfusion.server.parsing.search_text`) and
   the query is ``docstring_summary``; for the test split also the anonymised code
   (:mod:`pathfusion.model_export.anonymise`).  Test pairs follow the CodeSearchNet protocol: all test
   pairs in :func:`~pathfusion.model_export.metrics.protocol_order` (shuffled with the protocol's
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from pathfusion.server.atomic import write_atomic
+from pathfusion.server.parsing import search_text
 from pathfusion.server.paths import contexts_of_text
 
 from .anonymise import anonymise
@@ -109,7 +111,7 @@ def select(records: Sequence[dict[str, Any]], split: str, task: str, size: int,
         if task == "naming":
             item["code"] = r["masked_code"]
         else:
-            item["code"] = r["code_without_docstring"]
+            item["code"] = search_text(r["code_without_docstring"], r["qualname"])
             item["query"] = r["docstring_summary"]
             if split in anonymised:
                 anonymous = anonymise(r["code_without_docstring"])
@@ -126,8 +128,9 @@ def heldout_rows(projects: Path, size: int) -> list[dict[str, Any]]:
     from .evaluate import iter_project_pairs
 
     chosen = protocol_pairs(iter_project_pairs(projects), size, group=GROUP, short_group=False)
+    anonymous = protocol_pairs(iter_project_pairs(projects, anonymised=True), size, group=GROUP, short_group=False)
     return [{"id": f"heldout{i}", "project": projects.name, "name": p.name, "qualname": p.qualname,
-             "code": p.code, "query": p.query, "anon": anonymise(p.code)} for i, p in enumerate(chosen)]
+             "code": p.code, "query": p.query, "anon": a.code} for i, (p, a) in enumerate(zip(chosen, anonymous, strict=True))]
 
 
 def grow_selection(out: Path, split: str, task: str, rows: Sequence[dict[str, Any]],

@@ -43,7 +43,13 @@ from pathfusion.server.fusion import FusionRuntime
 from pathfusion.server.lexical import bm25_matrix, lexical_bonus, name_prior, query_features
 from pathfusion.server.models import ModelError, default_models_dir
 from pathfusion.server.name_generator import NameGenerator, has_naming_head
-from pathfusion.server.parsing import Document, FunctionInfo, SourceError, decode_source
+from pathfusion.server.parsing import (
+    Document,
+    FunctionInfo,
+    SourceError,
+    decode_source,
+    search_text,
+)
 from pathfusion.server.paths import (
     MAX_CONTEXTS,
     context_space,
@@ -82,7 +88,7 @@ class NamingExample:
 class SearchExample:
     query: str
     code: str
-    """The function as written, docstring removed (docs/design.md §2)."""
+    """The function as written, docstring removed, under its class's header (docs/design.md §2)."""
     contexts: list[str]
     name: str = ""
     """The function's name as the server's lexical ranking sees it (``func`` when anonymised)."""
@@ -128,12 +134,15 @@ def iter_project_examples(root: Path) -> Iterator[NamingExample]:
 
 def search_example(query: str, code: str, name: str, qualname: str, anonymised: bool,
                    with_contexts: bool = True) -> SearchExample:
-    """One docstring/code pair; anonymised: identifiers renamed in the code
-    (:mod:`pathfusion.model_export.anonymise`) and the name the lexical ranking sees is ``func``."""
+    """One docstring/code pair, the code as the server's search sees it (its class's header
+    over a method: :func:`pathfusion.server.parsing.search_text`); anonymised: identifiers
+    renamed in the code (:mod:`pathfusion.model_export.anonymise`), no class header, and the
+    name the lexical ranking sees is ``func``.  The path contexts are the function's own."""
     if anonymised:
         code = anonymise(code)
         name = qualname = FUNCTION_NAME
-    return SearchExample(query, code, contexts_of_text(code) if with_contexts else [], name, qualname)
+    contexts = contexts_of_text(code) if with_contexts else []
+    return SearchExample(query, code if anonymised else search_text(code, qualname), contexts, name, qualname)
 
 
 def iter_project_pairs(root: Path, anonymised: bool = False) -> list[SearchExample]:

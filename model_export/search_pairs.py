@@ -3,7 +3,8 @@
 Why packed token ids rather than text: tokenising ~190k pairs costs minutes on every resumed
 CPU run, and a remote GPU job can carry only ~20 MiB of data (``docs/training.md``).  A pack
 holds, per pair, the docstring summary (the *query*) and the function without its docstring
-(the *code*) as ``uint16`` ids of the embedder's own tokenizer, cut at fixed lengths, plus the
+under its class's header (the *code*, :func:`pathfusion.server.parsing.search_text`, as the
+server embeds it) as ``uint16`` ids of the embedder's own tokenizer, cut at fixed lengths, plus the
 project id (batches draw same-project negatives) — the same file drives the CPU and the GPU
 route, so both train on exactly the same data.
 
@@ -34,11 +35,13 @@ from typing import Any
 import numpy as np
 
 from pathfusion.server.atomic import write_atomic
+from pathfusion.server.parsing import search_text
 
 from .anonymise import anonymise
 from .corpus import read_jsonl_gz
 
-PACK_VERSION = 1
+PACK_VERSION = 2
+"""2: code under its class's header (:func:`pathfusion.server.parsing.search_text`), as served."""
 SPLITS = ("train", "valid", "test")
 
 
@@ -233,7 +236,7 @@ def pack_split(corpus: Path, split: str, spec: PackSpec, tokenizer_path: Path, o
             anonymised = split == "train" and chosen_for_anonymisation(r["id"], spec.anonymise_share, spec.seed)
             flags.append(anonymised)
             code = r["code_without_docstring"]
-            code_texts.append(_safe_anonymise(code) if anonymised else code)
+            code_texts.append(_safe_anonymise(code) if anonymised else search_text(code, r["qualname"]))
             project_ids.append(projects.setdefault(r["project"], len(projects)))
         queries.extend(_encode(tokenizer, query_texts, spec.max_query_tokens))
         codes.extend(_encode(tokenizer, code_texts, code_limit))

@@ -169,10 +169,10 @@ class FusionRuntime:
 
     # -- functions ---------------------------------------------------------------------
     def encode_functions(self, functions: Sequence[FunctionInfo]) -> np.ndarray:
-        """Search vectors of ``functions`` (LLM of the source as written + code2vec)."""
+        """Search vectors of ``functions`` (LLM of the search text + code2vec)."""
         if not functions:
             return np.zeros((0, self.search_dim), dtype=np.float32)
-        llm = np.asarray(self.embedder.embed([f.source for f in functions]), dtype=np.float32)
+        llm = np.asarray(self.embedder.embed([f.search_text for f in functions]), dtype=np.float32)
         code = self.code2vec.code_vectors([function_contexts(f) for f in functions])
         return self.search_vectors(llm, code)
 

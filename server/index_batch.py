@@ -95,7 +95,7 @@ def read_changed(store: IndexStore, path: str, known: tuple[int, int, str] | Non
     else:
         try:
             doc = Document(decode_source(data, origin=path), uri=Path(path).as_uri())
-            functions = [(func, text_hash(func.source)) for func in doc.functions()]
+            functions = [(func, text_hash(func.search_text)) for func in doc.functions()]
         except SourceError as exc:
             stats.skipped.append((path, str(exc)))
     stats.changed += 1
@@ -149,7 +149,7 @@ def commit(store: IndexStore, pending: list[PendingFile], cached: dict[str, np.n
                 reuse = old.get(digest)
                 if reuse:
                     label, previous = reuse.pop(0)
-                    if previous != new:  # moved (or renamed by its class): same text, same vector
+                    if previous != new:  # moved: same text, same vector
                         db.execute("UPDATE functions SET path=?, qualname=?, name=?, start_line=?, "
                                    "start_char=?, end_line=?, end_char=?, snippet=?, content_hash=?, "
                                    "name_terms=? WHERE label = ?", (*new, name_terms(func.name), label))
@@ -159,7 +159,7 @@ def commit(store: IndexStore, pending: list[PendingFile], cached: dict[str, np.n
                 label = next_label
                 next_label += 1
                 db.execute(f"INSERT INTO functions ({FUNCTION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                           (label, *new, name_terms(func.name), function_terms(func.source)))
+                           (label, *new, name_terms(func.name), function_terms(func.search_text)))
                 added.append((label, new, fresh[digest] if digest in fresh else cached[digest]))
             gone = [label for entries in old.values() for label, _ in entries]
             if gone:

@@ -45,8 +45,9 @@ from .search_model import SearchModel
 
 log = logging.getLogger("pathfusion.server.index")  # one logger for everything the index says
 
-INDEX_FORMAT = 1
-"""Bumped when the files' layout or what is embedded changes (forces a full rebuild)."""
+INDEX_FORMAT = 2
+"""Bumped when the files' layout or what is embedded changes (forces a full rebuild).
+2: methods are embedded under their class's header (:func:`pathfusion.server.parsing.search_text`)."""
 SCHEMA_VERSION = "2"
 """2: ``functions`` holds the BM25 terms and ``lexicon`` indexes them (an index of schema 1
 is rebuilt)."""

@@ -27,7 +27,8 @@ class SearchModel(Protocol):
     encodes a function from more than its text (its code2vec paths too), and encodes a
     query differently from a function.  The index only relies on this: both methods return
     float32 ``[n, dim]`` rows of unit length, and a function's vector depends on nothing but
-    the function's own text — the vector cache is keyed by the hash of ``func.source``.
+    the function's own search text (:func:`pathfusion.server.parsing.search_text`: the definition
+    and its class) — the vector cache is keyed by the hash of ``func.search_text``.
     """
 
     @property
@@ -44,11 +45,10 @@ class SearchModel(Protocol):
 
 
 class EmbedderSearchModel:
-    """The LLM embedder alone: a function is its source as written, a query its text.
+    """The LLM embedder alone: a function is its search text (the definition as written, under
+    its class's header), a query its text.
 
-    Reproduces the index's vectors from before :class:`SearchModel` existed bit for bit
-    (same texts, same normalisation), so existing indexes stay valid.  A bare embedder is
-    no search model: wrap it in this class to index with it.
+    A bare embedder is no search model: wrap it in this class to index with it.
     """
 
     def __init__(self, embedder: Embedder) -> None:
@@ -65,7 +65,7 @@ class EmbedderSearchModel:
     def encode_functions(self, functions: Sequence[FunctionInfo]) -> np.ndarray:
         if not functions:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = np.asarray(self.embedder.embed([func.source for func in functions]), dtype=np.float32)
+        vectors = np.asarray(self.embedder.embed([func.search_text for func in functions]), dtype=np.float32)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:

@@ -189,6 +189,37 @@ def test_model_change_rebuilds(workspace: Path) -> None:
         assert index.sync().embedded == 6 and len(other.texts) == 6
 
 
+def test_a_method_is_embedded_under_its_class_and_re_embedded_when_the_class_is_renamed(workspace: Path) -> None:
+    embedder = FakeEmbedder()
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
+        index.sync()
+        mean = [t for t in embedder.texts if "def mean" in t]
+        assert mean == ["class Stats:\n    def mean(self, values):\n        return sum(values) / len(values)"]
+        assert any(t.startswith("def is_prime(n):") for t in embedder.texts)
+        embedder.texts.clear()
+        path = workspace / "mathutil.py"
+        path.write_text(path.read_text().replace("class Stats:", "class Statistics:"))
+        stats = index.update_files([path])
+        # the method's text changed with its class; the module-level functions' did not
+        assert stats.embedded == 1 and stats.cached == 2
+        assert embedder.texts == [mean[0].replace("class Stats:", "class Statistics:")]
+        assert names(index.search("Statistics.mean", k=1)) == ["Statistics.mean"]
+
+
+def test_an_index_of_the_previous_format_is_rebuilt(workspace: Path) -> None:
+    """Format 1 embedded a method without its class: its vectors must not be reused."""
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(FakeEmbedder())) as index:
+        index.sync()
+        folder = index.dir
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["format"] = 1
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    embedder = FakeEmbedder()
+    with WorkspaceIndex.open(workspace, EmbedderSearchModel(embedder)) as index:
+        assert "index format 1" in (index.rebuild_reason or "")
+        assert index.sync().embedded == 6
+
+
 def test_cancel_leaves_usable_index(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("pathfusion.server.indexing.EMBED_BATCH", 1)  # commit after every file
     embedder = FakeEmbedder()

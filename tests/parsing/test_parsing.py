@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pathfusion.server.parsing import Document, Position
+from pathfusion.server.parsing import Document, Position, enclosing_class, search_text
 
 SAMPLE = '''\
 import os
@@ -55,6 +55,18 @@ def test_functions_names_and_qualnames() -> None:
     assert fetch.docstring == "One line doc."
     assert inner.docstring is None and inner.source_without_docstring == inner.source
     assert deep.line_count == 1
+
+
+def test_search_text_heads_a_method_with_its_class_only() -> None:
+    top, method, inner, fetch, deep = Document(SAMPLE).functions()
+    assert top.search_text == top.source  # module level: as written
+    assert inner.search_text == inner.source  # a function's local function has no class
+    assert method.search_text == "class Box:\n    " + method.source
+    assert fetch.search_text.startswith('class Box:\n    @staticmethod\n    async def fetch_ünïcode(x):')
+    assert deep.search_text == "class Nested:\n    def deep(self): return 2"  # the innermost class
+    assert search_text("def f(): pass", "f.<locals>.C.g") == "class C:\n    def f(): pass"
+    assert [enclosing_class(q) for q in ("f", "A.f", "A.B.f", "f.<locals>.g", "A.f.<locals>.g")] == [
+        None, "A", "B", None, None]
 
 
 def test_spans_are_lsp_positions() -> None:

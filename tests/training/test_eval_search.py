@@ -60,6 +60,21 @@ def test_pairs_strip_docstrings_and_anonymise_names(projects: Path) -> None:
     assert {p.name for p in anonymous} == {"func"} and all("def func(" in p.code for p in anonymous)
 
 
+def test_a_method_is_scored_as_the_server_embeds_it(tmp_path: Path) -> None:
+    """Under its class's header (the server's search text); anonymised without it, since the
+    class name is an identifier too."""
+    folder = tmp_path / "gamma" / "gamma"
+    folder.mkdir(parents=True)
+    (folder / "queue.py").write_text('class Queue:\n    def get_nowait(self):\n'
+                                     '        """Remove and return an item without blocking."""\n'
+                                     '        return self.get(block=False)\n')
+    (plain,) = iter_project_pairs(tmp_path)
+    assert plain.code == "class Queue:\n    def get_nowait(self):\n        return self.get(block=False)"
+    assert plain.qualname == "Queue.get_nowait" and plain.contexts and "Queue" not in " ".join(plain.contexts)
+    (anonymous,) = iter_project_pairs(tmp_path, anonymised=True)
+    assert anonymous.code == "def func(self):\n        return self.get(block=False)"
+
+
 def test_lexical_matrix_is_the_index_ranking(projects: Path) -> None:
     """The hybrid bonus of each (query, function) equals what the index's name lookup gives."""
     pairs = iter_project_pairs(projects)

@@ -47,7 +47,8 @@ def _record(split: str, project: str, i: int, rng: random.Random) -> dict[str, o
     code = (f"def {name}(value, {words[2]}_count):\n"
             f"    result = {words[0]}_{words[1]}(value)\n"
             f"    return result + {words[2]}_count\n")
-    return {"id": f"{split}-{project}-{i}", "project": project, "search": True,
+    qualname = f"Store.{name}" if i % 2 else name  # every other one a method
+    return {"id": f"{split}-{project}-{i}", "project": project, "search": True, "qualname": qualname,
             "docstring_summary": f"{words[0]} the {words[1]} with {words[2]}",
             "code_without_docstring": code}
 
@@ -106,7 +107,10 @@ def test_pack_cuts_lengths_and_anonymises_a_share(corpus: Path, tiny_model: Path
     anonymous = tokenizer.decode(list(valid.anon[0]))
     assert "func" in anonymous and "var1" in anonymous
     plain = tokenizer.decode(list(valid.code[0]))
-    assert "func" not in plain and "value" in plain
+    assert "func" not in plain and "value" in plain and not plain.startswith("class")
+    # A method is packed as the server embeds it: under its class's header (not when anonymised).
+    assert tokenizer.decode(list(valid.code[1])).startswith("class store : def ")
+    assert "store" not in tokenizer.decode(list(valid.anon[1]))
 
 
 def test_project_batches_cover_each_pair_once_with_project_chunks() -> None:

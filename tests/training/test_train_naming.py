@@ -37,7 +37,7 @@ def _record(split: str, project: str, i: int, rng: random.Random) -> dict[str, o
             f"    result = {first}_{second}(value)\n"
             f"    return result + {other}_count\n")
     return {"id": f"{split}-{project}-{i}", "project": project, "naming": True, "search": True,
-            "label": f"{first}|{second}", "masked_code": code,
+            "qualname": f"{first}_{second}", "label": f"{first}|{second}", "masked_code": code,
             "docstring_summary": f"{first} the {second} with {other}",
             "code_without_docstring": code.replace("METHOD_NAME", f"{first}_{second}")}
 
