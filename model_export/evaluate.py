@@ -100,25 +100,30 @@ def _project_functions(root: Path) -> Iterator[tuple[Document, FunctionInfo]]:
     if not root.is_dir():
         raise ValueError(f"{root}: not a directory (expected one sub-folder per project)")
     for project in sorted(p for p in root.iterdir() if p.is_dir()):
-        for dirpath, dirnames, filenames in os.walk(project):
-            dirnames.sort()
-            for filename in sorted(filenames):
-                path = Path(dirpath, filename)
-                relative = path.relative_to(project).as_posix()
-                if not filename.endswith(".py"):
-                    continue
-                try:
-                    data = path.read_bytes()
-                except OSError:
-                    continue
-                if skip_reason(relative, data[:2048]) is not None:
-                    continue
-                try:
-                    doc = Document(decode_source(data, origin=str(path)))
-                except SourceError:
-                    continue
-                for func in doc.functions():
-                    yield doc, func
+        yield from project_functions(project)
+
+
+def project_functions(project: Path) -> Iterator[tuple[Document, FunctionInfo]]:
+    """Every function of the corpus-eligible files of one project folder."""
+    for dirpath, dirnames, filenames in os.walk(project):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            path = Path(dirpath, filename)
+            relative = path.relative_to(project).as_posix()
+            if not filename.endswith(".py"):
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            if skip_reason(relative, data[:2048]) is not None:
+                continue
+            try:
+                doc = Document(decode_source(data, origin=str(path)))
+            except SourceError:
+                continue
+            for func in doc.functions():
+                yield doc, func
 
 
 def iter_project_examples(root: Path) -> Iterator[NamingExample]:
