@@ -138,10 +138,12 @@ def grow_selection(out: Path, split: str, task: str, rows: Sequence[dict[str, An
     """Replace a cached selection by the longer ``rows`` when the cached one is their prefix
     (a larger ``--valid-size``: the same seeded shuffle, more of it), keeping every embedded
     chunk whose rows did not change; a trailing partial chunk is dropped to be embedded again.
-    ``False`` (nothing touched) when the cached selection is not a prefix of ``rows``."""
+    ``False`` (nothing touched) when the cached selection is not a prefix of ``rows`` — rows
+    compared whole, texts included, so that a cache embedded from other texts (the search
+    text before a method's class header) is never extended with rows of the new kind."""
     path = selection_path(out, split, task)
     cached = read_selection(path)
-    if len(rows) <= len(cached) or [r["id"] for r in rows[:len(cached)]] != [r["id"] for r in cached]:
+    if len(rows) <= len(cached) or json.loads(json.dumps(list(rows[:len(cached)]))) != cached:
         return False
     if len(cached) % CHUNK:
         for field in fields_of(split, task, anonymised):

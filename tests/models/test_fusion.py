@@ -258,6 +258,9 @@ def test_growing_a_selection_keeps_its_embedded_chunks(tmp_path: Path) -> None:
             np.save(path, np.zeros((2, 3), dtype=np.float32))
     longer = select(records, "valid", "search", 3 * CHUNK, anonymised=("valid",))
     assert [r["id"] for r in longer[:len(short)]] == [r["id"] for r in short]  # the same shuffle, more of it
+    # The same pairs embedded from other texts (e.g. before methods had their class header): refused.
+    retexted = [dict(r, code="class Other:\n    " + r["code"]) for r in longer]
+    assert not grow_selection(tmp_path, "valid", "search", retexted, ("valid",))
     assert grow_selection(tmp_path, "valid", "search", longer, ("valid",))
     assert [r["id"] for r in read_selection(selection_path(tmp_path, "valid", "search"))] == [r["id"] for r in longer]
     for field in fields:
