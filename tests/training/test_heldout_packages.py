@@ -33,7 +33,8 @@ FUNCTION = 'def {name}(value):\n    """Return the value doubled, or zero."""\n  
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> tuple[Path, list[metadata.Distribution]]:
+def site(tmp_path: Path) -> tuple[list[metadata.Distribution], Path]:
+    """Five installed distributions and a corpus manifest that pins one of them."""
     site = tmp_path / "site"
     dists = [
         _install(site, "Fresh_Pkg", "1.0", {"fresh_pkg/__init__.py": FUNCTION.format(name="double"),
@@ -43,14 +44,14 @@ def site(tmp_path: Path) -> tuple[Path, list[metadata.Distribution]]:
         _install(site, "httpx2", "1.0", {"httpx2/__init__.py": FUNCTION.format(name="fork")}),  # a fork
         _install(site, "copycat", "3.0", {"copycat/__init__.py": FUNCTION.format(name="copied")}),
     ]
-    return site, dists
-
-
-def test_only_packages_outside_the_corpus_are_copied(site: tuple[Path, list[metadata.Distribution]],
-                                                     tmp_path: Path) -> None:
-    _, dists = site
     manifest = tmp_path / "manifest.txt"
     manifest.write_text("# pins\nRequests==2.0\n")
+    return dists, manifest
+
+
+def test_only_packages_outside_the_corpus_are_copied(site: tuple[list[metadata.Distribution], Path],
+                                                     tmp_path: Path) -> None:
+    dists, manifest = site
     out = tmp_path / "heldout"
     taken = build(out, dists, manifest)
     assert sorted(taken) == ["copycat", "fresh-pkg", "loose-module"]
@@ -64,11 +65,9 @@ def test_only_packages_outside_the_corpus_are_copied(site: tuple[Path, list[meta
     assert normalise("Typing_Extensions") == normalise("typing.extensions") == "typing-extensions"
 
 
-def test_duplicated_projects_count_functions_equal_to_corpus_ones(site: tuple[Path, list[metadata.Distribution]],
+def test_duplicated_projects_count_functions_equal_to_corpus_ones(site: tuple[list[metadata.Distribution], Path],
                                                                   tmp_path: Path) -> None:
-    _, dists = site
-    manifest = tmp_path / "manifest.txt"
-    manifest.write_text("requests==2.0\n")
+    dists, manifest = site
     out = tmp_path / "heldout"
     build(out, dists, manifest)
     corpus = tmp_path / "corpus"
