@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--counts", type=int, nargs="+", default=[0, 20, 50, 100, 200, 400])
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    pairs = (iter_project_pairs(args.projects, args.anonymise) if args.projects is not None
+    pairs = (iter_project_pairs(args.projects, args.anonymise, with_contexts=False) if args.projects is not None
              else iter_split_pairs(args.corpus, args.split, args.anonymise, with_contexts=False))
     available = len(pairs)
     pairs = protocol_pairs(pairs, args.groups * SEARCH_GROUP, short_group=False)

@@ -125,12 +125,12 @@ def heldout_rows(projects: Path, size: int) -> list[dict[str, Any]]:
     """The docstring/code pairs of ``projects`` as ``pathfusion eval search --projects`` takes
     them (shuffled with the protocol's seed, whole groups of 1,000, at most ``size``), with
     their anonymised code: a held-out split for the cache."""
-    from .evaluate import iter_project_pairs
+    from .evaluate import project_pair_sources
 
-    chosen = protocol_pairs(iter_project_pairs(projects), size, group=GROUP, short_group=False)
-    anonymous = protocol_pairs(iter_project_pairs(projects, anonymised=True), size, group=GROUP, short_group=False)
-    return [{"id": f"heldout{i}", "project": projects.name, "name": p.name, "qualname": p.qualname,
-             "code": p.code, "query": p.query, "anon": a.code} for i, (p, a) in enumerate(zip(chosen, anonymous, strict=True))]
+    chosen = protocol_pairs(project_pair_sources(projects), size, group=GROUP, short_group=False)
+    return [{"id": f"heldout{i}", "project": projects.name, "name": name, "qualname": qualname,
+             "code": search_text(code, qualname), "query": query, "anon": anonymise(code)}
+            for i, (query, code, name, qualname) in enumerate(chosen)]
 
 
 def grow_selection(out: Path, split: str, task: str, rows: Sequence[dict[str, Any]],

@@ -150,15 +150,22 @@ def search_example(query: str, code: str, name: str, qualname: str, anonymised: 
     return SearchExample(query, code if anonymised else search_text(code, qualname), contexts, name, qualname)
 
 
-def iter_project_pairs(root: Path, anonymised: bool = False) -> list[SearchExample]:
-    """Docstring/code pairs under ``root`` (corpus rules), optionally anonymised."""
-    pairs: list[SearchExample] = []
+def project_pair_sources(root: Path) -> list[tuple[str, str, str, str]]:
+    """``(query, code without docstring, name, qualname)`` of every docstring/code pair under
+    ``root``'s project folders (corpus rules), in file order."""
+    sources: list[tuple[str, str, str, str]] = []
     for _, func in _project_functions(root):
         query = docstring_summary(func.docstring)
-        if query is None:
-            continue
-        pairs.append(search_example(query, func.source_without_docstring, func.name, func.qualname, anonymised))
-    return pairs
+        if query is not None:
+            sources.append((query, func.source_without_docstring, func.name, func.qualname))
+    return sources
+
+
+def iter_project_pairs(root: Path, anonymised: bool = False, with_contexts: bool = True) -> list[SearchExample]:
+    """Docstring/code pairs under ``root`` (corpus rules), optionally anonymised;
+    ``with_contexts=False`` as in :func:`iter_split_pairs`."""
+    return [search_example(query, code, name, qualname, anonymised, with_contexts)
+            for query, code, name, qualname in project_pair_sources(root)]
 
 
 def iter_split_pairs(corpus: Path, split: str, anonymised: bool = False,
@@ -406,7 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = evaluate_naming(examples, model, targets, args.limit)
         else:
             space = load_search_space(args.variant or "default", args.models, args.device, args.embedder_graph)
-            pairs = (iter_project_pairs(args.projects, args.anonymise) if args.projects else
+            pairs = (iter_project_pairs(args.projects, args.anonymise, with_contexts=space.runtime is not None)
+                     if args.projects else
                      iter_split_pairs(args.corpus, args.split, args.anonymise, with_contexts=space.runtime is not None))
             result = evaluate_search(pairs, space, args.limit, ranking=args.ranking)
             result["anonymised"] = args.anonymise

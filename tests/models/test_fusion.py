@@ -290,13 +290,15 @@ def test_heldout_rows_are_the_pairs_eval_search_takes_from_projects(tmp_path: Pa
     (project / "one").mkdir(parents=True)
     (project / "one" / "mod.py").write_text("".join(
         f'def task_{i}(value):\n    """Compute the value number {i} of the series."""\n    return value + {i}\n\n\n'
-        for i in range(7)))
+        for i in range(7)) + 'class Series:\n    def step(self, value):\n'
+        '        """Compute the value number 7 of the series."""\n        return value + 7\n')
     monkeypatch.setattr(embed_corpus, "GROUP", 3)
     rows = embed_corpus.heldout_rows(project, 100)
     pairs = iter_project_pairs(project)
     order = list(range(len(pairs)))
     _random.Random(SEARCH_SEED).shuffle(order)
-    assert len(pairs) == 7 and len(rows) == 6  # whole groups only
+    assert len(pairs) == 8 and len(rows) == 6  # whole groups only
+    assert any(r["code"].startswith("class Series:\n    def step(self, value):") for r in rows)  # the header
     assert [r["code"] for r in rows] == [pairs[i].code for i in order[:6]]
     assert [r["anon"] for r in rows] == [p.code for p in (iter_project_pairs(project, anonymised=True)[i]
                                                           for i in order[:6])]
