@@ -35,7 +35,9 @@ class ConversionError(ValueError):
     """The graph is not a quantised BERT export this module understands."""
 
 
-def _arrays(onnx_path: Path) -> tuple[Any, dict[str, np.ndarray]]:
+def folded_graph(onnx_path: Path) -> tuple[Any, dict[str, np.ndarray]]:
+    """The ONNX model at ``onnx_path`` and its initializers, constant dequantisation folded
+    (:func:`fold_constant_dequantisation`)."""
     import onnx
     from onnx import numpy_helper
 
@@ -86,7 +88,7 @@ def smoothing_divisor(node: Any, producers: dict[str, Any], arrays: dict[str, np
 
 def state_dict(onnx_path: Path) -> dict[str, np.ndarray]:
     """transformers ``BertModel`` parameter names → fp32 arrays, from the int8 graph."""
-    graph, arrays = _arrays(onnx_path)
+    graph, arrays = folded_graph(onnx_path)
     producers = {output: node for node in graph.graph.node for output in node.output}
     state: dict[str, np.ndarray] = {}
     for name, value in arrays.items():

@@ -59,13 +59,11 @@ def fold_to_fp32(graph: Path, out: Path) -> None:
     import onnx
     from onnx import numpy_helper
 
-    from .onnx_to_hf import fold_constant_dequantisation
+    from .onnx_to_hf import folded_graph
 
-    model = onnx.load(str(graph))
-    arrays = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-    folded = fold_constant_dequantisation(model, dict(arrays))
-    kept = [node for node in model.graph.node
-            if not (node.op_type == "DequantizeLinear" and all(name in arrays for name in node.input))]
+    model, folded = folded_graph(graph)
+    # A node whose output is now an initializer is one the fold replaced.
+    kept = [node for node in model.graph.node if not any(name in folded for name in node.output)]
     del model.graph.node[:]
     model.graph.node.extend(kept)
     used = {name for node in kept for name in node.input} | {output.name for output in model.graph.output}
