@@ -93,11 +93,12 @@ def candidates(distributions: Iterable[metadata.Distribution], pinned: set[str],
     return dict(sorted(chosen.items()))
 
 
-def copy_distribution(dist: metadata.Distribution, target: Path) -> int:
-    """Copy the ``.py`` files of ``dist``'s top-level packages into ``target``; returns how many."""
+def copy_distribution(dist: metadata.Distribution, tops: Sequence[str], target: Path) -> int:
+    """Copy the ``.py`` files of ``dist``'s top-level packages ``tops`` (:func:`top_level`)
+    into ``target``; returns how many."""
     root = Path(str(dist.locate_file("")))
     copied = 0
-    for top in top_level(dist):
+    for top in tops:
         source = root / top
         if source.is_file():
             target.mkdir(parents=True, exist_ok=True)
@@ -145,10 +146,10 @@ def build(out: Path, distributions: Sequence[metadata.Distribution] | None = Non
     out.mkdir(parents=True, exist_ok=True)
     taken: dict[str, dict[str, Any]] = {}
     for name, dist in chosen.items():
-        target = out / name
-        files = copy_distribution(dist, target)
+        tops = top_level(dist)
+        files = copy_distribution(dist, tops, out / name)
         if files:
-            taken[name] = {"version": dist.version, "top_level": top_level(dist), "files": files}
+            taken[name] = {"version": dist.version, "top_level": tops, "files": files}
     (out / "packages.json").write_text(json.dumps(taken, indent=1) + "\n", encoding="utf-8")
     return taken
 
@@ -161,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--exclude", nargs="*", default=[], metavar="NAME",
                         help="distributions to leave out as well (e.g. torch, the largest)")
     parser.add_argument("--drop-duplicated", action="store_true",
-                        help="with --check-corpus: leave out every project that holds such a function")
+                        help=f"with --check-corpus: leave out every project of which at least "
+                             f"{DUPLICATED_SHARE * 100:.0f}%% of the functions are in CORPUS")
     args = parser.parse_args(argv)
     if args.drop_duplicated and args.check_corpus is None:
         parser.error("--drop-duplicated needs --check-corpus")

@@ -86,3 +86,9 @@ def test_the_command_refuses_a_folder_it_did_not_make(tmp_path: Path, capsys: py
     (out / "notes.txt").write_text("keep me")
     assert main([str(out)]) == 1
     assert "not empty" in capsys.readouterr().err and (out / "notes.txt").read_text() == "keep me"
+
+
+def test_the_help_states_the_share_that_drops_a_project(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and "at least 10% of the functions" in " ".join(capsys.readouterr().out.split())
