@@ -219,6 +219,33 @@ def test_frozen_encoder_stays_unchanged(corpus: Path, tiny_model: Path, tmp_path
     assert all(torch.equal(state[f"bert.{k}"], v) for k, v in before.items() if f"bert.{k}" in state)
 
 
+def test_bf16_on_the_cpu_only_when_asked_and_computed_natively(corpus: Path, tiny_model: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathfusion.model_export import run_files
+
+    cpu = torch.device("cpu")
+    a, b = torch.randn(4, 8), torch.randn(8, 4)
+    with run_files.bf16_autocast(cpu, enabled=True)():        # the default: fp32 on the CPU
+        assert (a @ b).dtype == torch.float32
+    with run_files.bf16_autocast(cpu, enabled=False, cpu=True)():
+        assert (a @ b).dtype == torch.float32
+    if run_files.native_cpu_bf16():
+        with run_files.bf16_autocast(cpu, enabled=True, cpu=True)():
+            assert (a @ b).dtype == torch.bfloat16
+        config = _config(tiny_model, freeze_encoder=True, search_weight=0, max_steps=3, valid_groups=0,
+                         select_on="f1", eval_every=3, cpu_bf16=True)
+        result = train_naming.train(corpus, tmp_path / "bf16", config, tmp_path / "naming", tmp_path / "search",
+                                    progress=False)
+        assert result["step"] == 3 and json.loads((tmp_path / "bf16" / "config.json").read_text())["cpu_bf16"]
+    # where bf16 would be emulated (slower than fp32), a run asking for it is refused, saying why
+    monkeypatch.setattr(run_files, "native_cpu_bf16", lambda: False)
+    with pytest.raises(ValueError, match="natively"):
+        run_files.bf16_autocast(cpu, enabled=True, cpu=True)
+    assert train_naming.main(["--corpus", str(corpus), "--run", str(tmp_path / "refused"), "--no-progress",
+                              "--pack", str(tmp_path / "naming"), "--search-pack", str(tmp_path / "search"),
+                              "--set", f"base={tiny_model}", "cpu_bf16=true", "max_steps=1"]) == 1
+
+
 def test_vocabulary_and_length_batches(names: NameTokens) -> None:
     from pathfusion.model_export.search_pairs import Ragged
 
