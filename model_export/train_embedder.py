@@ -49,7 +49,14 @@ from .distributed import Distributed
 from .export_embedder import MeanPooledEncoder, load_reference, packaged_model_dir
 from .metrics import SEARCH_GROUP, mrr, protocol_order
 from .onnx_to_hf import build as build_from_onnx
-from .run_files import atomic_torch_save, log_event, optimise, running_mean, set_fields
+from .run_files import (
+    atomic_torch_save,
+    bf16_autocast,
+    log_event,
+    optimise,
+    running_mean,
+    set_fields,
+)
 from .search_pairs import PackSpec, Pairs, Ragged, ensure_packs, project_batches, tokenizer_sha256
 
 DEFAULT_CORPUS = Path("data/corpus")
@@ -101,6 +108,10 @@ class EmbedderTrainConfig:
     """Recompute each layer's activations in the backward pass instead of keeping them: the
     same gradients for about a third more compute.  A CPU step of 256 pairs holds ≈ 13 GB
     without it; turn it on where memory is short."""
+    cpu_bf16: bool = False
+    """On the CPU, the training steps' forward passes under bf16 autocast, where the CPU
+    computes bf16 natively (AVX512-BF16 / AMX; refused elsewhere): faster steps
+    (docs/training.md), other numbers than fp32, so off by default.  Validation stays fp32."""
 
     def pack_spec(self, tokenizer_hash: str) -> PackSpec:
         return PackSpec(tokenizer_hash, self.max_query_tokens, self.max_code_tokens,
@@ -296,7 +307,7 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
     if resuming:
         saved = json.loads(config_path.read_text())
         for key in ("time_budget_min", "max_steps", "threads", "device", "eval_batch", "checkpoint_minutes",
-                    "log_every", "gradient_checkpointing"):
+                    "log_every", "gradient_checkpointing", "cpu_bf16"):
             saved[key] = getattr(config, key)  # how long and where to run may change between runs
         config = EmbedderTrainConfig(**saved)
     else:  # a new run: its log starts here (before the base is built, which logs its report)
@@ -308,6 +319,7 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
+    autocast = bf16_autocast(device, enabled=device.type == "cpu", cpu=config.cpu_bf16)
     model_dir = resolve_base(config.base, run, models)
     model, tokenizer = load_reference(model_dir)
     tokenizer_file = model_dir / "tokenizer.json"
@@ -384,7 +396,8 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
                 break
             step_started = time.perf_counter()
             indices = batches[state.position]
-            loss = batch_loss(encoder, train_pairs, indices, pad_id, device, config.scale, config.symmetric)
+            with autocast():
+                loss = batch_loss(encoder, train_pairs, indices, pad_id, device, config.scale, config.symmetric)
             optimise(loss, encoder.parameters(), optimiser, scheduler)
             state.step += 1
             state.position += 1

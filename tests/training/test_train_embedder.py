@@ -192,6 +192,26 @@ def test_training_learns_resumes_exactly_and_exports(corpus: Path, tiny_model: P
     assert np.abs(served.embed(texts) - want).max() <= 1e-4
 
 
+def test_bf16_steps_on_the_cpu_only_where_computed_natively(corpus: Path, tiny_model: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathfusion.model_export import run_files
+
+    pack = tmp_path / "pack"
+    config = _config(tiny_model, cpu_bf16=True, max_steps=3, eval_every=100)
+    if run_files.native_cpu_bf16():
+        result = train_embedder.train(corpus, tmp_path / "bf16", config, pack, progress=False)
+        losses = [e["loss"] for e in _log(tmp_path / "bf16") if e["event"] == "train"]
+        assert result["step"] == 3 and all(np.isfinite(losses))
+        fp32 = train_embedder.train(corpus, tmp_path / "fp32", _config(tiny_model, max_steps=3, eval_every=100),
+                                    pack, progress=False)
+        fp32_losses = [e["loss"] for e in _log(tmp_path / "fp32") if e["event"] == "train"]
+        assert fp32["step"] == 3 and losses != fp32_losses            # bf16 really computed the steps
+        assert np.allclose(losses, fp32_losses, rtol=0.05)            # ... and close to fp32
+    monkeypatch.setattr(run_files, "native_cpu_bf16", lambda: False)
+    with pytest.raises(ValueError, match="natively"):
+        train_embedder.train(corpus, tmp_path / "refused", config, pack, progress=False)
+
+
 def test_bad_overrides_are_refused() -> None:
     with pytest.raises(ValueError, match="known keys"):
         EmbedderTrainConfig.from_overrides(["nope=1"])
