@@ -158,3 +158,24 @@ def test_corpus_split_is_scored_like_the_same_functions_as_projects(projects: Pa
     assert eval_main(["search", "--corpus", str(tmp_path / "none"), "--split", "test", "--json",
                       "--models", str(REPO_MODELS)]) == 1
     assert "not found; build the corpus first" in capsys.readouterr().err
+
+
+def test_search_code_length_cuts_the_code_only_and_restores_the_tokenizer(projects: Path) -> None:
+    """The measurement behind "How much of a function search reads": codes cut at N
+    wordpieces (exactly as a tokenizer truncating there would read them), queries whole."""
+    from pathfusion.model_export.search_code_length import CutSearchSpace
+
+    embedder = OnnxEmbedder.load(REPO_MODELS, device="cpu")
+    pairs = iter_project_pairs(projects)
+    served = embedder.tokenizer.truncation
+    cut = CutSearchSpace("embedder", None, embedder, 8)
+    codes = cut.codes(pairs)
+    assert embedder.tokenizer.truncation == served                  # the shared tokenizer as it was
+    whole = SearchSpace("embedder", None, embedder).codes(pairs)
+    short = OnnxEmbedder.load(REPO_MODELS, device="cpu")
+    short.tokenizer.enable_truncation(8)
+    np.testing.assert_array_equal(codes, SearchSpace("embedder", None, short).codes(pairs))
+    assert np.all(np.sum(codes * whole, axis=1) < 0.999)            # every function here is longer than 8
+    queries = [p.query for p in pairs]
+    np.testing.assert_array_equal(cut.queries(queries), SearchSpace("embedder", None, embedder).queries(queries))
+    assert CutSearchSpace("embedder", None, embedder, 256).codes(pairs).tolist() == whole.tolist()
