@@ -53,7 +53,7 @@ def main() -> int:
     encoder = MeanPooledEncoder(model).train()
     optimiser = torch.optim.AdamW(encoder.parameters(), lr=1e-7)
     rng = np.random.default_rng(0)
-    autocasts = {p: bf16_autocast(torch.device("cpu"), True, cpu=p == "bf16") for p in args.precisions}  # refuses
+    autocasts = {p: bf16_autocast(torch.device("cpu"), cpu=p == "bf16") for p in args.precisions}  # refuses
     runs = [(length, p) for length in args.lengths for p in args.precisions]
     names = {(length, p): str(length) if p == "fp32" else f"{length}+{p}" for length, p in runs}
     times: dict[str, list[float]] = {name: [] for name in names.values()}

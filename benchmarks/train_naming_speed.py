@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     precisions = args.precisions.split(",")
     if not precisions or set(precisions) - {"fp32", "bf16"}:
         parser.error(f"--precisions: fp32 and/or bf16, not {args.precisions!r}")
-    autocasts = {p: bf16_autocast(torch.device("cpu"), True, cpu=p == "bf16") for p in precisions}  # refuses
+    autocasts = {p: bf16_autocast(torch.device("cpu"), cpu=p == "bf16") for p in precisions}  # refuses
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     examples = NamingExamples.load(args.pack / "valid.npz")

@@ -78,18 +78,18 @@ def running_mean(previous: float, value: float) -> float:
 
 
 
-def bf16_autocast(device: torch.device, enabled: bool = True, cpu: bool = False) -> Callable[[], Any]:
+def bf16_autocast(device: torch.device, gpu: bool = True, cpu: bool = False) -> Callable[[], Any]:
     """A factory of the context that a run's forward passes go through: bf16 autocast on a
-    GPU (when ``enabled``); on the CPU only when ``cpu`` asks for it too, and then only on a
-    CPU that computes bf16 natively (AVX512-BF16 or AMX: raises ValueError elsewhere, where
-    emulated bf16 would be slower than fp32).
+    GPU when ``gpu`` asks for it, on the CPU when ``cpu`` does — and there only on a CPU that
+    computes bf16 natively (AVX512-BF16 or AMX: raises ValueError elsewhere, where emulated
+    bf16 would be slower than fp32).
 
     Why opt-in on the CPU: it changes the numbers a run produces (as on a GPU), while fp32 on
     the CPU keeps a run's results exactly reproducible on any machine; where AMX is there, it
     runs a naming step of the frozen-encoder fusions ≈ 1.8× faster (docs/training.md)."""
-    if enabled and device.type == "cuda":
+    if gpu and device.type == "cuda":
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    if enabled and cpu and device.type == "cpu":
+    if cpu and device.type == "cpu":
         if not native_cpu_bf16():
             raise ValueError("cpu_bf16=true needs a CPU that computes bf16 natively (AVX512-BF16 or AMX); "
                              "this one would emulate it, slower than fp32: set cpu_bf16=false")

@@ -319,7 +319,7 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
-    autocast = bf16_autocast(device, enabled=device.type == "cpu", cpu=config.cpu_bf16)
+    autocast = bf16_autocast(device, gpu=False, cpu=config.cpu_bf16)
     model_dir = resolve_base(config.base, run, models)
     model, tokenizer = load_reference(model_dir)
     tokenizer_file = model_dir / "tokenizer.json"

@@ -277,7 +277,7 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    autocast = bf16_autocast(device, config.amp, config.cpu_bf16)
+    autocast = bf16_autocast(device, gpu=config.amp, cpu=config.amp and config.cpu_bf16)
 
     model_dir = Path(config.init) if config.init else resolve_base(config.base, run, models)
     if config.init and not (model_dir / DECODER_META).is_file():

@@ -225,12 +225,12 @@ def test_bf16_on_the_cpu_only_when_asked_and_computed_natively(corpus: Path, tin
 
     cpu = torch.device("cpu")
     a, b = torch.randn(4, 8), torch.randn(8, 4)
-    with run_files.bf16_autocast(cpu, enabled=True)():        # the default: fp32 on the CPU
+    with run_files.bf16_autocast(cpu)():        # the default: bf16 on a GPU only, fp32 on the CPU
         assert (a @ b).dtype == torch.float32
-    with run_files.bf16_autocast(cpu, enabled=False, cpu=True)():
+    with run_files.bf16_autocast(cpu, gpu=True, cpu=False)():
         assert (a @ b).dtype == torch.float32
     if run_files.native_cpu_bf16():
-        with run_files.bf16_autocast(cpu, enabled=True, cpu=True)():
+        with run_files.bf16_autocast(cpu, gpu=False, cpu=True)():
             assert (a @ b).dtype == torch.bfloat16
         config = _config(tiny_model, freeze_encoder=True, search_weight=0, max_steps=3, valid_groups=0,
                          select_on="f1", eval_every=3, cpu_bf16=True)
@@ -240,7 +240,7 @@ def test_bf16_on_the_cpu_only_when_asked_and_computed_natively(corpus: Path, tin
     # where bf16 would be emulated (slower than fp32), a run asking for it is refused, saying why
     monkeypatch.setattr(run_files, "native_cpu_bf16", lambda: False)
     with pytest.raises(ValueError, match="natively"):
-        run_files.bf16_autocast(cpu, enabled=True, cpu=True)
+        run_files.bf16_autocast(cpu, cpu=True)
     assert train_naming.main(["--corpus", str(corpus), "--run", str(tmp_path / "refused"), "--no-progress",
                               "--pack", str(tmp_path / "naming"), "--search-pack", str(tmp_path / "search"),
                               "--set", f"base={tiny_model}", "cpu_bf16=true", "max_steps=1"]) == 1
