@@ -49,8 +49,7 @@ from .export_code2vec import legacy_onnx_export
 from .export_embedder import load_reference, write_manifest_entry
 from .fusion_memory import FusedMemory
 from .name_decoder import EPSILON, NameDecoder
-from .naming_model import load_fusion
-from .train_naming import DECODER_META, load_decoder
+from .naming_model import DECODER_META, load_decoder, load_fusion
 
 SUBDIR = "naming"
 GRAPH_FILE = "decoder.int8.onnx"
@@ -116,7 +115,7 @@ class FusionGraph(torch.nn.Module):
         return memory, memory_source, (~pad).to(torch.int64)
 
 
-def _fusion_examples(fusion: FusedMemory, hidden: int, seed: int = 1) -> list[tuple[torch.Tensor, ...]]:
+def fusion_examples(fusion: FusedMemory, hidden: int, seed: int = 1) -> list[tuple[torch.Tensor, ...]]:
     """Fusion inputs of several shapes: one function (as the runtime feeds it), a padded batch,
     and a function without any path context (one padding context)."""
     generator = torch.Generator().manual_seed(seed)
@@ -140,7 +139,7 @@ def _fusion_examples(fusion: FusedMemory, hidden: int, seed: int = 1) -> list[tu
     return out
 
 
-def _fusion_diff(path: Path, graph: FusionGraph, examples: Sequence[tuple[torch.Tensor, ...]]) -> float:
+def fusion_graph_diff(path: Path, graph: FusionGraph, examples: Sequence[tuple[torch.Tensor, ...]]) -> float:
     worst = 0.0
     for example in examples:
         with torch.no_grad():
@@ -153,24 +152,45 @@ def _fusion_diff(path: Path, graph: FusionGraph, examples: Sequence[tuple[torch.
     return worst
 
 
-def _export_fusion(fusion: FusedMemory, hidden: int, staging: Path) -> dict[str, float]:
-    """``fusion.onnx`` (checked against torch) and its int8-row ``fusion.int8.onnx`` in ``staging``."""
-    graph = FusionGraph(fusion).eval()
-    examples = _fusion_examples(fusion, hidden)
+def write_fusion_graph(graph: FusionGraph, example: tuple[torch.Tensor, ...], path: Path) -> None:
+    """The fp32 fusion graph of ``graph`` at ``path`` (traced on ``example``)."""
     dynamic = {"token_states": {0: "batch", 1: "seq"}, "source": {0: "batch", 1: "seq"},
                "attention_mask": {0: "batch", 1: "seq"}, "contexts": {0: "batch", 1: "contexts"},
                "context_mask": {0: "batch", 1: "contexts"}, "memory": {0: "batch", 1: "positions"},
                "memory_source": {0: "batch", 1: "positions"}, "memory_mask": {0: "batch", 1: "positions"}}
-    legacy_onnx_export(graph, examples[1], staging / FUSION_FP32_FILE, FUSION_INPUTS, list(FUSION_OUTPUTS), dynamic)
-    parity = _fusion_diff(staging / FUSION_FP32_FILE, graph, examples)
+    legacy_onnx_export(graph, example, path, FUSION_INPUTS, list(FUSION_OUTPUTS), dynamic)
+
+
+def write_decoder_graphs(decoder: NameDecoder, vocab_table: torch.Tensor, step_example: tuple[torch.Tensor, ...],
+                         memory: torch.Tensor, step_path: Path, keys_path: Path) -> None:
+    """The fp32 decoder-step graph (traced on ``step_example``, the step graph's inputs) and
+    the cross-keys graph (traced on ``memory``) of ``decoder``."""
+    dynamic = {"token": {0: "batch"}, "past": {2: "batch", 3: "steps"}, "memory": {0: "batch", 1: "seq"},
+               "source": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+               "cross": {2: "batch", 3: "seq"}, "generated": {0: "batch"}, "copied": {0: "batch", 1: "seq"},
+               "present": {2: "batch"}}
+    legacy_onnx_export(DecoderStep(decoder, vocab_table).eval(), step_example, step_path, INPUT_NAMES,
+                       list(OUTPUT_NAMES), dynamic)
+    # .eval() on the wrapper itself: the exporter restores the wrapper's mode on every
+    # submodule afterwards, and a wrapper left in training mode turns dropout back on.
+    legacy_onnx_export(CrossKeys(decoder).eval(), (memory,), keys_path, (KEYS_INPUT,), [KEYS_OUTPUT],
+                       {KEYS_INPUT: {0: "batch", 1: "seq"}, KEYS_OUTPUT: {2: "batch", 3: "seq"}})
+
+
+def _export_fusion(fusion: FusedMemory, hidden: int, staging: Path) -> dict[str, float]:
+    """``fusion.onnx`` (checked against torch) and its int8-row ``fusion.int8.onnx`` in ``staging``."""
+    graph = FusionGraph(fusion).eval()
+    examples = fusion_examples(fusion, hidden)
+    write_fusion_graph(graph, examples[1], staging / FUSION_FP32_FILE)
+    parity = fusion_graph_diff(staging / FUSION_FP32_FILE, graph, examples)
     if parity > PARITY_LIMIT:
         raise ExportError(f"fp32 fusion graph differs from torch by {parity:.2g} > {PARITY_LIMIT}")
     compact(staging / FUSION_FP32_FILE, staging / FUSION_FILE)
-    return {"fusion_max_abs_diff": parity, "fusion_int8_max_abs_diff": _fusion_diff(staging / FUSION_FILE, graph,
+    return {"fusion_max_abs_diff": parity, "fusion_int8_max_abs_diff": fusion_graph_diff(staging / FUSION_FILE, graph,
                                                                                       examples)}
 
 
-def _examples(decoder: NameDecoder, hidden: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
+def decoder_examples(decoder: NameDecoder, hidden: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
     """Inputs of several shapes (batch, prefix, source length, padding) for parity checks;
     the last is a beam: several prefixes over one function's memory (batch 1), as the
     runtime feeds it."""
@@ -195,7 +215,7 @@ def _examples(decoder: NameDecoder, hidden: int, seed: int = 0) -> list[tuple[to
     return out
 
 
-def _cached(decoder: NameDecoder, vocab_table: torch.Tensor, example: tuple[torch.Tensor, ...]
+def cached_case(decoder: NameDecoder, vocab_table: torch.Tensor, example: tuple[torch.Tensor, ...]
             ) -> tuple[tuple[torch.Tensor, ...], np.ndarray, np.ndarray]:
     """``example`` (whole prefixes) as the step graph's inputs — its last wordpiece, with the
     keys and values of the earlier ones computed by torch step by step — and what the graph
@@ -244,7 +264,7 @@ def spread(generated: np.ndarray, copied: np.ndarray, source: np.ndarray, vocab_
     return np.log(prob + EPSILON)
 
 
-def _step_diff(path: Path, cases: Sequence[tuple[tuple[torch.Tensor, ...], np.ndarray, np.ndarray]],
+def step_graph_diff(path: Path, cases: Sequence[tuple[tuple[torch.Tensor, ...], np.ndarray, np.ndarray]],
                vocab_ids: np.ndarray) -> float:
     worst = 0.0
     for inputs, want, present in cases:
@@ -254,7 +274,7 @@ def _step_diff(path: Path, cases: Sequence[tuple[tuple[torch.Tensor, ...], np.nd
     return worst
 
 
-def _keys_diff(path: Path, examples: Sequence[tuple[torch.Tensor, ...]]) -> float:
+def keys_graph_diff(path: Path, examples: Sequence[tuple[torch.Tensor, ...]]) -> float:
     return max(_finite_max_diff(_run(path, (KEYS_INPUT,), (KEYS_OUTPUT,), (ex[1],))[0], ex[4].numpy())
                for ex in examples)
 
@@ -277,30 +297,22 @@ def export_naming(run_best: Path, models: Path, model_id: str | None = None, int
                           "and is not served")
     meta = json.loads((run_best / DECODER_META).read_text())
     table = bert.embeddings.word_embeddings.weight[decoder.vocab_ids].T
-    step = DecoderStep(decoder, table).eval()
     hidden = int(bert.config.hidden_size)
-    examples = _examples(decoder, hidden)
-    cases = [_cached(decoder, table.detach(), example) for example in examples]
+    examples = decoder_examples(decoder, hidden)
+    cases = [cached_case(decoder, table.detach(), example) for example in examples]
     target = models / SUBDIR
     with tempfile.TemporaryDirectory(dir=models) as tmp:
         staging = Path(tmp)
-        dynamic = {"token": {0: "batch"}, "past": {2: "batch", 3: "steps"}, "memory": {0: "batch", 1: "seq"},
-                   "source": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                   "cross": {2: "batch", 3: "seq"}, "generated": {0: "batch"}, "copied": {0: "batch", 1: "seq"},
-                   "present": {2: "batch"}}
-        legacy_onnx_export(step, cases[1][0], staging / FP32_FILE, INPUT_NAMES, list(OUTPUT_NAMES), dynamic)
-        # .eval() on the wrapper itself: the exporter restores the wrapper's mode on every
-        # submodule afterwards, and a wrapper left in training mode turns dropout back on.
-        legacy_onnx_export(CrossKeys(decoder).eval(), (examples[1][1],), staging / KEYS_FP32_FILE, (KEYS_INPUT,),
-                           [KEYS_OUTPUT], {KEYS_INPUT: {0: "batch", 1: "seq"}, KEYS_OUTPUT: {2: "batch", 3: "seq"}})
+        write_decoder_graphs(decoder, table, cases[1][0], examples[1][1], staging / FP32_FILE,
+                             staging / KEYS_FP32_FILE)
         vocab_ids = decoder.vocab_ids.numpy()
-        parity = max(_step_diff(staging / FP32_FILE, cases, vocab_ids), _keys_diff(staging / KEYS_FP32_FILE, examples))
+        parity = max(step_graph_diff(staging / FP32_FILE, cases, vocab_ids), keys_graph_diff(staging / KEYS_FP32_FILE, examples))
         if parity > PARITY_LIMIT:
             raise ExportError(f"fp32 decoder differs from torch by {parity:.2g} > {PARITY_LIMIT}")
         compact(staging / FP32_FILE, staging / GRAPH_FILE)
         compact(staging / KEYS_FP32_FILE, staging / KEYS_FILE)
-        int8_diff = _step_diff(staging / GRAPH_FILE, cases, vocab_ids)
-        keys_int8_diff = _keys_diff(staging / KEYS_FILE, examples)
+        int8_diff = step_graph_diff(staging / GRAPH_FILE, cases, vocab_ids)
+        keys_int8_diff = keys_graph_diff(staging / KEYS_FILE, examples)
         shipped = [graph_file, keys_file, META_FILE]
         fusion_metrics: dict[str, float] = {}
         fusion_entry: dict[str, str] = {}

@@ -261,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     p.add_argument("--naming-pack", type=Path, default=Path("data/naming-pairs"))
     p.add_argument("--init", type=Path, default=Path("data/runs/gpu-2026-11-27/naming/best"),
-                   help="the shipped head's run folder (decoder.pt + decoder.json)")
+                   help="the start decoder: a run's best/ folder (decoder.pt + decoder.json); on a new machine "
+                        "python -m pathfusion.model_export.head_from_export --out DIR rebuilds one from models/")
     p.add_argument("--train", type=int, default=130_000, help="train functions to carry (130,000 fit beside a 39.6 MiB tree)")
     p.add_argument("--tokens", type=int, default=12_000)
     p.add_argument("--paths", type=int, default=20_000)

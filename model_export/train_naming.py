@@ -50,6 +50,7 @@ from .context_pack import ensure_context_pack, ensure_vocab
 from .distributed import Distributed
 from .export_embedder import MeanPooledEncoder, load_reference
 from .fusion_memory import FUSION_META, FusedMemory, FusionShape
+from .head_from_export import build as build_head
 from .name_decoder import DecoderShape, NameDecoder
 from .naming_model import (
     DECODER_FILE,
@@ -113,7 +114,9 @@ class NamingTrainConfig:
     init: str = ""
     """A naming run's ``best/`` folder to continue from: its encoder *and* decoder (``base``,
     ``vocab_size`` and the decoder's shape are then the folder's).  How a later session, on
-    a GPU or the CPU, trains the shipped head further instead of starting a new one."""
+    a GPU or the CPU, trains the shipped head further instead of starting a new one;
+    ``shipped`` rebuilds that folder from ``models/`` (:mod:`pathfusion.model_export.head_from_export`),
+    so a new machine needs no earlier run."""
     batch_size: int = 128
     lr: float = 5e-5
     """Encoder learning rate (the decoder's is ``decoder_lr``)."""
@@ -232,6 +235,18 @@ class RunState:
     examples_seen: int = 0
 
 
+def resolve_init(init: str, run: Path, models: Path) -> Path:
+    """The ``best/`` folder that ``init`` names (``shipped`` is rebuilt once into the run
+    from the exported head in ``models``)."""
+    if init != "shipped":
+        return Path(init)
+    folder = run / "shipped-head"
+    if not (folder / DECODER_META).is_file():
+        report = build_head(models, folder)
+        log_event(run, {"event": "init", "from": str(models / "naming"), **report})
+    return folder
+
+
 def _cycle_search(batches_of: Any, state: RunState) -> Iterator[np.ndarray]:
     while True:
         batches = batches_of(state.search_epoch)
@@ -279,7 +294,7 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
     torch.manual_seed(config.seed)
     autocast = bf16_autocast(device, gpu=config.amp, cpu=config.amp and config.cpu_bf16)
 
-    model_dir = Path(config.init) if config.init else resolve_base(config.base, run, models)
+    model_dir = resolve_init(config.init, run, models) if config.init else resolve_base(config.base, run, models)
     if config.init and not (model_dir / DECODER_META).is_file():
         raise FileNotFoundError(f"init={config.init}: no {DECODER_META} there (expected a naming run's best/ folder)")
     bert, tokenizer = load_reference(model_dir)
