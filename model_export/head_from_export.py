@@ -7,7 +7,8 @@ never committed), so on a new machine nothing could continue training the shippe
 exported graphs hold every weight — int8 per row, which this module dequantises exactly as
 the runtime computes with them — so the folder rebuilt from them is the head the editor runs;
 with the encoder rebuilt by :mod:`pathfusion.model_export.onnx_to_hf`, ``train naming
-init=shipped`` continues it (the same weights up to the int8 rounding the export applied).
+init=shipped`` continues it — the same weights up to the int8 rounding of the graphs (what
+that costs, measured: ``docs/training.md``, "The shipped head on a new machine").
 
 How the weights are found: the exporter keeps the names of biases, norms and embedding
 tables, but turns each linear weight into an anonymous, transposed ``MatMul`` constant
