@@ -186,8 +186,8 @@ def _export_fusion(fusion: FusedMemory, hidden: int, staging: Path) -> dict[str,
     if parity > PARITY_LIMIT:
         raise ExportError(f"fp32 fusion graph differs from torch by {parity:.2g} > {PARITY_LIMIT}")
     compact(staging / FUSION_FP32_FILE, staging / FUSION_FILE)
-    return {"fusion_max_abs_diff": parity, "fusion_int8_max_abs_diff": fusion_graph_diff(staging / FUSION_FILE, graph,
-                                                                                      examples)}
+    int8 = fusion_graph_diff(staging / FUSION_FILE, graph, examples)
+    return {"fusion_max_abs_diff": parity, "fusion_int8_max_abs_diff": int8}
 
 
 def decoder_examples(decoder: NameDecoder, hidden: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
@@ -216,7 +216,7 @@ def decoder_examples(decoder: NameDecoder, hidden: int, seed: int = 0) -> list[t
 
 
 def cached_case(decoder: NameDecoder, vocab_table: torch.Tensor, example: tuple[torch.Tensor, ...]
-            ) -> tuple[tuple[torch.Tensor, ...], np.ndarray, np.ndarray]:
+                ) -> tuple[tuple[torch.Tensor, ...], np.ndarray, np.ndarray]:
     """``example`` (whole prefixes) as the step graph's inputs — its last wordpiece, with the
     keys and values of the earlier ones computed by torch step by step — and what the graph
     must answer: the log-probabilities of torch *without* the cache (so the check covers the
@@ -265,7 +265,7 @@ def spread(generated: np.ndarray, copied: np.ndarray, source: np.ndarray, vocab_
 
 
 def step_graph_diff(path: Path, cases: Sequence[tuple[tuple[torch.Tensor, ...], np.ndarray, np.ndarray]],
-               vocab_ids: np.ndarray) -> float:
+                    vocab_ids: np.ndarray) -> float:
     worst = 0.0
     for inputs, want, present in cases:
         generated, copied, got_present = _run(path, INPUT_NAMES, OUTPUT_NAMES, inputs)
@@ -306,7 +306,8 @@ def export_naming(run_best: Path, models: Path, model_id: str | None = None, int
         write_decoder_graphs(decoder, table, cases[1][0], examples[1][1], staging / FP32_FILE,
                              staging / KEYS_FP32_FILE)
         vocab_ids = decoder.vocab_ids.numpy()
-        parity = max(step_graph_diff(staging / FP32_FILE, cases, vocab_ids), keys_graph_diff(staging / KEYS_FP32_FILE, examples))
+        parity = max(step_graph_diff(staging / FP32_FILE, cases, vocab_ids),
+                     keys_graph_diff(staging / KEYS_FP32_FILE, examples))
         if parity > PARITY_LIMIT:
             raise ExportError(f"fp32 decoder differs from torch by {parity:.2g} > {PARITY_LIMIT}")
         compact(staging / FP32_FILE, staging / GRAPH_FILE)
