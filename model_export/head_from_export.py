@@ -14,8 +14,8 @@ How the weights are found: the exporter keeps the names of biases, norms and emb
 tables, but turns each linear weight into an anonymous, transposed ``MatMul`` constant
 (``onnx::MatMul_681``).  So the export's own code traces a *probe* — a module of the head's
 shape whose every parameter holds distinct random values — and each constant of the probe's
-graph is matched to the parameter, or its transpose, that it equals; the shipped graph's
-constants of the same names are then the head's parameters.  Every parameter must be found,
+graph is matched to the parameter, or its transpose, that it equals; what the same input of
+the same node holds in the shipped graph is then the head's parameter.  Every parameter must be found,
 and the rebuilt modules must answer the export's parity inputs as the shipped graphs do
 (≤ :data:`PARITY_LIMIT`), or the folder is not written.
 """
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,9 @@ import torch
 
 from pathfusion.server.context_vocab import VOCAB_FILE
 
+from .export_embedder import load_reference
 from .export_naming import (
+    PARITY_LIMIT,
     FusionGraph,
     cached_case,
     decoder_examples,
@@ -53,10 +55,9 @@ from .export_naming import (
 from .fusion_memory import FusedMemory, FusionShape
 from .name_decoder import DecoderShape, NameDecoder
 from .naming_model import save_decoder, save_fusion
-from .onnx_to_hf import ConversionError, folded_graph
+from .onnx_to_hf import ConversionError, graph_constants
 from .onnx_to_hf import build as build_encoder
 
-PARITY_LIMIT = 1e-4
 REPORT_FILE = "rebuilt.json"
 HEAD_CANDIDATES = (6, 12, 8, 4, 3, 2, 1)
 """Attention heads are not visible in the weights: the first count whose rebuilt module
@@ -66,17 +67,8 @@ NodeInput = tuple[str, int, int]
 module called twice alike), which of its inputs."""
 Mapping = dict[NodeInput, tuple[str, bool]]
 """A node's input → (the parameter it holds, whether transposed)."""
-
-
-def graph_constants(path: Path) -> tuple[Any, dict[str, np.ndarray]]:
-    """The graph at ``path`` and its constants: initializers with their int8 storage folded
-    (:func:`~pathfusion.model_export.onnx_to_hf.folded_graph`), and the names the exporter gives
-    a constant through an ``Identity`` node when its contents equal another's."""
-    graph, arrays = folded_graph(path)
-    for node in graph.graph.node:
-        if node.op_type == "Identity" and node.input[0] in arrays:
-            arrays[node.output[0]] = arrays[node.input[0]]
-    return graph, arrays
+Constants = tuple[Any, dict[str, np.ndarray]]
+"""A graph and its constants (:func:`~pathfusion.model_export.onnx_to_hf.graph_constants`)."""
 
 
 def _named_nodes(graph: Any) -> dict[tuple[str, int], Any]:
@@ -89,10 +81,12 @@ def _named_nodes(graph: Any) -> dict[tuple[str, int], Any]:
     return keyed
 
 
-def probe_mapping(module: torch.nn.Module, write_graph: Callable[[Path], None], seed: int = 0) -> Mapping:
-    """Which parameter of ``module`` each constant input of its exported graph's nodes holds:
-    ``module``'s parameters are overwritten with distinct random values, ``write_graph(path)``
-    exports it, and the graph's (dequantisation-folded) constants are matched by value.
+def probe_mappings(module: torch.nn.Module, write_graphs: Callable[[Path], Sequence[Path]],
+                   seed: int = 0) -> list[Mapping]:
+    """Which parameter of ``module`` each constant input of its exported graphs' nodes holds:
+    ``module``'s parameters are overwritten with distinct random values, ``write_graphs(folder)``
+    exports it into ``folder`` and returns the graphs' paths, and each graph's
+    (dequantisation-folded) constants are matched by value; one mapping per graph.
 
     Why by node and not by the constant's name: the exporter gives constants of equal
     contents one shared name (a fresh layer's zero biases), so a head's graph may lack names
@@ -103,9 +97,11 @@ def probe_mapping(module: torch.nn.Module, write_graph: Callable[[Path], None], 
             parameter.copy_(torch.randn(parameter.shape, generator=generator))
     params = {name: p.detach().numpy() for name, p in module.named_parameters()}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "probe.onnx"
-        write_graph(path)
-        graph, arrays = graph_constants(path)
+        graphs = [graph_constants(path) for path in write_graphs(Path(tmp))]
+    return [_match(params, graph, arrays) for graph, arrays in graphs]
+
+
+def _match(params: dict[str, np.ndarray], graph: Any, arrays: dict[str, np.ndarray]) -> Mapping:
     holds: dict[str, tuple[str, bool]] = {}
     for constant, value in arrays.items():
         for name, array in params.items():
@@ -117,14 +113,13 @@ def probe_mapping(module: torch.nn.Module, write_graph: Callable[[Path], None], 
             for index, value in enumerate(node.input) if value in holds}
 
 
-def load_mapped(module: torch.nn.Module, mappings: Sequence[tuple[Mapping, Path]]) -> None:
-    """Set ``module``'s parameters from each (mapping, graph); raises :class:`ConversionError`
-    when a node or its constant is missing, or a parameter is left unset."""
+def load_mapped(module: torch.nn.Module, mappings: Sequence[tuple[Mapping, Path, Constants]]) -> None:
+    """Set ``module``'s parameters from each (mapping, graph path, its constants); raises
+    :class:`ConversionError` when a node or its constant is missing, or a parameter is left unset."""
     params = dict(module.named_parameters())
     found: set[str] = set()
     with torch.no_grad():
-        for mapping, path in mappings:
-            graph, arrays = graph_constants(path)
+        for mapping, path, (graph, arrays) in mappings:
             nodes = _named_nodes(graph)
             for (node_name, count, index), (name, transposed) in mapping.items():
                 node = nodes.get((node_name, count))
@@ -148,7 +143,8 @@ def rebuild_decoder(naming: Path, meta: dict[str, Any], step_file: str, keys_fil
     """The decoder of the step and keys graphs in ``naming`` (``meta``: its ``decoder.json``),
     the vocabulary table the step graph holds, and the largest |difference| between the
     rebuilt decoder and the graphs on the export's parity inputs."""
-    _, step_arrays = graph_constants(naming / step_file)
+    step, keys = graph_constants(naming / step_file), graph_constants(naming / keys_file)
+    step_arrays = step[1]
     table = torch.from_numpy(np.ascontiguousarray(step_arrays["vocab_table"], dtype=np.float32))
     feed = step_arrays.get("decoder.layers.layers.0.linear1.bias")  # renamed only if it equals another
     feed_forward = int(feed.shape[0]) if feed is not None else DecoderShape().feed_forward
@@ -158,30 +154,50 @@ def rebuild_decoder(naming: Path, meta: dict[str, Any], step_file: str, keys_fil
         shape = DecoderShape(meta["layers"], heads, feed_forward, meta["max_length"], DecoderShape().dropout)
         decoder = NameDecoder(meta["hidden"], meta["vocab_ids"], full_vocab, meta["bos_id"], meta["eos_id"],
                               meta["unk_id"], shape).eval()
-        worst = _load_decoder(decoder, table, naming / step_file, naming / keys_file)
+        worst = _load_decoder(decoder, table, naming / step_file, step, naming / keys_file, keys)
         if worst <= PARITY_LIMIT:
             return decoder, table, worst
     raise ConversionError(f"{naming / step_file}: no decoder shape rebuilt from it answers as the graph does "
                           f"(|difference| {worst:.2g} > {PARITY_LIMIT})")
 
 
-def _load_decoder(decoder: NameDecoder, table: torch.Tensor, step_path: Path, keys_path: Path) -> float:
-    """Fill ``decoder`` from the two graphs; returns its largest |difference| from them."""
+def _load_decoder(decoder: NameDecoder, table: torch.Tensor, step_path: Path, step: Constants, keys_path: Path,
+                  keys: Constants) -> float:
+    """Fill ``decoder`` from the step and keys graphs; returns its largest |difference| from them."""
     probe = copy.deepcopy(decoder)
     probe_table = torch.randn(table.shape, generator=torch.Generator().manual_seed(1))
     example = cached_case(probe, probe_table, decoder_examples(probe, probe.hidden)[1])[0]
-    write = functools.partial(write_decoder_graphs, probe, probe_table, example, example[3])
-    step_mapping = probe_mapping(probe, lambda path: write(path, path.with_name("keys.onnx")))
-    keys_mapping = probe_mapping(probe, lambda path: write(path.with_name("step.onnx"), path))
-    load_mapped(decoder, [(step_mapping, step_path), (keys_mapping, keys_path)])
+
+    def write(folder: Path) -> list[Path]:
+        paths = [folder / "step.onnx", folder / "keys.onnx"]
+        write_decoder_graphs(probe, probe_table, example, example[3], *paths)
+        return paths
+
+    step_mapping, keys_mapping = probe_mappings(probe, write)
+    load_mapped(decoder, [(step_mapping, step_path, step), (keys_mapping, keys_path, keys)])
     examples = decoder_examples(decoder, decoder.hidden)
     cases = [cached_case(decoder, table, example) for example in examples]
     return max(step_graph_diff(step_path, cases, decoder.vocab_ids.numpy()), keys_graph_diff(keys_path, examples))
 
 
+def _load_fusion(fusion: FusedMemory, hidden: int, path: Path, constants: Constants) -> float:
+    """Fill ``fusion`` from its graph; returns its largest |difference| from it."""
+    probe = copy.deepcopy(fusion)
+    example = fusion_examples(probe, hidden)[1]
+
+    def write(folder: Path) -> list[Path]:
+        write_fusion_graph(FusionGraph(probe).eval(), example, folder / "fusion.onnx")
+        return [folder / "fusion.onnx"]
+
+    (mapping,) = probe_mappings(probe, write)
+    load_mapped(fusion, [(mapping, path, constants)])
+    return fusion_graph_diff(path, FusionGraph(fusion).eval(), fusion_examples(fusion, hidden))
+
+
 def rebuild_fusion(naming: Path, fusion_file: str, variant: str, hidden: int) -> tuple[FusedMemory, float]:
     """The fusion of the graph ``naming/fusion_file`` and its largest |difference| from the graph."""
-    _, arrays = graph_constants(naming / fusion_file)
+    constants = graph_constants(naming / fusion_file)
+    arrays = constants[1]
     tokens = arrays.get("fusion.contexts.tokens.weight")
     paths = arrays.get("fusion.contexts.paths.weight")
     if tokens is None or paths is None:
@@ -193,22 +209,11 @@ def rebuild_fusion(naming: Path, fusion_file: str, variant: str, hidden: int) ->
     for heads in heads_to_try:
         fusion = FusedMemory(FusionShape(variant, int(tokens.shape[0]), int(paths.shape[0]), int(tokens.shape[1]),
                                          hidden, heads, feed_forward, FusionShape().dropout)).eval()
-        probe = copy.deepcopy(fusion)
-        example = fusion_examples(probe, hidden)[1]
-        mapping = probe_mapping(probe, functools.partial(write_fusion_graph, FusionGraph(probe).eval(), example))
-        load_mapped(fusion, [(mapping, naming / fusion_file)])
-        worst = fusion_graph_diff(naming / fusion_file, FusionGraph(fusion).eval(), fusion_examples(fusion, hidden))
+        worst = _load_fusion(fusion, hidden, naming / fusion_file, constants)
         if worst <= PARITY_LIMIT:
             return fusion, worst
     raise ConversionError(f"{naming / fusion_file}: the rebuilt {variant} fusion does not answer as the graph does "
                           f"(|difference| {worst:.2g} > {PARITY_LIMIT})")
-
-
-class _SourceTokens:
-    """What :func:`save_decoder` reads of a run's config: the source length the head was trained on."""
-
-    def __init__(self, max_source_tokens: int) -> None:
-        self.max_source_tokens = max_source_tokens
 
 
 def build(models: Path, out: Path) -> dict[str, Any]:
@@ -233,11 +238,10 @@ def build(models: Path, out: Path) -> dict[str, Any]:
     staging = out.with_name(out.name + ".head-tmp")
     shutil.rmtree(staging, ignore_errors=True)
     encoder_report = build_encoder(models, staging)
-    from .export_embedder import load_reference
-
     bert, _ = load_reference(staging)
     encoder_table = bert.embeddings.word_embeddings.weight[decoder.vocab_ids].T.detach()
-    save_decoder(decoder, staging, _SourceTokens(int(meta["max_source_tokens"])))
+    config = SimpleNamespace(max_source_tokens=int(meta["max_source_tokens"]))  # what save_decoder reads of one
+    save_decoder(decoder, staging, config)
     if fusion is not None:
         save_fusion(fusion, staging)
         shutil.copy2(models / entry["contexts"], staging / VOCAB_FILE)

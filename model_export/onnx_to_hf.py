@@ -46,6 +46,16 @@ def folded_graph(onnx_path: Path) -> tuple[Any, dict[str, np.ndarray]]:
     return model, fold_constant_dequantisation(model, arrays)
 
 
+def graph_constants(onnx_path: Path) -> tuple[Any, dict[str, np.ndarray]]:
+    """:func:`folded_graph`, plus the names the exporter gives a constant through an
+    ``Identity`` node when its contents equal another's (a fresh layer's equal biases)."""
+    model, arrays = folded_graph(onnx_path)
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in arrays:
+            arrays[node.output[0]] = arrays[node.input[0]]
+    return model, arrays
+
+
 def fold_constant_dequantisation(model: Any, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Weights stored int8 per row (``int8_storage: rows``, ``model_export/compact_onnx.py``)
     back under their own names: every ``DequantizeLinear`` whose inputs are all initializers
@@ -88,7 +98,7 @@ def smoothing_divisor(node: Any, producers: dict[str, Any], arrays: dict[str, np
 
 def state_dict(onnx_path: Path) -> dict[str, np.ndarray]:
     """transformers ``BertModel`` parameter names → fp32 arrays, from the int8 graph."""
-    graph, arrays = folded_graph(onnx_path)
+    graph, arrays = graph_constants(onnx_path)  # shared initializers under their Identity names too
     producers = {output: node for node in graph.graph.node for output in node.output}
     state: dict[str, np.ndarray] = {}
     for name, value in arrays.items():
@@ -102,10 +112,6 @@ def state_dict(onnx_path: Path) -> dict[str, np.ndarray]:
         elif not name.endswith(_SUFFIXES):
             state[key] = value.astype(np.float32)
     for node in graph.graph.node:
-        # The exporter shares initializers with equal contents (e.g. freshly initialised
-        # biases) and names the others through Identity nodes.
-        if node.op_type == "Identity" and node.output[0].startswith("model.") and node.input[0] in arrays:
-            state[node.output[0][len("model."):]] = arrays[node.input[0]].astype(np.float32)
         if node.op_type not in ("MatMulInteger", "MatMul"):
             continue
         match = _MATMUL_RE.match(node.output[0])
