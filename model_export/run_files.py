@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -36,6 +36,45 @@ def atomic_torch_save(obj: object, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+@dataclasses.dataclass
+class RunControls:
+    """How long and where a resumable run runs, as opposed to what it trains: the fields a
+    resumed run takes from the command line instead of its saved ``config.json``, so that a
+    later session, another machine or a GPU job continues a run under its own budget
+    (:func:`resumed_config`).  The training configs extend it."""
+
+    checkpoint_minutes: float = 8.0
+    """Write ``checkpoint.pt`` at least this often (an interrupted run loses at most this)."""
+    time_budget_min: float = 0.0
+    """Stop (after a checkpoint) once this many minutes have run in this process; 0 = none."""
+    max_steps: int = 0
+    """Stop after this many optimiser steps in all; 0 = the whole schedule."""
+    threads: int = 0
+    """torch's intra-op threads; 0 = torch's default."""
+    device: str = "auto"
+    eval_batch: int = 64
+    log_every: int = 10
+    """Write the running loss and throughput to ``log.jsonl`` every this many steps."""
+    cpu_bf16: bool = False
+    """On the CPU, the training steps' forward passes under bf16 autocast, where the CPU
+    computes bf16 natively (AVX512-BF16 / AMX; refused elsewhere, :func:`bf16_autocast`):
+    faster steps (docs/training.md), other numbers than fp32, so off by default.  Validation
+    stays fp32."""
+
+
+Controlled = TypeVar("Controlled", bound=RunControls)
+
+
+def resumed_config(path: Path, config: Controlled, also: Sequence[str] = ()) -> Controlled:
+    """The run's saved config (``path``) with ``config``'s :class:`RunControls` and the fields
+    ``also`` names: what the run trains stays as it started, where and how long it runs is
+    this invocation's."""
+    saved = json.loads(path.read_text())
+    for key in (*(f.name for f in dataclasses.fields(RunControls)), *also):
+        saved[key] = getattr(config, key)
+    return type(config)(**saved)
 
 
 def set_fields(config: Any, overrides: Sequence[str]) -> None:

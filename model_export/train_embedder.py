@@ -50,10 +50,12 @@ from .export_embedder import MeanPooledEncoder, load_reference, packaged_model_d
 from .metrics import SEARCH_GROUP, mrr, protocol_order
 from .onnx_to_hf import build as build_from_onnx
 from .run_files import (
+    RunControls,
     atomic_torch_save,
     bf16_autocast,
     log_event,
     optimise,
+    resumed_config,
     running_mean,
     set_fields,
 )
@@ -67,8 +69,9 @@ Indices = Sequence[int] | np.ndarray
 
 
 @dataclasses.dataclass
-class EmbedderTrainConfig:
-    """Every hyper-parameter of a run; saved as ``config.json`` and read back on resume."""
+class EmbedderTrainConfig(RunControls):
+    """Every hyper-parameter of a run (and, from :class:`RunControls`, where and how long it
+    runs); saved as ``config.json`` and read back on resume."""
 
     base: str = "shipped"
     """What to fine-tune: ``shipped`` (the int8 graph of ``models/embedder`` dequantised, see
@@ -94,24 +97,10 @@ class EmbedderTrainConfig:
     """Validation MRR over this many CodeSearchNet groups of 1,000 valid pairs."""
     select_on: str = "mrr"
     """``mrr`` (plain) or ``mean`` (mean of plain and anonymised) picks ``best/``."""
-    checkpoint_minutes: float = 8.0
-    time_budget_min: float = 0.0
-    """Stop (after a checkpoint) once this many minutes have run in this process; 0 = none."""
-    max_steps: int = 0
-    """Stop after this many optimiser steps in all; 0 = the whole schedule."""
-    threads: int = 0
-    device: str = "auto"
-    eval_batch: int = 64
-    log_every: int = 10
-    """Write the running loss and throughput to ``log.jsonl`` every this many steps."""
     gradient_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass instead of keeping them: the
     same gradients for about a third more compute.  A CPU step of 256 pairs holds ≈ 13 GB
-    without it; turn it on where memory is short."""
-    cpu_bf16: bool = False
-    """On the CPU, the training steps' forward passes under bf16 autocast, where the CPU
-    computes bf16 natively (AVX512-BF16 / AMX; refused elsewhere): faster steps
-    (docs/training.md), other numbers than fp32, so off by default.  Validation stays fp32."""
+    without it; turn it on where memory is short (a run control: may change on resume)."""
 
     def pack_spec(self, tokenizer_hash: str) -> PackSpec:
         return PackSpec(tokenizer_hash, self.max_query_tokens, self.max_code_tokens,
@@ -305,11 +294,7 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
     checkpoint_path = run / "checkpoint.pt"
     resuming = resume and config_path.is_file() and checkpoint_path.is_file()
     if resuming:
-        saved = json.loads(config_path.read_text())
-        for key in ("time_budget_min", "max_steps", "threads", "device", "eval_batch", "checkpoint_minutes",
-                    "log_every", "gradient_checkpointing", "cpu_bf16"):
-            saved[key] = getattr(config, key)  # how long and where to run may change between runs
-        config = EmbedderTrainConfig(**saved)
+        config = resumed_config(config_path, config, also=("gradient_checkpointing",))
     else:  # a new run: its log starts here (before the base is built, which logs its report)
         checkpoint_path.unlink(missing_ok=True)
         (run / "log.jsonl").unlink(missing_ok=True)

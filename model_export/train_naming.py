@@ -73,10 +73,12 @@ from .naming_pack import (
     seeded_choice,
 )
 from .run_files import (
+    RunControls,
     atomic_torch_save,
     bf16_autocast,
     log_event,
     optimise,
+    resumed_config,
     running_mean,
     set_fields,
 )
@@ -106,8 +108,9 @@ __all__ = ["DECODER_FILE", "DECODER_META", "NamingModel", "NamingTrainConfig", "
 
 
 @dataclasses.dataclass
-class NamingTrainConfig:
-    """Every hyper-parameter of a run; saved as ``config.json`` and read back on resume."""
+class NamingTrainConfig(RunControls):
+    """Every hyper-parameter of a run (and, from :class:`RunControls`, where and how long it
+    runs); saved as ``config.json`` and read back on resume."""
 
     base: str = "shipped"
     """The encoder to start from (as in ``EmbedderTrainConfig.base``)."""
@@ -165,17 +168,9 @@ class NamingTrainConfig:
     valid_groups: int = 2
     select_on: str = "f1+mrr"
     """``f1`` or ``f1+mrr`` (naming F1 plus search MRR) picks ``best/``."""
-    checkpoint_minutes: float = 8.0
-    time_budget_min: float = 0.0
-    max_steps: int = 0
-    threads: int = 0
-    device: str = "auto"
     amp: bool = True
-    """bf16 autocast on a GPU (on the CPU only with ``cpu_bf16``)."""
-    cpu_bf16: bool = False
-    """bf16 autocast on the CPU too, as on a GPU (with ``amp``), where the CPU computes bf16
-    natively (AVX512-BF16 / AMX; refused elsewhere): ≈ 1.8× the steps of a frozen-encoder run
-    on this project's machines; off by default, since it changes a run's numbers."""
+    """bf16 autocast on a GPU (on the CPU only with ``cpu_bf16`` as well, where it runs a
+    frozen-encoder step ≈ 1.8× faster on this project's machines; a run control)."""
     eval_batch: int = 128
     log_every: int = 20
 
@@ -279,11 +274,7 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
     parallel.barrier()  # every process has looked at the run folder before the main one changes it
     progress = progress and parallel.main
     if resuming:
-        saved = json.loads(config_path.read_text())
-        for key in ("time_budget_min", "max_steps", "threads", "device", "eval_batch", "checkpoint_minutes",
-                    "log_every", "amp", "cpu_bf16"):
-            saved[key] = getattr(config, key)
-        config = NamingTrainConfig(**saved)
+        config = resumed_config(config_path, config, also=("amp",))
     elif parallel.main:
         checkpoint_path.unlink(missing_ok=True)
         (run / "log.jsonl").unlink(missing_ok=True)

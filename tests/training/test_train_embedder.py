@@ -3,6 +3,7 @@ and a synthetic corpus: packing, batching, the loss, resume = uninterrupted, exp
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import random
@@ -317,3 +318,27 @@ def test_gpu_job_returns_the_best_weights_in_small_parts(corpus: Path, tiny_mode
     assert all(np.abs(got[k] - want[k]).max() <= np.abs(want[k]).max() / 127 + 1e-6 for k in want)
     model, _ = load_reference(target)
     assert model.config.hidden_size == 32
+
+
+def test_a_resumed_run_keeps_what_it_trains_and_takes_where_and_how_long(tmp_path: Path) -> None:
+    """The saved config wins for what a run trains; the invocation's run controls (and the
+    fields named with ``also``) win for where and how long it runs."""
+    from pathfusion.model_export.run_files import resumed_config
+    from pathfusion.model_export.train_naming import NamingTrainConfig
+
+    saved = tmp_path / "config.json"
+    started = EmbedderTrainConfig(lr=1e-4, epochs=2, threads=2, time_budget_min=30.0)
+    saved.write_text(json.dumps(dataclasses.asdict(started)))
+    now = EmbedderTrainConfig(lr=9.0, epochs=9, threads=1, time_budget_min=0.0, cpu_bf16=True,
+                              gradient_checkpointing=True)
+    resumed = resumed_config(saved, now, also=("gradient_checkpointing",))
+    assert type(resumed) is EmbedderTrainConfig
+    assert (resumed.lr, resumed.epochs) == (1e-4, 2)
+    assert (resumed.threads, resumed.time_budget_min, resumed.cpu_bf16, resumed.gradient_checkpointing) == (
+        1, 0.0, True, True)
+    assert not resumed_config(saved, now).gradient_checkpointing  # not named: the saved value
+
+    naming = tmp_path / "naming.json"
+    naming.write_text(json.dumps(dataclasses.asdict(NamingTrainConfig(variant="concat", amp=True))))
+    again = resumed_config(naming, NamingTrainConfig(variant="llm", amp=False, eval_batch=3), also=("amp",))
+    assert (again.variant, again.amp, again.eval_batch) == ("concat", False, 3)
