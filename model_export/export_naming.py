@@ -49,6 +49,7 @@ from .export_code2vec import legacy_onnx_export
 from .export_embedder import load_reference, write_manifest_entry
 from .fusion_memory import FusedMemory
 from .name_decoder import EPSILON, NameDecoder
+from .name_lexicon import DEFAULT_CORPUS, MIN_PROJECTS, build_lexicon, lexicon_entry, with_lexicon
 from .naming_model import DECODER_META, load_decoder, load_fusion
 
 SUBDIR = "naming"
@@ -279,9 +280,12 @@ def keys_graph_diff(path: Path, examples: Sequence[tuple[torch.Tensor, ...]]) ->
                for ex in examples)
 
 
-def export_naming(run_best: Path, models: Path, model_id: str | None = None, int8: bool = True) -> dict[str, Any]:
+def export_naming(run_best: Path, models: Path, model_id: str | None = None, int8: bool = True,
+                  lexicon: Sequence[str] | None = None) -> dict[str, Any]:
     """Export ``run_best`` (a naming run's ``best/``) into ``models/naming``; returns the
-    manifest entry.  ``int8=False`` ships the fp32 graphs instead (tests of exact parity)."""
+    manifest entry.  ``int8=False`` ships the fp32 graphs instead (tests of exact parity);
+    ``lexicon``: the words the runtime keeps names to (:mod:`pathfusion.model_export.name_lexicon`;
+    None: no filter)."""
     graph_file, keys_file = (GRAPH_FILE, KEYS_FILE) if int8 else (FP32_FILE, KEYS_FP32_FILE)
     manifest_path = models / "manifest.json"
     if not manifest_path.is_file():
@@ -336,7 +340,7 @@ def export_naming(run_best: Path, models: Path, model_id: str | None = None, int
         for name in shipped:
             shutil.move(str(staging / name), target / name)
     files = {f"{SUBDIR}/{name}": sha256_file(target / name) for name in shipped}
-    return {
+    entry = {
         **fusion_entry,
         "id": model_id or run_best.parent.name,
         "files": files,
@@ -351,6 +355,9 @@ def export_naming(run_best: Path, models: Path, model_id: str | None = None, int
                     "keys_int8_max_abs_diff": keys_int8_diff, **fusion_metrics},
         "torch_version": torch.__version__,
     }
+    if lexicon is not None:
+        entry = with_lexicon(entry, lexicon_entry(models, lexicon, MIN_PROJECTS))
+    return entry
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -359,13 +366,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a naming run's best/ folder (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("models"), help="models folder (default: %(default)s)")
     parser.add_argument("--id", default=None, help="model id recorded in the manifest")
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS,
+                        help="the corpus whose train names give the name lexicon (default: %(default)s)")
+    parser.add_argument("--no-lexicon", action="store_true",
+                        help="ship no name lexicon: the runtime then keeps names with made-up subtokens")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
     try:
-        entry = export_naming(args.run_best, args.out, args.id)
+        lexicon = None if args.no_lexicon else build_lexicon(args.corpus)
+        entry = export_naming(args.run_best, args.out, args.id, lexicon=lexicon)
         write_manifest_entry(args.out, entry, name="naming")
-    except (ExportError, FileNotFoundError) as exc:
+    except (ExportError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"exported naming head {entry['id']} → {args.out / SUBDIR} (parity {entry['metrics']['parity']['max_abs_diff']:.2g}, "

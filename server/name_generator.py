@@ -38,6 +38,7 @@ from .code2vec import CurrentName
 from .embedder import OnnxEmbedder
 from .models import ModelError, load_manifest, model_entry, model_file, providers
 from .name_candidates import Candidates, Vocabulary
+from .name_words import NameWords, own_subtokens
 from .naming_fusion import NamingFusion
 from .onnx_session import create_session
 from .paths import METHOD_NAME
@@ -134,9 +135,12 @@ class NameGenerator:
     """A :class:`~pathfusion.server.code2vec.Predictor` over the embedder's token states and the decoder."""
 
     def __init__(self, embedder: OnnxEmbedder, session: Any, keys_session: Any, config: HeadConfig, model_id: str,
-                 beam: int = 5, fusion: NamingFusion | None = None) -> None:
+                 beam: int = 5, fusion: NamingFusion | None = None, words: NameWords | None = None) -> None:
         self.embedder = embedder
         self.fusion = fusion
+        self.words = words
+        """The lexicon a name's subtokens must come from (:mod:`pathfusion.server.name_words`);
+        None for a head exported without one: every name is kept."""
         self.session = session
         self.keys_session = keys_session
         self.config = config
@@ -175,13 +179,23 @@ class NameGenerator:
                              f"key/value cache and the two-part output); {FIX}")
         keys_session = create_session(keys, providers(device), threads, fix=FIX)
         fusion = NamingFusion.load(Path(models_dir), entry, device, threads)
-        return cls(embedder, session, keys_session, config, str(entry.get("id") or ENTRY_NAME), fusion=fusion)
+        words = None
+        if entry.get("lexicon"):
+            lexicon = model_file(Path(models_dir), str(entry["lexicon"]))
+            try:
+                words = NameWords.load(lexicon)
+            except (OSError, ValueError) as exc:
+                raise ModelError(f"{lexicon} is not a valid name lexicon ({exc}); rebuild it with "
+                                 "`python -m pathfusion.model_export.name_lexicon`") from exc
+        return cls(embedder, session, keys_session, config, str(entry.get("id") or ENTRY_NAME), fusion=fusion,
+                   words=words)
 
     @property
     def info(self) -> dict[str, Any]:
         """What ``pathfusion.status`` shows of the naming model."""
         return {"name": "naming head", "id": self.model_id, "embedder": self.embedder.model_id, "beam": self.beam,
-                "reads": self.fusion.variant if self.fusion is not None else "llm"}
+                "reads": self.fusion.variant if self.fusion is not None else "llm",
+                "lexicon": len(self.words.words) if self.words is not None else None}
 
     # -- the Predictor interface ----------------------------------------------------------
     def predict(self, functions: Sequence[Any], top_k: int = 5,
@@ -239,10 +253,13 @@ class NameGenerator:
             forced = [*label_pieces(tokenizer, current)[:self.config.max_length - 1], self.config.eos_id]
         found, forced_score = self.search(ids, states, self.beam, max(self.beam, top_k), forced, mask)
         merged: dict[str, float] = {}
+        own = own_subtokens(masked_source) if self.words is not None else frozenset()
         for pieces, score in found:
             label = label_of_pieces([tokenizer.id_to_token(int(i)) or "[UNK]" for i in pieces])
             if not label or UNKNOWN in label.split("|") or stutters(label):
                 continue
+            if self.words is not None and not self.words.admits(label, own):
+                continue  # a made-up subtoken (``routeer``): name_words
             merged[label] = merged.get(label, 0.0) + math.exp(score)
         ranked = sorted(merged.items(), key=lambda item: -rank_score(*item))
         scored = None if forced is None or forced_score is None else \

@@ -1,0 +1,92 @@
+"""Names made of words (server/name_words.py, model_export/name_lexicon.py): the lexicon of
+the train split's name subtokens, shipped with the naming head, and the served head dropping
+generated names with a made-up subtoken."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pathfusion.model_export.name_lexicon import (
+    add_to_models,
+    build_lexicon,
+    lexicon_of,
+    write_lexicon,
+)
+from pathfusion.server.embedder import OnnxEmbedder
+from pathfusion.server.models import ModelError
+from pathfusion.server.name_generator import NameGenerator
+from pathfusion.server.name_words import NameWords, own_subtokens
+from tests.helpers.corpus import TEMPLATES, write_corpus
+
+SOURCE = '''def METHOD_NAME(self, path):
+    """Read the configurationFile at path."""
+    with open(path) as fh:
+        return json.load(fh)
+'''
+
+
+def test_a_name_is_kept_when_each_subtoken_is_a_word() -> None:
+    own = own_subtokens(SOURCE)
+    assert {"self", "path", "read", "configuration", "file", "open", "fh", "json", "load"} <= own
+    assert "method" not in own and "name" not in own  # the masked name is not the function's text
+    words = NameWords(frozenset({"get", "value", "load"}))
+    assert words.admits("get|value") and words.admits("load|json", own) and words.admits("get|value|2")
+    assert not words.admits("get|valuee") and not words.admits("routeer|json", own)
+    assert not words.admits("load|json")  # without the function's text, json is not a word here
+
+
+def test_the_lexicon_counts_projects_not_names(tmp_path: Path) -> None:
+    records = [{"label": "get|value", "project": "a"}, {"label": "get|valuee", "project": "a"},
+               {"label": "get|valuee", "project": "a"}, {"label": "set|value", "project": "b"}]
+    assert lexicon_of(records, min_projects=2) == ["value"]
+    assert lexicon_of(records, min_projects=1) == ["get", "set", "value", "valuee"]
+    first, second = tmp_path / "a.txt.gz", tmp_path / "b.txt.gz"
+    write_lexicon(["get", "value"], first)
+    write_lexicon(["get", "value"], second)
+    assert first.read_bytes() == second.read_bytes()  # the same words, the same bytes (no timestamp)
+    assert NameWords.load(first).words == {"get", "value"}
+    with gzip.open(second, "wt") as fh:
+        fh.write("\n\n")
+    with pytest.raises(ValueError, match="no words"):
+        NameWords.load(second)
+
+
+def test_the_served_head_drops_names_with_made_up_subtokens(naming_models: Path, tmp_path: Path) -> None:
+    """The tiny random head writes names of arbitrary wordpieces; with the lexicon of a corpus
+    whose names use six words, only names of those words and of the function's own text are
+    left — and the lexicon is a manifest file like any other (hashed, checked)."""
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, per_label=3)
+    models = tmp_path / "models"
+    shutil.copytree(naming_models, models)
+    embedder = OnnxEmbedder.load(models, device="cpu", threads=1)
+    allowed = {w for label in TEMPLATES for w in label.split("|")} | own_subtokens(SOURCE)
+
+    def words_ok(label: str) -> bool:
+        return all(w in allowed or w.isdigit() for w in label.split("|"))
+
+    plain = NameGenerator.load(models, embedder, "cpu")
+    before, _ = plain.names(SOURCE, top_k=10)
+    assert plain.info["lexicon"] is None and any(not words_ok(label) for label, _ in before)
+
+    with pytest.raises(ValueError, match="2 or more projects"):  # one train project: no word in two
+        build_lexicon(corpus)
+    entry = add_to_models(models, corpus, min_projects=1)
+    assert entry["lexicon_words"] == 6  # get, value, set, is, empty, close
+    manifest = json.loads((models / "manifest.json").read_text())["models"]["naming"]
+    assert manifest["lexicon"] == "naming/lexicon.txt.gz" and "naming/lexicon.txt.gz" in manifest["files"]
+    filtered = NameGenerator.load(models, embedder, "cpu")
+    after, _ = filtered.names(SOURCE, top_k=10)
+    assert filtered.info["lexicon"] == entry["lexicon_words"]
+    assert all(words_ok(label) for label, _ in after)
+    kept = [label for label, _ in before if words_ok(label)]
+    assert [label for label, _ in after][:len(kept)] == kept  # the rest in the same order
+
+    write_lexicon(["tampered"], models / "naming" / "lexicon.txt.gz")
+    with pytest.raises(ModelError, match="lexicon"):
+        NameGenerator.load(models, embedder, "cpu")
