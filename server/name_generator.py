@@ -44,13 +44,15 @@ from .onnx_session import create_session
 from .paths import METHOD_NAME
 
 ENTRY_NAME = "naming"
-LENGTH_BONUS = 1.5
+LENGTH_BONUS = 1.0
 """Names are ranked by ``log p + LENGTH_BONUS × subtokens``: a sequence model's probability
 favours short common names (``run`` for ``run_until_complete_cb``: precision 0.36, recall
 0.24 on held-out code), and users gain little from them.  Chosen on validation (the smallest
-bonus within 0.005 F1 of the best, ``python -m pathfusion.model_export.naming_policy``; 1.0 for
-the previous head, 1.5 for ``pathfusion-namer-attention-1``: F1 0.382 → 0.390 on 400
-validation functions); the probability shown stays the model's own."""
+bonus within 0.005 F1 of the best, ``python -m pathfusion.model_export.naming_policy``): 1.0
+for the previous head; 1.5 for ``pathfusion-namer-attention-1`` on 400 validation functions,
+then 1.0 again with names made of words (:mod:`pathfusion.server.name_words`), on 400 and
+on 4,000 validation functions (F1 0.383 against 0.386 at 1.5, exact match 0.137 against
+0.126; docs/results.md, "Names made of words").  The probability shown stays the model's own."""
 CACHE_SIZE = 4096
 """Functions whose names are kept (least recently used dropped first)."""
 MASK_TEXT = "[MASK]"
