@@ -373,6 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
+    if not args.no_lexicon and not (args.corpus / "train.jsonl.gz").is_file():
+        print(f"error: the name lexicon is built from {args.corpus / 'train.jsonl.gz'}, which is not there: "
+              "build the corpus (make corpus), pass --corpus DIR, or --no-lexicon", file=sys.stderr)
+        return 1
     try:
         lexicon = None if args.no_lexicon else build_lexicon(args.corpus)
         entry = export_naming(args.run_best, args.out, args.id, lexicon=lexicon)

@@ -90,3 +90,15 @@ def test_the_served_head_drops_names_with_made_up_subtokens(naming_models: Path,
     write_lexicon(["tampered"], models / "naming" / "lexicon.txt.gz")
     with pytest.raises(ModelError, match="lexicon"):
         NameGenerator.load(models, embedder, "cpu")
+
+
+def test_export_without_a_corpus_says_how_and_writes_nothing(naming_models: Path, naming_run_best: Path,
+                                                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pathfusion.model_export.export_naming import main as export_main
+
+    models = tmp_path / "models"
+    shutil.copytree(naming_models, models)
+    before = {p: p.read_bytes() for p in models.rglob("*") if p.is_file()}
+    code = export_main(["--run-best", str(naming_run_best), "--out", str(models), "--corpus", str(tmp_path / "none")])
+    assert code == 1 and "--no-lexicon" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in models.rglob("*") if p.is_file()} == before
