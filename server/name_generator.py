@@ -38,7 +38,7 @@ from .code2vec import CurrentName
 from .embedder import OnnxEmbedder
 from .models import ModelError, load_manifest, model_entry, model_file, providers
 from .name_candidates import Candidates, Vocabulary
-from .name_words import NameWords, own_subtokens
+from .name_words import NameWords
 from .naming_fusion import NamingFusion
 from .onnx_session import create_session
 from .paths import METHOD_NAME
@@ -255,14 +255,13 @@ class NameGenerator:
             forced = [*label_pieces(tokenizer, current)[:self.config.max_length - 1], self.config.eos_id]
         found, forced_score = self.search(ids, states, self.beam, max(self.beam, top_k), forced, mask)
         merged: dict[str, float] = {}
-        own = own_subtokens(masked_source) if self.words is not None else frozenset()
         for pieces, score in found:
             label = label_of_pieces([tokenizer.id_to_token(int(i)) or "[UNK]" for i in pieces])
             if not label or UNKNOWN in label.split("|") or stutters(label):
                 continue
-            if self.words is not None and not self.words.admits(label, own):
-                continue  # a made-up subtoken (``routeer``): name_words
             merged[label] = merged.get(label, 0.0) + math.exp(score)
+        if self.words is not None:  # names with a made-up subtoken (``routeer``) dropped: name_words
+            merged = {label: merged[label] for label in self.words.kept(merged, masked_source)}
         ranked = sorted(merged.items(), key=lambda item: -rank_score(*item))
         scored = None if forced is None or forced_score is None else \
             CurrentName(min(1.0, math.exp(forced_score)), len(forced))

@@ -49,8 +49,21 @@ class NameWords:
             raise ValueError(f"{path} holds no words")
         return cls(words)
 
-    def admits(self, label: str, own: Iterable[str] = ()) -> bool:
+    def admits(self, label: str, own: frozenset[str] = frozenset()) -> bool:
         """Whether every subtoken of ``label`` (``a|b``) is a word: in the lexicon, in ``own``
         (:func:`own_subtokens`), or a number."""
-        own = own if isinstance(own, (set, frozenset)) else frozenset(own)
         return all(part in self.words or part in own or part.isdigit() for part in label.split("|"))
+
+    def kept(self, labels: Iterable[str], masked_source: str) -> list[str]:
+        """The ``labels`` :meth:`admits` with the function's own subtokens, in order; those are
+        read from ``masked_source`` only when a label needs them (most names are lexicon
+        words, and a hover should not pay for the rest)."""
+        own: frozenset[str] | None = None
+        kept = []
+        for label in labels:
+            if not self.admits(label):
+                own = own_subtokens(masked_source) if own is None else own
+                if not self.admits(label, own):
+                    continue
+            kept.append(label)
+        return kept

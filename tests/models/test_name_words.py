@@ -38,6 +38,8 @@ def test_a_name_is_kept_when_each_subtoken_is_a_word() -> None:
     assert words.admits("get|value") and words.admits("load|json", own) and words.admits("get|value|2")
     assert not words.admits("get|valuee") and not words.admits("routeer|json", own)
     assert not words.admits("load|json")  # without the function's text, json is not a word here
+    assert words.kept(["load|json", "routeer", "get|value", "get|valuee"], SOURCE) == ["load|json", "get|value"]
+    assert words.kept(["get|value", "load"], "def METHOD_NAME(: not even Python") == ["get|value", "load"]
 
 
 def test_the_lexicon_counts_projects_not_names(tmp_path: Path) -> None:
