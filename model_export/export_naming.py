@@ -49,7 +49,7 @@ from .export_code2vec import legacy_onnx_export
 from .export_embedder import load_reference, write_manifest_entry
 from .fusion_memory import FusedMemory
 from .name_decoder import EPSILON, NameDecoder
-from .name_lexicon import DEFAULT_CORPUS, MIN_PROJECTS, build_lexicon, lexicon_entry, with_lexicon
+from .name_lexicon import DEFAULT_CORPUS, Lexicon, build_lexicon, with_lexicon
 from .naming_model import DECODER_META, load_decoder, load_fusion
 
 SUBDIR = "naming"
@@ -281,7 +281,7 @@ def keys_graph_diff(path: Path, examples: Sequence[tuple[torch.Tensor, ...]]) ->
 
 
 def export_naming(run_best: Path, models: Path, model_id: str | None = None, int8: bool = True,
-                  lexicon: Sequence[str] | None = None) -> dict[str, Any]:
+                  lexicon: Lexicon | None = None) -> dict[str, Any]:
     """Export ``run_best`` (a naming run's ``best/``) into ``models/naming``; returns the
     manifest entry.  ``int8=False`` ships the fp32 graphs instead (tests of exact parity);
     ``lexicon``: the words the runtime keeps names to (:mod:`pathfusion.model_export.name_lexicon`;
@@ -356,7 +356,7 @@ def export_naming(run_best: Path, models: Path, model_id: str | None = None, int
         "torch_version": torch.__version__,
     }
     if lexicon is not None:
-        entry = with_lexicon(entry, lexicon_entry(models, lexicon, MIN_PROJECTS))
+        entry = with_lexicon(entry, models, SUBDIR, lexicon)
     return entry
 
 

@@ -20,7 +20,8 @@ import json
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pathfusion.server.models import sha256_file
@@ -31,8 +32,16 @@ from .naming_pack import naming_records
 MIN_PROJECTS = 2
 """A subtoken is a word when the names of at least this many train projects use it."""
 LEXICON_FILE = "lexicon.txt.gz"
-SUBDIR = "naming"
 DEFAULT_CORPUS = Path("data/corpus")
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """The words and the threshold that chose them (recorded in the manifest together, so
+    that what the manifest says is what the words are)."""
+
+    words: tuple[str, ...]
+    min_projects: int
 
 
 def lexicon_of(records: Iterable[dict[str, Any]], min_projects: int = MIN_PROJECTS) -> list[str]:
@@ -45,13 +54,13 @@ def lexicon_of(records: Iterable[dict[str, Any]], min_projects: int = MIN_PROJEC
     return sorted(word for word, users in projects.items() if len(users) >= min_projects)
 
 
-def build_lexicon(corpus: Path, min_projects: int = MIN_PROJECTS) -> list[str]:
+def build_lexicon(corpus: Path, min_projects: int = MIN_PROJECTS) -> Lexicon:
     """The lexicon of ``corpus``'s train split (the naming records, as the naming pack reads them)."""
     words = lexicon_of(naming_records(corpus, "train"), min_projects)
     if not words:
         raise ValueError(f"{corpus}: no subtoken of the train split's names is used by {min_projects} or more "
                          "projects, so there is no name lexicon to build")
-    return words
+    return Lexicon(tuple(words), min_projects)
 
 
 def write_lexicon(words: Sequence[str], path: Path) -> None:
@@ -61,21 +70,17 @@ def write_lexicon(words: Sequence[str], path: Path) -> None:
         fh.write(data)
 
 
-def lexicon_entry(models: Path, words: Sequence[str], min_projects: int) -> dict[str, Any]:
-    """Write ``models/naming/lexicon.txt.gz``; returns what the naming entry gains."""
-    path = models / SUBDIR / LEXICON_FILE
+def with_lexicon(entry: dict[str, Any], models: Path, folder: str, lexicon: Lexicon) -> dict[str, Any]:
+    """Write ``lexicon`` into ``models/folder`` (the head's own folder, beside its graphs) and
+    return the naming manifest ``entry`` that lists it."""
+    path = models / folder / LEXICON_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_lexicon(words, path)
-    name = f"{SUBDIR}/{LEXICON_FILE}"
-    return {"lexicon": name, "lexicon_min_projects": min_projects, "lexicon_words": len(words),
-            "file": (name, sha256_file(path), path.stat().st_size)}
-
-
-def with_lexicon(entry: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
-    """The naming manifest ``entry`` with the lexicon ``added`` (:func:`lexicon_entry`)."""
-    name, digest, size = added["file"]
-    return {**entry, **{k: v for k, v in added.items() if k != "file"},
-            "files": {**entry.get("files", {}), name: digest}, "sizes": {**entry.get("sizes", {}), name: size}}
+    write_lexicon(lexicon.words, path)
+    name = f"{folder}/{LEXICON_FILE}"
+    return {**entry, "lexicon": name, "lexicon_min_projects": lexicon.min_projects,
+            "lexicon_words": len(lexicon.words),
+            "files": {**entry.get("files", {}), name: sha256_file(path)},
+            "sizes": {**entry.get("sizes", {}), name: path.stat().st_size}}
 
 
 def add_to_models(models: Path, corpus: Path, min_projects: int = MIN_PROJECTS) -> dict[str, Any]:
@@ -86,8 +91,8 @@ def add_to_models(models: Path, corpus: Path, min_projects: int = MIN_PROJECTS) 
     entry = json.loads(manifest_path.read_text(encoding="utf-8"))["models"].get("naming")
     if entry is None:
         raise ValueError(f"{manifest_path} has no naming head: export one first (pathfusion export naming)")
-    words = build_lexicon(corpus, min_projects)
-    entry = with_lexicon(entry, lexicon_entry(models, words, min_projects))
+    folder = PurePosixPath(entry["onnx"]).parent.as_posix()
+    entry = with_lexicon(entry, models, folder, build_lexicon(corpus, min_projects))
     write_manifest_entry(models, entry, name="naming")
     return entry
 

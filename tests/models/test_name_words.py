@@ -82,6 +82,7 @@ def test_the_served_head_drops_names_with_made_up_subtokens(naming_models: Path,
     assert entry["lexicon_words"] == 6  # get, value, set, is, empty, close
     manifest = json.loads((models / "manifest.json").read_text())["models"]["naming"]
     assert manifest["lexicon"] == "naming/lexicon.txt.gz" and "naming/lexicon.txt.gz" in manifest["files"]
+    assert manifest["lexicon_min_projects"] == 1  # the threshold that chose these words, not the default
     filtered = NameGenerator.load(models, embedder, "cpu")
     after, _ = filtered.names(SOURCE, top_k=10)
     assert filtered.info["lexicon"] == entry["lexicon_words"]
