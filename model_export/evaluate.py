@@ -290,6 +290,16 @@ def lexical_matrix(queries: Sequence[str], pairs: Sequence[SearchExample]) -> np
     return out
 
 
+def hybrid_terms(pairs: Sequence[SearchExample], dense: np.ndarray) -> np.ndarray:
+    """``[len(pairs), len(pairs)]``: what the served ranking adds to the cosines ``dense`` of
+    the pairs' queries (rows) against their codes (columns) — the name's lexical bonus, BM25
+    over the query's nearest functions and the name's prior, as ``pathfusion.search`` adds them."""
+    texts = [p.query for p in pairs]
+    priors = np.asarray([name_prior(p.name) for p in pairs], dtype=np.float64)
+    bm25 = bm25_matrix(texts, [p.name for p in pairs], [p.code for p in pairs], dense)
+    return lexical_matrix(texts, pairs) + bm25 + priors[None, :]
+
+
 def evaluate_search(pairs: Sequence[SearchExample], space: SearchSpace, limit: int | None = None,
                     seed: int = SEARCH_SEED, ranking: str | Sequence[str] = "hybrid") -> dict[str, Any]:
     """MRR of ``space`` under the CodeSearchNet protocol: pairs shuffled with ``seed``, cut
@@ -314,11 +324,7 @@ def evaluate_search(pairs: Sequence[SearchExample], space: SearchSpace, limit: i
             dense = queries[block].astype(np.float64) @ codes[block].astype(np.float64).T
             if name == "dense":
                 return dense
-            pairs = chosen[block]
-            priors = np.asarray([name_prior(p.name) for p in pairs], dtype=np.float64)
-            queries_text = [p.query for p in pairs]
-            bm25 = bm25_matrix(queries_text, [p.name for p in pairs], [p.code for p in pairs], dense)
-            return dense + lexical_matrix(queries_text, pairs) + bm25 + priors[None, :]
+            return dense + hybrid_terms(chosen[block], dense)
         return scores
 
     by_ranking = {name: round(mrr_of_scores(scorer(name), len(chosen), group), 4) for name in rankings}

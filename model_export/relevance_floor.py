@@ -18,9 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pathfusion.server.lexical import bm25_matrix, name_prior
-
-from .evaluate import lexical_matrix, load_search_space
+from .evaluate import hybrid_terms, load_search_space
 from .metrics import SEARCH_GROUP
 from .tune_ranking import valid_pairs
 
@@ -45,13 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     distractors: list[float] = []
     for start in range(0, len(pairs) - SEARCH_GROUP + 1, SEARCH_GROUP):
         group = pairs[start:start + SEARCH_GROUP]
-        texts = [p.query for p in group]
         dense = (queries[start:start + SEARCH_GROUP].astype(np.float64)
                  @ codes[start:start + SEARCH_GROUP].astype(np.float64).T)
-        scores = (dense
-                  + lexical_matrix(texts, group)
-                  + bm25_matrix(texts, [p.name for p in group], [p.code for p in group], dense)
-                  + np.asarray([name_prior(p.name) for p in group])[None, :])
+        scores = dense + hybrid_terms(group, dense)
         for i in range(len(group)):
             correct.append(scores[i, i])
             ranks.append(int((scores[i] > scores[i, i]).sum()) + 1)
