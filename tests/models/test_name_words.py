@@ -105,3 +105,16 @@ def test_export_without_a_corpus_says_how_and_writes_nothing(naming_models: Path
     code = export_main(["--run-best", str(naming_run_best), "--out", str(models), "--corpus", str(tmp_path / "none")])
     assert code == 1 and "--no-lexicon" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in models.rglob("*") if p.is_file()} == before
+
+
+def test_an_export_records_the_lexicon_it_was_given(naming_models: Path, naming_run_best: Path,
+                                                    tmp_path: Path) -> None:
+    from pathfusion.model_export.export_naming import export_naming
+    from pathfusion.model_export.name_lexicon import Lexicon
+
+    models = tmp_path / "models"
+    shutil.copytree(naming_models, models)
+    entry = export_naming(naming_run_best, models, "with-words", lexicon=Lexicon(("get", "value"), 3))
+    assert entry["lexicon"] == "naming/lexicon.txt.gz" and entry["lexicon_min_projects"] == 3
+    assert entry["lexicon_words"] == 2 and "naming/lexicon.txt.gz" in entry["files"]
+    assert NameWords.load(models / entry["lexicon"]).words == {"get", "value"}
