@@ -56,6 +56,8 @@ def lexicon_of(records: Iterable[dict[str, Any]], min_projects: int = MIN_PROJEC
 
 def build_lexicon(corpus: Path, min_projects: int = MIN_PROJECTS) -> Lexicon:
     """The lexicon of ``corpus``'s train split (the naming records, as the naming pack reads them)."""
+    if min_projects < 1:
+        raise ValueError(f"min_projects must be at least 1, not {min_projects}")
     words = lexicon_of(naming_records(corpus, "train"), min_projects)
     if not words:
         raise ValueError(f"{corpus}: no subtoken of the train split's names is used by {min_projects} or more "

@@ -78,6 +78,8 @@ def test_the_served_head_drops_names_with_made_up_subtokens(naming_models: Path,
 
     with pytest.raises(ValueError, match="2 or more projects"):  # one train project: no word in two
         build_lexicon(corpus)
+    with pytest.raises(ValueError, match="at least 1"):
+        build_lexicon(corpus, min_projects=0)
     entry = add_to_models(models, corpus, min_projects=1)
     assert entry["lexicon_words"] == 6  # get, value, set, is, empty, close
     manifest = json.loads((models / "manifest.json").read_text())["models"]["naming"]
