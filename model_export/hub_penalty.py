@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,28 +48,41 @@ def nearest_mean(codes: np.ndarray, references: np.ndarray, k: int) -> np.ndarra
     return np.sort(similarity, axis=1)[:, -k:].mean(axis=1)
 
 
-def penalty_grid(codes: np.ndarray, queries: np.ndarray, hybrid: Sequence[np.ndarray],
-                 references: dict[str, Any], ks: Sequence[int], weights: Sequence[float]) -> list[dict[str, Any]]:
-    """MRR, dense and hybrid, for every (references, k, weight); ``references[name](group)``
-    gives the reference vectors a group's candidates are scored against; ``hybrid[g]`` the
-    served ranking's terms beyond the cosine for group ``g``."""
-    group, pairs = SEARCH_GROUP, len(hybrid) * SEARCH_GROUP
-    dense = [queries[g * group:(g + 1) * group].astype(np.float64) @ codes[g * group:(g + 1) * group].astype(np.float64).T
-             for g in range(len(hybrid))]
-    rows = [{"references": "none", "k": 0, "weight": 0.0,
-             "dense": round(mrr_of_scores(lambda s: dense[s // group], pairs, group), 4),
-             "hybrid": round(mrr_of_scores(lambda s: dense[s // group] + hybrid[s // group], pairs, group), 4)}]
+def group_rows(rows: np.ndarray, g: int) -> np.ndarray:
+    """The rows of CodeSearchNet group ``g``."""
+    return rows[g * SEARCH_GROUP:(g + 1) * SEARCH_GROUP]
+
+
+def group_cosines(queries: np.ndarray, codes: np.ndarray) -> list[np.ndarray]:
+    """Per group, the ``[group, group]`` cosines of its queries (rows) against its codes."""
+    return [group_rows(queries, g).astype(np.float64) @ group_rows(codes, g).astype(np.float64).T
+            for g in range(len(codes) // SEARCH_GROUP)]
+
+
+References = dict[str, Callable[[int], np.ndarray]]
+"""Name → the reference query vectors that group ``g``'s candidates are scored against."""
+
+
+def penalty_grid(codes: np.ndarray, dense: Sequence[np.ndarray], hybrid: Sequence[np.ndarray],
+                 references: References, ks: Sequence[int], weights: Sequence[float]) -> list[dict[str, Any]]:
+    """MRR, dense and hybrid, for every (references, k, weight); ``dense[g]`` holds group
+    ``g``'s cosines (:func:`group_cosines`), ``hybrid[g]`` the served ranking's terms beyond
+    them.  The penalty shifts whole columns, so neither is computed again."""
+    group, pairs = SEARCH_GROUP, len(dense) * SEARCH_GROUP
+
+    def row(name: str, k: int, weight: float, nearest: Sequence[np.ndarray]) -> dict[str, Any]:
+        def scores(start: int, extra: bool) -> np.ndarray:
+            g = start // group
+            return dense[g] + (hybrid[g] if extra else 0.0) - weight * nearest[g][None, :]
+        return {"references": name, "k": k, "weight": weight,
+                "dense": round(mrr_of_scores(lambda s: scores(s, False), pairs, group), 4),
+                "hybrid": round(mrr_of_scores(lambda s: scores(s, True), pairs, group), 4)}
+
+    rows = [row("none", 0, 0.0, [np.zeros(group)] * len(dense))]
     for name, of_group in references.items():
         for k in ks:
-            nearest = [nearest_mean(codes[g * group:(g + 1) * group], of_group(g), k) for g in range(len(hybrid))]
-            for weight in weights:
-                def shifted(start: int, extra: bool, weight: float = weight,
-                            nearest: list[np.ndarray] = nearest) -> np.ndarray:
-                    g = start // group
-                    return dense[g] + (hybrid[g] if extra else 0.0) - weight * nearest[g][None, :]
-                rows.append({"references": name, "k": k, "weight": weight,
-                             "dense": round(mrr_of_scores(lambda s: shifted(s, False), pairs, group), 4),
-                             "hybrid": round(mrr_of_scores(lambda s: shifted(s, True), pairs, group), 4)})
+            nearest = [nearest_mean(group_rows(codes, g), of_group(g), k) for g in range(len(dense))]
+            rows.extend(row(name, k, weight, nearest) for weight in weights)
     return rows
 
 
@@ -82,17 +95,16 @@ def measure(corpus: Path, space: SearchSpace, groups: int, train_references: int
     pairs = pairs[:groups * SEARCH_GROUP]
     codes, queries = space.codes(pairs), space.queries([p.query for p in pairs])
     train = space.queries(train_queries(corpus, train_references))
-    hybrid = [hybrid_terms(pairs[g * SEARCH_GROUP:(g + 1) * SEARCH_GROUP],
-                           queries[g * SEARCH_GROUP:(g + 1) * SEARCH_GROUP].astype(np.float64)
-                           @ codes[g * SEARCH_GROUP:(g + 1) * SEARCH_GROUP].astype(np.float64).T)
-              for g in range(groups)]
+    dense = group_cosines(queries, codes)
+    hybrid = [hybrid_terms(pairs[g * SEARCH_GROUP:(g + 1) * SEARCH_GROUP], dense[g]) for g in range(groups)]
 
     def other_groups(g: int) -> np.ndarray:
         return np.delete(queries, np.s_[g * SEARCH_GROUP:(g + 1) * SEARCH_GROUP], axis=0)
 
-    references = {f"train sample ({train_references})": lambda g: train, "other groups' queries": other_groups}
+    references: References = {f"train sample ({train_references})": lambda g: train,
+                               "other groups' queries": other_groups}
     return {"space": space.name, "pairs": len(pairs), "groups": groups,
-            "rows": penalty_grid(codes, queries, hybrid, references, ks, weights)}
+            "rows": penalty_grid(codes, dense, hybrid, references, ks, weights)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

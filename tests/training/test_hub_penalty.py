@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pathfusion.model_export.hub_penalty import nearest_mean, penalty_grid, train_queries
+from pathfusion.model_export.hub_penalty import (
+    group_cosines,
+    nearest_mean,
+    penalty_grid,
+    train_queries,
+)
 from pathfusion.model_export.metrics import SEARCH_GROUP
 
 
@@ -38,14 +43,14 @@ def test_a_central_code_loses_what_it_won_by_being_central() -> None:
     queries[::SEARCH_GROUP] = hub
     references = _unit(hub + 0.05 * rng.normal(size=(50, dim)))
     zero = [np.zeros((SEARCH_GROUP, SEARCH_GROUP)) for _ in range(groups)]
-    rows = penalty_grid(codes, queries, zero, {"refs": lambda g: references}, [5], [0.0, 0.5])
+    rows = penalty_grid(codes, group_cosines(queries, codes), zero, {"refs": lambda g: references}, [5], [0.0, 0.5])
     none, unchanged, penalised = rows
     assert none["references"] == "none" and unchanged["dense"] == none["dense"] == none["hybrid"]
     assert penalised["dense"] > none["dense"] + 0.2
     lifted = [np.full((SEARCH_GROUP, SEARCH_GROUP), 0.0) for _ in range(groups)]
     for block in lifted:
         np.fill_diagonal(block, 1.0)  # the served terms alone already rank every answer first
-    assert penalty_grid(codes, queries, lifted, {}, [5], [0.5])[0]["hybrid"] == 1.0
+    assert penalty_grid(codes, group_cosines(queries, codes), lifted, {}, [5], [0.5])[0]["hybrid"] == 1.0
 
 
 def test_train_queries_need_the_corpus(tmp_path: Path) -> None:
