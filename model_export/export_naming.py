@@ -49,7 +49,14 @@ from .export_code2vec import legacy_onnx_export
 from .export_embedder import load_reference, write_manifest_entry
 from .fusion_memory import FusedMemory
 from .name_decoder import EPSILON, NameDecoder
-from .name_lexicon import DEFAULT_CORPUS, Lexicon, build_lexicon, with_lexicon
+from .name_lexicon import (
+    DEFAULT_CORPUS,
+    LEXICON_FILE,
+    Lexicon,
+    build_lexicon,
+    lexicon_fields,
+    write_lexicon,
+)
 from .naming_model import DECODER_META, load_decoder, load_fusion
 
 SUBDIR = "naming"
@@ -334,11 +341,18 @@ def export_naming(run_best: Path, models: Path, model_id: str | None = None, int
                         "layers": decoder.shape.layers, "step": "cached, two parts",
                         "vocab_ids": vocab_ids.tolist(), "variant": fusion.shape.variant}
         (staging / META_FILE).write_text(json.dumps(runtime_meta, indent=1) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True)
+        if lexicon is not None:
+            write_lexicon(lexicon.words, staging / LEXICON_FILE)
+            shipped.append(LEXICON_FILE)
+        ready = staging / "ready"
+        ready.mkdir()
         for name in shipped:
-            shutil.move(str(staging / name), target / name)
+            (staging / name).replace(ready / name)
+        # Two renames swap the whole folder, so the previous head is never half replaced; it
+        # leaves with the staging folder.
+        if target.exists():
+            target.replace(staging / "previous")
+        ready.replace(target)
     files = {f"{SUBDIR}/{name}": sha256_file(target / name) for name in shipped}
     entry = {
         **fusion_entry,
@@ -354,9 +368,8 @@ def export_naming(run_best: Path, models: Path, model_id: str | None = None, int
         "metrics": {"parity": {"max_abs_diff": parity}, "int8_max_abs_diff": int8_diff,
                     "keys_int8_max_abs_diff": keys_int8_diff, **fusion_metrics},
         "torch_version": torch.__version__,
+        **(lexicon_fields(SUBDIR, lexicon) if lexicon is not None else {}),
     }
-    if lexicon is not None:
-        entry = with_lexicon(entry, models, SUBDIR, lexicon)
     return entry
 
 

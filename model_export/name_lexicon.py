@@ -72,6 +72,13 @@ def write_lexicon(words: Sequence[str], path: Path) -> None:
         fh.write(data)
 
 
+def lexicon_fields(folder: str, lexicon: Lexicon) -> dict[str, Any]:
+    """The naming manifest entry's fields that describe ``lexicon`` shipped in ``folder``
+    (its file's hash and size are listed with the head's other files)."""
+    return {"lexicon": f"{folder}/{LEXICON_FILE}", "lexicon_min_projects": lexicon.min_projects,
+            "lexicon_words": len(lexicon.words)}
+
+
 def with_lexicon(entry: dict[str, Any], models: Path, folder: str, lexicon: Lexicon) -> dict[str, Any]:
     """Write ``lexicon`` into ``models/folder`` (the head's own folder, beside its graphs) and
     return the naming manifest ``entry`` that lists it."""
@@ -79,8 +86,7 @@ def with_lexicon(entry: dict[str, Any], models: Path, folder: str, lexicon: Lexi
     path.parent.mkdir(parents=True, exist_ok=True)
     write_lexicon(lexicon.words, path)
     name = f"{folder}/{LEXICON_FILE}"
-    return {**entry, "lexicon": name, "lexicon_min_projects": lexicon.min_projects,
-            "lexicon_words": len(lexicon.words),
+    return {**entry, **lexicon_fields(folder, lexicon),
             "files": {**entry.get("files", {}), name: sha256_file(path)},
             "sizes": {**entry.get("sizes", {}), name: path.stat().st_size}}
 

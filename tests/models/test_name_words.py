@@ -120,3 +120,28 @@ def test_an_export_records_the_lexicon_it_was_given(naming_models: Path, naming_
     assert entry["lexicon"] == "naming/lexicon.txt.gz" and entry["lexicon_min_projects"] == 3
     assert entry["lexicon_words"] == 2 and "naming/lexicon.txt.gz" in entry["files"]
     assert NameWords.load(models / entry["lexicon"]).words == {"get", "value"}
+    assert sorted(p.name for p in (models / "naming").iterdir()) == sorted(Path(f).name for f in entry["files"])
+
+    # Exported again without words: the folder is swapped whole, so the old lexicon goes with it.
+    again = export_naming(naming_run_best, models, "without-words")
+    assert "lexicon" not in again and not (models / "naming" / "lexicon.txt.gz").exists()
+    assert sorted(p.name for p in (models / "naming").iterdir()) == sorted(Path(f).name for f in again["files"])
+
+
+def test_a_failed_export_leaves_the_previous_head_as_it_was(naming_models: Path, naming_run_best: Path,
+                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathfusion.model_export import export_naming as module
+    from pathfusion.model_export.name_lexicon import Lexicon
+
+    models = tmp_path / "models"
+    shutil.copytree(naming_models, models)
+    before = {p: p.read_bytes() for p in models.rglob("*") if p.is_file()}
+
+    def disk_full(words: object, path: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "write_lexicon", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        module.export_naming(naming_run_best, models, "never", lexicon=Lexicon(("get",), 2))
+    assert {p: p.read_bytes() for p in models.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in models.iterdir()) == sorted(p.name for p in naming_models.iterdir())
