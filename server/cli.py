@@ -245,7 +245,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    """``pathfusion search QUERY --workspace DIR [--k N] [--json]``: ranked functions.
+    """``pathfusion search QUERY... [--workspace DIR] [--k N] [--json]``: ranked functions.
 
     The index is brought up to date first (incrementally).  ``--json`` prints a list
     (stable; fields are only ever added) of ``{"uri", "range": {"start": {"line",
@@ -257,23 +257,40 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise CliError(f"--k must be at least 1, got {args.k}")
-    if not args.query.strip():
-        raise CliError("the query is empty")
-    index = _open_index(args.workspace, args.models, args.device)
+    query = search_query(args.query, workspace_given=args.workspace is not None)
+    index = _open_index(args.workspace or Path("."), args.models, args.device)
     try:
         _run_indexing(index, show_progress=not args.json and sys.stderr.isatty())
-        results = relevant(index.search(args.query, k=args.k))
+        found = index.search(query, k=args.k)
+        _, functions = index.counts()
     finally:
         index.close()
+    results = relevant(found)
     if args.json:
         json.dump([r.to_json() for r in results], sys.stdout, indent=1)
         print()
         return 0
     if not results:
-        print("no results (the workspace has no indexed functions)")
+        print("no results: the workspace has no indexed functions" if not functions else
+              f"no results: none of the {functions} indexed functions is close enough to the query")
     for r in results:
         print(f"{r.score:6.3f}  {r.path}:{r.line}  {r.qualname}")
     return 0
+
+
+def search_query(words: Sequence[str], workspace_given: bool) -> str:
+    """The query of ``pathfusion search``: its words joined by spaces, so that quoting is
+    optional.  Why the check: ``pathfusion index DIR`` takes its folder first, so
+    ``pathfusion search DIR some words`` is a natural slip — searched as written, it would
+    quietly search the current folder for the folder's path."""
+    query = " ".join(words).strip()
+    if not query:
+        raise CliError("the query is empty")
+    if not workspace_given and len(words) > 1 and Path(words[0]).is_dir():
+        rest = " ".join(words[1:])
+        raise CliError(f"{words[0]} is a folder: the workspace goes after --workspace, as in "
+                       f"pathfusion search --workspace {words[0]} \"{rest}\"")
+    return query
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -328,8 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.set_defaults(func=cmd_index)
     search = sub.add_parser("search", help="search the functions of a workspace by meaning")
-    search.add_argument("query")
-    search.add_argument("--workspace", type=Path, default=Path("."),
+    search.add_argument("query", nargs="+", help="what to find: a sentence or a name (quotes optional)")
+    search.add_argument("--workspace", type=Path, default=None,
                         help="workspace folder (default: the current directory)")
     search.add_argument("--k", type=int, default=10, help="number of results")
     search.add_argument("--models", type=Path, default=None,

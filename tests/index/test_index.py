@@ -480,6 +480,30 @@ def test_cli_index_and_search_json(workspace: Path, models: Path,
     assert main(["search", "prime numbers", "--workspace", str(workspace), "--models", str(models)]) == 0
     first = capsys.readouterr().out.splitlines()[0].split()
     assert first[1] == f"{workspace / 'mathutil.py'}:6" and first[2] == "is_prime"
+    # Quotes are optional: the words are the query.
+    assert main(["search", "prime", "numbers", "--workspace", str(workspace), "--models", str(models)]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split()[2] == "is_prime"
+
+
+def test_cli_search_says_what_went_wrong(workspace: Path, models: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # The folder where `pathfusion index DIR` takes it: a clear error, not a search for its path.
+    assert main(["search", str(workspace), "prime", "numbers", "--models", str(models)]) == 1
+    err = capsys.readouterr().err
+    assert f"--workspace {workspace} \"prime numbers\"" in err and len(err.strip().splitlines()) == 1
+    # With --workspace given, the same words are a query like any other.
+    assert main(["search", str(workspace), "prime", "--workspace", str(workspace), "--models", str(models)]) == 0
+    capsys.readouterr()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["search", "prime", "numbers", "--workspace", str(empty), "--models", str(models)]) == 0
+    assert capsys.readouterr().out.strip() == "no results: the workspace has no indexed functions"
+    assert main(["search", "migrating zebras cross the savanna at dawn", "--workspace", str(workspace),
+                 "--models", str(models)]) == 0
+    assert capsys.readouterr().out.strip() == \
+        "no results: none of the 6 indexed functions is close enough to the query"
+    assert main(["search", "  ", "--workspace", str(workspace), "--models", str(models)]) == 1
+    assert "the query is empty" in capsys.readouterr().err
 
 
 def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
