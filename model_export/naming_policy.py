@@ -12,7 +12,10 @@ probabilities ("an alternative k times as likely") shows why the floor is per wo
 long precise name is far less probable than a short common one.  It also reports how well the
 shown probabilities are calibrated: expected calibration error (ECE, 10 equal-width bins) of
 the top suggestion's probability against "it is the real name", with the bins for a
-reliability plot.
+reliability plot — for the model's own probability and for the calibrated one the editor
+shows (:mod:`pathfusion.server.name_confidence`), whose two parameters it fits here by
+maximum likelihood on a grid.  ``--holdout N`` keeps the last N functions out of every choice
+and scores the shipped calibration on them.
 
 And the length bonus names are ranked with (:data:`pathfusion.server.name_generator.LENGTH_BONUS`):
 subtoken P/R/F1 of the top name re-ranked from the same beam results with each bonus; the
@@ -35,7 +38,14 @@ import numpy as np
 
 from pathfusion.server.embedder import load_embedder
 from pathfusion.server.models import default_models_dir
-from pathfusion.server.name_generator import NameGenerator, rank_score
+from pathfusion.server.name_confidence import Calibration
+from pathfusion.server.name_generator import (
+    CALIBRATION,
+    LENGTH_BONUS,
+    NameGenerator,
+    rank_score,
+    shown,
+)
 
 from .corpus import read_jsonl_gz
 from .metrics import NamingScores
@@ -44,6 +54,8 @@ RATIOS = (1.0, 2.0, 5.0, 10.0)
 BONUSES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 FLOORS = (-7.0, -6.0, -5.5, -5.0, -4.5, -4.0, -3.5, -3.0, -2.5, -2.0)
 BINS = 10
+SLOPES = tuple(round(0.5 + 0.02 * i, 2) for i in range(51))
+NONE_LOGITS = tuple(round(0.05 * i, 2) for i in range(61))
 
 
 def validation_functions(corpus: Path, count: int, seed: int) -> list[dict[str, str]]:
@@ -79,8 +91,8 @@ def measure(generator: NameGenerator, functions: list[dict[str, str]], seed: int
         wrong = function["label"]
         while wrong == function["label"]:
             wrong = rng.choice(functions)["label"]
-        names, real = generator.names(function["masked"], top_k, function["label"])
-        _, other = generator.names(function["masked"], top_k, wrong)
+        names, real = generator.candidates(function["masked"], top_k, function["label"])
+        _, other = generator.candidates(function["masked"], top_k, wrong)
         assert real is not None and other is not None
         rows.append({"label": function["label"], "wrong": wrong, "names": names,
                      "p_real": real.probability, "p_wrong": other.probability,
@@ -88,6 +100,47 @@ def measure(generator: NameGenerator, functions: list[dict[str, str]], seed: int
         if (n + 1) % 50 == 0:
             print(f"{n + 1}/{len(functions)}", file=sys.stderr, flush=True)
     return rows
+
+
+def fit_calibration(rows: Sequence[dict[str, Any]], bonus: float = LENGTH_BONUS) -> dict[str, float]:
+    """The :class:`Calibration` of the grid (:data:`SLOPES` × :data:`NONE_LOGITS`) under which
+    the real names of ``rows`` are likeliest: for each function, the probability of the
+    candidate that is its real name, or of "none of them" when the beam missed it."""
+    scores = [[rank_score(label, p, bonus) for label, p in r["names"]] for r in rows if r["names"]]
+    hits = [next((i for i, (label, _) in enumerate(r["names"]) if label == r["label"]), -1)
+            for r in rows if r["names"]]
+    width = max(len(row) for row in scores)
+    s = np.full((len(scores), width + 1), -np.inf)
+    for i, row in enumerate(scores):
+        s[i, :len(row)] = row
+    best: tuple[float, float, float] | None = None
+    for slope in SLOPES:
+        for none in NONE_LOGITS:
+            z = s * slope
+            z[:, width] = none
+            top = z.max(axis=1, keepdims=True)
+            log_total = np.log(np.exp(z - top).sum(axis=1)) + top[:, 0]
+            picked = np.asarray([z[i, h] if h >= 0 else none for i, h in enumerate(hits)])
+            likelihood = float((picked - log_total).mean())
+            if best is None or likelihood > best[0]:
+                best = (likelihood, slope, none)
+    assert best is not None
+    return {"slope": best[1], "none_logit": best[2], "mean_log_likelihood": round(best[0], 5)}
+
+
+def top1_calibration(rows: Sequence[dict[str, Any]], calibration: Calibration | None) -> dict[str, Any]:
+    """ECE and reliability bins of the top name's probability (the model's own with None)."""
+    top = []
+    for r in rows:
+        if not r["names"]:
+            continue
+        label, p = r["names"][0]
+        if calibration is not None:
+            p = shown(r["names"], 1, calibration=calibration)[0][0][1]
+        top.append((p, label == r["label"]))
+    ece, table = expected_calibration_error([p for p, _ in top], [c for _, c in top])
+    return {"ece": ece, "mean_probability": round(float(np.mean([p for p, _ in top])), 4),
+            "exact": round(float(np.mean([c for _, c in top])), 4), "reliability": table}
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -121,13 +174,12 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         bonuses.append({"bonus": bonus, **{k: result[k] for k in ("precision", "recall", "f1", "exact_match")}})
     best_f1 = max(float(b["f1"]) for b in bonuses)
     chosen_bonus = min(b["bonus"] for b in bonuses if float(b["f1"]) >= best_f1 - 0.005)
-    top = [(r["names"][0][1], r["names"][0][0] == r["label"]) for r in rows if r["names"]]
-    ece, table = expected_calibration_error([p for p, _ in top], [c for _, c in top])
+    fitted = fit_calibration(rows)
     return {"functions": len(rows), "length_bonus": bonuses, "chosen_length_bonus": chosen_bonus,
             "floors": floors, "chosen_floor": chosen["floor"], "ratio_rule": policy,
-            "top1_ece": ece, "top1_reliability": table,
-            "top1_mean_probability": round(float(np.mean([p for p, _ in top])), 4),
-            "top1_exact": round(float(np.mean([c for _, c in top])), 4)}
+            "top1_model_probability": top1_calibration(rows, None),
+            "top1_shown": top1_calibration(rows, CALIBRATION), "calibration_fit": fitted,
+            "top1_fitted": top1_calibration(rows, Calibration(fitted["slope"], fitted["none_logit"]))}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,12 +188,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=None)
     parser.add_argument("--functions", type=int, default=500)
     parser.add_argument("--seed", type=int, default=2025)
+    parser.add_argument("--holdout", type=int, default=0,
+                        help="the last N of the functions are left out of every choice and score the shipped "
+                             "calibration (default: %(default)s)")
+    parser.add_argument("--rows", type=Path, default=None,
+                        help="summarise the rows an earlier run wrote (its --out) instead of running the model, "
+                             "e.g. to score the calibration chosen from them on its holdout")
     parser.add_argument("--out", type=Path, default=Path("data/results/naming-policy.json"))
     args = parser.parse_args(argv)
-    models = args.models or default_models_dir()
-    generator = NameGenerator.load(models, load_embedder("onnx", models, device="cpu"), "cpu")
-    rows = measure(generator, validation_functions(args.corpus, args.functions, args.seed), args.seed)
-    result = {"models": str(models), "naming_head": generator.model_id, **summarise(rows)}
+    if args.rows is not None:
+        earlier = json.loads(args.rows.read_text(encoding="utf-8"))
+        models, head, rows = earlier["models"], earlier["naming_head"], earlier["rows"]
+    else:
+        models = str(args.models or default_models_dir())
+        generator = NameGenerator.load(Path(models), load_embedder("onnx", Path(models), device="cpu"), "cpu")
+        head = generator.model_id
+        rows = measure(generator, validation_functions(args.corpus, args.functions, args.seed), args.seed)
+    if not 0 <= args.holdout < len(rows):
+        parser.error(f"--holdout must be at least 0 and below the {len(rows)} functions")
+    chosen, held = rows[:len(rows) - args.holdout], rows[len(rows) - args.holdout:]
+    result = {"models": models, "naming_head": head, "seed": args.seed if args.rows is None else earlier.get("seed"),
+              "calibration_shipped": {"slope": CALIBRATION.slope, "none_logit": CALIBRATION.none_logit},
+              **summarise(chosen)}
+    if held:
+        result["holdout"] = {"functions": len(held), "top1_shown": top1_calibration(held, CALIBRATION),
+                             "top1_model_probability": top1_calibration(held, None)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({**result, "rows": rows}, indent=1) + "\n")
     print(json.dumps(result, indent=1))

@@ -231,8 +231,17 @@ class CurrentName:
     """How likely the model finds the name a function has now."""
 
     probability: float
+    """The model's own probability of the name."""
     wordpieces: int
     """Wordpieces scored, the end of the name included."""
+    confidence: float | None = None
+    """Its calibrated probability, on the scale of the suggestions beside it
+    (:mod:`pathfusion.server.name_confidence`); None where the model's own is that scale."""
+
+    @property
+    def shown(self) -> float:
+        """The number to compare with the suggestions' and to show beside them."""
+        return self.probability if self.confidence is None else self.confidence
 
     @property
     def per_wordpiece(self) -> float:
@@ -275,7 +284,7 @@ class Suggestion:
             return list(self.suggestions)
         if self.current.per_wordpiece >= floor:
             return []
-        return [s for s in self.suggestions if s[1] != self.current_label and s[2] > self.current.probability]
+        return [s for s in self.suggestions if s[1] != self.current_label and s[2] > self.current.shown]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -287,7 +296,7 @@ class Suggestion:
             "suggestions": [{"name": name, "label": label, "probability": round(prob, 6)}
                             for name, label, prob in self.suggestions],
             "current_rank": self.current_rank,
-            "current_probability": None if self.current is None else round(self.current.probability, 9),
+            "current_probability": None if self.current is None else round(self.current.shown, 9),
         }
 
 

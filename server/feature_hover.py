@@ -145,7 +145,7 @@ def hover_markdown(suggestion: Suggestion, min_confidence: float) -> str | None:
     else:
         lines.append(f"Current name {current}: rank {suggestion.current_rank}.")
     if suggestion.current is not None:
-        lines[-1] = lines[-1][:-1] + f" ({_percent(suggestion.current.probability)})."
+        lines[-1] = lines[-1][:-1] + f" ({_percent(suggestion.current.shown)})."
     return "\n".join(lines)
 
 

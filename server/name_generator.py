@@ -14,14 +14,17 @@ The head only makes sense over the encoder it was trained with: the manifest rec
 embedder's id, and :meth:`NameGenerator.load` refuses another (the server then falls back to
 code2vec's names, when the folder has code2vec).
 
-Probabilities: a name's probability is the product of its wordpieces' (the beam score,
-exponentiated), summed over wordpiece spellings of the same name.  It is the model's own
-number, shown as such (calibrated on validation, docs/results.md); names are *ranked* with a
-bonus per subtoken (:data:`LENGTH_BONUS`).
+Probabilities: a name's model probability is the product of its wordpieces' (the beam
+score, exponentiated), summed over wordpiece spellings of the same name
+(:meth:`NameGenerator.candidates`).  Names are *ranked* with a bonus per subtoken
+(:data:`LENGTH_BONUS`), so what :meth:`NameGenerator.names` returns, and the editor shows, is
+the calibrated probability of :mod:`pathfusion.server.name_confidence` (:data:`CALIBRATION`),
+which follows the ranking.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -38,6 +41,7 @@ from .code2vec import CurrentName
 from .embedder import OnnxEmbedder
 from .models import ModelError, load_manifest, model_entry, model_file, providers
 from .name_candidates import Candidates, Vocabulary
+from .name_confidence import Calibration
 from .name_words import NameWords
 from .naming_fusion import NamingFusion
 from .onnx_session import create_session
@@ -52,7 +56,12 @@ bonus within 0.005 F1 of the best, ``python -m pathfusion.model_export.naming_po
 for the previous head; 1.5 for ``pathfusion-namer-attention-1`` on 400 validation functions,
 then 1.0 again with names made of words (:mod:`pathfusion.server.name_words`), on 400 and
 on 4,000 validation functions (F1 0.383 against 0.386 at 1.5, exact match 0.137 against
-0.126; docs/results.md, "Names made of words").  The probability shown stays the model's own."""
+0.126; docs/results.md, "Names made of words").  The probability shown follows this ranking
+(:data:`CALIBRATION`)."""
+CALIBRATION = Calibration(slope=1.0, none_logit=1.35)
+"""How rank scores become the probabilities shown (:mod:`pathfusion.server.name_confidence`),
+fitted on validation for ``pathfusion-namer-attention-1`` with its lexicon and
+:data:`LENGTH_BONUS` (``python -m pathfusion.model_export.naming_policy``, docs/results.md)."""
 CACHE_SIZE = 4096
 """Functions whose names are kept (least recently used dropped first)."""
 MASK_TEXT = "[MASK]"
@@ -111,6 +120,23 @@ def stutters(label: str) -> bool:
 def rank_score(label: str, probability: float, bonus: float = LENGTH_BONUS) -> float:
     """What names are ordered by: log-probability plus ``bonus`` per subtoken."""
     return math.log(max(probability, 1e-300)) + bonus * len(label.split("|"))
+
+
+def shown(found: Sequence[tuple[str, float]], top_k: int, current: CurrentName | None = None,
+          current_label: str | None = None, calibration: Calibration = CALIBRATION
+          ) -> tuple[list[tuple[str, float]], CurrentName | None]:
+    """The first ``top_k`` of the ranked names ``found`` (model probabilities) with their
+    calibrated probabilities, computed over all of ``found`` so that they do not depend on
+    ``top_k``; ``current`` (the name ``current_label`` scored) gains its own on the same
+    scale: the listed number when the beam found that name too."""
+    scores = [rank_score(label, prob) for label, prob in found]
+    names = list(zip([label for label, _ in found], calibration.confidences(scores), strict=True))
+    if current is not None and current_label is not None:
+        confidence = dict(names).get(current_label)
+        if confidence is None:
+            confidence = calibration.of_another(rank_score(current_label, current.probability), scores)
+        current = dataclasses.replace(current, confidence=confidence)
+    return names[:max(0, top_k)], current
 
 
 @dataclass(frozen=True)
@@ -227,9 +253,18 @@ class NameGenerator:
 
     def names(self, masked_source: str, top_k: int = 5, current: str | None = None
               ) -> tuple[list[tuple[str, float]], CurrentName | None]:
-        """The ``top_k`` names of one function, and how likely ``current`` is (None without
-        it); cached per (source, current name, ``top_k``): a hover, the rename actions asked
-        for right after it, and an opened file's prefetch share one beam search."""
+        """The ``top_k`` names of one function with their calibrated probabilities, best
+        first, and how likely ``current`` is (None without it)."""
+        found, scored = self.candidates(masked_source, top_k, current)
+        return shown(found, top_k, scored, current)
+
+    def candidates(self, masked_source: str, top_k: int = 5, current: str | None = None
+                   ) -> tuple[list[tuple[str, float]], CurrentName | None]:
+        """Every name the beam kept for one function (``max(beam, top_k)`` searched), ranked,
+        with the model's own probabilities, and that of ``current`` — what :meth:`names`
+        calibrates, and what ``naming_policy`` fits the calibration on.  Cached per (source,
+        current name, ``top_k``): a hover, the rename actions asked for right after it, and
+        an opened file's prefetch share one beam search."""
         key = (masked_source, current, top_k)
         with self._lock:
             cached = self._cache.get(key)
@@ -265,7 +300,7 @@ class NameGenerator:
         ranked = sorted(merged.items(), key=lambda item: -rank_score(*item))
         scored = None if forced is None or forced_score is None else \
             CurrentName(min(1.0, math.exp(forced_score)), len(forced))
-        return [(label, min(1.0, prob)) for label, prob in ranked[:max(0, top_k)]], scored
+        return [(label, min(1.0, prob)) for label, prob in ranked], scored
 
     # -- decoding ---------------------------------------------------------------------------
     def cross_keys(self, memory: np.ndarray) -> np.ndarray:

@@ -16,12 +16,14 @@ from pathfusion.server.code2vec import UNLIKELY_CURRENT_NAME, Code2VecModel, Cur
 from pathfusion.server.feature_hover import hover_markdown
 from pathfusion.server.embedder import EmbedderError, OnnxEmbedder
 from pathfusion.server.models import ModelError
+from pathfusion.server.name_confidence import Calibration
 from pathfusion.server.name_generator import (
     LENGTH_BONUS,
     NameGenerator,
     label_of_pieces,
     label_pieces,
     rank_score,
+    shown,
     source_text,
 )
 from pathfusion.server.parsing import Document
@@ -124,8 +126,14 @@ def test_names_are_ranked_probabilities(naming_models: Path) -> None:
     generator = NameGenerator.load(naming_models, embedder, "cpu")
     names, none = generator.names(SOURCE, top_k=3)
     assert 1 <= len(names) <= 3 and none is None
-    ranks = [rank_score(label, p) for label, p in names]  # ranked with the length bonus
-    assert ranks == sorted(ranks, reverse=True) and all(0 < p <= 1 for _, p in names)
+    found, _ = generator.candidates(SOURCE, top_k=3)  # the model's own probabilities
+    ranks = [rank_score(label, p) for label, p in found]  # ranked with the length bonus
+    assert ranks == sorted(ranks, reverse=True) and all(0 < p <= 1 for _, p in found)
+    # What is shown follows the ranking, so a list never reads "1. x 3 %, 2. y 7 %".
+    assert [label for label, _ in names] == [label for label, _ in found][:3]
+    shown_probabilities = [p for _, p in names]
+    assert shown_probabilities == sorted(shown_probabilities, reverse=True) and all(0 < p < 1 for p in shown_probabilities)
+    assert generator.names(SOURCE, top_k=1)[0] == names[:1]  # computed over all the beam's names, not top_k
     assert rank_score("a|b", 0.1) - rank_score("a", 0.1) == pytest.approx(LENGTH_BONUS)
     assert rank_score("a|b", 0.1 / math.exp(LENGTH_BONUS) * 1.01) > rank_score("a", 0.1)  # a longer, specific name wins
     assert all(label and "<UNK>" not in label.split("|") for label, _ in names)
@@ -177,12 +185,15 @@ def test_the_current_name_is_scored_in_the_same_beam_run(naming_models: Path) ->
     of it); the wordpieces scored are the name's and its end; the spelling round-trips."""
     embedder = OnnxEmbedder.load(naming_models, device="cpu", threads=1)
     generator = NameGenerator.load(naming_models, embedder, "cpu")
-    names, _ = generator.names(SOURCE, top_k=5)
+    names, _ = generator.candidates(SOURCE, top_k=5)
+    listed, _ = generator.names(SOURCE, top_k=5)
     tokenizer = embedder.tokenizer
-    for label, probability in names:
-        again, scored = generator.names(SOURCE, top_k=5, current=label)
+    for (label, probability), (_, confidence) in zip(names, listed, strict=True):
+        again, scored = generator.candidates(SOURCE, top_k=5, current=label)
         assert again == names and scored is not None
         assert scored.probability <= probability + 1e-6  # one spelling; the suggestion sums its spellings
+        _, shown_current = generator.names(SOURCE, top_k=5, current=label)
+        assert shown_current is not None and shown_current.shown == confidence  # as the list shows it
         assert scored.wordpieces == min(len(label_pieces(tokenizer, label)) + 1, generator.config.max_length)
         assert scored.per_wordpiece == pytest.approx(np.log(scored.probability) / scored.wordpieces)
     for label in ("read|configuration", "getcwd", "parse|v2|url"):
@@ -190,6 +201,30 @@ def test_the_current_name_is_scored_in_the_same_beam_run(naming_models: Path) ->
     predictions, current = generator.predict_with_current([SOURCE, " "], [names[0][0], "x"], top_k=2)
     assert predictions[1] == [] and current[1] is None
     assert current[0] is not None and current[0].probability <= names[0][1] + 1e-6
+    assert current[0].shown == predictions[0][0][1]
+
+
+def test_shown_probabilities_generalise_the_models_own() -> None:
+    """The calibration is a softmax of slope × rank score beside a "none of these" logit:
+    with slope 1, no length bonus and the rest of the probability mass as "none", it gives
+    back the model's own probabilities; otherwise it keeps the ranking's order, sums to at
+    most 1, and puts a name the beam did not find (the current one) on the same scale."""
+    probabilities = [0.3, 0.2, 0.05]
+    scores = [math.log(p) for p in probabilities]
+    same = Calibration(1.0, math.log(1 - sum(probabilities))).confidences(scores)
+    assert same == pytest.approx(probabilities)
+    found = [("is|jedi|import|position", 0.03), ("is|jedi|import", 0.07), ("is|import", 0.15)]
+    ranks = [rank_score(label, p) for label, p in found]
+    assert ranks == sorted(ranks, reverse=True)  # as the generator ranks them: longer names first here
+    calibration = Calibration(0.9, 1.4)
+    names, current = shown(found, 2, CurrentName(0.01, 3), "get|import", calibration)
+    assert [label for label, _ in names] == ["is|jedi|import|position", "is|jedi|import"]
+    values = calibration.confidences(ranks)
+    assert [p for _, p in names] == values[:2] and values == sorted(values, reverse=True) and sum(values) < 1
+    assert current is not None and 0 < current.shown < values[-1] and current.probability == 0.01
+    _, listed = shown(found, 2, CurrentName(0.15, 3), "is|import", calibration)
+    assert listed is not None and listed.shown == values[2]  # the number the full list gives it
+    assert Calibration(1.0, 0.0).confidences([]) == []
 
 
 def _suggestion(current: CurrentName | None, current_rank: int | None = None) -> Suggestion:
@@ -210,6 +245,10 @@ def test_suggestions_wait_for_an_unlikely_current_name() -> None:
     assert all(s[2] > unlikely.current.probability for s in unlikely.worth_offering())  # type: ignore[union-attr]
     text = hover_markdown(unlikely, min_confidence=0.5)
     assert text is not None and "`load_config`" in text and "not in the top 3 (" in text
+    # Compared on the scale shown: a name listed above the current one is offered.
+    calibrated = _suggestion(CurrentName(math.exp(floor * 4 * 1.01), 4, confidence=0.1))
+    assert [s[0] for s in calibrated.worth_offering()] == ["load_config"]  # not `read` (0.05 < 0.1)
+    assert "(10.0%)" in (hover_markdown(calibrated, min_confidence=0.5) or "")
     closed = _suggestion(None, current_rank=None)  # code2vec: all suggestions stand
     assert len(closed.worth_offering()) == 3 and hover_markdown(closed, 0.5) is not None
     assert hover_markdown(_suggestion(None, current_rank=1), 0.25) is None  # confident top = current
