@@ -15,7 +15,8 @@ the top suggestion's probability against "it is the real name", with the bins fo
 reliability plot — for the model's own probability and for the calibrated one the editor
 shows (:mod:`pathfusion.server.name_confidence`), whose two parameters it fits here by
 maximum likelihood on a grid.  ``--holdout N`` keeps the last N functions out of every choice
-and scores the shipped calibration on them.
+and scores the shipped calibration on them; ``--projects DIR`` scores it, and nothing else is
+chosen, on held-out projects (functions as ``pathfusion eval naming --projects`` reads them).
 
 And the length bonus names are ranked with (:data:`pathfusion.server.name_generator.LENGTH_BONUS`):
 subtoken P/R/F1 of the top name re-ranked from the same beam results with each bonus; the
@@ -27,6 +28,7 @@ Writes ``data/results/naming-policy.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
@@ -48,6 +50,7 @@ from pathfusion.server.name_generator import (
 )
 
 from .corpus import read_jsonl_gz
+from .evaluate import iter_project_examples
 from .metrics import NamingScores
 
 RATIOS = (1.0, 2.0, 5.0, 10.0)
@@ -62,6 +65,12 @@ def validation_functions(corpus: Path, count: int, seed: int) -> list[dict[str, 
     """``count`` seeded-random naming functions of the valid split (masked code, label)."""
     records = [{"masked": r["masked_code"], "label": r["label"]}
                for r in read_jsonl_gz(corpus / "valid.jsonl.gz") if r.get("naming") and r.get("label")]
+    return random.Random(seed).sample(records, min(count, len(records)))
+
+
+def project_functions(root: Path, count: int, seed: int) -> list[dict[str, str]]:
+    """``count`` seeded-random naming functions of the held-out projects under ``root``."""
+    records = [{"masked": e.masked, "label": e.label} for e in iter_project_examples(root)]
     return random.Random(seed).sample(records, min(count, len(records)))
 
 
@@ -191,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--holdout", type=int, default=0,
                         help="the last N of the functions are left out of every choice and score the shipped "
                              "calibration (default: %(default)s)")
+    parser.add_argument("--projects", type=Path, default=None,
+                        help="score the shipped calibration on these held-out projects instead (chooses nothing)")
     parser.add_argument("--rows", type=Path, default=None,
                         help="summarise the rows an earlier run wrote (its --out) instead of running the model, "
                              "e.g. to score the calibration chosen from them on its holdout")
@@ -203,18 +214,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         models = str(args.models or default_models_dir())
         generator = NameGenerator.load(Path(models), load_embedder("onnx", Path(models), device="cpu"), "cpu")
         head = generator.model_id
-        rows = measure(generator, validation_functions(args.corpus, args.functions, args.seed), args.seed)
+        functions = (validation_functions(args.corpus, args.functions, args.seed) if args.projects is None
+                     else project_functions(args.projects, args.functions, args.seed))
+        rows = measure(generator, functions, args.seed)
+    if args.projects is not None:
+        result = {"models": models, "naming_head": head, "seed": args.seed, "projects": str(args.projects),
+                  "functions": len(rows), "calibration_shipped": dataclasses.asdict(CALIBRATION),
+                  "top1_shown": top1_calibration(rows, CALIBRATION), "top1_model_probability": top1_calibration(rows, None)}
+        return _write(args.out, result, rows)
     if not 0 <= args.holdout < len(rows):
         parser.error(f"--holdout must be at least 0 and below the {len(rows)} functions")
     chosen, held = rows[:len(rows) - args.holdout], rows[len(rows) - args.holdout:]
     result = {"models": models, "naming_head": head, "seed": args.seed if args.rows is None else earlier.get("seed"),
-              "calibration_shipped": {"slope": CALIBRATION.slope, "none_logit": CALIBRATION.none_logit},
-              **summarise(chosen)}
+              "calibration_shipped": dataclasses.asdict(CALIBRATION), **summarise(chosen)}
     if held:
         result["holdout"] = {"functions": len(held), "top1_shown": top1_calibration(held, CALIBRATION),
                              "top1_model_probability": top1_calibration(held, None)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({**result, "rows": rows}, indent=1) + "\n")
+    return _write(args.out, result, rows)
+
+
+def _write(out: Path, result: dict[str, Any], rows: list[dict[str, Any]]) -> int:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**result, "rows": rows}, indent=1) + "\n")
     print(json.dumps(result, indent=1))
     return 0
 

@@ -66,3 +66,20 @@ def test_rows_of_an_earlier_run_are_scored_on_their_holdout(tmp_path: Path,
     with pytest.raises(SystemExit):
         main(["--rows", str(earlier), "--holdout", "300", "--out", str(out)])
     assert "--holdout" in capsys.readouterr().err
+
+
+def test_held_out_projects_score_the_shipped_calibration_and_choose_nothing(naming_models: Path,
+                                                                             tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    project = tmp_path / "projects" / "demo"
+    project.mkdir(parents=True)
+    (project / "config.py").write_text(
+        "import json\n\n\ndef load_config(path):\n    with open(path) as fh:\n        return json.load(fh)\n\n\n"
+        "def save_config(path, data):\n    with open(path, 'w') as fh:\n        json.dump(data, fh)\n\n\n"
+        "def read_text(path):\n    with open(path) as fh:\n        text = fh.read()\n    return text\n")
+    out = tmp_path / "held.json"
+    assert main(["--models", str(naming_models), "--projects", str(tmp_path / "projects"), "--functions", "5",
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["functions"] == 3 and {r["label"] for r in result["rows"]} == {"load|config", "save|config", "read|text"}
+    assert 0 <= result["top1_shown"]["ece"] <= 1 and "calibration_fit" not in result and "chosen_floor" not in result
