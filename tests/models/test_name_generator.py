@@ -43,7 +43,8 @@ def test_stuttering_names_are_recognised() -> None:
     from pathfusion.server.name_generator import stutters
 
     assert stutters("conn|conn") and stutters("get|value|value") and stutters("a|b|b|c")
-    assert not stutters("conn") and not stutters("get|conn|get") and not stutters("")
+    assert stutters("to|string|to|string") and stutters("is|jedi|import|jedi") and stutters("get|conn|get")
+    assert not stutters("conn") and not stutters("fk|4|to|fk2|4") and not stutters("") and not stutters("v|1|to|1")
 
 
 def test_wordpieces_become_labels() -> None:
