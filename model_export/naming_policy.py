@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import random
 import sys
 from collections.abc import Sequence
@@ -40,7 +41,7 @@ import numpy as np
 
 from pathfusion.server.embedder import load_embedder
 from pathfusion.server.models import default_models_dir
-from pathfusion.server.name_confidence import Calibration
+from pathfusion.server.name_confidence import Calibration, leftover
 from pathfusion.server.name_generator import (
     CALIBRATION,
     LENGTH_BONUS,
@@ -58,7 +59,7 @@ BONUSES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 FLOORS = (-7.0, -6.0, -5.5, -5.0, -4.5, -4.0, -3.5, -3.0, -2.5, -2.0)
 BINS = 10
 SLOPES = tuple(round(0.5 + 0.02 * i, 2) for i in range(51))
-NONE_LOGITS = tuple(round(0.05 * i, 2) for i in range(61))
+NONE_LOGITS = tuple(round(-2.0 + 0.05 * i, 2) for i in range(101))
 
 
 def validation_functions(corpus: Path, count: int, seed: int) -> list[dict[str, str]]:
@@ -115,22 +116,23 @@ def fit_calibration(rows: Sequence[dict[str, Any]], bonus: float = LENGTH_BONUS)
     """The :class:`Calibration` of the grid (:data:`SLOPES` × :data:`NONE_LOGITS`) under which
     the real names of ``rows`` are likeliest: for each function, the probability of the
     candidate that is its real name, or of "none of them" when the beam missed it."""
-    scores = [[rank_score(label, p, bonus) for label, p in r["names"]] for r in rows if r["names"]]
-    hits = [next((i for i, (label, _) in enumerate(r["names"]) if label == r["label"]), -1)
-            for r in rows if r["names"]]
-    width = max(len(row) for row in scores)
-    s = np.full((len(scores), width + 1), -np.inf)
-    for i, row in enumerate(scores):
-        s[i, :len(row)] = row
+    kept = [r for r in rows if r["names"]]
+    width = max(len(r["names"]) for r in kept)
+    s = np.full((len(kept), width + 1), -np.inf)
+    rest = np.zeros(len(kept))
+    for i, r in enumerate(kept):
+        s[i, :len(r["names"])] = [rank_score(label, p, bonus) for label, p in r["names"]]
+        rest[i] = math.log(leftover([p for _, p in r["names"]]))
+    hits = np.asarray([next((i for i, (label, _) in enumerate(r["names"]) if label == r["label"]), width)
+                       for r in kept])
     best: tuple[float, float, float] | None = None
     for slope in SLOPES:
         for none in NONE_LOGITS:
             z = s * slope
-            z[:, width] = none
+            z[:, width] = none + slope * rest
             top = z.max(axis=1, keepdims=True)
             log_total = np.log(np.exp(z - top).sum(axis=1)) + top[:, 0]
-            picked = np.asarray([z[i, h] if h >= 0 else none for i, h in enumerate(hits)])
-            likelihood = float((picked - log_total).mean())
+            likelihood = float((z[np.arange(len(kept)), hits] - log_total).mean())
             if best is None or likelihood > best[0]:
                 best = (likelihood, slope, none)
     assert best is not None
@@ -147,6 +149,8 @@ def top1_calibration(rows: Sequence[dict[str, Any]], calibration: Calibration | 
         if calibration is not None:
             p = shown(r["names"], 1, calibration=calibration)[0][0][1]
         top.append((p, label == r["label"]))
+    if not top:
+        return {"ece": None, "mean_probability": None, "exact": None, "reliability": []}
     ece, table = expected_calibration_error([p for p, _ in top], [c for _, c in top])
     return {"ece": ece, "mean_probability": round(float(np.mean([p for p, _ in top])), 4),
             "exact": round(float(np.mean([c for _, c in top])), 4), "reliability": table}

@@ -25,6 +25,7 @@ which follows the ranking.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import threading
@@ -40,7 +41,7 @@ from .code2vec import CurrentName
 from .embedder import OnnxEmbedder
 from .models import ModelError, load_manifest, model_entry, model_file, providers
 from .name_candidates import Candidates, Vocabulary
-from .name_confidence import Calibration
+from .name_confidence import Calibration, leftover
 from .name_words import NameWords
 from .naming_fusion import NamingFusion
 from .onnx_session import create_session
@@ -57,7 +58,7 @@ then 1.0 again with names made of words (:mod:`pathfusion.server.name_words`), o
 on 4,000 validation functions (F1 0.383 against 0.386 at 1.5, exact match 0.137 against
 0.126; docs/results.md, "Names made of words").  The probability shown follows this ranking
 (:data:`CALIBRATION`)."""
-CALIBRATION = Calibration(slope=1.0, none_logit=1.35)
+CALIBRATION = Calibration(slope=0.92, none_logit=1.8)
 """How rank scores become the probabilities shown (:mod:`pathfusion.server.name_confidence`),
 fitted on validation for ``pathfusion-namer-attention-1`` with its lexicon and
 :data:`LENGTH_BONUS` (``python -m pathfusion.model_export.naming_policy``, docs/results.md)."""
@@ -108,16 +109,14 @@ def label_pieces(tokenizer: Any, label: str) -> list[int]:
 
 
 def stutters(label: str) -> bool:
-    """Whether a word of the name comes back (``conn_conn``, ``to_string_to_string``,
-    ``is_jedi_import_jedi``; numbers may repeat: ``fk_4_to_fk_4``).  Why: the decoder repeats
-    itself when unsure — directly across wordpieces (``con ##n con ##n``, which the beam's ban
-    on a wordpiece following itself cannot see) or a few words later — and the length bonus
-    ranks such long names up; real names rarely do (0.37 % of the train split's names repeat a
-    subtoken anywhere, 0.03 % directly).  Such candidates are dropped.  On 1,400 validation
-    functions (the beams of ``naming_policy``) dropping the later repeats too moved the top
-    name of 13 and F1 by −0.001, exact match by +0.001 (docs/results.md)."""
-    words = [part for part in label.split("|") if not part.isdigit()]
-    return len(set(words)) < len(words)
+    """Whether a subtoken directly repeats (``conn_conn``): the decoder's stutter across
+    wordpieces (``con ##n con ##n``), which the beam's ban on a wordpiece following itself
+    cannot see, and which the length bonus would rank up.  0.03 % of the train split's names
+    have one (``crypt_crypt``); such candidates are dropped.  A word coming back later
+    (``to_string_to_string``) is the lexicon's business: :meth:`NameWords.admits
+    <pathfusion.server.name_words.NameWords.admits>`."""
+    parts = label.split("|")
+    return any(a == b for a, b in itertools.pairwise(parts))
 
 
 def rank_score(label: str, probability: float, bonus: float = LENGTH_BONUS) -> float:
@@ -133,11 +132,12 @@ def shown(found: Sequence[tuple[str, float]], top_k: int, current: CurrentName |
     ``top_k``; ``current`` (the name ``current_label`` scored) gains its own on the same
     scale: the listed number when the beam found that name too."""
     scores = [rank_score(label, prob) for label, prob in found]
-    names = list(zip([label for label, _ in found], calibration.confidences(scores), strict=True))
+    rest = leftover([prob for _, prob in found])
+    names = list(zip([label for label, _ in found], calibration.confidences(scores, rest), strict=True))
     if current is not None and current_label is not None:
         confidence = dict(names).get(current_label)
         if confidence is None:
-            confidence = calibration.of_another(rank_score(current_label, current.probability), scores)
+            confidence = calibration.of_another(rank_score(current_label, current.probability), scores, rest)
         current = dataclasses.replace(current, confidence=confidence)
     return names[:max(0, top_k)], current
 

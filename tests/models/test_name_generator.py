@@ -16,7 +16,7 @@ from pathfusion.server.code2vec import UNLIKELY_CURRENT_NAME, Code2VecModel, Cur
 from pathfusion.server.feature_hover import hover_markdown
 from pathfusion.server.embedder import EmbedderError, OnnxEmbedder
 from pathfusion.server.models import ModelError
-from pathfusion.server.name_confidence import Calibration
+from pathfusion.server.name_confidence import Calibration, leftover
 from pathfusion.server.name_generator import (
     LENGTH_BONUS,
     NameGenerator,
@@ -43,8 +43,7 @@ def test_stuttering_names_are_recognised() -> None:
     from pathfusion.server.name_generator import stutters
 
     assert stutters("conn|conn") and stutters("get|value|value") and stutters("a|b|b|c")
-    assert stutters("to|string|to|string") and stutters("is|jedi|import|jedi") and stutters("get|conn|get")
-    assert not stutters("conn") and not stutters("fk|4|to|fk2|4") and not stutters("") and not stutters("v|1|to|1")
+    assert not stutters("conn") and not stutters("get|conn|get") and not stutters("")
 
 
 def test_wordpieces_become_labels() -> None:
@@ -206,26 +205,28 @@ def test_the_current_name_is_scored_in_the_same_beam_run(naming_models: Path) ->
 
 
 def test_shown_probabilities_generalise_the_models_own() -> None:
-    """The calibration is a softmax of slope × rank score beside a "none of these" logit:
-    with slope 1, no length bonus and the rest of the probability mass as "none", it gives
-    back the model's own probabilities; otherwise it keeps the ranking's order, sums to at
-    most 1, and puts a name the beam did not find (the current one) on the same scale."""
+    """The calibration is a softmax, at one temperature, of the rank scores beside a "none of
+    these" logit that grows with the model's left-over probability: with slope 1, no length
+    bonus and no constant it gives back the model's own probabilities; otherwise it keeps the
+    ranking's order, sums to at most 1, stays near 1 where the model is sure, and puts a name
+    the beam did not find (the current one) on the same scale."""
     probabilities = [0.3, 0.2, 0.05]
-    scores = [math.log(p) for p in probabilities]
-    same = Calibration(1.0, math.log(1 - sum(probabilities))).confidences(scores)
+    same = Calibration(1.0, 0.0).confidences([math.log(p) for p in probabilities], leftover(probabilities))
     assert same == pytest.approx(probabilities)
     found = [("is|jedi|import|position", 0.03), ("is|jedi|import", 0.07), ("is|import", 0.15)]
     ranks = [rank_score(label, p) for label, p in found]
     assert ranks == sorted(ranks, reverse=True)  # as the generator ranks them: longer names first here
-    calibration = Calibration(0.9, 1.4)
+    calibration = Calibration(0.9, 1.85)
     names, current = shown(found, 2, CurrentName(0.01, 3), "get|import", calibration)
     assert [label for label, _ in names] == ["is|jedi|import|position", "is|jedi|import"]
-    values = calibration.confidences(ranks)
+    values = calibration.confidences(ranks, leftover([p for _, p in found]))
     assert [p for _, p in names] == values[:2] and values == sorted(values, reverse=True) and sum(values) < 1
     assert current is not None and 0 < current.shown < values[-1] and current.probability == 0.01
     _, listed = shown(found, 2, CurrentName(0.15, 3), "is|import", calibration)
     assert listed is not None and listed.shown == values[2]  # the number the full list gives it
-    assert Calibration(1.0, 0.0).confidences([]) == []
+    sure = calibration.confidences([rank_score("close", 0.99), rank_score("write", 0.005)], leftover([0.99, 0.005]))
+    assert sure[0] > 0.9  # a one-word name the model is sure of is shown as sure
+    assert calibration.confidences([], 1.0) == [] and leftover([0.7, 0.6]) > 0
 
 
 def _suggestion(current: CurrentName | None, current_rank: int | None = None) -> Suggestion:

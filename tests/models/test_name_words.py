@@ -20,7 +20,7 @@ from pathfusion.model_export.name_lexicon import (
 from pathfusion.server.embedder import OnnxEmbedder
 from pathfusion.server.models import ModelError
 from pathfusion.server.name_generator import NameGenerator
-from pathfusion.server.name_words import NameWords, own_subtokens
+from pathfusion.server.name_words import NameWords, own_subtokens, repeats_a_word
 from tests.helpers.corpus import TEMPLATES, write_corpus
 
 SOURCE = '''def METHOD_NAME(self, path):
@@ -38,6 +38,8 @@ def test_a_name_is_kept_when_each_subtoken_is_a_word() -> None:
     assert words.admits("get|value") and words.admits("load|json", own) and words.admits("get|value|2")
     assert not words.admits("get|valuee") and not words.admits("routeer|json", own)
     assert not words.admits("load|json")  # without the function's text, json is not a word here
+    assert not words.admits("get|value|get") and not words.admits("load|json|load", own)  # a word comes back
+    assert words.admits("get|2|value|2")  # numbers may
     assert words.kept(["load|json", "routeer", "get|value", "get|valuee"], SOURCE) == ["load|json", "get|value"]
     assert words.kept(["get|value", "load"], "def METHOD_NAME(: not even Python") == ["get|value", "load"]
 
@@ -70,7 +72,7 @@ def test_the_served_head_drops_names_with_made_up_subtokens(naming_models: Path,
     allowed = {w for label in TEMPLATES for w in label.split("|")} | own_subtokens(SOURCE)
 
     def words_ok(label: str) -> bool:
-        return all(w in allowed or w.isdigit() for w in label.split("|"))
+        return all(w in allowed or w.isdigit() for w in label.split("|")) and not repeats_a_word(label.split("|"))
 
     plain = NameGenerator.load(models, embedder, "cpu")
     before, _ = plain.names(SOURCE, top_k=10)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pathfusion.model_export.naming_policy import expected_calibration_error, fit_calibration, main
-from pathfusion.server.name_confidence import Calibration
+from pathfusion.server.name_confidence import Calibration, leftover
 from pathfusion.server.name_generator import CALIBRATION, rank_score
 
 WORDS = ("get", "set", "value", "load", "config", "read", "file", "name", "path")
@@ -24,8 +24,9 @@ def synthetic_rows(calibration: Calibration, count: int, seed: int = 3) -> list[
     rows: list[dict[str, object]] = []
     for n in range(count):
         labels = ["|".join(rng.sample(WORDS, rng.randint(1, 3))) + f"|{n}|{i}" for i in range(5)]
-        found = sorted(((label, rng.uniform(0.005, 0.4)) for label in labels), key=lambda x: -rank_score(*x))
-        confidences = calibration.confidences([rank_score(label, p) for label, p in found])
+        found = sorted(((label, rng.uniform(0.005, 0.15)) for label in labels), key=lambda x: -rank_score(*x))
+        confidences = calibration.confidences([rank_score(label, p) for label, p in found],
+                                              leftover([p for _, p in found]))
         draw, real = rng.random(), f"other|{n}"
         for (label, _), confidence in zip(found, confidences, strict=True):
             if draw < confidence:
