@@ -117,6 +117,8 @@ def fit_calibration(rows: Sequence[dict[str, Any]], bonus: float = LENGTH_BONUS)
     the real names of ``rows`` are likeliest: for each function, the probability of the
     candidate that is its real name, or of "none of them" when the beam missed it."""
     kept = [r for r in rows if r["names"]]
+    if not kept:
+        raise ValueError("no function has a suggested name: nothing to fit the calibration on")
     width = max(len(r["names"]) for r in kept)
     s = np.full((len(kept), width + 1), -np.inf)
     rest = np.zeros(len(kept))

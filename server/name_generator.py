@@ -128,8 +128,8 @@ def shown(found: Sequence[tuple[str, float]], top_k: int, current: CurrentName |
           current_label: str | None = None, calibration: Calibration = CALIBRATION
           ) -> tuple[list[tuple[str, float]], CurrentName | None]:
     """The first ``top_k`` of the ranked names ``found`` (model probabilities) with their
-    calibrated probabilities, computed over all of ``found`` so that they do not depend on
-    ``top_k``; ``current`` (the name ``current_label`` scored) gains its own on the same
+    calibrated probabilities, computed over all of ``found`` (the beam's results) so that a
+    list shorter than the beam shows the same numbers; ``current`` (the name ``current_label`` scored) gains its own on the same
     scale: the listed number when the beam found that name too."""
     scores = [rank_score(label, prob) for label, prob in found]
     rest = leftover([prob for _, prob in found])
