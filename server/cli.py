@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -282,11 +283,15 @@ def search_query(words: Sequence[str], workspace_given: bool) -> str:
     """The query of ``pathfusion search``: its words joined by spaces, so that quoting is
     optional.  Why the check: ``pathfusion index DIR`` takes its folder first, so
     ``pathfusion search DIR some words`` is a natural slip — searched as written, it would
-    quietly search the current folder for the folder's path."""
+    quietly search the current folder for the folder's path.  Only a word spelled as a path
+    (``/``, ``.``, ``..``, ``~``) counts: ``pathfusion search json decoder`` beside a ``json/``
+    package is a query."""
     query = " ".join(words).strip()
     if not query:
         raise CliError("the query is empty")
-    if not workspace_given and len(words) > 1 and Path(words[0]).is_dir():
+    first = words[0] if words else ""
+    spelled_as_path = "/" in first or os.sep in first or first in (".", "..") or first.startswith("~")
+    if not workspace_given and len(words) > 1 and spelled_as_path and Path(first).expanduser().is_dir():
         rest = " ".join(words[1:])
         raise CliError(f"{words[0]} is a folder: the workspace goes after --workspace, as in "
                        f"pathfusion search --workspace {words[0]} \"{rest}\"")

@@ -486,11 +486,15 @@ def test_cli_index_and_search_json(workspace: Path, models: Path,
 
 
 def test_cli_search_says_what_went_wrong(workspace: Path, models: Path, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+                                         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     # The folder where `pathfusion index DIR` takes it: a clear error, not a search for its path.
     assert main(["search", str(workspace), "prime", "numbers", "--models", str(models)]) == 1
     err = capsys.readouterr().err
     assert f"--workspace {workspace} \"prime numbers\"" in err and len(err.strip().splitlines()) == 1
+    # A folder name that is also a word is a query word: `json decoder` beside a json/ package.
+    monkeypatch.chdir(workspace.parent)
+    assert main(["search", workspace.name, "prime", "--models", str(models), "--json"]) == 0
+    capsys.readouterr()
     # With --workspace given, the same words are a query like any other.
     assert main(["search", str(workspace), "prime", "--workspace", str(workspace), "--models", str(models)]) == 0
     capsys.readouterr()
