@@ -64,19 +64,25 @@ class NameWords:
         """Whether every subtoken of ``label`` (``a|b``) is a word — in the lexicon, in ``own``
         (:func:`own_subtokens`), or a number — and no word comes back."""
         parts = label.split("|")
-        return all(part in self.words or part in own or part.isdigit() for part in parts) and \
-            not repeats_a_word(parts)
+        return not repeats_a_word(parts) and self._all_words(parts, own)
+
+    def _all_words(self, parts: list[str], own: frozenset[str]) -> bool:
+        return all(part in self.words or part in own or part.isdigit() for part in parts)
 
     def kept(self, labels: Iterable[str], masked_source: str) -> list[str]:
         """The ``labels`` :meth:`admits` with the function's own subtokens, in order; those are
         read from ``masked_source`` only when a label needs them (most names are lexicon
-        words, and a hover should not pay for the rest)."""
+        words, and a hover should not pay for the rest — nor for a name that repeats a word,
+        which no text makes acceptable)."""
         own: frozenset[str] | None = None
         kept = []
         for label in labels:
-            if not self.admits(label):
+            parts = label.split("|")
+            if repeats_a_word(parts):
+                continue
+            if not self._all_words(parts, frozenset()):
                 own = own_subtokens(masked_source) if own is None else own
-                if not self.admits(label, own):
+                if not self._all_words(parts, own):
                     continue
             kept.append(label)
         return kept
