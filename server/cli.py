@@ -253,8 +253,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     "character"}, "end": {...}} (0-based, UTF-16), "name", "qualname", "score", "snippet",
     "path", "line" (1-based)}``, best first; results below the relevance floor
     (:data:`pathfusion.server.ranking.RELEVANCE_FLOOR`) are left out, as in the editor.
+    The text form gives each result a line (score, ``path:line``, qualified name) and, when
+    the function has a docstring, its first line indented below: what the function does,
+    as the editors show it.
     """
     from .ranking import relevant
+    from .snippets import snippet_parts
 
     if args.k < 1:
         raise CliError(f"--k must be at least 1, got {args.k}")
@@ -276,6 +280,9 @@ def cmd_search(args: argparse.Namespace) -> int:
               f"no results: none of the {functions} indexed functions is close enough to the query")
     for r in results:
         print(f"{r.score:6.3f}  {r.path}:{r.line}  {r.qualname}")
+        _, summary = snippet_parts(r.snippet)
+        if summary:
+            print(f"        {summary}")
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -483,6 +484,16 @@ def test_cli_index_and_search_json(workspace: Path, models: Path,
     # Quotes are optional: the words are the query.
     assert main(["search", "prime", "numbers", "--workspace", str(workspace), "--models", str(models)]) == 0
     assert capsys.readouterr().out.splitlines()[0].split()[2] == "is_prime"
+    # A documented function's docstring line is shown under it, indented; an undocumented one
+    # has none (the next line is the next result).
+    assert main(["search", "load_config", "--workspace", str(workspace), "--models", str(models)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[2] == "load_config"
+    assert lines[1] == "        Read the settings file (JSON) and return it as a dict."
+    assert main(["search", "is_prime", "--workspace", str(workspace), "--models", str(models), "--k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[2] == "is_prime"
+    assert all(re.fullmatch(r" *\d+\.\d{3}  \S+:\d+  \S+", line) for line in lines)  # no docstring lines
 
 
 def test_cli_search_says_what_went_wrong(workspace: Path, models: Path, tmp_path: Path,
