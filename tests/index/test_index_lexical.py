@@ -180,13 +180,18 @@ class NameBlindEmbedder:
         return np.asarray(out, dtype=np.float32)
 
 
-@pytest.mark.parametrize("penalty,first", [(0.0, "_copytree"), (0.02, "copytree")])
+@pytest.mark.parametrize("penalty,first", [(0.0, "_copytree"), (0.02, "copytree"), (None, "copytree")])
 def test_private_helpers_rank_below_their_public_twin(tmp_path, monkeypatch, penalty, first) -> None:  # type: ignore[no-untyped-def]
+    """``None``: the shipped penalty, which must put the public twin first."""
+    from pathfusion.server import lexical
     from pathfusion.server.index import EmbedderSearchModel, WorkspaceIndex
     from pathfusion.server.lexical import is_private
 
     monkeypatch.setenv("PATHFUSION_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr("pathfusion.server.lexical.PRIVATE_PENALTY", penalty)
+    if penalty is None:
+        penalty = lexical.PRIVATE_PENALTY
+    else:
+        monkeypatch.setattr("pathfusion.server.lexical.PRIVATE_PENALTY", penalty)
     folder = tmp_path / "ws"
     folder.mkdir()
     (folder / "a.py").write_text("def _copytree(src, dst):\n    return src\n\n\ndef copytree(src, dst):\n    return src\n")
