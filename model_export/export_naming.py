@@ -287,6 +287,22 @@ def keys_graph_diff(path: Path, examples: Sequence[tuple[torch.Tensor, ...]]) ->
                for ex in examples)
 
 
+def check_inputs(run_best: Path, models: Path) -> dict[str, Any]:
+    """The embedder's manifest entry of ``models``, once both folders are what an export needs.
+    Why before anything else: the CLI builds the name lexicon from the whole train split
+    first, which takes minutes that a mistyped folder should not cost."""
+    if not (run_best / DECODER_META).is_file():
+        what = "no such folder" if not run_best.exists() else f"no {DECODER_META} there"
+        raise ExportError(f"{run_best} is not a naming run's best/ folder ({what}): pass --run-best DIR")
+    manifest_path = models / "manifest.json"
+    if not manifest_path.is_file():
+        raise ExportError(f"{manifest_path} not found: export the embedder first")
+    embedder_entry = json.loads(manifest_path.read_text())["models"].get("embedder")
+    if embedder_entry is None:
+        raise ExportError(f"{manifest_path} has no embedder: the naming head reads the embedder's token states")
+    return dict(embedder_entry)
+
+
 def export_naming(run_best: Path, models: Path, model_id: str | None = None, int8: bool = True,
                   lexicon: Lexicon | None = None) -> dict[str, Any]:
     """Export ``run_best`` (a naming run's ``best/``) into ``models/naming``; returns the
@@ -294,12 +310,7 @@ def export_naming(run_best: Path, models: Path, model_id: str | None = None, int
     ``lexicon``: the words the runtime keeps names to (:mod:`pathfusion.model_export.name_lexicon`;
     None: no filter)."""
     graph_file, keys_file = (GRAPH_FILE, KEYS_FILE) if int8 else (FP32_FILE, KEYS_FP32_FILE)
-    manifest_path = models / "manifest.json"
-    if not manifest_path.is_file():
-        raise ExportError(f"{manifest_path} not found: export the embedder first")
-    embedder_entry = json.loads(manifest_path.read_text())["models"].get("embedder")
-    if embedder_entry is None:
-        raise ExportError(f"{manifest_path} has no embedder: the naming head reads the embedder's token states")
+    embedder_entry = check_inputs(run_best, models)
     bert, _ = load_reference(run_best)
     decoder = load_decoder(run_best).eval()
     fusion = load_fusion(run_best, int(bert.config.hidden_size)).eval()
@@ -387,15 +398,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
     if not args.no_lexicon and not (args.corpus / "train.jsonl.gz").is_file():
-        print(f"error: the name lexicon is built from {args.corpus / 'train.jsonl.gz'}, which is not there: "
-              "build the corpus (make corpus), pass --corpus DIR, or --no-lexicon", file=sys.stderr)
+        print(f"pathfusion export naming: error: the name lexicon is built from {args.corpus / 'train.jsonl.gz'}, "
+              "which is not there: build the corpus (make corpus), pass --corpus DIR, or --no-lexicon", file=sys.stderr)
         return 1
     try:
+        check_inputs(args.run_best, args.out)
         lexicon = None if args.no_lexicon else build_lexicon(args.corpus)
         entry = export_naming(args.run_best, args.out, args.id, lexicon=lexicon)
         write_manifest_entry(args.out, entry, name="naming")
     except (ExportError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"pathfusion export naming: error: {exc}", file=sys.stderr)
         return 1
     print(f"exported naming head {entry['id']} → {args.out / SUBDIR} (parity {entry['metrics']['parity']['max_abs_diff']:.2g}, "
           f"int8 max |diff| {entry['metrics']['int8_max_abs_diff']:.2g}; reads {entry['embedder_id']})")

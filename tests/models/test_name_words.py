@@ -111,6 +111,32 @@ def test_export_without_a_corpus_says_how_and_writes_nothing(naming_models: Path
     assert {p: p.read_bytes() for p in models.rglob("*") if p.is_file()} == before
 
 
+def test_export_of_a_wrong_folder_fails_before_reading_the_corpus(naming_models: Path, naming_run_best: Path,
+                                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped --run-best (or --out) is refused at once: the lexicon, built from the whole
+    train split, is not read first."""
+    from pathfusion.model_export import export_naming as module
+
+    def no_lexicon(corpus: Path) -> None:
+        raise AssertionError("the lexicon was built before the folders were checked")
+
+    monkeypatch.setattr(module, "build_lexicon", no_lexicon)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "train.jsonl.gz").write_bytes(b"")
+    models = tmp_path / "models"
+    shutil.copytree(naming_models, models)
+    before = {p: p.read_bytes() for p in models.rglob("*") if p.is_file()}
+    for run_best, out, says in ((tmp_path / "nope", models, "no such folder"),
+                                (tmp_path, models, "no decoder.json there"),
+                                (naming_run_best, tmp_path / "empty", "export the embedder first")):
+        code = module.main(["--run-best", str(run_best), "--out", str(out), "--corpus", str(corpus)])
+        err = capsys.readouterr().err
+        assert code == 1 and err.startswith("pathfusion export naming: error:") and says in err
+    assert {p: p.read_bytes() for p in models.rglob("*") if p.is_file()} == before
+
+
 def test_an_export_records_the_lexicon_it_was_given(naming_models: Path, naming_run_best: Path,
                                                     tmp_path: Path) -> None:
     from pathfusion.model_export.export_naming import export_naming
