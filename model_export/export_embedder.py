@@ -493,15 +493,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
     if args.no_quantize and args.int8_only:
-        print("error: --no-quantize and --int8-only exclude each other", file=sys.stderr)
+        print("pathfusion export embedder: error: --no-quantize and --int8-only exclude each other", file=sys.stderr)
         return 2
+    if args.model_dir is not None and not (args.model_dir / "config.json").is_file():
+        what = "no such folder" if not args.model_dir.exists() else "no config.json there"
+        print(f"pathfusion export embedder: error: {args.model_dir} is not a Hugging Face encoder folder ({what}); "
+              "a fine-tuning run's is its best/ folder", file=sys.stderr)
+        return 1
     try:
         entry = export_minilm(args.out, quantize=not args.no_quantize, model_dir=args.model_dir,
                               keep_fp32=not args.int8_only, max_length=args.max_length,
                               model_id=args.id, int8_storage=args.int8)
         write_manifest_entry(args.out, entry)
     except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"pathfusion export embedder: error: {exc}", file=sys.stderr)
         return 1
     sizes = ", ".join(f"{Path(name).name} {size / 1e6:.1f} MB" for name, size in entry["sizes"].items()
                       if name.endswith(".onnx"))

@@ -100,6 +100,28 @@ def set_fields(config: Any, overrides: Sequence[str]) -> None:
         setattr(config, key, parsed)
 
 
+def check_ranges(config: Any, at_least_one: Sequence[str] = (), positive: Sequence[str] = (),
+                 non_negative: Sequence[str] = (), shares: Sequence[str] = ()) -> None:
+    """Refuse settings no run can use, naming the field: ``epochs=0`` or ``lr=-1`` would
+    otherwise pack the data for minutes and then train nothing (or diverge).  The run
+    controls every run has are checked too."""
+    at_least_one = ("eval_batch", "log_every", *at_least_one)
+    positive = ("checkpoint_minutes", *positive)
+    non_negative = ("time_budget_min", "max_steps", "threads", *non_negative)
+    for name in at_least_one:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be at least 1, not {getattr(config, name)}")
+    for name in positive:
+        if not getattr(config, name) > 0:
+            raise ValueError(f"{name} must be above 0, not {getattr(config, name)}")
+    for name in non_negative:
+        if not getattr(config, name) >= 0:
+            raise ValueError(f"{name} must be 0 or more, not {getattr(config, name)}")
+    for name in shares:
+        if not 0 <= getattr(config, name) <= 1:
+            raise ValueError(f"{name} is a share: between 0 and 1, not {getattr(config, name)}")
+
+
 def optimise(loss: torch.Tensor, parameters: Iterable[torch.Tensor], optimiser: torch.optim.Optimizer,
              scheduler: torch.optim.lr_scheduler.LRScheduler, max_norm: float = 1.0) -> None:
     """One step of the resumable runs: gradients of ``loss``, clipped to ``max_norm``, the

@@ -53,6 +53,7 @@ from .run_files import (
     RunControls,
     atomic_torch_save,
     bf16_autocast,
+    check_ranges,
     log_event,
     optimise,
     resumed_config,
@@ -115,6 +116,10 @@ class EmbedderTrainConfig(RunControls):
             raise ValueError(f"select_on must be mrr or mean, not {config.select_on!r}")
         if config.batch_size < 2:
             raise ValueError("batch_size must be at least 2 (in-batch negatives)")
+        check_ranges(config, at_least_one=("epochs", "eval_every", "valid_groups", "project_chunk",
+                                           "max_query_tokens", "max_code_tokens", "eval_code_tokens"),
+                     positive=("lr", "scale"), non_negative=("warmup_steps", "weight_decay"),
+                     shares=("anonymise_share",))
         return config
 
 

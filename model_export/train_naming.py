@@ -76,6 +76,7 @@ from .run_files import (
     RunControls,
     atomic_torch_save,
     bf16_autocast,
+    check_ranges,
     log_event,
     optimise,
     resumed_config,
@@ -184,6 +185,12 @@ class NamingTrainConfig(RunControls):
             raise ValueError("batch_size must be ≥ 1 and search_batch ≥ 2")
         if config.train_first < 0 or config.train_take < 0:
             raise ValueError("train_first and train_take must be ≥ 0")
+        check_ranges(config, at_least_one=("epochs", "eval_every", "valid_examples", "vocab_size", "layers", "heads",
+                                           "feed_forward", "max_source_tokens", "max_target_tokens", "context_dim",
+                                           "context_tokens", "context_paths", "project_chunk"),
+                     positive=("decoder_lr", "search_scale"),
+                     non_negative=("lr", "fusion_lr", "warmup_steps", "weight_decay", "search_weight", "valid_groups"),
+                     shares=("dropout",))
         FusionShape(config.variant)  # refuses an unknown variant before anything is loaded
         if config.variant == "code2vec" and not config.freeze_encoder and config.search_weight == 0:
             raise ValueError("variant=code2vec reads no token states: train it with freeze_encoder=true "

@@ -311,3 +311,15 @@ def test_main_rejects_contradictory_flags(tmp_path: Path, capsys: pytest.Capture
 def test_sample_texts_cover_truncation(reference: tuple) -> None:
     _, tokenizer = reference
     assert max(len(tokenizer(text)["input_ids"]) for text in SAMPLE_TEXTS) > 256
+
+
+def test_main_says_when_the_model_folder_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped --model-dir gets a plain sentence, not the Hugging Face hub's repo-id rules
+    (a local path that does not exist reads to it as a hub id)."""
+    out = tmp_path / "models"
+    assert main(["--out", str(out), "--model-dir", str(tmp_path / "nope")]) == 1
+    err = capsys.readouterr().err
+    assert "pathfusion export embedder: error:" in err and "no such folder" in err and "Repo id" not in err
+    assert main(["--out", str(out), "--model-dir", str(tmp_path)]) == 1
+    assert "no config.json there" in capsys.readouterr().err
+    assert not out.exists()

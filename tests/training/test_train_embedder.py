@@ -219,6 +219,14 @@ def test_bad_overrides_are_refused() -> None:
     with pytest.raises(ValueError, match="true or false"):
         EmbedderTrainConfig.from_overrides(["symmetric=maybe"])
     assert EmbedderTrainConfig.from_overrides(["batch_size=64", "symmetric=false"]).batch_size == 64
+    # Settings no run can use are refused before the data is packed, naming the field.
+    for item, says in (("epochs=0", "epochs must be at least 1"), ("lr=-1", "lr must be above 0"),
+                       ("anonymise_share=1.5", "anonymise_share is a share"), ("anonymise_share=nan", "share"),
+                       ("checkpoint_minutes=0", "checkpoint_minutes"), ("max_steps=-2", "max_steps must be 0 or more"),
+                       ("max_code_tokens=0", "max_code_tokens")):
+        with pytest.raises(ValueError, match=says):
+            EmbedderTrainConfig.from_overrides([item])
+    assert EmbedderTrainConfig.from_overrides(["warmup_steps=0", "anonymise_share=0", "max_steps=0"]).warmup_steps == 0
 
 
 @pytest.mark.parametrize("storage", ["rows", "dynamic"])

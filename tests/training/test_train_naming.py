@@ -264,6 +264,15 @@ def test_bad_naming_overrides_are_refused() -> None:
         NamingTrainConfig.from_overrides(["nope=1"])
     with pytest.raises(ValueError, match="select_on"):
         NamingTrainConfig.from_overrides(["select_on=loss"])
+    for item, says in (("epochs=0", "epochs must be at least 1"), ("decoder_lr=0", "decoder_lr must be above 0"),
+                       ("dropout=1.5", "dropout is a share"), ("valid_groups=-1", "valid_groups must be 0 or more"),
+                       ("eval_every=0", "eval_every"), ("log_every=0", "log_every")):
+        with pytest.raises(ValueError, match=says):
+            NamingTrainConfig.from_overrides([item])
+    # What the CPU fusion plan runs with (docs/training.md): naming only, no search validation.
+    plan = NamingTrainConfig.from_overrides(["freeze_encoder=true", "search_weight=0", "valid_groups=0", "lr=0",
+                                             "fusion_lr=6e-4", "warmup_steps=0"])
+    assert (plan.search_weight, plan.valid_groups, plan.lr) == (0.0, 0, 0.0)
 
 
 def test_int8_rows_round_trip_to_what_the_export_stores() -> None:
