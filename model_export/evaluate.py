@@ -64,9 +64,9 @@ from .corpus import docstring_summary, read_jsonl_gz, skip_reason
 from .metrics import (
     SEARCH_SEED,
     NamingScores,
-    mrr_of_scores,
     protocol_group,
     protocol_pairs,
+    ranks_of_scores,
 )
 
 VARIANTS = ("code2vec", "llm", "concat", "weighted", "attention")
@@ -93,6 +93,9 @@ class SearchExample:
     name: str = ""
     """The function's name as the server's lexical ranking sees it (``func`` when anonymised)."""
     qualname: str = ""
+    written: str = ""
+    """The qualified name as written, also when anonymised: for reports (``--ranks``), never
+    for ranking."""
 
 
 def _project_functions(root: Path) -> Iterator[tuple[Document, FunctionInfo]]:
@@ -143,11 +146,13 @@ def search_example(query: str, code: str, name: str, qualname: str, anonymised: 
     over a method: :func:`pathfusion.server.parsing.search_text`); anonymised: identifiers
     renamed in the code (:mod:`pathfusion.model_export.anonymise`), no class header, and the
     name the lexical ranking sees is ``func``.  The path contexts are the function's own."""
+    written = qualname
     if anonymised:
         code = anonymise(code)
         name = qualname = FUNCTION_NAME
     contexts = contexts_of_text(code) if with_contexts else []
-    return SearchExample(query, code if anonymised else search_text(code, qualname), contexts, name, qualname)
+    return SearchExample(query, code if anonymised else search_text(code, qualname), contexts, name, qualname,
+                         written)
 
 
 def project_pair_sources(root: Path) -> list[tuple[str, str, str, str]]:
@@ -301,11 +306,14 @@ def hybrid_terms(pairs: Sequence[SearchExample], dense: np.ndarray) -> np.ndarra
 
 
 def evaluate_search(pairs: Sequence[SearchExample], space: SearchSpace, limit: int | None = None,
-                    seed: int = SEARCH_SEED, ranking: str | Sequence[str] = "hybrid") -> dict[str, Any]:
+                    seed: int = SEARCH_SEED, ranking: str | Sequence[str] = "hybrid",
+                    with_ranks: bool = False) -> dict[str, Any]:
     """MRR of ``space`` under the CodeSearchNet protocol: pairs shuffled with ``seed``, cut
     into groups of 1,000 (one group of all pairs when there are fewer — then the task is
     easier, and the result says so with ``group``), ranked by ``ranking``.  Several rankings
-    share one embedding pass: ``mrr`` is the first's, ``by_ranking`` holds each."""
+    share one embedding pass: ``mrr`` is the first's, ``by_ranking`` holds each.
+    ``with_ranks``: also ``ranks``, one row per scored pair under the first ranking (its
+    query, function, rank and the function ranked first for it)."""
     rankings = [ranking] if isinstance(ranking, str) else list(ranking)
     if not rankings or any(r not in RANKINGS for r in rankings):
         raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}, not {ranking!r}")
@@ -327,10 +335,25 @@ def evaluate_search(pairs: Sequence[SearchExample], space: SearchSpace, limit: i
             return dense + hybrid_terms(chosen[block], dense)
         return scores
 
-    by_ranking = {name: round(mrr_of_scores(scorer(name), len(chosen), group), 4) for name in rankings}
-    return {"mrr": by_ranking[rankings[0]], "pairs": len(chosen), "groups": len(chosen) // group,
-            "group": group, "ranking": rankings[0], "by_ranking": by_ranking, "space": space.name,
-            "model_ms_per_function": round(seconds / len(chosen) * 1000, 3)}
+    ranked = {name: ranks_of_scores(scorer(name), len(chosen), group) for name in rankings}
+    by_ranking = {name: round(float((1.0 / ranks).mean()), 4) for name, (ranks, _) in ranked.items()}
+    result = {"mrr": by_ranking[rankings[0]], "pairs": len(chosen), "groups": len(chosen) // group,
+              "group": group, "ranking": rankings[0], "by_ranking": by_ranking, "space": space.name,
+              "model_ms_per_function": round(seconds / len(chosen) * 1000, 3)}
+    if with_ranks:
+        ranks, firsts = ranked[rankings[0]]
+        result["ranks"] = [{"query": chosen[i].query, "qualname": chosen[i].written or chosen[i].qualname,
+                            "rank": int(rank), "first": chosen[int(first)].written or chosen[int(first)].qualname}
+                           for i, (rank, first) in enumerate(zip(ranks, firsts, strict=True))]
+    return result
+
+
+def write_ranks(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """``rows`` as JSON lines, written whole or not at all (a temporary file renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    partial.replace(path)
 
 
 def load_search_space(variant: str, models: Path | None, device: str, graph: str = "default") -> SearchSpace:
@@ -400,6 +423,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="search: hybrid (as pathfusion.search ranks; default) and/or dense (cosine "
                              "only); several share one embedding pass, mrr is the first's")
     parser.add_argument("--anonymise", action="store_true", help="search: anonymise identifiers in the code")
+    parser.add_argument("--ranks", type=Path, default=None,
+                        help="search: write one JSON line per scored pair (query, qualname, rank under the "
+                             "first --ranking, the function ranked first) to this file")
     parser.add_argument("--embedder-graph", default="default", choices=("default", "int8", "fp32"),
                         help="search: the embedder graph to use (default: as the server picks; fp32 "
                              "needs an export that kept it)")
@@ -422,8 +448,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             pairs = (iter_project_pairs(args.projects, args.anonymise, with_contexts=space.runtime is not None)
                      if args.projects else
                      iter_split_pairs(args.corpus, args.split, args.anonymise, with_contexts=space.runtime is not None))
-            result = evaluate_search(pairs, space, args.limit, ranking=args.ranking)
+            result = evaluate_search(pairs, space, args.limit, ranking=args.ranking, with_ranks=args.ranks is not None)
             result["anonymised"] = args.anonymise
+            if args.ranks is not None:
+                write_ranks(args.ranks, result.pop("ranks"))
     except (ModelError, ValueError) as exc:
         print(f"pathfusion eval: error: {exc}", file=sys.stderr)
         return 1

@@ -169,11 +169,26 @@ def mrr_of_scores(scores: Callable[[int], np.ndarray], pairs: int, group: int = 
     """:func:`mrr` for any ranking: ``scores(start)`` is the ``[group, group]`` score matrix
     of the queries ``start…start+group`` against the codes of the same rows (the correct
     code on the diagonal).  Ties count against the model, as in :func:`mrr`."""
-    total, count = 0.0, 0
+    ranks, _ = ranks_of_scores(scores, pairs, group)
+    return float((1.0 / ranks).mean()) if len(ranks) else 0.0
+
+
+def ranks_of_scores(scores: Callable[[int], np.ndarray], pairs: int, group: int = SEARCH_GROUP
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Each scored query's rank (1 = first; ties against the model) and the row of the
+    code ranked first for it (a distractor that ties with the correct code is ranked above
+    it, as in the rank), over ``scores`` as in :func:`mrr_of_scores`: what ``eval search
+    --ranks`` lists, so that the misses behind an MRR can be read."""
+    ranks, firsts = [], []
     for start in range(0, pairs - group + 1, group):
         matrix = np.asarray(scores(start), dtype=np.float64)
         correct = np.diagonal(matrix)[:, None]
-        ranks = (matrix >= correct).sum(axis=1)
-        total += float((1.0 / ranks).sum())
-        count += len(ranks)
-    return total / count if count else 0.0
+        rank = (matrix >= correct).sum(axis=1)
+        others = matrix.copy()
+        np.fill_diagonal(others, -np.inf)
+        own = np.arange(len(matrix))
+        ranks.append(rank)
+        firsts.append(start + np.where(rank == 1, own, others.argmax(axis=1)))
+    if not ranks:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(ranks), np.concatenate(firsts)

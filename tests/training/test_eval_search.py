@@ -125,6 +125,34 @@ def test_cli_prints_mrr_pairs_groups(projects: Path, capsys: pytest.CaptureFixtu
     assert "no variant 'embedder'" in capsys.readouterr().err
 
 
+def test_cli_lists_each_pairs_rank(projects: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--ranks FILE``: one line per scored pair, whose reciprocal ranks average to the MRR
+    printed; the function ranked first is the pair's own exactly when its rank is 1, and the
+    names are the functions' own even when the code was anonymised."""
+    import shutil
+
+    folder = tmp_path / "projects"
+    shutil.copytree(projects, folder)
+    twins = folder / "delta" / "delta"
+    twins.mkdir(parents=True)
+    # Anonymised, the two are the same code: a tie, which counts against the model.
+    twins.joinpath("twins.py").write_text(
+        'def read_settings(path):\n    """Load the options stored in a file."""\n    return open(path).read()\n\n\n'
+        'def fetch_page(path):\n    """Download a web page and return its text."""\n    return open(path).read()\n')
+    out = tmp_path / "ranks" / "anonymised.jsonl"
+    assert eval_main(["search", "--projects", str(folder), "--ranking", "dense", "hybrid", "--anonymise", "--json",
+                      "--ranks", str(out), "--models", str(REPO_MODELS)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = {row["qualname"]: row for row in map(json.loads, out.read_text().splitlines())}
+    assert "ranks" not in result and len(rows) == result["pairs"] == 8
+    assert set(rows) == {*FUNCTIONS, "read_settings", "fetch_page"}
+    assert rows["read_settings"]["rank"] >= 2 and rows["read_settings"]["first"] != "read_settings"
+    assert rows["fetch_page"]["rank"] >= 2 and rows["fetch_page"]["first"] != "fetch_page"
+    assert all(1 <= row["rank"] <= 8 and (row["first"] == name) == (row["rank"] == 1) for name, row in rows.items())
+    assert np.mean([1 / row["rank"] for row in rows.values()]) == pytest.approx(result["mrr"], abs=5e-5)
+    assert not list(out.parent.glob("*.partial"))
+
+
 def test_corpus_split_is_scored_like_the_same_functions_as_projects(projects: Path, tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """``eval search --corpus DIR --split S`` reads the split's docstring/code pairs (as the

@@ -13,6 +13,7 @@ from pathfusion.model_export.metrics import (
     protocol_group,
     protocol_order,
     protocol_pairs,
+    ranks_of_scores,
 )
 
 
@@ -69,3 +70,16 @@ def test_protocol_order_short_group() -> None:
     assert protocol_order(7, 5, group=3) == expected[:3]
     assert protocol_order(7, group=3, seed=1) != protocol_order(7, group=3)
     assert protocol_group(3_000) == 1_000
+
+
+def test_ranks_of_scores_by_hand() -> None:
+    """Ranks within each group, ties against the query (a tied distractor is named first),
+    the trailing incomplete group left out, as the MRR does."""
+    import numpy as np
+
+    matrices = {0: np.array([[0.9, 0.1], [0.5, 0.5]]), 2: np.array([[0.2, 0.8], [0.1, 0.7]])}
+    ranks, firsts = ranks_of_scores(lambda start: matrices[start], pairs=5, group=2)
+    assert ranks.tolist() == [1, 2, 2, 1]
+    assert firsts.tolist() == [0, 0, 3, 3]
+    empty_ranks, empty_firsts = ranks_of_scores(lambda start: matrices[start], pairs=1, group=2)
+    assert len(empty_ranks) == len(empty_firsts) == 0
