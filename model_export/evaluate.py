@@ -63,6 +63,7 @@ from .anonymise import FUNCTION_NAME, anonymise
 from .corpus import docstring_summary, read_jsonl_gz, skip_reason
 from .metrics import (
     SEARCH_SEED,
+    SPECIAL_NAMES,
     NamingScores,
     protocol_group,
     protocol_pairs,
@@ -207,10 +208,14 @@ def iter_split_examples(corpus: Path, split: str) -> Iterator[NamingExample]:
 
 
 def evaluate_naming(
-    examples: Iterable[NamingExample], model: Predictor, known: Iterable[str], limit: int | None = None
+    examples: Iterable[NamingExample], model: Predictor, known: Iterable[str], limit: int | None = None,
+    with_predictions: bool = False,
 ) -> dict[str, Any]:
-    """Naming metrics of ``model`` (code2vec or a fusion predictor) on ``examples``."""
+    """Naming metrics of ``model`` (code2vec or a fusion predictor) on ``examples``;
+    ``with_predictions``: also ``predictions``, one row per function (its name and the first
+    five names the model ranks, as scored)."""
     scores = NamingScores()
+    rows: list[dict[str, Any]] = []
     in_vocab, out_of_vocab = NamingScores(), NamingScores()
     vocabulary = set(known)
     batch: list[NamingExample] = []
@@ -224,6 +229,9 @@ def evaluate_naming(
         for example, ranked in zip(batch, predictions, strict=True):
             candidates = [label for label, _ in ranked]
             scores.add(example.label, candidates)
+            if with_predictions:
+                rows.append({"gold": example.label,
+                             "predicted": [c for c in candidates if c not in SPECIAL_NAMES][:5]})
             (in_vocab if example.label in vocabulary else out_of_vocab).add(example.label, candidates)
         batch.clear()
 
@@ -243,6 +251,8 @@ def evaluate_naming(
                                     **in_vocab.result()}
     result["gold_out_of_vocabulary"] = out_of_vocab.result()
     result["samples"] = [{"gold": g, "predicted": p} for g, p in scores.samples[:10]]
+    if with_predictions:
+        result["predictions"] = rows
     return result
 
 
@@ -348,7 +358,7 @@ def evaluate_search(pairs: Sequence[SearchExample], space: SearchSpace, limit: i
     return result
 
 
-def write_ranks(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """``rows`` as JSON lines, written whole or not at all (a temporary file renamed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
@@ -426,6 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ranks", type=Path, default=None,
                         help="search: write one JSON line per scored pair (query, qualname, rank under the "
                              "first --ranking, the function ranked first) to this file")
+    parser.add_argument("--predictions", type=Path, default=None,
+                        help="naming: write one JSON line per function (gold name, the model's first five "
+                             "names) to this file")
     parser.add_argument("--embedder-graph", default="default", choices=("default", "int8", "fp32"),
                         help="search: the embedder graph to use (default: as the server picks; fp32 "
                              "needs an export that kept it)")
@@ -435,6 +448,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     try:
+        if args.task == "naming" and args.ranks is not None:
+            raise ValueError("--ranks lists search ranks: for naming, --predictions FILE lists each function's names")
+        if args.task == "search" and args.predictions is not None:
+            raise ValueError("--predictions lists naming predictions: for search, --ranks FILE lists each pair's rank")
         if args.task == "naming":
             variant = args.variant or "default"
             if variant not in NAMING_VARIANTS:
@@ -442,7 +459,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             model, targets = load_predictor(variant, args.models, args.device)
             examples = (iter_project_examples(args.projects) if args.projects
                         else iter_split_examples(args.corpus, args.split))
-            result = evaluate_naming(examples, model, targets, args.limit)
+            result = evaluate_naming(examples, model, targets, args.limit,
+                                     with_predictions=args.predictions is not None)
+            if args.predictions is not None:
+                write_jsonl(args.predictions, result.pop("predictions"))
         else:
             space = load_search_space(args.variant or "default", args.models, args.device, args.embedder_graph)
             pairs = (iter_project_pairs(args.projects, args.anonymise, with_contexts=space.runtime is not None)
@@ -451,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = evaluate_search(pairs, space, args.limit, ranking=args.ranking, with_ranks=args.ranks is not None)
             result["anonymised"] = args.anonymise
             if args.ranks is not None:
-                write_ranks(args.ranks, result.pop("ranks"))
+                write_jsonl(args.ranks, result.pop("ranks"))
     except (ModelError, ValueError) as exc:
         print(f"pathfusion eval: error: {exc}", file=sys.stderr)
         return 1

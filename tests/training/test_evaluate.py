@@ -35,6 +35,18 @@ def test_eval_on_corpus_split_matches_training(trained, capsys: pytest.CaptureFi
         assert result[key] == pytest.approx(final["test"][key], abs=1e-3), key
     assert result["examples"] == final["test"]["examples"] == 24
     assert result["model_ms_per_function"] > 0
+    # --predictions: each function's name and the model's first five, which give the exact match scored.
+    out = root / "predictions" / "test.jsonl"
+    assert eval_main(["naming", "--corpus", str(root / "corpus"), "--split", "test", "--models", str(models),
+                      "--json", "--predictions", str(out)]) == 0
+    again = json.loads(capsys.readouterr().out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert "predictions" not in again and len(rows) == again["examples"] == 24
+    assert all(1 <= len(row["predicted"]) <= 5 and row["gold"] for row in rows)
+    assert sum(row["predicted"][0] == row["gold"] for row in rows) / len(rows) == pytest.approx(
+        again["exact_match"], abs=1e-4)
+    assert sum(row["gold"] in row["predicted"] for row in rows) / len(rows) == pytest.approx(
+        again["top5_accuracy"], abs=1e-4)
 
 
 def test_eval_on_project_folders(trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
@@ -62,3 +74,9 @@ def test_eval_errors_are_clear(trained, tmp_path: Path, capsys: pytest.CaptureFi
     # a corpus split is searched too (tests/training/test_eval_search.py); here the models fail first
     assert eval_main(["search", "--corpus", str(tmp_path), "--models", str(models)]) == 1
     assert "export" in capsys.readouterr().err
+    # Each task's per-item listing belongs to it: the other one's flag is refused before any work.
+    assert eval_main(["naming", "--projects", str(tmp_path), "--ranks", str(tmp_path / "r.jsonl")]) == 1
+    assert "--predictions" in capsys.readouterr().err
+    assert eval_main(["search", "--projects", str(tmp_path), "--predictions", str(tmp_path / "p.jsonl")]) == 1
+    assert "--ranks" in capsys.readouterr().err
+    assert not (tmp_path / "r.jsonl").exists() and not (tmp_path / "p.jsonl").exists()
