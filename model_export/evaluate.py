@@ -65,6 +65,7 @@ from .metrics import (
     SEARCH_SEED,
     SPECIAL_NAMES,
     NamingScores,
+    mrr_of_scores,
     protocol_group,
     protocol_pairs,
     ranks_of_scores,
@@ -345,13 +346,17 @@ def evaluate_search(pairs: Sequence[SearchExample], space: SearchSpace, limit: i
             return dense + hybrid_terms(chosen[block], dense)
         return scores
 
-    ranked = {name: ranks_of_scores(scorer(name), len(chosen), group) for name in rankings}
-    by_ranking = {name: round(float((1.0 / ranks).mean()), 4) for name, (ranks, _) in ranked.items()}
+    # The first ranking's ranks are listed only when asked; its MRR is then their mean, so that
+    # no ranking is scored twice (the hybrid one computes BM25 for every query).
+    listed = ranks_of_scores(scorer(rankings[0]), len(chosen), group) if with_ranks else None
+    by_ranking = {name: round(float((1.0 / listed[0]).mean()) if listed is not None and name == rankings[0]
+                              else mrr_of_scores(scorer(name), len(chosen), group), 4)
+                  for name in rankings}
     result = {"mrr": by_ranking[rankings[0]], "pairs": len(chosen), "groups": len(chosen) // group,
               "group": group, "ranking": rankings[0], "by_ranking": by_ranking, "space": space.name,
               "model_ms_per_function": round(seconds / len(chosen) * 1000, 3)}
-    if with_ranks:
-        ranks, firsts = ranked[rankings[0]]
+    if listed is not None:
+        ranks, firsts = listed
         result["ranks"] = [{"query": chosen[i].query, "qualname": chosen[i].written or chosen[i].qualname,
                             "rank": int(rank), "first": chosen[int(first)].written or chosen[int(first)].qualname}
                            for i, (rank, first) in enumerate(zip(ranks, firsts, strict=True))]

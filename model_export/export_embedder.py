@@ -169,6 +169,13 @@ def load_reference(model_dir: Path) -> tuple[Any, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModel, AutoTokenizer
 
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        # Checked here, not left to transformers: a local path that does not exist reads to it
+        # as a hub repo id, and its error recites the repo-id rules instead of the folder's fault.
+        what = "no such folder" if not model_dir.exists() else "no config.json there"
+        raise ExportError(f"{model_dir} is not a Hugging Face encoder folder ({what}); "
+                          "a fine-tuning run's is its best/ folder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         model = AutoModel.from_pretrained(str(model_dir), local_files_only=True,
@@ -495,11 +502,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_quantize and args.int8_only:
         print("pathfusion export embedder: error: --no-quantize and --int8-only exclude each other", file=sys.stderr)
         return 2
-    if args.model_dir is not None and not (args.model_dir / "config.json").is_file():
-        what = "no such folder" if not args.model_dir.exists() else "no config.json there"
-        print(f"pathfusion export embedder: error: {args.model_dir} is not a Hugging Face encoder folder ({what}); "
-              "a fine-tuning run's is its best/ folder", file=sys.stderr)
-        return 1
     try:
         entry = export_minilm(args.out, quantize=not args.no_quantize, model_dir=args.model_dir,
                               keep_fp32=not args.int8_only, max_length=args.max_length,

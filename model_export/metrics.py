@@ -169,8 +169,17 @@ def mrr_of_scores(scores: Callable[[int], np.ndarray], pairs: int, group: int = 
     """:func:`mrr` for any ranking: ``scores(start)`` is the ``[group, group]`` score matrix
     of the queries ``start…start+group`` against the codes of the same rows (the correct
     code on the diagonal).  Ties count against the model, as in :func:`mrr`."""
-    ranks, _ = ranks_of_scores(scores, pairs, group)
-    return float((1.0 / ranks).mean()) if len(ranks) else 0.0
+    total, count = 0.0, 0
+    for start in range(0, pairs - group + 1, group):
+        ranks = _group_ranks(np.asarray(scores(start), dtype=np.float64))
+        total += float((1.0 / ranks).sum())
+        count += len(ranks)
+    return total / count if count else 0.0
+
+
+def _group_ranks(matrix: np.ndarray) -> np.ndarray:
+    """Each row's rank of its diagonal entry (1 = first; a tie counts against it)."""
+    return (matrix >= np.diagonal(matrix)[:, None]).sum(axis=1)
 
 
 def ranks_of_scores(scores: Callable[[int], np.ndarray], pairs: int, group: int = SEARCH_GROUP
@@ -182,8 +191,7 @@ def ranks_of_scores(scores: Callable[[int], np.ndarray], pairs: int, group: int 
     ranks, firsts = [], []
     for start in range(0, pairs - group + 1, group):
         matrix = np.asarray(scores(start), dtype=np.float64)
-        correct = np.diagonal(matrix)[:, None]
-        rank = (matrix >= correct).sum(axis=1)
+        rank = _group_ranks(matrix)
         others = matrix.copy()
         np.fill_diagonal(others, -np.inf)
         own = np.arange(len(matrix))
