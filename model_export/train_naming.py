@@ -181,15 +181,14 @@ class NamingTrainConfig(RunControls):
         set_fields(config, overrides)
         if config.select_on not in ("f1", "f1+mrr"):
             raise ValueError(f"select_on must be f1 or f1+mrr, not {config.select_on!r}")
-        if config.batch_size < 1 or (config.search_weight > 0 and config.search_batch < 2):
-            raise ValueError("batch_size must be ≥ 1 and search_batch ≥ 2")
-        if config.train_first < 0 or config.train_take < 0:
-            raise ValueError("train_first and train_take must be ≥ 0")
-        check_ranges(config, at_least_one=("epochs", "eval_every", "valid_examples", "vocab_size", "layers", "heads",
+        if config.search_weight > 0 and config.search_batch < 2:
+            raise ValueError(f"search_batch must be at least 2 (in-batch negatives), not {config.search_batch}")
+        check_ranges(config, at_least_one=("epochs", "batch_size", "eval_every", "valid_examples", "vocab_size", "layers", "heads",
                                            "feed_forward", "max_source_tokens", "max_target_tokens", "context_dim",
                                            "context_tokens", "context_paths", "project_chunk"),
                      positive=("decoder_lr", "search_scale"),
-                     non_negative=("lr", "fusion_lr", "warmup_steps", "weight_decay", "search_weight", "valid_groups"),
+                     non_negative=("lr", "fusion_lr", "warmup_steps", "weight_decay", "search_weight", "valid_groups",
+                                   "train_first", "train_take"),
                      shares=("dropout",))
         FusionShape(config.variant)  # refuses an unknown variant before anything is loaded
         if config.variant == "code2vec" and not config.freeze_encoder and config.search_weight == 0:

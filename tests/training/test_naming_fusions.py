@@ -240,8 +240,14 @@ def test_bad_fusion_settings_are_refused() -> None:
         NamingTrainConfig.from_overrides(["variant=sum"])
     with pytest.raises(ValueError, match="freeze_encoder=true"):
         NamingTrainConfig.from_overrides(["variant=code2vec", "search_weight=0"])
-    with pytest.raises(ValueError, match="train_first and train_take"):
+    with pytest.raises(ValueError, match="train_first must be 0 or more, not -1"):
         NamingTrainConfig.from_overrides(["train_first=-1"])
+    with pytest.raises(ValueError, match="train_take must be 0 or more, not -5"):
+        NamingTrainConfig.from_overrides(["train_take=-5"])
+    with pytest.raises(ValueError, match="batch_size must be at least 1, not 0"):
+        NamingTrainConfig.from_overrides(["batch_size=0"])
+    with pytest.raises(ValueError, match="search_batch must be at least 2"):
+        NamingTrainConfig.from_overrides(["search_weight=0.5", "search_batch=1"])
 
 
 def test_the_gpu_job_packs_carried_sources_as_the_corpus_route_does(corpus: Path, tiny_model: Path,
