@@ -248,7 +248,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     """``pathfusion search QUERY... [--workspace DIR] [--k N] [--json]``: ranked functions.
 
-    The index is brought up to date first (incrementally).  ``--json`` prints a list
+    The index is brought up to date first (incrementally; a bar on a terminal, otherwise
+    one line on stderr when functions had to be embedded).  ``--json`` prints a list
     (stable; fields are only ever added) of ``{"uri", "range": {"start": {"line",
     "character"}, "end": {...}} (0-based, UTF-16), "name", "qualname", "score", "snippet",
     "path", "line" (1-based)}``, best first; results below the relevance floor
@@ -265,7 +266,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     query = search_query(args.query, workspace_given=args.workspace is not None)
     index = _open_index(args.workspace or Path("."), args.models, args.device)
     try:
-        _run_indexing(index, show_progress=not args.json and sys.stderr.isatty())
+        show_bar = not args.json and sys.stderr.isatty()
+        stats = _run_indexing(index, show_progress=show_bar)
+        if not show_bar and stats.embedded:
+            # Without a terminal there was no bar: say why this search took seconds.
+            print(f"indexed first: {_count(stats.embedded, 'function')} embedded from "
+                  f"{_count(stats.changed, 'changed file')} in {stats.seconds:.1f} s", file=sys.stderr)
         found = index.search(query, k=args.k)
         _, functions = index.counts()
     finally:
@@ -284,6 +290,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         if summary:
             print(f"        {summary}")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def search_query(words: Sequence[str], workspace_given: bool) -> str:

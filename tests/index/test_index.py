@@ -470,9 +470,13 @@ def test_cli_index_and_search_json(workspace: Path, models: Path,
     assert data["functions_per_second"] > 0 and data["index_dir"]
     assert main(["index", str(workspace), "--models", str(models)]) == 0
     assert "0 embedded" in capsys.readouterr().out
+    (workspace / "extra.py").write_text("def cube(x):\n    return x * x * x\n")
     assert main(["search", "is_prime", "--workspace", str(workspace), "--models", str(models),
                  "--k", "2", "--json"]) == 0
-    results = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    results = json.loads(out)
+    # Not a terminal: the one function of the new file was embedded first, and stderr says so.
+    assert re.fullmatch(r"indexed first: 1 function embedded from 1 changed file in \d+\.\d s", err.strip())
     from pathfusion.server.ranking import RELEVANCE_FLOOR
     assert 1 <= len(results) <= 2 and results[0]["qualname"] == "is_prime"
     assert all(r["score"] >= RELEVANCE_FLOOR for r in results)  # the unrelated ones are left out
