@@ -181,6 +181,9 @@ def render() -> str:
     lines = [
         "# Results",
         "",
+        "**What ships today and how it scores against the targets: the summary table after this",
+        "baseline section (\"Where things stand\").**",
+        "",
         "Held-out test split of `docs/corpus.md` (35 projects never seen in training, duplicates",
         "removed before the split). Naming metrics as defined in `model_export/metrics.py`",
         "(docs/design.md §5); every number is produced by the **exported ONNX model**. Regenerate",
