@@ -164,9 +164,21 @@ def cmd_suggest(args: argparse.Namespace) -> int:
         print()
     elif not suggestions and args.line is not None:
         print(f"{args.file}:{args.line}: dunder methods get no name suggestions")
+    elif not suggestions:
+        print(_no_functions_note(args.file, doc))
     else:
         _suggest_text(result)
     return 0
+
+
+def _no_functions_note(path: Path, doc: Document) -> str:
+    """Why ``suggest`` printed no names: an empty answer would read as a silent failure.
+    A file that does not parse may hide its functions from tree-sitter, so that is said."""
+    if any(doc.functions()):
+        return f"{path}: only dunder methods here; they get no name suggestions"
+    if doc.tree.root_node.has_error:
+        return f"{path}: no function found (the file has syntax errors; fix them to get suggestions)"
+    return f"{path}: no function definitions"
 
 
 def _open_index(workspace: Path, models: Path | None, device: str) -> Any:

@@ -325,6 +325,22 @@ def test_cli_suggest_text(models_dir: Path, tmp_path: Path, capsys: pytest.Captu
     assert lines[0].startswith("load_config (line 5): ") and "current name `load_config`" in lines[0]
 
 
+@pytest.mark.parametrize(("text", "note"), [
+    ("x = 1\n", "no function definitions"),
+    ("class A:\n    def __init__(self):\n        pass\n", "only dunder methods here"),
+    ("def f(x:\n    return x +\n", "no function found (the file has syntax errors"),
+])
+def test_cli_suggest_says_why_there_are_no_names(text: str, note: str, models_dir: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty answer would read as a silent failure: the text form says why there is none."""
+    source = tmp_path / "m.py"
+    source.write_text(text)
+    assert main(["suggest", str(source), "--models", str(models_dir)]) == 0
+    assert capsys.readouterr().out.startswith(f"{source}: {note}")
+    assert main(["suggest", str(source), "--models", str(models_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["functions"] == []
+
+
 @pytest.mark.parametrize("case", ["missing", "binary", "latin1", "no_models", "bad_models", "no_function"])
 def test_cli_suggest_errors(case: str, models_dir: Path, tmp_path: Path,
                             capsys: pytest.CaptureFixture[str]) -> None:
