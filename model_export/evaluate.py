@@ -63,8 +63,8 @@ from .anonymise import FUNCTION_NAME, anonymise
 from .corpus import docstring_summary, read_jsonl_gz, skip_reason
 from .metrics import (
     SEARCH_SEED,
-    SPECIAL_NAMES,
     NamingScores,
+    legal_names,
     mrr_of_scores,
     protocol_group,
     protocol_pairs,
@@ -232,7 +232,7 @@ def evaluate_naming(
             scores.add(example.label, candidates)
             if with_predictions:
                 rows.append({"gold": example.label,
-                             "predicted": [c for c in candidates if c not in SPECIAL_NAMES][:5]})
+                             "predicted": legal_names(candidates)[:5]})
             (in_vocab if example.label in vocabulary else out_of_vocab).add(example.label, candidates)
         batch.clear()
 
@@ -349,9 +349,12 @@ def evaluate_search(pairs: Sequence[SearchExample], space: SearchSpace, limit: i
     # The first ranking's ranks are listed only when asked; its MRR is then their mean, so that
     # no ranking is scored twice (the hybrid one computes BM25 for every query).
     listed = ranks_of_scores(scorer(rankings[0]), len(chosen), group) if with_ranks else None
-    by_ranking = {name: round(float((1.0 / listed[0]).mean()) if listed is not None and name == rankings[0]
-                              else mrr_of_scores(scorer(name), len(chosen), group), 4)
-                  for name in rankings}
+    by_ranking = {}
+    for name in rankings:
+        if listed is not None and name == rankings[0]:
+            by_ranking[name] = round(float((1.0 / listed[0]).mean()), 4)
+        else:
+            by_ranking[name] = round(mrr_of_scores(scorer(name), len(chosen), group), 4)
     result = {"mrr": by_ranking[rankings[0]], "pairs": len(chosen), "groups": len(chosen) // group,
               "group": group, "ranking": rankings[0], "by_ranking": by_ranking, "space": space.name,
               "model_ms_per_function": round(seconds / len(chosen) * 1000, 3)}

@@ -19,7 +19,7 @@ candidate predicts the empty name.  Gold names outside the vocabulary stay in th
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
@@ -35,6 +35,12 @@ def first_legal(candidates: Iterable[str]) -> str:
         if candidate not in SPECIAL_NAMES:
             return candidate
     return ""
+
+
+def legal_names(candidates: Iterable[str]) -> list[str]:
+    """The candidates that are real names, in order: what every naming metric reads (and
+    what ``eval naming --predictions`` lists), so a listing and its scores cannot differ."""
+    return [c for c in candidates if c not in SPECIAL_NAMES]
 
 
 def _subtokens(label: str) -> list[str]:
@@ -64,7 +70,7 @@ class NamingScores:
     samples: list[tuple[str, str]] = field(default_factory=list, repr=False)
 
     def add(self, gold: str, candidates: Sequence[str]) -> None:
-        legal = [c for c in candidates if c not in SPECIAL_NAMES]
+        legal = legal_names(candidates)
         prediction = legal[0] if legal else ""
         gold_subtokens = _subtokens(gold)
         predicted = _subtokens(prediction)
@@ -170,11 +176,19 @@ def mrr_of_scores(scores: Callable[[int], np.ndarray], pairs: int, group: int = 
     of the queries ``start…start+group`` against the codes of the same rows (the correct
     code on the diagonal).  Ties count against the model, as in :func:`mrr`."""
     total, count = 0.0, 0
-    for start in range(0, pairs - group + 1, group):
-        ranks = _group_ranks(np.asarray(scores(start), dtype=np.float64))
+    for _, matrix in _score_blocks(scores, pairs, group):
+        ranks = _group_ranks(matrix)
         total += float((1.0 / ranks).sum())
         count += len(ranks)
     return total / count if count else 0.0
+
+
+def _score_blocks(scores: Callable[[int], np.ndarray], pairs: int, group: int
+                  ) -> Iterator[tuple[int, np.ndarray]]:
+    """The protocol's whole groups (a last partial group is not scored): each one's first
+    row and its score matrix in float64."""
+    for start in range(0, pairs - group + 1, group):
+        yield start, np.asarray(scores(start), dtype=np.float64)
 
 
 def _group_ranks(matrix: np.ndarray) -> np.ndarray:
@@ -189,8 +203,7 @@ def ranks_of_scores(scores: Callable[[int], np.ndarray], pairs: int, group: int 
     it, as in the rank), over ``scores`` as in :func:`mrr_of_scores`: what ``eval search
     --ranks`` lists, so that the misses behind an MRR can be read."""
     ranks, firsts = [], []
-    for start in range(0, pairs - group + 1, group):
-        matrix = np.asarray(scores(start), dtype=np.float64)
+    for start, matrix in _score_blocks(scores, pairs, group):
         rank = _group_ranks(matrix)
         others = matrix.copy()
         np.fill_diagonal(others, -np.inf)
