@@ -54,6 +54,7 @@ from .run_files import (
     atomic_torch_save,
     bf16_autocast,
     check_ranges,
+    enable_checkpointing,
     log_event,
     optimise,
     resumed_config,
@@ -98,10 +99,6 @@ class EmbedderTrainConfig(RunControls):
     """Validation MRR over this many CodeSearchNet groups of 1,000 valid pairs."""
     select_on: str = "mrr"
     """``mrr`` (plain) or ``mean`` (mean of plain and anonymised) picks ``best/``."""
-    gradient_checkpointing: bool = False
-    """Recompute each layer's activations in the backward pass instead of keeping them: the
-    same gradients for about a third more compute.  A CPU step of 256 pairs holds ≈ 13 GB
-    without it; turn it on where memory is short (a run control: may change on resume)."""
 
     def pack_spec(self, tokenizer_hash: str) -> PackSpec:
         return PackSpec(tokenizer_hash, self.max_query_tokens, self.max_code_tokens,
@@ -227,20 +224,6 @@ def lr_lambda(warmup: int, total: int) -> Any:
     return factor
 
 
-def _enable_checkpointing(model: Any) -> None:
-    """Activation checkpointing under its current transformers name (the older name warns)."""
-    kwargs = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
-    enable = getattr(model, "activation_checkpointing_enable", None)
-    if enable is not None:
-        try:
-            enable(**kwargs)
-            return
-        except TypeError:
-            enable()
-            return
-    model.gradient_checkpointing_enable(**kwargs)
-
-
 def _hf_model(encoder: MeanPooledEncoder) -> Any:
     """The wrapped transformers model (typed ``Any``: its methods come from transformers)."""
     return encoder.model
@@ -299,7 +282,7 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
     checkpoint_path = run / "checkpoint.pt"
     resuming = resume and config_path.is_file() and checkpoint_path.is_file()
     if resuming:
-        config = resumed_config(config_path, config, also=("gradient_checkpointing",))
+        config = resumed_config(config_path, config)
     else:  # a new run: its log starts here (before the base is built, which logs its report)
         checkpoint_path.unlink(missing_ok=True)
         (run / "log.jsonl").unlink(missing_ok=True)
@@ -320,7 +303,7 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
     packs = ensure_packs(corpus, pack_dir, spec, tokenizer_file)
     train_pairs, valid_pairs = Pairs.load(packs["train"]), Pairs.load(packs["valid"])
     if config.gradient_checkpointing:
-        _enable_checkpointing(model)
+        enable_checkpointing(model)
     encoder = MeanPooledEncoder(model).to(device)
 
     steps_per_epoch = len(train_pairs) // config.batch_size

@@ -77,6 +77,7 @@ from .run_files import (
     atomic_torch_save,
     bf16_autocast,
     check_ranges,
+    enable_checkpointing,
     log_event,
     optimise,
     resumed_config,
@@ -338,6 +339,8 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
     searcher = MeanPooledEncoder(bert)
     if config.freeze_encoder:
         bert.requires_grad_(False)
+    elif config.gradient_checkpointing:
+        enable_checkpointing(bert)
     groups = [{"params": list(decoder.parameters()), "lr": config.decoder_lr}]
     if any(True for _ in fusion.parameters()):
         groups.append({"params": list(fusion.parameters()), "lr": config.fusion_lr})

@@ -339,12 +339,12 @@ def test_a_resumed_run_keeps_what_it_trains_and_takes_where_and_how_long(tmp_pat
     saved.write_text(json.dumps(dataclasses.asdict(started)))
     now = EmbedderTrainConfig(lr=9.0, epochs=9, threads=1, time_budget_min=0.0, cpu_bf16=True,
                               gradient_checkpointing=True)
-    resumed = resumed_config(saved, now, also=("gradient_checkpointing",))
+    resumed = resumed_config(saved, now)
     assert type(resumed) is EmbedderTrainConfig
     assert (resumed.lr, resumed.epochs) == (1e-4, 2)
     assert (resumed.threads, resumed.time_budget_min, resumed.cpu_bf16, resumed.gradient_checkpointing) == (
         1, 0.0, True, True)
-    assert not resumed_config(saved, now).gradient_checkpointing  # not named: the saved value
+    assert resumed_config(saved, now, also=("lr",)).lr == 9.0  # a field named in ``also`` follows the command
 
     naming = tmp_path / "naming.json"
     naming.write_text(json.dumps(dataclasses.asdict(NamingTrainConfig(variant="concat", amp=True))))

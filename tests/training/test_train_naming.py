@@ -196,8 +196,11 @@ def test_training_learns_names_resumes_exactly_and_keeps_search(corpus: Path, ti
     run = tmp_path / "resumed"
     paused = train_naming.train(corpus, run, _config(tiny_model, max_steps=23), progress=False, **packs)
     assert not paused["finished"] and paused["step"] == 23
-    resumed = train_naming.train(corpus, run, _config(tiny_model), progress=False, **packs)
+    # Resumed with activation checkpointing (a memory setting, changeable on resume): the same gradients.
+    resumed = train_naming.train(corpus, run, _config(tiny_model, gradient_checkpointing=True), progress=False,
+                                 **packs)
     assert resumed["finished"] and any(e["event"] == "resumed" for e in _log(run))
+    assert json.loads((run / "config.json").read_text())["gradient_checkpointing"]
     a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
