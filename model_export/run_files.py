@@ -60,8 +60,9 @@ class RunControls:
     cpu_bf16: bool = False
     """On the CPU, the training steps' forward passes under bf16 autocast, where the CPU
     computes bf16 natively (AVX512-BF16 / AMX; refused elsewhere, :func:`bf16_autocast`):
-    faster steps (docs/training.md), other numbers than fp32, so off by default.  Validation
-    stays fp32."""
+    faster steps (docs/training.md), other numbers than fp32, so off by default.  The
+    embedder's run validates in fp32; the naming run validates under the same autocast
+    (its step-0 validation is then the bf16 score of its start)."""
     gradient_checkpointing: bool = False
     """Recompute each encoder layer's activations in the backward pass instead of keeping
     them: the same gradients for about a third more compute.  A CPU step of 256 search pairs
