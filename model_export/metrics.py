@@ -29,14 +29,6 @@ SPECIAL_NAMES = frozenset({"<UNK>", "<PAD>", ""})
 T = TypeVar("T")
 
 
-def first_legal(candidates: Iterable[str]) -> str:
-    """The first candidate that is a real name."""
-    for candidate in candidates:
-        if candidate not in SPECIAL_NAMES:
-            return candidate
-    return ""
-
-
 def legal_names(candidates: Iterable[str]) -> list[str]:
     """The candidates that are real names, in order: what every naming metric reads (and
     what ``eval naming --predictions`` lists), so a listing and its scores cannot differ."""

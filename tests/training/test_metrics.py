@@ -9,7 +9,7 @@ import pytest
 from pathfusion.model_export.metrics import (
     SEARCH_SEED,
     NamingScores,
-    first_legal,
+    legal_names,
     protocol_group,
     protocol_order,
     protocol_pairs,
@@ -17,9 +17,9 @@ from pathfusion.model_export.metrics import (
 )
 
 
-def test_first_legal_skips_special_names() -> None:
-    assert first_legal(["<UNK>", "", "get|name"]) == "get|name"
-    assert first_legal(["<UNK>"]) == ""
+def test_legal_names_skip_special_names_and_keep_order() -> None:
+    assert legal_names(["<UNK>", "", "get|name", "<PAD>", "set|name"]) == ["get|name", "set|name"]
+    assert legal_names(["<UNK>"]) == []
 
 
 def test_code2vec_subtoken_metric_by_hand() -> None:
