@@ -153,6 +153,10 @@ class NamingTrainConfig(RunControls):
     positions 0–170,000 jointly with the encoder, 170,000–300,000 in the fusion session)."""
     search_weight: float = 1.0
     """Weight of the contrastive search loss added each step (0: naming only)."""
+    search_first: int = 0
+    """The search stream starts at this batch of its first seeded pass (one batch per step), so
+    that a run continuing another in chunks (``train_first``) reads pairs the earlier chunks did
+    not: after a chunk of 80 steps from 0, the next one sets 80."""
     search_batch: int = 256
     search_scale: float = 20.0
     project_chunk: int = 32
@@ -189,7 +193,7 @@ class NamingTrainConfig(RunControls):
                                            "context_tokens", "context_paths", "project_chunk"),
                      positive=("decoder_lr", "search_scale"),
                      non_negative=("lr", "fusion_lr", "warmup_steps", "weight_decay", "search_weight", "valid_groups",
-                                   "train_first", "train_take"),
+                                   "train_first", "train_take", "search_first"),
                      shares=("dropout",))
         FusionShape(config.variant)  # refuses an unknown variant before anything is loaded
         if config.variant == "code2vec" and not config.freeze_encoder and config.search_weight == 0:
@@ -250,6 +254,7 @@ def resolve_init(init: str, run: Path, models: Path) -> Path:
 
 
 def _cycle_search(batches_of: Any, state: RunState) -> Iterator[np.ndarray]:
+    """The search batches from the state's place on (a checkpoint stores it), pass after pass."""
     while True:
         batches = batches_of(state.search_epoch)
         while state.search_position < len(batches):
@@ -257,6 +262,14 @@ def _cycle_search(batches_of: Any, state: RunState) -> Iterator[np.ndarray]:
             yield batches[state.search_position - 1]
         state.search_epoch += 1
         state.search_position = 0
+
+
+def first_search_position(config: NamingTrainConfig, batches: int) -> int:
+    """Where a new run's search stream starts, refused when past the first pass's ``batches``."""
+    if config.search_first >= batches:
+        raise ValueError(f"search_first={config.search_first}: the search pairs make only {batches} batches "
+                         f"of {config.search_batch} a pass")
+    return config.search_first
 
 
 def train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path = DEFAULT_NAMING_PACK,
@@ -413,9 +426,13 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
     search_stream = None
     if search_train is not None:
         projects = search_train.project
-        search_stream = _cycle_search(lambda epoch: project_batches(projects, config.search_batch,
-                                                                    config.project_chunk, config.seed + 1000 + epoch),
-                                      state)
+
+        def search_batches(epoch: int) -> list[np.ndarray]:
+            return project_batches(projects, config.search_batch, config.project_chunk, config.seed + 1000 + epoch)
+
+        if not resuming:
+            state.search_position = first_search_position(config, len(search_batches(0)))
+        search_stream = _cycle_search(search_batches, state)
     started = last_checkpoint = time.time()
     stopped = False
     running = math.nan

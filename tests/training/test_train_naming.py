@@ -4,6 +4,7 @@ synthetic corpus whose names can be read off the code."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import random
@@ -22,7 +23,12 @@ from pathfusion.model_export.naming_pack import (
     pack_split,
     source_text,
 )
-from pathfusion.model_export.search_pairs import load_tokenizer, tokenizer_sha256
+from pathfusion.model_export.search_pairs import (
+    Pairs,
+    load_tokenizer,
+    project_batches,
+    tokenizer_sha256,
+)
 from pathfusion.model_export.train_naming import NamingTrainConfig, build_vocabulary, length_batches
 from pathfusion.server.name_generator import label_of_pieces, label_pieces
 from tests.helpers.models import write_tiny_bert
@@ -209,6 +215,32 @@ def test_training_learns_names_resumes_exactly_and_keeps_search(corpus: Path, ti
     assert (tmp_path / "whole" / "best" / "model.safetensors").is_file()
     assert decoder.vocab_ids.tolist() == json.loads((tmp_path / "whole" / "best" / "decoder.json").read_text())[
         "vocab_ids"]
+
+
+def test_a_chunked_run_reads_the_search_pairs_after_the_earlier_chunk(corpus: Path, tiny_model: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``search_first=k``: the run's steps take batches k, k+1 … of the first seeded pass (the
+    pairs an earlier chunk of k steps did not read), the checkpoint keeps the place, and a
+    start past the pass is refused."""
+    packs = {"naming_pack": tmp_path / "naming", "search_pack": tmp_path / "search"}
+    taken: list[np.ndarray] = []
+    real_loss = train_naming.batch_loss
+
+    def recording_loss(searcher: object, pairs: object, batch: np.ndarray, *rest: object, **named: object) -> object:
+        taken.append(batch)
+        return real_loss(searcher, pairs, batch, *rest, **named)
+
+    monkeypatch.setattr(train_naming, "batch_loss", recording_loss)
+    config = _config(tiny_model, search_first=2, max_steps=3, valid_groups=0, select_on="f1", eval_every=50)
+    train_naming.train(corpus, tmp_path / "run", config, progress=False, **packs)
+    pairs = Pairs.load(tmp_path / "search" / "train.npz")
+    expected = project_batches(pairs.project, config.search_batch, config.project_chunk, config.seed + 1000)
+    assert len(taken) == 3 and all(np.array_equal(a, b) for a, b in zip(taken, expected[2:5], strict=True))
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["state"]
+    assert (state["search_epoch"], state["search_position"]) == (0, 5)
+    with pytest.raises(ValueError, match=f"search_first={len(expected)}: the search pairs make only"):
+        train_naming.train(corpus, tmp_path / "past", dataclasses.replace(config, search_first=len(expected)),
+                           progress=False, **packs)
 
 
 def test_frozen_encoder_stays_unchanged(corpus: Path, tiny_model: Path, tmp_path: Path) -> None:
