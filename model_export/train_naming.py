@@ -253,7 +253,7 @@ def resolve_init(init: str, run: Path, models: Path) -> Path:
     return folder
 
 
-def _cycle_search(batches_of: Any, state: RunState) -> Iterator[np.ndarray]:
+def _cycle_search(batches_of: Callable[[int], list[np.ndarray]], state: RunState) -> Iterator[np.ndarray]:
     """The search batches from the state's place on (a checkpoint stores it), pass after pass."""
     while True:
         batches = batches_of(state.search_epoch)
@@ -262,6 +262,11 @@ def _cycle_search(batches_of: Any, state: RunState) -> Iterator[np.ndarray]:
             yield batches[state.search_position - 1]
         state.search_epoch += 1
         state.search_position = 0
+
+
+def _search_batches(projects: np.ndarray, config: NamingTrainConfig) -> Callable[[int], list[np.ndarray]]:
+    """The search batches of each pass (seeded by the pass)."""
+    return lambda epoch: project_batches(projects, config.search_batch, config.project_chunk, config.seed + 1000 + epoch)
 
 
 def first_search_position(config: NamingTrainConfig, batches: int) -> int:
@@ -335,6 +340,8 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
         search_valid = Pairs.load(packs["valid"])
         if config.search_weight > 0:
             search_train = Pairs.load(packs["train"])
+    search_batches = None if search_train is None else _search_batches(search_train.project, config)
+    first_search = first_search_position(config, len(search_batches(0))) if search_batches is not None else 0
     if parallel.active and parallel.main:
         parallel.barrier()
 
@@ -424,14 +431,9 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
                            "torch_rng": torch.get_rng_state()}, checkpoint_path)
 
     search_stream = None
-    if search_train is not None:
-        projects = search_train.project
-
-        def search_batches(epoch: int) -> list[np.ndarray]:
-            return project_batches(projects, config.search_batch, config.project_chunk, config.seed + 1000 + epoch)
-
+    if search_batches is not None:
         if not resuming:
-            state.search_position = first_search_position(config, len(search_batches(0)))
+            state.search_position = first_search
         search_stream = _cycle_search(search_batches, state)
     started = last_checkpoint = time.time()
     stopped = False

@@ -221,7 +221,7 @@ def test_a_chunked_run_reads_the_search_pairs_after_the_earlier_chunk(corpus: Pa
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """``search_first=k``: the run's steps take batches k, k+1 … of the first seeded pass (the
     pairs an earlier chunk of k steps did not read), the checkpoint keeps the place, and a
-    start past the pass is refused."""
+    start past the pass is refused before anything is trained or validated."""
     packs = {"naming_pack": tmp_path / "naming", "search_pack": tmp_path / "search"}
     taken: list[np.ndarray] = []
     real_loss = train_naming.batch_loss
@@ -241,6 +241,7 @@ def test_a_chunked_run_reads_the_search_pairs_after_the_earlier_chunk(corpus: Pa
     with pytest.raises(ValueError, match=f"search_first={len(expected)}: the search pairs make only"):
         train_naming.train(corpus, tmp_path / "past", dataclasses.replace(config, search_first=len(expected)),
                            progress=False, **packs)
+    assert not (tmp_path / "past" / "best").exists()  # refused before the first validation's minutes
 
 
 def test_frozen_encoder_stays_unchanged(corpus: Path, tiny_model: Path, tmp_path: Path) -> None:
