@@ -235,6 +235,35 @@ def test_a_run_continues_a_fusion_head_on_the_functions_it_never_saw(corpus: Pat
         train_naming._train_subset(240, _config(tiny_model, train_first=240))
 
 
+def test_the_last_step_of_a_run_becomes_a_folder_the_exports_read(corpus: Path, tiny_model: Path,
+                                                                    tmp_path: Path) -> None:
+    """``last_step``: the checkpoint's encoder, decoder and fusion — not best/'s — in a folder
+    that ``init``/the exports load; a folder without a checkpoint is refused."""
+    from safetensors.torch import load_file
+
+    from pathfusion.model_export import last_step
+
+    run = tmp_path / "run"
+    # Steps too small to change a validation: best/ stays step 0, the checkpoint is step 4.
+    config = _config(tiny_model, variant="attention", max_steps=4, lr=1e-6, decoder_lr=1e-6, fusion_lr=1e-6)
+    train_naming.train(corpus, run, config, tmp_path / "naming", tmp_path / "search", progress=False)
+    events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert (events[-1]["step"], events[-1]["best_step"]) == (4, 0)
+    assert last_step.main([str(run), "--out", str(tmp_path / "last")]) == 0
+    saved = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    decoder = train_naming.load_decoder(tmp_path / "last")
+    assert all(torch.equal(v, saved[f"decoder.{k}"]) for k, v in decoder.state_dict().items())
+    assert not all(torch.equal(v, saved[f"decoder.{k}"])
+                   for k, v in train_naming.load_decoder(run / "best").state_dict().items())
+    fusion = torch.load(tmp_path / "last" / "fusion.pt", weights_only=False)
+    assert fusion and all(torch.equal(v, saved[f"fusion.{k}"]) for k, v in fusion.items())
+    encoder = load_file(str(tmp_path / "last" / "model.safetensors"))
+    assert all(torch.equal(v, saved[f"bert.{k}"]) for k, v in encoder.items() if f"bert.{k}" in saved)
+    assert sum(f"bert.{k}" in saved for k in encoder) > 10
+    assert last_step.main([str(tmp_path / "run-missing"), "--out", str(tmp_path / "x")]) == 1
+    assert not (tmp_path / "x").exists()
+
+
 def test_bad_fusion_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="variant must be one of"):
         NamingTrainConfig.from_overrides(["variant=sum"])
