@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,19 +21,11 @@ from typing import Any
 
 import torch
 
-from pathfusion.server.context_vocab import VOCAB_FILE
+from pathfusion.server.context_vocab import VOCAB_FILE, ContextVocab
 
 from .export_embedder import MeanPooledEncoder, load_reference
-from .naming_model import (
-    DECODER_META,
-    NamingModel,
-    load_decoder,
-    load_fusion,
-    save_decoder,
-    save_fusion,
-)
-from .train_embedder import save_best
-from .train_naming import NamingTrainConfig
+from .naming_model import DECODER_META, NamingModel, load_decoder, load_fusion
+from .train_naming import NamingTrainConfig, save_head
 
 
 def write_last_step(run: Path, out: Path) -> dict[str, Any]:
@@ -48,11 +39,8 @@ def write_last_step(run: Path, out: Path) -> dict[str, Any]:
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
     NamingModel(bert, decoder, fusion).load_state_dict(saved["model"])
     config = NamingTrainConfig(**json.loads((run / "config.json").read_text()))
-    save_best(MeanPooledEncoder(bert), best, out)
-    save_decoder(decoder, out, config)
-    save_fusion(fusion, out)
-    if (best / VOCAB_FILE).is_file():
-        shutil.copy2(best / VOCAB_FILE, out / VOCAB_FILE)
+    vocab = ContextVocab.load(best / VOCAB_FILE) if (best / VOCAB_FILE).is_file() else None
+    save_head(out, MeanPooledEncoder(bert), best, decoder, fusion, config, vocab)
     return dict(saved["state"])
 
 

@@ -269,6 +269,17 @@ def _search_batches(projects: np.ndarray, config: NamingTrainConfig) -> Callable
     return lambda epoch: project_batches(projects, config.search_batch, config.project_chunk, config.seed + 1000 + epoch)
 
 
+def save_head(folder: Path, searcher: MeanPooledEncoder, tokenizer_dir: Path, decoder: NameDecoder,
+              fusion: FusedMemory, config: NamingTrainConfig, context_vocab: ContextVocab | None) -> None:
+    """``folder`` as a run's ``best/``: the encoder (with ``tokenizer_dir``'s tokenizer), the
+    decoder, the fusion and its context vocabulary — what ``init`` and the exports read."""
+    save_best(searcher, tokenizer_dir, folder)
+    save_decoder(decoder, folder, config)
+    save_fusion(fusion, folder)
+    if context_vocab is not None:
+        context_vocab.save(folder / VOCAB_FILE)
+
+
 def first_search_position(config: NamingTrainConfig, batches: int) -> int:
     """Where a new run's search stream starts, refused when past the first pass's ``batches``."""
     if config.search_first >= batches:
@@ -391,11 +402,7 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
         improved = score > state.best
         if improved:
             state.best, state.best_step = score, state.step
-            save_best(searcher, model_dir, run / "best")
-            save_decoder(decoder, run / "best", config)
-            save_fusion(fusion, run / "best")
-            if context_vocab is not None:
-                context_vocab.save(run / "best" / VOCAB_FILE)
+            save_head(run / "best", searcher, model_dir, decoder, fusion, config, context_vocab)
         log_event(run, {"event": "valid", "step": state.step, "epoch": state.epoch, "score": round(score, 4),
                         "best": improved, "examples_seen": state.examples_seen,
                         "train_seconds": round(state.seconds, 1), "valid_seconds": round(time.perf_counter() - started, 1),
