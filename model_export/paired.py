@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,6 @@ from .metrics import NamingScores
 
 RESAMPLES = 2000
 SEED = 2019
-Metric = Callable[[np.ndarray], np.ndarray]
-"""Rows' per-row statistics (n × k) and resampled row indices (r × n) → r metric values."""
 
 
 def read_listing(path: Path) -> list[dict[str, Any]]:
@@ -125,10 +123,11 @@ def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray], resamples: int =
         low, high = np.percentile(diff, [2.5, 97.5])
         per_row_a = _f1(a[name]) if name == "f1" else a[name]
         per_row_b = _f1(b[name]) if name == "f1" else b[name]
+        whole_a, whole_b = float(_metric(name, a[name], None)), float(_metric(name, b[name], None))
         result[name] = {
-            "a": round(float(_metric(name, a[name], None)), 4),
-            "b": round(float(_metric(name, b[name], None)), 4),
-            "difference": round(float(_metric(name, b[name], None) - _metric(name, a[name], None)), 4),
+            "a": round(whole_a, 4),
+            "b": round(whole_b, 4),
+            "difference": round(whole_b - whole_a, 4),
             "interval_low": round(float(low), 4),
             "interval_high": round(float(high), 4),
             "rows_b_better": int((per_row_b > per_row_a).sum()),
