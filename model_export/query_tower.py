@@ -48,7 +48,7 @@ from .evaluate import (
     iter_split_pairs,
     search_example,
 )
-from .export_embedder import ExportError, MeanPooledEncoder, load_reference
+from .export_embedder import ExportError, MeanPooledEncoder, load_reference, reference_embeddings
 from .onnx_to_hf import ConversionError
 from .search_pairs import project_batches
 from .train_embedder import lr_lambda, resolve_base
@@ -88,7 +88,7 @@ def choose_pairs(corpus: Path, count: int, anonymise_share: float, seed: int) ->
                             with_contexts=False) for r, a in zip(records, anonymised, strict=True)]
     projects = {p: i for i, p in enumerate(sorted({r["project"] for r in records}))}
     return {"query": [p.query for p in pairs], "code": [p.code for p in pairs],
-            "project": [projects[r["project"]] for r in records], "anon": anonymised}
+            "project": [projects[r["project"]] for r in records]}
 
 
 def load_or_choose_pairs(out: Path, corpus: Path, count: int, config: TowerConfig) -> dict[str, list[Any]]:
@@ -156,16 +156,10 @@ class TowerSpace(SearchSpace):
     def queries(self, texts: Sequence[str]) -> np.ndarray:
         if self.tower is None:
             return super().queries(texts)
-        import torch
-
-        self.tower.eval()
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(texts), 256):
-                batch = self.tokenizer(list(texts[start:start + 256]), padding=True, truncation=True,
-                                       max_length=256, return_tensors="pt")
-                out.append(self.tower(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).numpy())
-        return _unit(np.concatenate(out)) if out else np.zeros((0, 0), dtype=np.float32)
+        self.tower.eval()  # no dropout: the queries as the tower would serve them
+        parts = [reference_embeddings(self.tower.model, self.tokenizer, texts[start:start + 256], 256)
+                 for start in range(0, len(texts), 256)]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
 def trainable_top(encoder: Any, layers: int) -> list[Any]:
