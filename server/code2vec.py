@@ -30,6 +30,7 @@ import numpy as np
 from .context_vocab import ContextVocab
 from .models import ModelError, load_manifest, model_entry, model_file, providers
 from .onnx_session import create_session
+from .overloads import listed_functions, stand_ins
 from .parsing import Document, FunctionInfo
 from .paths import (
     MAX_CONTEXTS,
@@ -305,12 +306,15 @@ def is_dunder(name: str) -> bool:
 
 
 def functions_at(doc: Document, line: int | None = None) -> list[FunctionInfo]:
-    """The functions of ``doc``, or only the innermost one enclosing 1-based ``line``."""
+    """The functions of ``doc`` that get names, or only the one that the innermost function
+    enclosing 1-based ``line`` stands for (an ``@overload`` stub: its implementation,
+    :mod:`pathfusion.server.overloads`)."""
     functions = doc.functions()
     if line is None:
-        return functions
+        return listed_functions(functions)
     row = line - 1
-    return [f for f in functions if f.span.start.line <= row <= f.span.end.line][-1:]
+    return [stand_in for f, stand_in in zip(functions, stand_ins(functions), strict=True)
+            if f.span.start.line <= row <= f.span.end.line][-1:]
 
 
 def suggest_for_document(

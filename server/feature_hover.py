@@ -28,6 +28,7 @@ from .lsp_convert import code_span, span_range, to_position
 from .lsp_worker import Snapshot, SnapshotDocument, WorkerDocuments, locate_function
 from .models import ModelError
 from .name_generator import NameGenerator
+from .overloads import listed_functions, stand_in_for
 from .parsing import Document, FunctionInfo, Position
 from .paths import mask_source, name_label
 from .rename_safety import candidate_count, safe_suggestion, start_module_names
@@ -47,10 +48,12 @@ with it (:mod:`pathfusion.server.foreground` makes later prefetch steps wait).""
 
 # -- worker thread ----------------------------------------------------------------------------
 def suggest_for(doc: SnapshotDocument, func: FunctionInfo, model: Predictor, top_k: int) -> Suggestion | None:
-    """The safe suggestions for ``func`` of ``doc``; None for dunders, without contexts and
-    when every candidate was left out."""
+    """The safe suggestions for ``func`` of ``doc`` (for an ``@overload`` stub: its
+    implementation's, :mod:`pathfusion.server.overloads`); None for dunders, without contexts
+    and when every candidate was left out."""
     start_module_names(doc.text)  # the rename rules' analysis, beside the model (rename_safety)
     with doc.lock:
+        func = stand_in_for(func, doc.functions())
         line = func.name_span.start.line + 1
         suggestions = suggest_for_document(doc, model, top_k=candidate_count(top_k), line=line)
     for suggestion in suggestions:
@@ -112,7 +115,7 @@ def naming_sources(text: str) -> list[str]:
 def naming_work(text: str) -> list[tuple[str, str]]:
     """(masked source, current name as a label) of the functions of ``text`` that get
     suggestions — exactly what a hover asks the naming model for."""
-    return [(mask_source(f.source, f.name), name_label(f.name)) for f in Document(text).functions()
+    return [(mask_source(f.source, f.name), name_label(f.name)) for f in listed_functions(Document(text).functions())
             if not is_dunder(f.name)]
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from .index_files import FUNCTION_COLUMNS
 from .index_store import IndexStore
 from .lexical import function_terms, name_terms
+from .overloads import listed_functions
 from .parsing import Document, FunctionInfo, SourceError, decode_source
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def read_changed(store: IndexStore, path: str, known: tuple[int, int, str] | Non
     else:
         try:
             doc = Document(decode_source(data, origin=path), uri=Path(path).as_uri())
-            functions = [(func, text_hash(func.search_text)) for func in doc.functions()]
+            functions = [(func, text_hash(func.search_text)) for func in listed_functions(doc.functions())]
         except SourceError as exc:
             stats.skipped.append((path, str(exc)))
     stats.changed += 1

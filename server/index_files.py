@@ -48,6 +48,10 @@ log = logging.getLogger("pathfusion.server.index")  # one logger for everything 
 INDEX_FORMAT = 2
 """Bumped when the files' layout or what is embedded changes (forces a full rebuild).
 2: methods are embedded under their class's header (:func:`pathfusion.server.parsing.search_text`)."""
+LISTING_VERSION = "2"
+"""Bumped when which definitions a file contributes changes, not how one is embedded: a sync
+then re-reads every file once, its vectors coming from the cache (:func:`relist_files`).
+2: ``@overload`` stubs stand for their implementation (:mod:`pathfusion.server.overloads`)."""
 SCHEMA_VERSION = "2"
 """2: ``functions`` holds the BM25 terms and ``lexicon`` indexes them (an index of schema 1
 is rebuilt)."""
@@ -204,6 +208,23 @@ def open_database(folder: Path, model_id: str, trusted: bool = True) -> OpenedDa
                 db.close()
         raise IndexCorrupt(f"{DATABASE} is unreadable ({exc})") from exc
     return OpenedDatabase(db, generation, layout, file_id)
+
+
+def relist_files(db: sqlite3.Connection) -> int:
+    """Mark every indexed file as changed when the index was listed under another
+    :data:`LISTING_VERSION` (then record this one); returns how many were marked.
+
+    Why not a new :data:`INDEX_FORMAT`: that wipes the vectors and re-embeds every function
+    (a hundred thousand take the CPU half an hour), while a new listing only needs the files
+    parsed again — the functions kept find their vectors by the hash of their text.  A file
+    whose re-reading a cancelled sync did not reach stays marked for the next one."""
+    row = db.execute("SELECT value FROM state WHERE key = 'listing'").fetchone()
+    if row is not None and row[0] == LISTING_VERSION:
+        return 0
+    with db:
+        marked = db.execute("UPDATE files SET mtime_ns = -1, content_hash = ''").rowcount
+        db.execute("INSERT OR REPLACE INTO state VALUES ('listing', ?)", (LISTING_VERSION,))
+    return marked
 
 
 def hash_or_remove(tmp: str) -> str:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from .index_batch import PendingFile, cached_vectors, commit, read_changed
+from .index_files import log, relist_files
 from .index_store import IndexStore
 from .parsing import FunctionInfo
 from .search_model import unit_rows
@@ -126,6 +127,11 @@ class Indexer:
             if cancelled is not None and cancelled():
                 stats = self._finish(IndexStats(cancelled=True), start)
                 return stats
+            with store.writing():
+                marked = relist_files(store.db)
+            if marked:
+                log.info("workspace index of %s: what it lists changed; re-reading %d files "
+                         "(their vectors are kept)", store.root, marked)
             wanted = {str(path) for path in found.files}
             gone = [path for path in self.indexed_paths() if path not in wanted]
             stats = self._index(sorted(wanted), gone, progress, cancelled, start, trust_stat=True,

@@ -20,6 +20,7 @@ import pytest
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
+from pathfusion.server.feature_search import SIMILAR_FLOOR
 from pathfusion.server.lsp import merge_results, search_args, symbol_kind
 from tests.helpers.lsp_search import command, initialize, status, wait_for, wait_indexed
 
@@ -78,16 +79,24 @@ async def test_index_search_symbols_hover_save_reindex(
     assert symbols[0].container_name == "Stats"
     assert await client.workspace_symbol_async(types.WorkspaceSymbolParams(query="  ")) == []
 
-    # hover: similar functions (links, not the function itself)
+    # hover: similar functions (links, not the function itself, none below the floor)
+    config_uri = (workspace / "config.py").as_uri()
+    client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+        uri=config_uri, language_id="python", version=1, text=(workspace / "config.py").read_text())))
+    hover = await client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=config_uri), position=types.Position(line=6, character=6)))
+    assert hover is not None and isinstance(hover.contents, types.MarkupContent)
+    similar = hover.contents.value.split("**Similar functions**", 1)[1]
+    links = [line for line in similar.splitlines() if line.startswith("- [")]
+    assert links[0].startswith(r"- [load\_config](") and "#L1)" in links[0]  # names escaped
+    assert r"[save\_config]" not in similar and all(float(link.rsplit(" — ", 1)[1]) >= SIMILAR_FLOOR for link in links)
+    # nothing in the workspace is like is_prime: no "similar" line for it
     math_uri = (workspace / "mathutil.py").as_uri()
     client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
         uri=math_uri, language_id="python", version=1, text=(workspace / "mathutil.py").read_text())))
     hover = await client.text_document_hover_async(types.HoverParams(
         text_document=types.TextDocumentIdentifier(uri=math_uri), position=types.Position(line=5, character=6)))
-    assert hover is not None and isinstance(hover.contents, types.MarkupContent)
-    similar = hover.contents.value.split("**Similar functions**", 1)[1]
-    links = [line for line in similar.splitlines() if line.startswith("- [")]
-    assert 1 <= len(links) <= 3 and "#L" in links[0] and r"[is\_prime]" not in similar  # names escaped
+    assert hover is None or "Similar functions" not in str(hover.contents)
 
     # save a changed file → the index follows
     path = workspace / "mathutil.py"

@@ -508,3 +508,27 @@ async def test_a_hover_is_one_worker_hop() -> None:
     assert found.range == types.Range(start=types.Position(line=NAME_LINE, character=NAME_START),
                                       end=types.Position(line=NAME_LINE, character=NAME_END))
     ls.executor.shutdown()
+
+
+def test_similar_functions_below_the_floor_are_not_listed() -> None:
+    """A workspace with nothing like the hovered function must not list its closest
+    unrelated ones as "similar" (a three-function folder listed ``main`` at −0.01)."""
+    from types import SimpleNamespace
+
+    from pathfusion.server.feature_index import FolderIndex
+    from pathfusion.server.feature_search import SIMILAR_FLOOR, similar_finder
+
+    def result(qualname: str, score: float) -> Any:
+        return SimpleNamespace(path="/x/app.py", qualname=qualname, uri="file:///x/app.py", line=3, score=score)
+
+    class Index:
+        def similar(self, key: tuple[str, str], k: int) -> list[Any]:
+            return [result("close", SIMILAR_FLOOR + 0.01), result("at_floor", SIMILAR_FLOOR),
+                    result("unrelated", SIMILAR_FLOOR - 0.01), result("main", -0.01)]
+
+    ls = PathfusionServer()
+    ls.indexes.folders["/x"] = FolderIndex("/x", index=Index(), state="ready")  # type: ignore[arg-type]
+    similar = similar_finder(ls.indexes, "file:///x/lib.py")
+    assert similar is not None
+    assert [r.qualname for r in similar("load_config")] == ["close", "at_floor"]
+    ls.executor.shutdown()
