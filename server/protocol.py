@@ -23,8 +23,9 @@ answered as JSON-RPC says — ``-32700`` (parse error) or ``-32600`` (invalid re
 request's id when it can be read, else ``null``; ``-32602`` (invalid params) with its id —
 logged in one line, without a traceback.  :class:`RobustProtocol` forgets finished futures,
 answers ``-32602`` raised by a handler without a traceback, answers requests that arrive
-after ``shutdown`` with ``-32600`` instead of dropping them, and leaves the document sync to
-the server's handlers.
+after ``shutdown`` with ``-32600`` instead of dropping them, ends quietly a message whose
+handler was cancelled (pygls logs it as an error), and leaves the document sync to the
+server's handlers.
 """
 
 from __future__ import annotations
@@ -195,11 +196,21 @@ class RobustProtocol(LanguageServerProtocol):
         args: tuple[Any, ...] | None = None, kwargs: dict[str, Any] | None = None,
     ) -> None:
         """As pygls, and the handler's future is forgotten once its callback ran (pygls
-        forgets only the futures of requests, which ``_send_handler_result`` pops)."""
+        forgets only the futures of requests, which ``_send_handler_result`` pops).
+
+        A handler cancelled before it finished (the server ending while ``initialized``
+        still waits for the client's settings) ends the message it served: pygls's
+        generator runner reads the cancelled handler's result, and the ``CancelledError``
+        would reach the event loop, logged as an error with a traceback on a clean exit."""
 
         def done(future: Any) -> None:
             try:
                 callback(future)
+            except asyncio.CancelledError:
+                outer = getattr(callback, "keywords", {}).get("result_future")
+                if outer is not None and not outer.done():
+                    outer.cancel()  # the message the generator served: answered as cancelled
+                log.debug("handler %s cancelled before it finished", getattr(handler, "__name__", handler))
             finally:
                 if self._request_futures.get(msg_id) is future:
                     del self._request_futures[msg_id]

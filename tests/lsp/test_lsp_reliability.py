@@ -276,3 +276,45 @@ async def test_protocol_forgets_finished_messages(models_dir: Path) -> None:
     await asyncio.sleep(0.1)
     assert len([s for s in sent if b'"result"' in s]) >= 39
     assert len(ls.protocol._request_futures) == 0, len(ls.protocol._request_futures)
+
+
+async def test_a_handler_cancelled_at_exit_logs_no_error(models_dir: Path) -> None:
+    """``initialized`` waits for the client's settings; when the server ends first, the
+    cancelled wait must end the message quietly, not as an "Exception in callback" with a
+    traceback in the user's log."""
+    from pathfusion.server.lsp import server as ls
+    from pathfusion.server.settings import Settings
+
+    sent: list[bytes] = []
+
+    class Writer:
+        def write(self, data: bytes) -> None:
+            sent.append(data)
+
+        def close(self) -> None:
+            pass
+
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    ls.protocol.set_writer(Writer())
+    ls.settings = ls.base_settings = Settings(models_dir=str(models_dir))
+    for message in ({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                     "params": {"processId": None, "rootUri": None,
+                                "capabilities": {"workspace": {"configuration": True}}}},
+                    {"jsonrpc": "2.0", "method": "initialized", "params": {}}):
+        ls.protocol.handle_message(ls.protocol.structure_message(json.loads(json.dumps(message))))
+        await asyncio.sleep(0)
+    for _ in range(100):  # the server asks for its settings; the client never answers
+        if any(b"workspace/configuration" in s for s in sent):
+            break
+        await asyncio.sleep(0.02)
+    assert any(b"workspace/configuration" in s for s in sent)
+    pending = [f for f in ls.protocol._request_futures.values() if not f.done()]
+    handlers = [f for f in pending if isinstance(f, asyncio.Task)]
+    messages = [f for f in pending if not isinstance(f, asyncio.Task)]  # what the generator serves
+    assert handlers and messages
+    for task in handlers:  # what the end of the process does to the tasks still running
+        task.cancel()
+    await asyncio.sleep(0.1)
+    assert errors == [] and all(f.cancelled() for f in messages)
