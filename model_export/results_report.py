@@ -170,6 +170,12 @@ def plot(summary: dict[str, Any], path: Path = PLOT) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    from PIL import Image  # matplotlib's own dependency
+
+    with Image.open(path) as image:  # 128 colours: a third of the bytes, the same picture
+        quantized = image.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT,
+                                                  dither=Image.Dither.NONE)
+    quantized.save(path, optimize=True)
 
 
 def render() -> str:

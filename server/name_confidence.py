@@ -49,7 +49,7 @@ class Calibration:
     def _total(self, logits: list[float], leftover: float) -> float:
         """log of the softmax's denominator."""
         none = self.none_logit + self.slope * math.log(max(leftover, LEFTOVER_FLOOR))
-        top = max(none, *logits)
+        top = max([none, *logits])
         return top + math.log(math.exp(none - top) + sum(math.exp(z - top) for z in logits))
 
 

@@ -49,6 +49,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from .overrides import hierarchy_member
+
 if TYPE_CHECKING:
     from .code2vec import Suggestion
     from .parsing import FunctionInfo
@@ -124,6 +126,7 @@ class ModuleNames:
         self._ast: ast.Module | None = None
         self._words: frozenset[str] | None = None
         self._class_names: dict[int, tuple[frozenset[str], dict[str, str]]] = {}
+        self._fixed: dict[tuple[str, int], str | None] = {}
         try:
             top = symtable.symtable(text, "<document>", "exec")
         except _PARSE_ERRORS:
@@ -184,6 +187,22 @@ class ModuleNames:
             for name in names:
                 related.setdefault(name, other.name)
         return frozenset(_attributes(mine[0])), related
+
+    def fixed_by(self, name: str, def_line: int) -> str | None:
+        """``Class.name`` of the related class's member that keeps the method ``name``
+        (``def`` on 1-based ``def_line``) from being renamed (:mod:`pathfusion.server.overrides`),
+        or None.  Computed once per method."""
+        key = (name, def_line)
+        if key not in self._fixed:
+            tree = self.tree()
+            top = self.tables[0] if self.tables else None
+
+            def bound(base: str) -> bool:
+                symbol = top.symbol(base) if top is not None else None
+                return symbol is not None and (symbol.is_imported() or symbol.is_assigned() or symbol.is_namespace())
+
+            self._fixed[key] = hierarchy_member(tree, name, def_line, bound) if tree is not None else None
+        return self._fixed[key]
 
     def function_tables(self, qualname: str, line: int) -> list[_Table]:
         """The function scopes named by ``qualname`` (``A.m.<locals>.f``); when several
@@ -280,6 +299,11 @@ def clashes(text: str, func: FunctionInfo, names: Iterable[str]) -> dict[str, st
     if not wanted:
         return found
     module = module_names(text)
+    fixed = module.fixed_by(func.name, func.name_span.start.line + 1) if module.compiled else None
+    if fixed is not None:
+        overriding = f"`{fixed}` has the same name in the class hierarchy: renamed, it would stop overriding"
+        found.update({name: overriding for name in wanted})
+        return found
     tables = module.function_tables(func.qualname, func.name_span.start.line + 1) if module.compiled else []
     if not tables:  # does not compile (or an unexpected shape): every word of the text clashes
         words = module.words()

@@ -227,6 +227,11 @@ def test_shown_probabilities_generalise_the_models_own() -> None:
     sure = calibration.confidences([rank_score("close", 0.99), rank_score("write", 0.005)], leftover([0.99, 0.005]))
     assert sure[0] > 0.9  # a one-word name the model is sure of is shown as sure
     assert calibration.confidences([], 1.0) == [] and leftover([0.7, 0.6]) > 0
+    # every name of the beam dropped (made-up words, repeats): the current name is still
+    # scored, against "none of these" alone
+    nothing, alone = shown([], 5, CurrentName(0.01, 2), "do|it", calibration)
+    assert nothing == [] and alone is not None and 0 < alone.shown < 1
+    assert alone.shown == pytest.approx(math.exp(calibration.slope * rank_score("do|it", 0.01) - calibration.none_logit))
 
 
 def _suggestion(current: CurrentName | None, current_rank: int | None = None) -> Suggestion:
