@@ -49,7 +49,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .overrides import hierarchy_member
+from .overrides import base_names, classes_by_name, hierarchy_member
 
 if TYPE_CHECKING:
     from .code2vec import Suggestion
@@ -127,6 +127,7 @@ class ModuleNames:
         self._words: frozenset[str] | None = None
         self._class_names: dict[int, tuple[frozenset[str], dict[str, str]]] = {}
         self._fixed: dict[tuple[str, int], str | None] = {}
+        self._classes: dict[str, list[ast.ClassDef]] | None = None
         try:
             top = symtable.symtable(text, "<document>", "exec")
         except _PARSE_ERRORS:
@@ -156,6 +157,13 @@ class ModuleNames:
                 return None
         return self._ast
 
+    def classes(self) -> dict[str, list[ast.ClassDef]]:
+        """The module's classes by simple name (none when it does not parse), found once."""
+        if self._classes is None:
+            tree = self.tree()
+            self._classes = classes_by_name(tree) if tree is not None else {}
+        return self._classes
+
     def class_names(self, scope: _Table) -> tuple[frozenset[str], dict[str, str]]:
         """For the class ``scope``: the attributes its body reaches through ``self``,
         ``cls`` or its name, and ``{name: class}`` for the members and such attributes of
@@ -170,10 +178,7 @@ class ModuleNames:
         tree = self.tree()
         if tree is None:
             return frozenset(), {}
-        classes: dict[str, list[ast.ClassDef]] = {}
-        for node in _statements(tree.body):
-            if isinstance(node, ast.ClassDef):
-                classes.setdefault(node.name, []).append(node)
+        classes = self.classes()
         mine = [node for node in classes.get(scope.name, ()) if node.lineno == scope.table.get_lineno()]
         if not mine:
             return frozenset(), {}
@@ -194,14 +199,13 @@ class ModuleNames:
         or None.  Computed once per method."""
         key = (name, def_line)
         if key not in self._fixed:
-            tree = self.tree()
             top = self.tables[0] if self.tables else None
 
             def bound(base: str) -> bool:
                 symbol = top.symbol(base) if top is not None else None
                 return symbol is not None and (symbol.is_imported() or symbol.is_assigned() or symbol.is_namespace())
 
-            self._fixed[key] = hierarchy_member(tree, name, def_line, bound) if tree is not None else None
+            self._fixed[key] = hierarchy_member(self.classes(), name, def_line, bound)
         return self._fixed[key]
 
     def function_tables(self, qualname: str, line: int) -> list[_Table]:
@@ -264,7 +268,7 @@ def start_module_names(text: str) -> None:
 def _analyse(text: str) -> ModuleNames:
     try:
         found = ModuleNames(text)
-        found.tree()  # the AST that class members are read from, while on this thread
+        found.classes()  # the AST and its classes, that class members are read from, while on this thread
         with _CACHE_LOCK:
             _CACHE[text] = found
             while len(_CACHE) > CACHE_SIZE:
@@ -401,31 +405,11 @@ def _class_clash(module: ModuleNames, scope: _Table, new: str) -> str | None:
     return None
 
 
-def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
-    """Every statement in ``body``, nested ones included: where a ``class`` can be.  Why not
-    ``ast.walk``: it also visits every expression node, ten times as many (≈ 10 ms of a
-    hover on a 2,600-line module, paid again after each edit)."""
-    for statement in body:
-        yield statement
-        for field in ("body", "orelse", "finalbody"):
-            nested = getattr(statement, field, None)
-            if isinstance(nested, list) and nested and isinstance(nested[0], ast.stmt):
-                yield from _statements(nested)
-        for handler in getattr(statement, "handlers", None) or ():
-            yield from _statements(handler.body)
-        for case in getattr(statement, "cases", None) or ():
-            yield from _statements(case.body)
-
-
 def _attributes(node: ast.ClassDef) -> set[str]:
     """Attributes set or read through ``self``, ``cls`` or the class's name in its body."""
     owners = {"self", "cls", node.name}
     return {sub.attr for sub in ast.walk(node)
             if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name) and sub.value.id in owners}
-
-
-def _base_names(node: ast.ClassDef) -> set[str]:
-    return {base.id for base in node.bases if isinstance(base, ast.Name)}
 
 
 def _related_classes(start: ast.ClassDef, classes: dict[str, list[ast.ClassDef]]) -> list[ast.ClassDef]:
@@ -438,8 +422,8 @@ def _related_classes(start: ast.ClassDef, classes: dict[str, list[ast.ClassDef]]
     todo = [start]
     while todo:
         node = todo.pop()
-        neighbours = [c for name in _base_names(node) for c in classes.get(name, ())]
-        neighbours += [c for c in every if node.name in _base_names(c)]
+        neighbours = [c for name in base_names(node) for c in classes.get(name, ())]
+        neighbours += [c for c in every if node.name in base_names(c)]
         for other in neighbours:
             if id(other) not in seen:
                 seen.add(id(other))

@@ -237,11 +237,10 @@ async def test_search_query_with_lone_surrogates_is_sanitised(workspace: Path, t
 
 
 # -- item 8: per-message bookkeeping -------------------------------------------------------------
-async def test_protocol_forgets_finished_messages(models_dir: Path) -> None:
-    """pygls keeps the future of every notification handled by a generator or coroutine, and
-    of every command's inner handler, until the process ends: the server must not."""
-    from pathfusion.server.lsp import server as ls  # the features are registered on this instance
+def _talk_to(ls: Any, models_dir: Path) -> list[bytes]:
+    """Point the server instance ``ls`` at ``models_dir`` and collect what it writes."""
     from pathfusion.server.settings import Settings
+
     sent: list[bytes] = []
 
     class Writer:
@@ -253,6 +252,14 @@ async def test_protocol_forgets_finished_messages(models_dir: Path) -> None:
 
     ls.protocol.set_writer(Writer())
     ls.settings = ls.base_settings = Settings(models_dir=str(models_dir))
+    return sent
+
+
+async def test_protocol_forgets_finished_messages(models_dir: Path) -> None:
+    """pygls keeps the future of every notification handled by a generator or coroutine, and
+    of every command's inner handler, until the process ends: the server must not."""
+    from pathfusion.server.lsp import server as ls  # the features are registered on this instance
+    sent = _talk_to(ls, models_dir)
     messages = [{"jsonrpc": "2.0", "id": 1, "method": "initialize",
                  "params": {"processId": None, "rootUri": None, "capabilities": {}}},
                 {"jsonrpc": "2.0", "method": "initialized", "params": {}},
@@ -283,22 +290,11 @@ async def test_a_handler_cancelled_at_exit_logs_no_error(models_dir: Path) -> No
     cancelled wait must end the message quietly, not as an "Exception in callback" with a
     traceback in the user's log."""
     from pathfusion.server.lsp import server as ls
-    from pathfusion.server.settings import Settings
-
-    sent: list[bytes] = []
-
-    class Writer:
-        def write(self, data: bytes) -> None:
-            sent.append(data)
-
-        def close(self) -> None:
-            pass
 
     loop = asyncio.get_running_loop()
     errors: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    ls.protocol.set_writer(Writer())
-    ls.settings = ls.base_settings = Settings(models_dir=str(models_dir))
+    sent = _talk_to(ls, models_dir)
     for message in ({"jsonrpc": "2.0", "id": 1, "method": "initialize",
                      "params": {"processId": None, "rootUri": None,
                                 "capabilities": {"workspace": {"configuration": True}}}},

@@ -285,7 +285,10 @@ def test_classes_are_found_in_every_kind_of_block() -> None:
     import sysconfig
     from pathlib import Path
 
-    from pathfusion.server.rename_safety import _statements
+    from pathfusion.server.overrides import classes_by_name
+
+    def every(tree: ast.Module) -> list[ast.ClassDef]:
+        return [node for nodes in classes_by_name(tree).values() for node in nodes]
 
     text = (
         "class A:\n    class B: pass\n"
@@ -298,13 +301,13 @@ def test_classes_are_found_in_every_kind_of_block() -> None:
         "match v:\n    case 1:\n        class N: pass\n"
         "async def g():\n    async with q:\n        class O: pass\n"
     )
-    found = sorted(node.name for node in _statements(ast.parse(text).body) if isinstance(node, ast.ClassDef))
+    found = sorted(node.name for node in every(ast.parse(text)))
     assert found == list("ABCDEFGHIJKLMNO")
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     for name in ("argparse.py", "typing.py", "dataclasses.py", "unittest/mock.py"):
         tree = ast.parse((stdlib / name).read_text(encoding="utf-8"))
         assert ({id(n) for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
-                == {id(n) for n in _statements(tree.body) if isinstance(n, ast.ClassDef)}), name
+                == {id(n) for n in every(tree)}), name
 
 
 def test_an_analysis_started_ahead_is_used_not_repeated(monkeypatch) -> None:  # type: ignore[no-untyped-def]
