@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.simplefilter("ignore")
     model, _ = load_predictor("default", args.models, "cpu")
     counts: collections.Counter[str] = collections.Counter()
+    offered_names: list[str] = []
     for name in MODULES:
         try:
             module = importlib.import_module(name)
@@ -68,8 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             where = ("same file" if owner.__module__ == module.__name__ else
                      "builtins" if owner.__module__ == "builtins" else "another module")
             counts[f"overriding, offered: base in {where}"] += shown
+            if shown:
+                offered_names.append(f"{name}:{func.qualname} (overrides {owner.__module__}.{owner.__qualname__})")
     for key, value in counts.items():
         print(f"{key}: {value}")
+    print("\n".join(["overriding methods offered a rename:", *offered_names]))
     return 0
 
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .overrides import base_names, classes_by_name, hierarchy_member
+from .stdlib_classes import class_members, imports_of, resolve_base
 
 if TYPE_CHECKING:
     from .code2vec import Suggestion
@@ -128,6 +129,7 @@ class ModuleNames:
         self._class_names: dict[int, tuple[frozenset[str], dict[str, str]]] = {}
         self._fixed: dict[tuple[str, int], str | None] = {}
         self._classes: dict[str, list[ast.ClassDef]] | None = None
+        self._imports: dict[str, tuple[str, str]] | None = None
         try:
             top = symtable.symtable(text, "<document>", "exec")
         except _PARSE_ERRORS:
@@ -163,6 +165,25 @@ class ModuleNames:
             tree = self.tree()
             self._classes = classes_by_name(tree) if tree is not None else {}
         return self._classes
+
+    def imports(self) -> dict[str, tuple[str, str]]:
+        """What the module's imports bind (:func:`~pathfusion.server.stdlib_classes.imports_of`)."""
+        if self._imports is None:
+            tree = self.tree()
+            self._imports = imports_of(tree, None) if tree is not None else {}
+        return self._imports
+
+    def read_bases(self) -> None:
+        """Read the standard-library classes the module's classes derive from (their modules
+        parsed once per process: tkinter's 170 KB take ≈ 50 ms), so that the hover's rules
+        find them read."""
+        classes, imports = self.classes(), self.imports()
+        for nodes in classes.values():
+            for node in nodes:
+                for base in node.bases:
+                    found = resolve_base(base, imports, set(classes), None)
+                    if found is not None:
+                        class_members(*found)
 
     def class_names(self, scope: _Table) -> tuple[frozenset[str], dict[str, str]]:
         """For the class ``scope``: the attributes its body reaches through ``self``,
@@ -205,7 +226,7 @@ class ModuleNames:
                 symbol = top.symbol(base) if top is not None else None
                 return symbol is not None and (symbol.is_imported() or symbol.is_assigned() or symbol.is_namespace())
 
-            self._fixed[key] = hierarchy_member(self.classes(), name, def_line, bound)
+            self._fixed[key] = hierarchy_member(self.classes(), self.imports(), name, def_line, bound)
         return self._fixed[key]
 
     def function_tables(self, qualname: str, line: int) -> list[_Table]:
@@ -268,7 +289,7 @@ def start_module_names(text: str) -> None:
 def _analyse(text: str) -> ModuleNames:
     try:
         found = ModuleNames(text)
-        found.classes()  # the AST and its classes, that class members are read from, while on this thread
+        found.read_bases()  # the AST, its classes and their bases, that the rules read, while on this thread
         with _CACHE_LOCK:
             _CACHE[text] = found
             while len(_CACHE) > CACHE_SIZE:

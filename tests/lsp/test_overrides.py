@@ -100,3 +100,74 @@ def test_a_fixed_method_is_offered_nothing() -> None:
                             [("listen", "listen", 0.5), ("server_activate", "server|activate", 0.2)], 2)
     safe = safe_suggestion(suggestion, MODULE, method, top_k=5)  # type: ignore[arg-type]
     assert safe.suggestions == [("server_activate", "server|activate", 0.2)] and safe.current_rank == 1
+
+
+STDLIB_BASES = '''\
+import socketserver
+import threading as th
+from json import JSONEncoder
+from asyncio import Protocol
+from django.views import View
+from .base import Plugin
+
+
+class Handler(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.request.sendall(b"ok")
+
+    def reply(self, data):
+        self.request.sendall(data)
+
+
+class Worker(th.Thread):
+    def run(self):
+        self.work()
+
+
+class Encoder(JSONEncoder):
+    def default(self, o):
+        return sorted(o)
+
+
+class Echo(Protocol):
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+class Page(View):
+    def get(self, request):
+        return None
+
+
+class Local(Plugin):
+    def activate(self):
+        return None
+'''
+
+
+def test_standard_library_bases_are_read_from_their_source() -> None:
+    """Bases of the standard library are read without importing them, through re-exports
+    (``json``'s ``from .encoder import JSONEncoder``, ``asyncio``'s ``from .protocols import *``),
+    module aliases and attribute paths; another package's or the project's own are unknown."""
+    by_name = {f.qualname: f for f in Document(STDLIB_BASES).functions()}
+
+    def why(qualname: str) -> str | None:
+        return clashes(STDLIB_BASES, by_name[qualname], ["brand_new_name"]).get("brand_new_name")
+
+    assert "`socketserver.BaseRequestHandler.handle`" in (why("Handler.handle") or "")
+    assert "`threading.Thread.run`" in (why("Worker.run") or "")
+    assert "`json.JSONEncoder.default`" in (why("Encoder.default") or "")
+    assert "`asyncio.Protocol.data_received`" in (why("Echo.data_received") or "")
+    assert why("Handler.reply") is None  # no base has it
+    assert why("Page.get") is None and why("Local.activate") is None  # not read: another package, a relative import
+
+
+def test_class_members_follow_bases_and_loaded_c_classes() -> None:
+    from pathfusion.server.stdlib_classes import class_members
+
+    handler = class_members("http.server", "BaseHTTPRequestHandler")
+    assert handler is not None and {"handle", "handle_one_request", "send_response"} <= handler  # its own and its base's
+    assert "send_head" not in handler  # SimpleHTTPRequestHandler's, a subclass
+    buffered = class_members("io", "BufferedIOBase")  # io.py derives it from _io's C class
+    assert buffered is not None and {"writable", "seekable", "read"} <= buffered
+    assert class_members("django.views", "View") is None and class_members("json", "NoSuchClass") is None
