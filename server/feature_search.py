@@ -37,7 +37,7 @@ SIMILAR_IN_HOVER = 3
 SIMILAR_FLOOR = 0.3
 """A hover's "Similar functions" leaves out those whose cosine to the hovered one is below
 this.  On validation (``python -m pathfusion.model_export.similar_floor``, the shipped encoder,
-docs/results.md "Similar functions that are similar") 1.3 % of random pairs of functions of
+docs/results.md "What users see, again") 1.3 % of random pairs of functions of
 two projects score above 0.3 and 0.8 % of same-named functions of two projects below it; in a
 workspace with nothing like the hovered function the closest ones scored ≈ 0."""
 SYMBOL_RESULTS = 20

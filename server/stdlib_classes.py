@@ -69,8 +69,9 @@ def _class_body_members(module: str, node: ast.ClassDef, depth: int) -> frozense
     from .overrides import member_names  # one reading of a class body for both
 
     names = set(member_names(node))
-    imported = imports_of(_tree(module) or ast.Module(body=[], type_ignores=[]), module)
-    local = {s.name for s in (_tree(module) or ast.Module(body=[], type_ignores=[])).body if isinstance(s, ast.ClassDef)}
+    tree = _tree(module)
+    imported = imports_of(tree, module) if tree is not None else {}
+    local = {s.name for s in tree.body if isinstance(s, ast.ClassDef)} if tree is not None else set()
     for base in node.bases:
         found = resolve_base(base, imported, local, module)
         if found is None:

@@ -1,5 +1,5 @@
-"""What ``python -m pathfusion.model_export.similar_floor`` compares (docs/results.md, "Similar
-functions that are similar")."""
+"""What ``python -m pathfusion.model_export.similar_floor`` compares (docs/results.md, "What users
+see, again")."""
 
 from __future__ import annotations
 
