@@ -22,7 +22,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable, Iterator
 
-from .stdlib_classes import class_members, resolve_base
+from .stdlib_classes import class_members, member_names, resolve_base, through_branches
 
 
 def classes_by_name(tree: ast.Module) -> dict[str, list[ast.ClassDef]]:
@@ -43,7 +43,7 @@ def hierarchy_member(classes: dict[str, list[ast.ClassDef]], imports: dict[str, 
     ``n`` itself (then a base named ``n`` is not the builtin)."""
     own = next((node for nodes in classes.values() for node in nodes
                 if any(isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef) and s.name == name and s.lineno == def_line
-                       for s in _members(node.body))), None)
+                       for s in through_branches(node.body))), None)
     if own is None:
         return None
     ancestors = _ancestors(own, classes)
@@ -51,15 +51,25 @@ def hierarchy_member(classes: dict[str, list[ast.ClassDef]], imports: dict[str, 
         if name in member_names(other):
             return f"{other.name}.{name}"
     for node in [own, *ancestors]:
-        for base in node.bases:
-            if isinstance(base, ast.Name) and (base.id in classes or (base.id not in imports and bound(base.id))):
-                continue  # a class of the file (read above), or a name the module assigns
-            found = resolve_base(base, imports, set(classes), None)
-            members = class_members(*found) if found is not None else None
+        for found in external_bases(node, classes, imports, bound):
+            members = class_members(*found)
             if members is not None and name in members:
-                owner = found[1] if found[0] == "builtins" else f"{found[0]}.{found[1]}"  # type: ignore[index]
+                owner = found[1] if found[0] == "builtins" else f"{found[0]}.{found[1]}"
                 return f"{owner}.{name}"
     return None
+
+
+def external_bases(node: ast.ClassDef, classes: dict[str, list[ast.ClassDef]], imports: dict[str, tuple[str, str]],
+                   bound: Callable[[str], bool]) -> Iterator[tuple[str, str]]:
+    """(module, class) of each base of ``node`` that is not a class of its file: imported
+    or builtin (``builtins``), as :func:`~pathfusion.server.stdlib_classes.resolve_base`
+    names them; a base the module assigns itself, or an expression, is left out."""
+    for base in node.bases:
+        if isinstance(base, ast.Name) and (base.id in classes or (base.id not in imports and bound(base.id))):
+            continue  # a class of the file (read by the caller), or a name the module assigns
+        found = resolve_base(base, imports, set(classes), None)
+        if found is not None:
+            yield found
 
 
 def statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
@@ -76,31 +86,6 @@ def statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
             yield from statements(handler.body)
         for case in getattr(statement, "cases", None) or ():
             yield from statements(case.body)
-
-
-def _members(body: list[ast.stmt]) -> Iterator[ast.stmt]:
-    """The statements of a class body that bind its members: through ``if`` and ``try``,
-    not into nested functions or classes."""
-    for statement in body:
-        yield statement
-        if isinstance(statement, ast.If | ast.Try):
-            for block in (statement.body, statement.orelse, getattr(statement, "finalbody", [])):
-                yield from _members(block)
-            for handler in getattr(statement, "handlers", None) or ():
-                yield from _members(handler.body)
-
-
-def member_names(node: ast.ClassDef) -> set[str]:
-    """The names a class body binds: its methods, nested classes and class attributes."""
-    names: set[str] = set()
-    for statement in _members(node.body):
-        if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(statement.name)
-        elif isinstance(statement, ast.Assign):
-            names.update(t.id for t in statement.targets if isinstance(t, ast.Name))
-        elif isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
-            names.add(statement.target.id)
-    return names
 
 
 def base_names(node: ast.ClassDef) -> list[str]:

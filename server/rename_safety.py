@@ -49,8 +49,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .overrides import base_names, classes_by_name, hierarchy_member
-from .stdlib_classes import class_members, imports_of, resolve_base
+from .overrides import base_names, classes_by_name, external_bases, hierarchy_member
+from .stdlib_classes import class_members, imports_of
 
 if TYPE_CHECKING:
     from .code2vec import Suggestion
@@ -180,10 +180,8 @@ class ModuleNames:
         classes, imports = self.classes(), self.imports()
         for nodes in classes.values():
             for node in nodes:
-                for base in node.bases:
-                    found = resolve_base(base, imports, set(classes), None)
-                    if found is not None:
-                        class_members(*found)
+                for found in external_bases(node, classes, imports, self._binds):
+                    class_members(*found)
 
     def class_names(self, scope: _Table) -> tuple[frozenset[str], dict[str, str]]:
         """For the class ``scope``: the attributes its body reaches through ``self``,
@@ -220,14 +218,13 @@ class ModuleNames:
         or None.  Computed once per method."""
         key = (name, def_line)
         if key not in self._fixed:
-            top = self.tables[0] if self.tables else None
-
-            def bound(base: str) -> bool:
-                symbol = top.symbol(base) if top is not None else None
-                return symbol is not None and (symbol.is_imported() or symbol.is_assigned() or symbol.is_namespace())
-
-            self._fixed[key] = hierarchy_member(self.classes(), self.imports(), name, def_line, bound)
+            self._fixed[key] = hierarchy_member(self.classes(), self.imports(), name, def_line, self._binds)
         return self._fixed[key]
+
+    def _binds(self, name: str) -> bool:
+        """Whether the module binds ``name`` itself (an import, an assignment, a def or class)."""
+        symbol = self.tables[0].symbol(name) if self.tables else None
+        return symbol is not None and (symbol.is_imported() or symbol.is_assigned() or symbol.is_namespace())
 
     def function_tables(self, qualname: str, line: int) -> list[_Table]:
         """The function scopes named by ``qualname`` (``A.m.<locals>.f``); when several

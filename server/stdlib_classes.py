@@ -21,6 +21,7 @@ import builtins
 import sys
 import sysconfig
 import threading
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -53,10 +54,10 @@ def _members(module: str, name: str, depth: int) -> frozenset[str] | None:
     for statement in tree.body:
         if isinstance(statement, ast.ClassDef) and statement.name == name:
             return _class_body_members(module, statement, depth)
-    target = imports_of(tree, module).get(name)
+    target = _module_imports(module).get(name)
     if target is not None:
         return _members(target[0], target[1], depth - 1)
-    for statement in _top_level(tree.body):  # ``from .protocols import *`` (asyncio's __init__)
+    for statement in through_branches(tree.body):  # ``from .protocols import *`` (asyncio's __init__)
         if isinstance(statement, ast.ImportFrom) and any(alias.name == "*" for alias in statement.names):
             source = _absolute(statement, module)
             found = _members(source, name, depth - 1) if source is not None else None
@@ -66,11 +67,9 @@ def _members(module: str, name: str, depth: int) -> frozenset[str] | None:
 
 
 def _class_body_members(module: str, node: ast.ClassDef, depth: int) -> frozenset[str] | None:
-    from .overrides import member_names  # one reading of a class body for both
-
-    names = set(member_names(node))
+    names = member_names(node)
     tree = _tree(module)
-    imported = imports_of(tree, module) if tree is not None else {}
+    imported = _module_imports(module)
     local = {s.name for s in tree.body if isinstance(s, ast.ClassDef)} if tree is not None else set()
     for base in node.bases:
         found = resolve_base(base, imported, local, module)
@@ -115,7 +114,7 @@ def imports_of(tree: ast.Module, module: str | None) -> dict[str, tuple[str, str
     (``import a.b`` binds ``a``).  Relative imports resolve against ``module`` (a package
     path), and not at all in the user's module (None)."""
     found: dict[str, tuple[str, str]] = {}
-    for statement in _top_level(tree.body):
+    for statement in through_branches(tree.body):
         if isinstance(statement, ast.Import):
             for alias in statement.names:
                 if alias.asname:
@@ -146,19 +145,33 @@ def _absolute(statement: ast.ImportFrom, module: str | None) -> str | None:
     return f"{base}.{statement.module}" if statement.module else base
 
 
-def _top_level(body: list[ast.stmt]) -> list[ast.stmt]:
-    """Module-level statements, through ``if`` and ``try`` (``try: from _x import *``)."""
-    out: list[ast.stmt] = []
+def through_branches(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """The statements of ``body`` and of the ``if`` and ``try`` blocks in it, not of nested
+    functions or classes: what binds a module's names (``try: from _x import *``) or a class's
+    members (``if sys.platform == …: def …``)."""
     for statement in body:
-        out.append(statement)
+        yield statement
         if isinstance(statement, ast.If | ast.Try):
             for block in (statement.body, statement.orelse, getattr(statement, "finalbody", [])):
-                out.extend(_top_level(block))
+                yield from through_branches(block)
             for handler in getattr(statement, "handlers", None) or ():
-                out.extend(_top_level(handler.body))
-    return out
+                yield from through_branches(handler.body)
 
 
+def member_names(node: ast.ClassDef) -> set[str]:
+    """The names a class body binds: its methods, nested classes and class attributes."""
+    names: set[str] = set()
+    for statement in through_branches(node.body):
+        if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(statement.name)
+        elif isinstance(statement, ast.Assign):
+            names.update(t.id for t in statement.targets if isinstance(t, ast.Name))
+        elif isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
+            names.add(statement.target.id)
+    return names
+
+
+@lru_cache(maxsize=256)
 def _source(module: str) -> Path | None:
     root = Path(sysconfig.get_paths()["stdlib"])
     relative = Path(*module.split("."))
@@ -171,6 +184,13 @@ def _source(module: str) -> Path | None:
 def _is_package(module: str) -> bool:
     path = _source(module)
     return path is not None and path.name == "__init__.py"
+
+
+@lru_cache(maxsize=64)
+def _module_imports(module: str) -> dict[str, tuple[str, str]]:
+    """:func:`imports_of` a standard-library module, read once (callers only read it)."""
+    tree = _tree(module)
+    return imports_of(tree, module) if tree is not None else {}
 
 
 @lru_cache(maxsize=64)
