@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from lsprotocol import types
 from pygls.uris import from_fs_path
 
+from .base_classes import origin_of
 from .lsp_convert import code_point_column, text_edits, uri_path
 from .lsp_worker import Snapshot, WorkerDocuments, WorkersClosed, locate_function
 from .parsing import Position
@@ -147,7 +148,7 @@ def compute_rename(
         raise RenameRefused(f"cannot rename to `{new_name}`: it is {problem}")
     _, func = locate_function(snapshot, position, documents)
     if func is not None and new_name != func.name:
-        reason = clashes(snapshot.text, func, [new_name]).get(new_name)
+        reason = clashes(snapshot.text, func, [new_name], origin_of(uri_path(snapshot.uri))).get(new_name)
         if reason is not None:
             raise RenameRefused(f"cannot rename to `{new_name}`: it is {reason}")
     root = rename_root(uri_path(snapshot.uri), roots)

@@ -11,10 +11,12 @@ of them.
 
 What is checked, from the module's own AST: the classes of the file that the method's class
 derives from (by simple name, transitively) or that derive from it, and the bases it imports
-from the standard library or names from :mod:`builtins` — read from their source, never
-imported (:mod:`pathfusion.server.stdlib_classes`).  Bases from other packages and from the
-project's other files (``from .base import Plugin``) are not read: the method stays renamable.
-On the modules above, 4 of the 53 remain, all inside ``asyncio`` (its own relative imports).
+— from the standard library, the project's other files or installed packages — or names
+from :mod:`builtins`, read from their source, never imported
+(:mod:`pathfusion.server.base_classes`).  On the modules above, 4 of the 53 remain, all inside
+``asyncio`` (its own relative imports, which a module read as the user's document resolves
+only when it has a path).  Not checked: subclasses in the project's other files (a base
+class's method that another file overrides stays renamable).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable, Iterator
 
-from .stdlib_classes import class_members, member_names, resolve_base, through_branches
+from .base_classes import ModulePath, class_members, member_names, resolve_base, through_branches
 
 
 def classes_by_name(tree: ast.Module) -> dict[str, list[ast.ClassDef]]:
@@ -35,34 +37,46 @@ def classes_by_name(tree: ast.Module) -> dict[str, list[ast.ClassDef]]:
 
 
 def hierarchy_member(classes: dict[str, list[ast.ClassDef]], imports: dict[str, tuple[str, str]], name: str,
-                     def_line: int, bound: Callable[[str], bool]) -> str | None:
+                     def_line: int, bound: Callable[[str], bool], path: ModulePath) -> str | None:
     """``Class.name`` of another class's member that fixes the name of the method ``name``
     whose ``def`` is on 1-based ``def_line``, or None (not a method, or free to rename as far
     as can be read).  ``classes``: :func:`classes_by_name` of its module; ``imports``: its
-    :func:`~pathfusion.server.stdlib_classes.imports_of`; ``bound(n)``: whether the module binds
-    ``n`` itself (then a base named ``n`` is not the builtin)."""
-    own = next((node for nodes in classes.values() for node in nodes
-                if any(isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef) and s.name == name and s.lineno == def_line
-                       for s in through_branches(node.body))), None)
+    :func:`~pathfusion.server.base_classes.imports_of`; ``bound(n)``: whether the module binds
+    ``n`` itself (then a base named ``n`` is not the builtin); ``path``: where its imports
+    are looked for."""
+    own = method_class(classes, name, def_line)
     if own is None:
         return None
-    ancestors = _ancestors(own, classes)
-    for other in ancestors + _descendants(own, classes):
+    for other in _ancestors(own, classes) + _descendants(own, classes):
         if name in member_names(other):
             return f"{other.name}.{name}"
-    for node in [own, *ancestors]:
-        for found in external_bases(node, classes, imports, bound):
-            members = class_members(*found)
-            if members is not None and name in members:
-                owner = found[1] if found[0] == "builtins" else f"{found[0]}.{found[1]}"
-                return f"{owner}.{name}"
-    return None
+    return next((f"{owner}.{name}" for owner, members in inherited_members(own, classes, imports, bound, path)
+                 if name in members), None)
+
+
+def method_class(classes: dict[str, list[ast.ClassDef]], name: str, def_line: int) -> ast.ClassDef | None:
+    """The class whose body defines the method ``name`` on 1-based ``def_line``, or None."""
+    return next((node for nodes in classes.values() for node in nodes
+                 if any(isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef) and s.name == name and s.lineno == def_line
+                        for s in through_branches(node.body))), None)
+
+
+def inherited_members(node: ast.ClassDef, classes: dict[str, list[ast.ClassDef]], imports: dict[str, tuple[str, str]],
+                      bound: Callable[[str], bool], path: ModulePath) -> Iterator[tuple[str, frozenset[str]]]:
+    """(``module.Class``, its members) of each base of ``node`` and of its ancestors in the
+    file that another module defines (or :mod:`builtins`: ``Exception``), as far as they
+    can be read from ``path``."""
+    for cls in [node, *_ancestors(node, classes)]:
+        for found in external_bases(cls, classes, imports, bound):
+            members = class_members(*found, path)
+            if members is not None:
+                yield (found[1] if found[0] == "builtins" else f"{found[0]}.{found[1]}"), members
 
 
 def external_bases(node: ast.ClassDef, classes: dict[str, list[ast.ClassDef]], imports: dict[str, tuple[str, str]],
                    bound: Callable[[str], bool]) -> Iterator[tuple[str, str]]:
     """(module, class) of each base of ``node`` that is not a class of its file: imported
-    or builtin (``builtins``), as :func:`~pathfusion.server.stdlib_classes.resolve_base`
+    or builtin (``builtins``), as :func:`~pathfusion.server.base_classes.resolve_base`
     names them; a base the module assigns itself, or an expression, is left out."""
     for base in node.bases:
         if isinstance(base, ast.Name) and (base.id in classes or (base.id not in imports and bound(base.id))):
@@ -89,8 +103,9 @@ def statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
 
 
 def base_names(node: ast.ClassDef) -> list[str]:
-    """The bases of a class named by a simple name (``A``, not ``mod.A``)."""
-    return [base.id for base in node.bases if isinstance(base, ast.Name)]
+    """The bases of a class named by a simple name (``A`` or ``A[T]``, not ``mod.A``)."""
+    bases = [base.value if isinstance(base, ast.Subscript) else base for base in node.bases]
+    return [base.id for base in bases if isinstance(base, ast.Name)]
 
 
 def _ancestors(start: ast.ClassDef, classes: dict[str, list[ast.ClassDef]]) -> list[ast.ClassDef]:

@@ -19,8 +19,12 @@ neither shadow a binding nor be shadowed by one.  For a function defined in scop
   function would become this function), or a local of a nested scope that also uses
   ``old`` (its call would resolve to that local);
 * for a method, any name of its class body (methods, class attributes, names used there),
-  any attribute set or read through ``self``, ``cls`` or the class name, and the same for
-  the classes of the file that it derives from or that derive from it.
+  any attribute set or read through ``self``, ``cls`` or the class name, the same for the
+  classes of the file that it derives from or that derive from it, and any member of a base
+  that another module defines (``start`` for a ``threading.Thread`` subclass: renamed so, it
+  would override ``Thread.start``; read from source, :mod:`pathfusion.server.base_classes`);
+* anything, for a method whose own name the class hierarchy fixes (it overrides a base's
+  method or is overridden: :mod:`pathfusion.server.overrides`).
 
 The scopes come from the compiler itself (:mod:`symtable`: the exact rules of Python for
 class bodies, comprehensions, ``global`` and ``nonlocal``), the class attributes from
@@ -49,8 +53,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .overrides import base_names, classes_by_name, external_bases, hierarchy_member
-from .stdlib_classes import class_members, imports_of
+from .base_classes import Origin, class_members, imports_of, origin_of, through_branches
+from .overrides import (
+    base_names,
+    classes_by_name,
+    external_bases,
+    hierarchy_member,
+    inherited_members,
+    method_class,
+)
+from .subclasses import NotRead, overriding_subclass, scan_project
 
 if TYPE_CHECKING:
     from .code2vec import Suggestion
@@ -127,9 +139,8 @@ class ModuleNames:
         self._ast: ast.Module | None = None
         self._words: frozenset[str] | None = None
         self._class_names: dict[int, tuple[frozenset[str], dict[str, str]]] = {}
-        self._fixed: dict[tuple[str, int], str | None] = {}
         self._classes: dict[str, list[ast.ClassDef]] | None = None
-        self._imports: dict[str, tuple[str, str]] | None = None
+        self._imports: dict[str | None, dict[str, tuple[str, str]]] = {}
         try:
             top = symtable.symtable(text, "<document>", "exec")
         except _PARSE_ERRORS:
@@ -166,22 +177,26 @@ class ModuleNames:
             self._classes = classes_by_name(tree) if tree is not None else {}
         return self._classes
 
-    def imports(self) -> dict[str, tuple[str, str]]:
-        """What the module's imports bind (:func:`~pathfusion.server.stdlib_classes.imports_of`)."""
-        if self._imports is None:
+    def imports(self, package: str | None) -> dict[str, tuple[str, str]]:
+        """What the module's imports bind (:func:`~pathfusion.server.base_classes.imports_of`),
+        its relative imports read from ``package`` (the text is the same wherever it is)."""
+        if package not in self._imports:
             tree = self.tree()
-            self._imports = imports_of(tree, None) if tree is not None else {}
-        return self._imports
+            self._imports[package] = imports_of(tree, package) if tree is not None else {}
+        return self._imports[package]
 
-    def read_bases(self) -> None:
-        """Read the standard-library classes the module's classes derive from (their modules
-        parsed once per process: tkinter's 170 KB take ≈ 50 ms), so that the hover's rules
-        find them read."""
-        classes, imports = self.classes(), self.imports()
+    def read_bases(self, origin: Origin) -> None:
+        """Read the classes the module's classes derive from in other modules (their files
+        parsed once, kept while unchanged: tkinter's 170 KB take ≈ 50 ms) and the class
+        headers of the project's files, so that the hover's rules find them read."""
+        classes, imports = self.classes(), self.imports(origin.package)
         for nodes in classes.values():
             for node in nodes:
                 for found in external_bases(node, classes, imports, self._binds):
-                    class_members(*found)
+                    class_members(*found, origin.path)
+        tree = self.tree()
+        if origin.module is not None and tree is not None:  # their subclasses in the project's other files
+            scan_project(origin, [(origin.module, s.name) for s in through_branches(tree.body) if isinstance(s, ast.ClassDef)])
 
     def class_names(self, scope: _Table) -> tuple[frozenset[str], dict[str, str]]:
         """For the class ``scope``: the attributes its body reaches through ``self``,
@@ -212,14 +227,28 @@ class ModuleNames:
                 related.setdefault(name, other.name)
         return frozenset(_attributes(mine[0])), related
 
-    def fixed_by(self, name: str, def_line: int) -> str | None:
+    def fixed_by(self, name: str, def_line: int, origin: Origin, budget_s: float | None = None) -> str | NotRead | None:
         """``Class.name`` of the related class's member that keeps the method ``name``
         (``def`` on 1-based ``def_line``) from being renamed (:mod:`pathfusion.server.overrides`),
-        or None.  Computed once per method."""
-        key = (name, def_line)
-        if key not in self._fixed:
-            self._fixed[key] = hierarchy_member(self.classes(), self.imports(), name, def_line, self._binds)
-        return self._fixed[key]
+        or None; :data:`~pathfusion.server.subclasses.NOT_READ` when the subclasses in the
+        project's other files were not read within ``budget_s``.  Not kept: another file it
+        reads may change (what is read is cached in :mod:`pathfusion.server.base_classes` and
+        :mod:`pathfusion.server.subclasses` while the files are unchanged)."""
+        found = hierarchy_member(self.classes(), self.imports(origin.package), name, def_line, self._binds, origin.path)
+        tree = self.tree()
+        if found is not None or tree is None or origin.module is None:
+            return found
+        own = method_class(self.classes(), name, def_line)
+        if own is None or not any(node is own for node in through_branches(tree.body)):
+            return None  # a nested class: no other module names it
+        return overriding_subclass(origin, origin.module, own.name, name, budget_s)
+
+    def inherited(self, scope: _Table, origin: Origin) -> Iterator[tuple[str, frozenset[str]]]:
+        """(``module.Class``, members) of the bases in other modules of the class ``scope``
+        and of its ancestors in the file."""
+        node = next((node for node in self.classes().get(scope.name, ()) if node.lineno == scope.table.get_lineno()), None)
+        if node is not None:
+            yield from inherited_members(node, self.classes(), self.imports(origin.package), self._binds, origin.path)
 
     def _binds(self, name: str) -> bool:
         """Whether the module binds ``name`` itself (an import, an assignment, a def or class)."""
@@ -255,7 +284,7 @@ _STARTED: dict[str, Future[ModuleNames]] = {}
 _ANALYST: list[ThreadPoolExecutor] = []
 
 
-def module_names(text: str) -> ModuleNames:
+def module_names(text: str, origin: Origin | None = None) -> ModuleNames:
     """The analysis of ``text``, cached (the same text object hashes once); one already
     started on the analysis thread is waited for, not done twice."""
     with _CACHE_LOCK:
@@ -266,10 +295,10 @@ def module_names(text: str) -> ModuleNames:
         started = _STARTED.get(text)
     if started is not None:
         return started.result()
-    return _analyse(text)
+    return _analyse(text, origin or origin_of(None))
 
 
-def start_module_names(text: str) -> None:
+def start_module_names(text: str, origin: Origin | None = None) -> None:
     """Begin the analysis of ``text`` on a thread of its own and return at once.  Why: a
     hover asks the naming model first and the rename rules after; the model's onnxruntime
     calls release the GIL, so on the other core the analysis (≈ 40 ms for a 2,600-line
@@ -280,13 +309,13 @@ def start_module_names(text: str) -> None:
             return
         if not _ANALYST:
             _ANALYST.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="pathfusion-names"))
-        _STARTED[text] = _ANALYST[0].submit(_analyse, text)
+        _STARTED[text] = _ANALYST[0].submit(_analyse, text, origin or origin_of(None))
 
 
-def _analyse(text: str) -> ModuleNames:
+def _analyse(text: str, origin: Origin) -> ModuleNames:
     try:
         found = ModuleNames(text)
-        found.read_bases()  # the AST, its classes and their bases, that the rules read, while on this thread
+        found.read_bases(origin)  # the AST, its classes and their bases, that the rules read, while on this thread
         with _CACHE_LOCK:
             _CACHE[text] = found
             while len(_CACHE) > CACHE_SIZE:
@@ -307,10 +336,16 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def clashes(text: str, func: FunctionInfo, names: Iterable[str]) -> dict[str, str]:
+def clashes(text: str, func: FunctionInfo, names: Iterable[str], origin: Origin | None = None,
+            budget_s: float | None = None) -> dict[str, str]:
     """``{name: reason}`` for each of ``names`` that renaming ``func`` (a function of
-    ``text``) to would clash with a binding (see the module docstring); the other names
-    are safe.  ``func``'s own name is never reported."""
+    ``text``, a module at ``origin``: :func:`~pathfusion.server.base_classes.origin_of` its
+    file; None: a document without one) to would clash with a binding (see the module
+    docstring); the other names are safe.  ``func``'s own name is never reported.
+    ``budget_s``: how long the subclasses in the project's other files may be waited for
+    (a hover; None: a rename about to be applied waits as long as it takes); a method whose
+    subclasses were not read in time is offered nothing, for now."""
+    origin = origin or origin_of(None)
     wanted = [name for name in dict.fromkeys(names) if name != func.name]
     found: dict[str, str] = {}
     for name in wanted:
@@ -320,8 +355,11 @@ def clashes(text: str, func: FunctionInfo, names: Iterable[str]) -> dict[str, st
     wanted = [name for name in wanted if name not in found]
     if not wanted:
         return found
-    module = module_names(text)
-    fixed = module.fixed_by(func.name, func.name_span.start.line + 1) if module.compiled else None
+    module = module_names(text, origin)
+    fixed = module.fixed_by(func.name, func.name_span.start.line + 1, origin, budget_s) if module.compiled else None
+    if isinstance(fixed, NotRead):
+        found.update({name: "its subclasses in the project's other files are still being read" for name in wanted})
+        return found
     if fixed is not None:
         overriding = f"`{fixed}` has the same name in the class hierarchy: renamed, it would stop overriding"
         found.update({name: overriding for name in wanted})
@@ -334,13 +372,13 @@ def clashes(text: str, func: FunctionInfo, names: Iterable[str]) -> dict[str, st
     for table in tables:
         for name in wanted:
             if name not in found:
-                reason = _clash(module, table, func.name, name)
+                reason = _clash(module, table, func.name, name, origin)
                 if reason is not None:
                     found[name] = reason
     return found
 
 
-def _clash(module: ModuleNames, own: _Table, old: str, new: str) -> str | None:
+def _clash(module: ModuleNames, own: _Table, old: str, new: str, origin: Origin) -> str | None:
     """Why renaming the function of scope ``own`` from ``old`` to ``new`` clashes, or None."""
     for table in module.where.get(new, ()):
         if table.within(own):
@@ -349,7 +387,7 @@ def _clash(module: ModuleNames, own: _Table, old: str, new: str) -> str | None:
     if scope is None:
         return None
     if scope.kind == "class":
-        return _class_clash(module, scope, new)
+        return _class_clash(module, scope, new, origin)
     return _scope_clash(module, scope, own, old, new)
 
 
@@ -411,7 +449,7 @@ def _scope_clash(module: ModuleNames, scope: _Table, own: _Table, old: str, new:
     return None
 
 
-def _class_clash(module: ModuleNames, scope: _Table, new: str) -> str | None:
+def _class_clash(module: ModuleNames, scope: _Table, new: str, origin: Origin) -> str | None:
     """A method: its name joins the class's members (and those of related classes)."""
     if scope.symbol(new) is not None:
         return _describe(scope, new, _where(scope))
@@ -420,6 +458,9 @@ def _class_clash(module: ModuleNames, scope: _Table, new: str) -> str | None:
         return f"an attribute of class `{scope.name}`"
     if new in related:
         return f"a member of the related class `{related[new]}`"
+    owner = next((owner for owner, members in module.inherited(scope, origin) if new in members), None)
+    if owner is not None:
+        return f"a member of the base class `{owner}`: renamed so, it would override it"
     return None
 
 
@@ -451,10 +492,11 @@ def _related_classes(start: ast.ClassDef, classes: dict[str, list[ast.ClassDef]]
 
 
 # -- applied to suggestions and to the other files of a rename ---------------------------------
-def safe_suggestion(suggestion: Suggestion, text: str, func: FunctionInfo, top_k: int) -> Suggestion:
-    """``suggestion`` without the names that would clash (the current name stays), cut to
-    ``top_k``, with the current name's rank recomputed."""
-    clashing = clashes(text, func, (name for name, _, _ in suggestion.suggestions))
+def safe_suggestion(suggestion: Suggestion, text: str, func: FunctionInfo, top_k: int,
+                    origin: Origin | None = None, budget_s: float | None = None) -> Suggestion:
+    """``suggestion`` without the names that would clash (:func:`clashes`; the current name
+    stays), cut to ``top_k``, with the current name's rank recomputed."""
+    clashing = clashes(text, func, (name for name, _, _ in suggestion.suggestions), origin, budget_s)
     kept = [item for item in suggestion.suggestions
             if item[0] not in clashing or item[1] == suggestion.current_label][: max(0, top_k)]
     labels = [label for _, label, _ in kept]
