@@ -372,3 +372,14 @@ def test_applying_a_rename_of_an_overridden_method_is_refused(tmp_path: Path) ->
     edit = compute_rename(snapshot, Position(12, 9), "other_name", [str(project)], Settings(), {})  # Unrelated.describe
     changes = [c for c in edit.document_changes or [] if isinstance(c, types.TextDocumentEdit)]
     assert [c.text_document.uri for c in changes] == [base.as_uri()]
+
+
+def test_odd_paths_give_an_origin_without_failing(tmp_path: Path) -> None:
+    missing = origin_of(str(tmp_path / "gone" / "x.py"))
+    assert missing.module == "x" and missing.package is None and missing.project is None
+    (tmp_path / "my-pkg").mkdir()
+    (tmp_path / "my-pkg" / "__init__.py").write_text("")
+    (tmp_path / "my-pkg" / "mod.py").write_text("from .base import Plugin\n\nclass P(Plugin):\n    def run(self):\n        pass\n")
+    odd = origin_of(str(tmp_path / "my-pkg" / "mod.py"))
+    assert odd.package == "my-pkg"  # not a module name Python could import: nothing is looked for
+    assert _why(tmp_path / "my-pkg" / "mod.py", "P.run") is None
