@@ -31,7 +31,7 @@ What is written, under ``<out>/embedder/`` (names in the manifest are relative t
   stored in the manifest (``metrics.int8_cosine``).  It is the graph the server loads on
   CPU (4× smaller).  ``keep_fp32=False`` (``--int8-only``) leaves the fp32 graph out of the
   models folder, which keeps the tracked tree within the 40 MiB of docs/design.md §6.
-* ``tokenizer.json`` — the fast tokenizer, saved with truncation at ``max_length`` (256, the
+* ``tokenizer.json.gz`` — the fast tokenizer (gzipped), saved with truncation at ``max_length`` (256, the
   model's ``max_seq_length``) and padding to the longest text of a batch (the packaged file
   pads every text to 128 and truncates at 128, which is not what the model was trained with).
 * ``embedder.json`` — ``{"id", "dim", "max_length", "pooling", "normalize", "files",
@@ -49,6 +49,7 @@ they live with the export itself.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import logging
 import os
@@ -90,7 +91,10 @@ generative naming head reads (:mod:`pathfusion.model_export.export_naming`).  As
 sentence embedding alone costs the same as before: the states are computed either way."""
 FP32_FILE = "embedder.onnx"
 INT8_FILE = "embedder.int8.onnx"
-TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_FILE = "tokenizer.json.gz"
+"""The exported fast tokenizer, gzipped (:func:`pathfusion.server.embedder.read_tokenizer`)."""
+HF_TOKENIZER = "tokenizer.json"
+"""A Hugging Face folder's fast tokenizer."""
 CONFIG_FILE = "embedder.json"
 
 ARCHITECTURE_KEYS = ("model_type", "num_attention_heads", "hidden_act", "layer_norm_eps", "pad_token_id",
@@ -345,21 +349,22 @@ def int8_cosine(fp32_path: Path, int8_path: Path, tokenizer: Any, input_names: S
 
 def save_tokenizer(model_dir: Path, tokenizer: Any, path: Path, max_length: int) -> None:
     """``tokenizer.json`` of ``model_dir`` (created with ``save_pretrained`` when the folder
-    has none), truncating at ``max_length`` and padding to the longest text of a batch."""
+    has none), truncating at ``max_length`` and padding to the longest text of a batch,
+    written gzipped to ``path``."""
     from tokenizers import Tokenizer
 
-    source = model_dir / TOKENIZER_FILE
+    source = model_dir / HF_TOKENIZER
     with tempfile.TemporaryDirectory() as tmp:
         if not source.is_file():
             tokenizer.save_pretrained(tmp)
-            source = Path(tmp) / TOKENIZER_FILE
+            source = Path(tmp) / HF_TOKENIZER
             if not source.is_file():
-                raise ExportError(f"{model_dir}: the tokenizer could not be saved as {TOKENIZER_FILE}")
+                raise ExportError(f"{model_dir}: the tokenizer could not be saved as {HF_TOKENIZER}")
         fast = Tokenizer.from_file(str(source))
     fast.enable_truncation(max_length)
     pad_token = tokenizer.pad_token or "[PAD]"
     fast.enable_padding(pad_id=int(tokenizer.pad_token_id or 0), pad_token=pad_token)
-    fast.save(str(path), pretty=False)
+    path.write_bytes(gzip.compress(fast.to_str(pretty=False).encode("utf-8"), mtime=0))  # mtime 0: the same bytes each export
 
 
 def export_minilm(out_dir: Path, quantize: bool = True, *, model_dir: Path | None = None,

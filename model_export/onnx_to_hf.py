@@ -19,6 +19,7 @@ divided back, so the BERT folder holds the model's own weights.
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import shutil
@@ -156,7 +157,9 @@ def write_tokenizer_files(models: Path, folder: Path) -> None:
     """The shipped fast tokenizer as a Hugging Face tokenizer in ``folder``."""
     config_path = models / "embedder" / "embedder.json"
     embedder_config = json.loads(config_path.read_text(encoding="utf-8"))
-    shutil.copy2(config_path.parent / embedder_config.get("tokenizer", "tokenizer.json"), folder / "tokenizer.json")
+    stored = config_path.parent / embedder_config.get("tokenizer", "tokenizer.json")
+    data = stored.read_bytes()  # the exported bytes exactly: packed data is keyed by their sha256
+    (folder / "tokenizer.json").write_bytes(gzip.decompress(data) if stored.name.endswith(".gz") else data)
     (folder / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "BertTokenizerFast", "do_lower_case": True,
         "model_max_length": int(embedder_config.get("max_length", 256)),

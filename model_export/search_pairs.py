@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from pathfusion.server.atomic import write_atomic
+from pathfusion.server.embedder import read_tokenizer
 from pathfusion.server.parsing import search_text
 
 from .anonymise import anonymise
@@ -171,9 +172,7 @@ def tokenizer_sha256(path: Path) -> str:
 
 def load_tokenizer(path: Path) -> Any:
     """The fast tokenizer with truncation and padding off (lengths are cut per field here)."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer = read_tokenizer(path)
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer

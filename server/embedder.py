@@ -34,6 +34,7 @@ Every embedding is L2-normalised.  User mistakes (a missing folder, one without
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 from collections.abc import Sequence
@@ -201,9 +202,7 @@ class OnnxEmbedder(_Identified):
             if not path.is_file():
                 raise EmbedderError(f"{path} is missing; re-export the embedder")
         try:
-            from tokenizers import Tokenizer
-
-            tokenizer = Tokenizer.from_file(str(tokenizer_path))
+            tokenizer = read_tokenizer(tokenizer_path)
             tokenizer.no_padding()
             tokenizer.enable_truncation(max_length)
             # Weights stored int8 per row (``int8_storage: rows``) are folded back to fp32
@@ -301,3 +300,14 @@ def __getattr__(name: str) -> Any:
 
         return getattr(embedder_transformers, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def read_tokenizer(path: Path) -> Any:
+    """The fast tokenizer stored at ``path``: ``tokenizer.json``, or gzipped
+    (``tokenizer.json.gz``, as exported: the vocabulary is 0.47 MB of JSON, 0.2 MB gzipped,
+    and the tracked tree has a 40 MiB budget)."""
+    from tokenizers import Tokenizer
+
+    if path.name.endswith(".gz"):
+        return Tokenizer.from_str(gzip.decompress(path.read_bytes()).decode("utf-8"))
+    return Tokenizer.from_file(str(path))

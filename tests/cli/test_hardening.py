@@ -29,7 +29,7 @@ def _models_with_config(root: Path, files: dict[str, str | None], tokenizer: str
     inside the folder are links to the shipped embedder."""
     models = root / "models"
     (models / "embedder").mkdir(parents=True)
-    for name in ("embedder.int8.onnx", "tokenizer.json"):
+    for name in ("embedder.int8.onnx", "tokenizer.json.gz"):
         os.symlink(SHIPPED / name, models / "embedder" / name)
     config = json.loads((SHIPPED / "embedder.json").read_text())
     config.update(files=files, tokenizer=tokenizer)
@@ -48,20 +48,20 @@ def test_embedder_config_names_stay_inside_the_models_folder(tmp_path: Path, esc
     let a config make the server load (and hash, and feed text to) any file."""
     outside = tmp_path / "outside"
     outside.mkdir()
-    for name in ("embedder.int8.onnx", "tokenizer.json"):
+    for name in ("embedder.int8.onnx", "tokenizer.json.gz"):
         os.symlink(SHIPPED / name, outside / name)
-    graph, tokenizer = "embedder.int8.onnx", "tokenizer.json"
+    graph, tokenizer = "embedder.int8.onnx", "tokenizer.json.gz"
     if escape == "absolute graph":
         graph = str(outside / "embedder.int8.onnx")
     elif escape == "graph above":
         graph = "../../outside/embedder.int8.onnx"
     else:
-        tokenizer = "../../outside/tokenizer.json"
+        tokenizer = "../../outside/tokenizer.json.gz"
     models = _models_with_config(tmp_path, {"fp32": None, "int8": graph}, tokenizer)
     with pytest.raises(EmbedderError, match="not a path inside the models folder"):
         OnnxEmbedder.load(models, device="cpu")
     # the same folder with names inside it loads
-    good = _models_with_config(tmp_path / "good", {"fp32": None, "int8": "embedder.int8.onnx"}, "tokenizer.json")
+    good = _models_with_config(tmp_path / "good", {"fp32": None, "int8": "embedder.int8.onnx"}, "tokenizer.json.gz")
     assert OnnxEmbedder.load(good, device="cpu").dim == 384
 
 

@@ -36,6 +36,7 @@ from pathfusion.server.embedder import (  # noqa: E402
     OnnxEmbedder,
     TransformersEmbedder,
     load_embedder,
+    read_tokenizer,
 )
 from pathfusion.server.models import ModelError, load_manifest, sha256_file  # noqa: E402
 from tests.helpers.models import EmbedderExport  # noqa: E402
@@ -82,7 +83,7 @@ def int8(exported: tuple[Path, dict]) -> OnnxEmbedder:
 
 def test_files_and_manifest(exported: tuple[Path, dict]) -> None:
     models, entry = exported
-    names = {"embedder/embedder.onnx", "embedder/embedder.int8.onnx", "embedder/tokenizer.json",
+    names = {"embedder/embedder.onnx", "embedder/embedder.int8.onnx", "embedder/tokenizer.json.gz",
              "embedder/embedder.json"}
     assert set(entry["files"]) == names
     for name, digest in entry["files"].items():
@@ -121,9 +122,7 @@ def test_graph_signature(exported: tuple[Path, dict]) -> None:
 
 
 def test_tokenizer_file_matches_transformers(exported: tuple[Path, dict], reference: tuple) -> None:
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(exported[0] / "embedder/tokenizer.json"))
+    tokenizer = read_tokenizer(exported[0] / "embedder/tokenizer.json.gz")
     _, hf = reference
     for text in TEXTS:
         ids = tokenizer.encode(text).ids
