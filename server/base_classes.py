@@ -196,6 +196,14 @@ def _still_valid(answer: _Answer) -> bool:
     return all(_stamp(path) == stamp for path, stamp in answer.read)
 
 
+@dataclass(frozen=True)
+class _Unread:
+    """A class whose module has no source to read (maybe a C module the interpreter loaded)."""
+
+    module: str
+    name: str
+
+
 @dataclass
 class _Reading:
     """One lookup's walk through modules, recording what it read.  Each (module, name) is
@@ -204,58 +212,44 @@ class _Reading:
 
     path: ModulePath
     answer: _Answer
-    visited: set[tuple[str, str, str]] = field(default_factory=set)
-
-    def _first_visit(self, kind: str, module: str, name: str) -> bool:
-        key = (kind, module, name)
-        if key in self.visited:
-            return False
-        self.visited.add(key)
-        return True
+    visited: set[tuple[str, str]] = field(default_factory=set)
 
     def members(self, module: str, name: str, depth: int) -> frozenset[str] | None:
-        if depth <= 0 or not self._first_visit("members", module, name):
+        found = self._follow(module, name, depth)
+        if isinstance(found, _Unread):
+            return _loaded_members(found.module, found.name)
+        return self._class_body_members(*found) if found is not None else None
+
+    def definition(self, module: str, name: str, depth: int) -> tuple[str, str] | None:
+        found = self._follow(module, name, depth)
+        return (found[0].module, found[1].name) if isinstance(found, tuple) else None
+
+    def _follow(self, module: str, name: str, depth: int) -> tuple[_Source, ast.ClassDef, int] | _Unread | None:
+        """The ``class`` statement that ``module.name`` stands for (with the depth left),
+        through re-exports, aliases and star imports; :class:`_Unread` when a module on the
+        way has no source (a C module)."""
+        if depth <= 0 or (module, name) in self.visited:
             return None
+        self.visited.add((module, name))
         source = self._module(module)
         if source is None:
-            return _loaded_members(module, name)
+            return _Unread(module, name)
         if source.tree is None:
             return None
         node = source.classes().get(name)
         if node is not None:
-            return self._class_body_members(source, node, depth)
+            return source, node, depth
         target = source.imports().get(name)
         if target is None and name in source.aliases():  # ``PreTrainedTokenizer = PythonBackend``
             target = resolve_base(source.aliases()[name], source.imports(), set(source.classes()), source.module)
         if target is not None:
-            return self.members(target[0], target[1], depth - 1)
+            return self._follow(target[0], target[1], depth - 1)
         for statement in through_branches(source.tree.body):  # ``from .protocols import *`` (asyncio's __init__)
             if isinstance(statement, ast.ImportFrom) and any(alias.name == "*" for alias in statement.names):
                 star = _absolute(statement, source.package)
-                found = self.members(star, name, depth - 1) if star is not None else None
-                if found is not None:
-                    return found
-        return None
-
-    def definition(self, module: str, name: str, depth: int) -> tuple[str, str] | None:
-        if depth <= 0 or not self._first_visit("definition", module, name):
-            return None
-        source = self._module(module)
-        if source is None or source.tree is None:
-            return None
-        if name in source.classes():
-            return module, name
-        target = source.imports().get(name)
-        if target is None and name in source.aliases():
-            target = resolve_base(source.aliases()[name], source.imports(), set(source.classes()), source.module)
-        if target is not None:
-            return self.definition(target[0], target[1], depth - 1)
-        for statement in through_branches(source.tree.body):
-            if isinstance(statement, ast.ImportFrom) and any(alias.name == "*" for alias in statement.names):
-                star = _absolute(statement, source.package)
-                found = self.definition(star, name, depth - 1) if star is not None else None
-                if found is not None:
-                    return found
+                found = self._follow(star, name, depth - 1) if star is not None else None
+                if isinstance(found, tuple) or (found is not None and _loaded_members(found.module, found.name)):
+                    return found  # a class, or one of a loaded C module's (``from _socket import *``)
         return None
 
     def _class_body_members(self, source: _Source, node: ast.ClassDef, depth: int) -> frozenset[str]:
