@@ -22,7 +22,8 @@ neither shadow a binding nor be shadowed by one.  For a function defined in scop
   any attribute set or read through ``self``, ``cls`` or the class name, the same for the
   classes of the file that it derives from or that derive from it, and any member of a base
   that another module defines (``start`` for a ``threading.Thread`` subclass: renamed so, it
-  would override ``Thread.start``; read from source, :mod:`pathfusion.server.base_classes`);
+  would override ``Thread.start``; read from source, :mod:`pathfusion.server.base_classes`)
+  or of a subclass in the project's other files (:mod:`pathfusion.server.subclasses`);
 * anything, for a method whose own name the class hierarchy fixes (it overrides a base's
   method or is overridden: :mod:`pathfusion.server.overrides`).
 
@@ -62,7 +63,7 @@ from .overrides import (
     inherited_members,
     method_class,
 )
-from .subclasses import NotRead, overriding_subclass, scan_project
+from .subclasses import NotRead, Subclass, overriding_subclass, project_subclasses, scan_project
 
 if TYPE_CHECKING:
     from .code2vec import Suggestion
@@ -249,6 +250,15 @@ class ModuleNames:
         node = next((node for node in self.classes().get(scope.name, ()) if node.lineno == scope.table.get_lineno()), None)
         if node is not None:
             yield from inherited_members(node, self.classes(), self.imports(origin.package), self._binds, origin.path)
+
+    def subclasses(self, scope: _Table, origin: Origin) -> list[Subclass]:
+        """The subclasses in the project's files of the top-level class ``scope`` (what was
+        read: :meth:`fixed_by` has waited for them first)."""
+        tree = self.tree()
+        if tree is None or origin.module is None or scope.depth != 1:
+            return []
+        found = project_subclasses(origin, origin.module, scope.name, 0.0)
+        return [] if isinstance(found, NotRead) else found
 
     def _binds(self, name: str) -> bool:
         """Whether the module binds ``name`` itself (an import, an assignment, a def or class)."""
@@ -461,6 +471,9 @@ def _class_clash(module: ModuleNames, scope: _Table, new: str, origin: Origin) -
     owner = next((owner for owner, members in module.inherited(scope, origin) if new in members), None)
     if owner is not None:
         return f"a member of the base class `{owner}`: renamed so, it would override it"
+    sub = next((sub for sub, members in module.subclasses(scope, origin) if new in members), None)
+    if sub is not None:
+        return f"a member of the subclass `{sub[0]}.{sub[1]}`: renamed so, it would be overridden"
     return None
 
 

@@ -149,22 +149,33 @@ NOT_READ = NotRead()
 def overriding_subclass(origin: Origin, module: str, cls: str, name: str,
                         budget_s: float | None = None) -> str | NotRead | None:
     """``module.Sub.name`` of a class in another file of the project of ``origin`` that
-    derives from ``module.cls`` (transitively) and defines ``name``; None when none does.
+    derives from ``module.cls`` (transitively) and defines ``name``; None when none does
+    (:func:`project_subclasses` for ``budget_s``)."""
+    found = project_subclasses(origin, module, cls, budget_s)
+    if isinstance(found, NotRead):
+        return found
+    return next((f"{sub[0]}.{sub[1]}.{name}" for sub, members in found if name in members), None)
+
+
+def project_subclasses(origin: Origin, module: str, cls: str, budget_s: float | None = None) -> list[Subclass] | NotRead:
+    """The classes of the project of ``origin`` that derive from ``module.cls``, transitively.
 
     ``budget_s``: how long to wait (a hover: the reading goes on in the background, on a
-    thread of its own, and :data:`NOT_READ` is returned meanwhile); None: as long as it takes
-    (a rename about to be applied)."""
+    thread of its own; meanwhile the last answer, or :data:`NOT_READ` before the first); None:
+    as long as it takes (a rename about to be applied)."""
     if origin.project is None:
-        return None
+        return []
     key = (origin.project, module, cls)
     if budget_s is None:
-        found = _subclasses_of(*key)
-    else:
-        try:
-            found = _submit(key).result(timeout=budget_s)
-        except FutureTimeout:
-            return NOT_READ
-    return next((f"{sub[0]}.{sub[1]}.{name}" for sub, members in found if name in members), None)
+        return _subclasses_of(*key)
+    with _PENDING_LOCK:
+        last = _LAST.get(key)
+    if last is not None and time.monotonic() - last[0] < REFRESH_S:
+        return last[1]
+    try:
+        return _submit(key).result(timeout=budget_s)
+    except FutureTimeout:
+        return last[1] if last is not None else NOT_READ
 
 
 def scan_project(origin: Origin, classes: list[tuple[str, str]]) -> None:
@@ -195,7 +206,12 @@ def _subclasses_of(root: str, module: str, cls: str) -> list[Subclass]:
     with _LOCK:
         project = _project(root)
         project.refresh()
-        return project.subclasses(module, cls)
+        found = project.subclasses(module, cls)
+    with _PENDING_LOCK:
+        _LAST[(root, module, cls)] = (time.monotonic(), found)
+        while len(_LAST) > 1024:
+            _LAST.pop(next(iter(_LAST)))
+    return found
 
 
 def _project(root: str) -> _Project:
@@ -344,6 +360,8 @@ def _stamp(file: Path) -> Stamp | None:
 
 _PROJECTS: OrderedDict[str, _Project] = OrderedDict()
 _PENDING: dict[tuple[str, str, str], Future[list[Subclass]]] = {}
+_LAST: dict[tuple[str, str, str], tuple[float, list[Subclass]]] = {}
+"""The last answer for (project, module, class) and when it was computed."""
 _PENDING_LOCK = threading.Lock()
 _WORKER: list[ThreadPoolExecutor] = []
 _OUTLINES: OrderedDict[Path, tuple[Stamp, _Outline]] = OrderedDict()

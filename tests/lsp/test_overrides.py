@@ -383,3 +383,12 @@ def test_odd_paths_give_an_origin_without_failing(tmp_path: Path) -> None:
     odd = origin_of(str(tmp_path / "my-pkg" / "mod.py"))
     assert odd.package == "my-pkg"  # not a module name Python could import: nothing is looked for
     assert _why(tmp_path / "my-pkg" / "mod.py", "P.run") is None
+
+
+def test_a_method_is_not_renamed_onto_a_member_of_a_subclass_in_another_file(tmp_path: Path) -> None:
+    base = _project(tmp_path) / "src" / "app" / "base.py"
+    base.write_text(BASE.replace("\n\nclass Unrelated", "\n    def setup(self):\n        return None\n\n\nclass Unrelated"))
+    assert _why(base, "Plugin.setup") is None  # no subclass defines it
+    assert _why(base, "Plugin.setup", "reply") == (
+        "a member of the subclass `app.plugins.echo.Echo`: renamed so, it would be overridden")
+    assert _why(base, "Plugin.setup", "render") is None
