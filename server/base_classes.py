@@ -12,7 +12,8 @@ is not an option (``antigravity`` opens a browser, a project's module may start 
 
 Where a module is looked for (:class:`ModulePath`, :func:`origin_of`): the directory above
 the document's top package, the project's directory and its ``src/`` (found by
-``pyproject.toml``, ``setup.py``, ``setup.cfg`` or ``.git``), then the server's ``sys.path`` —
+``pyproject.toml``, ``setup.py``, ``setup.cfg`` or ``.git``), the ``site-packages`` of a virtual
+environment in the project folder (``.venv``, ``venv``…), then the server's ``sys.path`` —
 the interpreter the editor runs the server with is the project's (the VS Code client takes the
 Python extension's active one), so its entries hold the standard library and the project's
 installed packages.  A ``.pyi`` stub stands in where a package ships no ``.py``.  A class
@@ -53,6 +54,7 @@ MAX_SOURCE_BYTES = 4_000_000
 RECHECK_S = 5.0
 """How long a module that was not found, or an answer that needed one, is kept."""
 PROJECT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+VIRTUAL_ENVIRONMENTS = (".venv", "venv", "env", ".env")
 _CACHE_SIZE = 512
 _LOCK = threading.RLock()
 """The caches below are filled from worker threads (the analysis thread, the rename thread)."""
@@ -131,12 +133,26 @@ def origin_of(file: str | None) -> Origin:
     project = next((up for up in [here.parent, *here.parent.parents][:20]
                     if any((up / marker).exists() for marker in PROJECT_MARKERS)), None)
     if project is not None:
-        roots += [str(project), str(project / "src")]
+        roots += [str(project), str(project / "src"), *project_environments(project)]
     roots += environment
     package = ".".join(parts if here.name == "__init__.py" else parts[:-1]) or None
     path = ModulePath(tuple(dict.fromkeys(r for r in roots if os.path.isdir(r))))
     kept = project is not None and _kept_by_indexer(project, here)
     return Origin(package, path, ".".join(parts) or None, str(project) if kept else None)
+
+
+def project_environments(project: Path) -> list[str]:
+    """The ``site-packages`` of the project's own virtual environments (``.venv``, ``venv``,
+    ``env``, ``.env`` holding a ``pyvenv.cfg``).  Why, beside ``sys.path``: a server installed
+    on its own (pipx, an editor's bundled environment) does not run in the project's
+    environment, whose installed packages hold the bases (Django's ``View``)."""
+    found: list[str] = []
+    for name in VIRTUAL_ENVIRONMENTS:
+        folder = project / name
+        if (folder / "pyvenv.cfg").is_file():
+            found += sorted(str(site) for site in folder.glob("lib/python3*/site-packages") if site.is_dir())
+            found += [str(site) for site in [folder / "Lib" / "site-packages"] if site.is_dir()]  # Windows
+    return found
 
 
 def _kept_by_indexer(project: Path, file: Path) -> bool:

@@ -392,3 +392,14 @@ def test_a_method_is_not_renamed_onto_a_member_of_a_subclass_in_another_file(tmp
     assert _why(base, "Plugin.setup", "reply") == (
         "a member of the subclass `app.plugins.echo.Echo`: renamed so, it would be overridden")
     assert _why(base, "Plugin.setup", "render") is None
+
+
+def test_the_projects_own_virtual_environment_is_read(tmp_path: Path) -> None:
+    """A server that does not run in the project's environment (pipx) still reads the bases
+    installed there."""
+    project = _project(tmp_path)
+    site = project / ".venv" / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    (project / ".venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (tmp_path / "site" / "fancylib").rename(site / "fancylib")
+    assert "`fancylib.View.get`" in (_why(project / "tests" / "test_fake.py", "Page.get") or "")
