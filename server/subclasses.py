@@ -11,13 +11,16 @@ pathfusion.model_export.override_offers --packages …`` (docs/results.md).
 
 How, without parsing the whole project on a hover: each ``*.py`` file of the project (the
 indexer's rules, :func:`pathfusion.server.workspace.discover`; the list walked again every
-:data:`LIST_S`) is scanned once for its ``class`` headers
-(a regular expression; kept while the file's size and modification time hold).  Only a file
-whose header names the class is parsed, and its base is resolved as an import would resolve
-it (:mod:`pathfusion.server.base_classes`: relative imports, re-exports, aliases): a
-same-named class of another module is not taken for a subclass.  Subclasses of subclasses
-are followed.  The project is the folder :func:`~pathfusion.server.base_classes.origin_of`
-finds by its markers; a document outside it (an installed package's file) is not looked at.
+:data:`LIST_S`) is scanned once for its ``class`` headers and import aliases (regular
+expressions; kept while the file's size and modification time hold).  Of a file whose header
+names the class (or an alias of it), only the imports and that class's block are parsed, and
+its base is resolved as an import would resolve it (:mod:`pathfusion.server.base_classes`:
+relative imports, re-exports, aliases): a same-named class of another module is not taken for
+a subclass.  Subclasses of subclasses are followed.  This runs on a thread of its own; a hover
+waits a few milliseconds for it (:func:`project_subclasses`).  The project is the folder
+:func:`~pathfusion.server.base_classes.origin_of` finds by its markers; a document outside it
+(an installed package's file) is not looked at.  The subclasses' members also tell a rename
+that a subclass would override (:mod:`pathfusion.server.rename_safety`).
 """
 
 from __future__ import annotations
