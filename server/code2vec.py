@@ -276,6 +276,9 @@ class Suggestion:
     current: CurrentName | None = None
     """How likely the model finds the current name, where it can score any name (the
     generative head); None for a closed-vocabulary model."""
+    kept: str | None = None
+    """Why the name stays whatever the model prefers (its class hierarchy fixes it:
+    :func:`pathfusion.server.rename_safety.safe_suggestion`); None otherwise."""
 
     def worth_offering(self, floor: float = UNLIKELY_CURRENT_NAME) -> list[tuple[str, str, float]]:
         """The suggestions to offer: all of them, for a model that cannot score the current

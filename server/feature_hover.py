@@ -57,7 +57,8 @@ with it (:mod:`pathfusion.server.foreground` makes later prefetch steps wait).""
 def suggest_for(doc: SnapshotDocument, func: FunctionInfo, model: Predictor, top_k: int) -> Suggestion | None:
     """The safe suggestions for ``func`` of ``doc`` (for an ``@overload`` stub: its
     implementation's, :mod:`pathfusion.server.overloads`); None for dunders, without contexts
-    and when every candidate was left out."""
+    and when every candidate was left out (unless the class hierarchy keeps the name: then
+    the suggestion says why, ``kept``)."""
     origin = origin_of(uri_path(doc.uri))  # where the module's imports are read from (base_classes)
     start_module_names(doc.text, origin)  # the rename rules' analysis, beside the model (rename_safety)
     with doc.lock:
@@ -67,7 +68,7 @@ def suggest_for(doc: SnapshotDocument, func: FunctionInfo, model: Predictor, top
     for suggestion in suggestions:
         if suggestion.qualname == func.qualname:
             suggestion = safe_suggestion(suggestion, doc.text, func, top_k, origin, SUBCLASS_WAIT_S)
-        if suggestion.qualname == func.qualname and suggestion.suggestions:
+        if suggestion.qualname == func.qualname and (suggestion.suggestions or suggestion.kept):
             return suggestion
     return None
 
@@ -136,7 +137,10 @@ def hover_markdown(suggestion: Suggestion, min_confidence: float) -> str | None:
     """The hover text, or None when there is nothing better to say than the current name:
     for a model that scores the current name, when it finds it likely enough
     (:meth:`Suggestion.worth_offering`); else when the current name is the top suggestion
-    with at least ``min_confidence`` (``pathfusion.hoverMinConfidence``)."""
+    with at least ``min_confidence`` (``pathfusion.hoverMinConfidence``).  A name that the
+    class hierarchy keeps gets one line saying why, instead of names that cannot be given."""
+    if suggestion.kept is not None:
+        return f"**pathfusion** — {code_span(suggestion.name)} keeps its name: {suggestion.kept}."
     if not suggestion.suggestions:
         return None
     top_prob = suggestion.suggestions[0][2]

@@ -366,13 +366,9 @@ def clashes(text: str, func: FunctionInfo, names: Iterable[str], origin: Origin 
     if not wanted:
         return found
     module = module_names(text, origin)
-    fixed = module.fixed_by(func.name, func.name_span.start.line + 1, origin, budget_s) if module.compiled else None
-    if isinstance(fixed, NotRead):
-        found.update({name: "its subclasses in the project's other files are still being read" for name in wanted})
-        return found
-    if fixed is not None:
-        overriding = f"`{fixed}` has the same name in the class hierarchy: renamed, it would stop overriding"
-        found.update({name: overriding for name in wanted})
+    kept = name_kept(text, func, origin, budget_s)
+    if kept is not None:
+        found.update({name: kept for name in wanted})
         return found
     tables = module.function_tables(func.qualname, func.name_span.start.line + 1) if module.compiled else []
     if not tables:  # does not compile (or an unexpected shape): every word of the text clashes
@@ -386,6 +382,19 @@ def clashes(text: str, func: FunctionInfo, names: Iterable[str], origin: Origin 
                 if reason is not None:
                     found[name] = reason
     return found
+
+
+def name_kept(text: str, func: FunctionInfo, origin: Origin, budget_s: float | None = None) -> str | None:
+    """Why the method ``func`` of ``text`` keeps its name whatever the new one — its class
+    hierarchy fixes it (:mod:`pathfusion.server.overrides`), or its subclasses were not read
+    within ``budget_s`` — or None."""
+    module = module_names(text, origin)
+    fixed = module.fixed_by(func.name, func.name_span.start.line + 1, origin, budget_s) if module.compiled else None
+    if isinstance(fixed, NotRead):
+        return "its subclasses in the project's other files are still being read"
+    if fixed is not None:
+        return f"`{fixed}` has the same name in the class hierarchy: renamed, one would no longer override the other"
+    return None
 
 
 def _clash(module: ModuleNames, own: _Table, old: str, new: str, origin: Origin) -> str | None:
@@ -508,13 +517,16 @@ def _related_classes(start: ast.ClassDef, classes: dict[str, list[ast.ClassDef]]
 def safe_suggestion(suggestion: Suggestion, text: str, func: FunctionInfo, top_k: int,
                     origin: Origin | None = None, budget_s: float | None = None) -> Suggestion:
     """``suggestion`` without the names that would clash (:func:`clashes`; the current name
-    stays), cut to ``top_k``, with the current name's rank recomputed."""
+    stays), cut to ``top_k``, with the current name's rank recomputed; when the class
+    hierarchy keeps the name and the model had names to offer, ``kept`` says why (the hover
+    shows it: otherwise a badly named method would show nothing, with no reason)."""
     clashing = clashes(text, func, (name for name, _, _ in suggestion.suggestions), origin, budget_s)
     kept = [item for item in suggestion.suggestions
             if item[0] not in clashing or item[1] == suggestion.current_label][: max(0, top_k)]
     labels = [label for _, label, _ in kept]
     rank = labels.index(suggestion.current_label) + 1 if suggestion.current_label in labels else None
-    return replace(suggestion, suggestions=kept, current_rank=rank)
+    reason = name_kept(text, func, origin or origin_of(None), budget_s) if suggestion.worth_offering() else None
+    return replace(suggestion, suggestions=kept, current_rank=rank, kept=reason)
 
 
 def identifiers(text: str) -> frozenset[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from lsprotocol import types
 from pathfusion.server import subclasses
 from pathfusion.server.base_classes import origin_of
 from pathfusion.server.code2vec import Suggestion
+from pathfusion.server.feature_hover import hover_markdown
 from pathfusion.server.feature_rename import RenameRefused, compute_rename
 from pathfusion.server.lsp_worker import Snapshot
 from pathfusion.server.parsing import Document, Position
@@ -90,7 +92,7 @@ def reason(qualname: str) -> str | None:
 
 def test_overrides_in_the_file_keep_their_names_both_ways() -> None:
     assert reason("UDPServer.server_activate") == (
-        "`Server.server_activate` has the same name in the class hierarchy: renamed, it would stop overriding")
+        "`Server.server_activate` has the same name in the class hierarchy: renamed, one would no longer override the other")
     assert reason("Server.server_activate") is not None and "`UDPServer.server_activate`" in reason(
         "Server.server_activate")  # a subclass overrides it
     assert reason("Deeper.timeout") is not None and "`Quiet.timeout`" in reason("Deeper.timeout")  # inside an `if`
@@ -112,6 +114,13 @@ def test_a_fixed_method_is_offered_nothing() -> None:
                             [("listen", "listen", 0.5), ("server_activate", "server|activate", 0.2)], 2)
     safe = safe_suggestion(suggestion, MODULE, method, top_k=5)  # type: ignore[arg-type]
     assert safe.suggestions == [("server_activate", "server|activate", 0.2)] and safe.current_rank == 1
+    # the hover says why instead of showing nothing (the model preferred `listen`)
+    assert hover_markdown(safe, 0.0) == ("**pathfusion** — `server_activate` keeps its name: `Server.server_activate` "
+                                         "has the same name in the class hierarchy: renamed, one would no longer override the other.")
+    free = safe_suggestion(replace(suggestion, qualname="UDPServer.send", name="send", current_label="send"), MODULE,
+                           func("UDPServer.send"), top_k=5)  # type: ignore[arg-type]
+    assert free.kept is None and hover_markdown(free, 0.0) is not None and "keeps its name" not in (
+        hover_markdown(free, 0.0) or "")
 
 
 STDLIB_BASES = '''\
@@ -335,9 +344,9 @@ def test_a_method_that_subclasses_in_other_files_override_keeps_its_name(tmp_pat
     base = project / "src" / "app" / "base.py"
     assert origin_of(str(base)).project == str(project)
     assert _why(base, "Plugin.activate") in ("`app.plugins.echo.Echo.activate` has the same name in the class "
-                                             "hierarchy: renamed, it would stop overriding",
+                                             "hierarchy: renamed, one would no longer override the other",
                                              "`tests.test_fake.Fake.activate` has the same name in the class "
-                                             "hierarchy: renamed, it would stop overriding")
+                                             "hierarchy: renamed, one would no longer override the other")
     assert "`app.plugins.louder.Louder.helper`" in (_why(base, "Plugin.helper") or "")  # Louder(Loud(Plugin)), aliased
     assert "`app.plugins.echo.Loud.describe`" in (_why(base, "Plugin.describe") or "")
     assert _why(base, "Unrelated.describe") is None  # no subclass anywhere, though other classes have `describe`
@@ -367,7 +376,7 @@ def test_applying_a_rename_of_an_overridden_method_is_refused(tmp_path: Path) ->
     base = project / "src" / "app" / "base.py"
     text = base.read_text()
     snapshot = Snapshot(base.as_uri(), 1, text)
-    with pytest.raises(RenameRefused, match="it would stop overriding"):
+    with pytest.raises(RenameRefused, match="one would no longer override the other"):
         compute_rename(snapshot, Position(1, 9), "brand_new_name", [str(project)], Settings(), {})
     edit = compute_rename(snapshot, Position(12, 9), "other_name", [str(project)], Settings(), {})  # Unrelated.describe
     changes = [c for c in edit.document_changes or [] if isinstance(c, types.TextDocumentEdit)]
