@@ -85,7 +85,7 @@ class ModulePath:
             hit = _FOUND.get(key)
             if hit is not None:
                 found, when = hit
-                if found is not None and _stamp(found) is not None:
+                if found is not None and source_stamp(found) is not None:
                     return found
                 if found is None and time.monotonic() - when < RECHECK_S:
                     return None
@@ -98,7 +98,7 @@ class ModulePath:
         for root in self.roots:
             base = Path(root, relative)
             for candidate in (base / "__init__.py", base.with_suffix(".py"), base / "__init__.pyi", base.with_suffix(".pyi")):
-                if _stamp(candidate) is not None:
+                if source_stamp(candidate) is not None:
                     return candidate
         return None
 
@@ -126,7 +126,7 @@ def origin_of(file: str | None) -> Origin:
     here = Path(os.path.abspath(file))
     parts = [] if here.name == "__init__.py" else [here.stem]
     folder = here.parent
-    while _stamp(folder / "__init__.py") is not None and folder.parent != folder:
+    while source_stamp(folder / "__init__.py") is not None and folder.parent != folder:
         parts.insert(0, folder.name)
         folder = folder.parent
     roots = [str(folder)]
@@ -209,7 +209,7 @@ def parsed(file: Path, module: str) -> tuple[ast.Module | None, dict[str, tuple[
 def _still_valid(answer: _Answer) -> bool:
     if answer.missed and time.monotonic() - answer.when >= RECHECK_S:
         return False
-    return all(_stamp(path) == stamp for path, stamp in answer.read)
+    return all(source_stamp(path) == stamp for path, stamp in answer.read)
 
 
 @dataclass(frozen=True)
@@ -330,7 +330,7 @@ class _Source:
 
 def _source(file: Path, module: str) -> _Source | None:
     """``file`` parsed, from the cache while its stamp holds."""
-    stamp = _stamp(file)
+    stamp = source_stamp(file)
     if stamp is None:
         return None
     key = (file, module)
@@ -347,7 +347,7 @@ def _source(file: Path, module: str) -> _Source | None:
     return found
 
 
-def _stamp(path: Path) -> Stamp | None:
+def source_stamp(path: Path) -> Stamp | None:
     """(mtime, size) of a regular file no larger than :data:`MAX_SOURCE_BYTES`, else None."""
     try:
         found = os.stat(path)

@@ -36,17 +36,14 @@ def classes_by_name(tree: ast.Module) -> dict[str, list[ast.ClassDef]]:
     return classes
 
 
-def hierarchy_member(classes: dict[str, list[ast.ClassDef]], imports: dict[str, tuple[str, str]], name: str,
-                     def_line: int, bound: Callable[[str], bool], path: ModulePath) -> str | None:
+def hierarchy_member(own: ast.ClassDef, classes: dict[str, list[ast.ClassDef]], imports: dict[str, tuple[str, str]],
+                     name: str, bound: Callable[[str], bool], path: ModulePath) -> str | None:
     """``Class.name`` of another class's member that fixes the name of the method ``name``
-    whose ``def`` is on 1-based ``def_line``, or None (not a method, or free to rename as far
-    as can be read).  ``classes``: :func:`classes_by_name` of its module; ``imports``: its
+    of the class ``own`` (:func:`method_class`), or None (free to rename as far as can be
+    read).  ``classes``: :func:`classes_by_name` of its module; ``imports``: its
     :func:`~pathfusion.server.base_classes.imports_of`; ``bound(n)``: whether the module binds
     ``n`` itself (then a base named ``n`` is not the builtin); ``path``: where its imports
     are looked for."""
-    own = method_class(classes, name, def_line)
-    if own is None:
-        return None
     for other in _ancestors(own, classes) + _descendants(own, classes):
         if name in member_names(other):
             return f"{other.name}.{name}"

@@ -49,7 +49,7 @@ import re
 import symtable
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -210,15 +210,11 @@ class ModuleNames:
         return self._class_names[key]
 
     def _compute_class_names(self, scope: _Table) -> tuple[frozenset[str], dict[str, str]]:
-        tree = self.tree()
-        if tree is None:
-            return frozenset(), {}
-        classes = self.classes()
-        mine = [node for node in classes.get(scope.name, ()) if node.lineno == scope.table.get_lineno()]
-        if not mine:
+        mine = self._class_node(scope)
+        if mine is None:
             return frozenset(), {}
         related: dict[str, str] = {}
-        for other in _related_classes(mine[0], classes):
+        for other in _related_classes(mine, self.classes()):
             table = next((t for t in self.tables if t.kind == "class" and t.name == other.name
                           and t.table.get_lineno() == other.lineno), None)
             names = set(_attributes(other))
@@ -226,7 +222,12 @@ class ModuleNames:
                 names.update(table.table.get_identifiers())
             for name in names:
                 related.setdefault(name, other.name)
-        return frozenset(_attributes(mine[0])), related
+        return frozenset(_attributes(mine)), related
+
+    def _class_node(self, scope: _Table) -> ast.ClassDef | None:
+        """The ``class`` statement of the class scope ``scope`` (None when the text does not parse)."""
+        return next((node for node in self.classes().get(scope.name, ()) if node.lineno == scope.table.get_lineno()),
+                    None)
 
     def fixed_by(self, name: str, def_line: int, origin: Origin, budget_s: float | None = None) -> str | NotRead | None:
         """``Class.name`` of the related class's member that keeps the method ``name``
@@ -235,19 +236,21 @@ class ModuleNames:
         project's other files were not read within ``budget_s``.  Not kept: another file it
         reads may change (what is read is cached in :mod:`pathfusion.server.base_classes` and
         :mod:`pathfusion.server.subclasses` while the files are unchanged)."""
-        found = hierarchy_member(self.classes(), self.imports(origin.package), name, def_line, self._binds, origin.path)
+        own = method_class(self.classes(), name, def_line)
+        if own is None:
+            return None  # not a method
+        found = hierarchy_member(own, self.classes(), self.imports(origin.package), name, self._binds, origin.path)
         tree = self.tree()
         if found is not None or tree is None or origin.module is None:
             return found
-        own = method_class(self.classes(), name, def_line)
-        if own is None or not any(node is own for node in through_branches(tree.body)):
+        if not any(node is own for node in through_branches(tree.body)):
             return None  # a nested class: no other module names it
         return overriding_subclass(origin, origin.module, own.name, name, budget_s)
 
     def inherited(self, scope: _Table, origin: Origin) -> Iterator[tuple[str, frozenset[str]]]:
         """(``module.Class``, members) of the bases in other modules of the class ``scope``
         and of its ancestors in the file."""
-        node = next((node for node in self.classes().get(scope.name, ()) if node.lineno == scope.table.get_lineno()), None)
+        node = self._class_node(scope)
         if node is not None:
             yield from inherited_members(node, self.classes(), self.imports(origin.package), self._binds, origin.path)
 
@@ -355,7 +358,14 @@ def clashes(text: str, func: FunctionInfo, names: Iterable[str], origin: Origin 
     ``budget_s``: how long the subclasses in the project's other files may be waited for
     (a hover; None: a rename about to be applied waits as long as it takes); a method whose
     subclasses were not read in time is offered nothing, for now."""
-    origin = origin or origin_of(None)
+    where = origin or origin_of(None)
+    return _clashes(text, func, names, where, lambda: name_kept(text, func, where, budget_s))
+
+
+def _clashes(text: str, func: FunctionInfo, names: Iterable[str], origin: Origin,
+             kept_by: Callable[[], str | None]) -> dict[str, str]:
+    """:func:`clashes`, with :func:`name_kept` given (``kept_by``, asked only when a name is
+    left to check): :func:`safe_suggestion` needs it too and computes it once."""
     wanted = [name for name in dict.fromkeys(names) if name != func.name]
     found: dict[str, str] = {}
     for name in wanted:
@@ -366,7 +376,7 @@ def clashes(text: str, func: FunctionInfo, names: Iterable[str], origin: Origin 
     if not wanted:
         return found
     module = module_names(text, origin)
-    kept = name_kept(text, func, origin, budget_s)
+    kept = kept_by()
     if kept is not None:
         found.update({name: kept for name in wanted})
         return found
@@ -520,13 +530,15 @@ def safe_suggestion(suggestion: Suggestion, text: str, func: FunctionInfo, top_k
     stays), cut to ``top_k``, with the current name's rank recomputed; when the class
     hierarchy keeps the name and the model had names to offer, ``kept`` says why (the hover
     shows it: otherwise a badly named method would show nothing, with no reason)."""
-    clashing = clashes(text, func, (name for name, _, _ in suggestion.suggestions), origin, budget_s)
+    where = origin or origin_of(None)
+    reason = name_kept(text, func, where, budget_s)
+    clashing = _clashes(text, func, (name for name, _, _ in suggestion.suggestions), where, lambda: reason)
     kept = [item for item in suggestion.suggestions
             if item[0] not in clashing or item[1] == suggestion.current_label][: max(0, top_k)]
     labels = [label for _, label, _ in kept]
     rank = labels.index(suggestion.current_label) + 1 if suggestion.current_label in labels else None
-    reason = name_kept(text, func, origin or origin_of(None), budget_s) if suggestion.worth_offering() else None
-    return replace(suggestion, suggestions=kept, current_rank=rank, kept=reason)
+    return replace(suggestion, suggestions=kept, current_rank=rank,
+                   kept=reason if suggestion.worth_offering() else None)
 
 
 def identifiers(text: str) -> frozenset[str]:

@@ -36,14 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .base_classes import (
-    MAX_SOURCE_BYTES,
     Origin,
+    Stamp,
     defining_class,
     imports_of,
     member_names,
     origin_of,
     parsed,
     resolve_base,
+    source_stamp,
     through_branches,
 )
 from .workspace import WorkspaceError, discover
@@ -67,7 +68,6 @@ inside functions come too, harmless: they only add names)."""
 _CLASS_RE = re.compile(r"class[ \t]+(\w+)")
 _LOCK = threading.RLock()
 
-Stamp = tuple[int, int]
 Subclass = tuple[tuple[str, str], frozenset[str]]
 """((module, class), the names its body binds)."""
 
@@ -107,7 +107,7 @@ class _Project:
         self.refreshed = now
         scanned: dict[Path, tuple[Stamp, _Headers]] = {}
         for file in self.files:
-            stamp = _stamp(file)
+            stamp = source_stamp(file)
             if stamp is None:
                 continue
             hit = self.scanned.get(file)
@@ -288,7 +288,7 @@ class _Outline:
 
 def _outline(file: Path) -> _Outline | None:
     """The :class:`_Outline` of ``file``, kept while its stamp holds."""
-    stamp = _stamp(file)
+    stamp = source_stamp(file)
     if stamp is None:
         return None
     hit = _OUTLINES.get(file)
@@ -351,14 +351,6 @@ def _headers(file: Path) -> _Headers:
     for m in _ALIAS_RE.finditer(text) if classes else ():
         aliases.setdefault(m.group(1).decode("utf-8", "replace"), set()).add(m.group(2).decode("utf-8", "replace"))
     return _Headers(classes, {name: frozenset(names) for name, names in aliases.items()})
-
-
-def _stamp(file: Path) -> Stamp | None:
-    try:
-        found = file.stat()
-    except OSError:
-        return None
-    return (found.st_mtime_ns, found.st_size) if found.st_size <= MAX_SOURCE_BYTES else None
 
 
 _PROJECTS: OrderedDict[str, _Project] = OrderedDict()
