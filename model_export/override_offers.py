@@ -120,6 +120,8 @@ def rule_counts(packages: Sequence[str], listing: list[str] | None = None) -> di
         names = module_names(text)
         if not names.compiled:
             continue
+        top = sys.modules[_package_of(module.__name__, packages)]
+        served = replace(origin_of(str(path)), project=str(Path(inspect.getsourcefile(top) or "").parent))  # its own project
         for func in Document(text).functions():
             parts = func.qualname.split(".")
             cls = vars(module).get(parts[0]) if len(parts) == 2 else None
@@ -130,7 +132,6 @@ def rule_counts(packages: Sequence[str], listing: list[str] | None = None) -> di
             overridden = any(func.name in vars(sub) for sub in _subclasses(cls))
             where = "" if owner is None else _where(owner.__module__, module.__name__, packages)
             line = func.name_span.start.line + 1
-            served = replace(origin_of(str(path)), project=str(_top_folder(module, packages)))  # as a project of its own
             for mode, origin in (("served", served), ("stdlib_only", stdlib)):
                 kept = names.fixed_by(func.name, line, origin) is not None
                 count = counts[mode]
@@ -171,10 +172,9 @@ def _modules(packages: Sequence[str]) -> Iterator[ModuleType]:
                     yield found
 
 
-def _top_folder(module: ModuleType, packages: Sequence[str]) -> Path:
-    """The folder of the measured package ``module`` belongs to."""
-    top = next(p for p in packages if module.__name__ == p or module.__name__.startswith(p + "."))
-    return Path(inspect.getsourcefile(sys.modules[top]) or "").parent
+def _package_of(module: str, packages: Sequence[str]) -> str:
+    """The measured package that ``module`` belongs to (``module`` itself when none)."""
+    return next((p for p in packages if module == p or module.startswith(p + ".")), module)
 
 
 def _declares(cls: type, name: str) -> bool:
@@ -199,7 +199,7 @@ def _where(owner: str, module: str, packages: Sequence[str]) -> str:
         return "the same file"
     if owner == "builtins":
         return "builtins"
-    top = next((p for p in packages if module == p or module.startswith(p + ".")), module)
+    top = _package_of(module, packages)
     if owner == top or owner.startswith(top + "."):
         return "another file of the package"
     return "the standard library" if owner.partition(".")[0] in sys.stdlib_module_names else "another package"
