@@ -19,7 +19,6 @@ divided back, so the BERT folder holds the model's own weights.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 import shutil
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pathfusion.server.embedder import tokenizer_json
 
 _MATMUL_RE = re.compile(r"^/model/(?P<module>.+)/MatMul_output_0")
 _SUFFIXES = ("_quantized", "_scale", "_zero_point")
@@ -158,8 +159,8 @@ def write_tokenizer_files(models: Path, folder: Path) -> None:
     config_path = models / "embedder" / "embedder.json"
     embedder_config = json.loads(config_path.read_text(encoding="utf-8"))
     stored = config_path.parent / embedder_config.get("tokenizer", "tokenizer.json")
-    data = stored.read_bytes()  # the exported bytes exactly: packed data is keyed by their sha256
-    (folder / "tokenizer.json").write_bytes(gzip.decompress(data) if stored.name.endswith(".gz") else data)
+    # the exported bytes exactly: packed data is keyed by their sha256
+    (folder / "tokenizer.json").write_bytes(tokenizer_json(stored))
     (folder / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "BertTokenizerFast", "do_lower_case": True,
         "model_max_length": int(embedder_config.get("max_length", 256)),

@@ -303,11 +303,15 @@ def __getattr__(name: str) -> Any:
 
 
 def read_tokenizer(path: Path) -> Any:
-    """The fast tokenizer stored at ``path``: ``tokenizer.json``, or gzipped
-    (``tokenizer.json.gz``, as exported: the vocabulary is 0.47 MB of JSON, 0.2 MB gzipped,
-    and the tracked tree has a 40 MiB budget)."""
+    """The fast tokenizer stored at ``path`` (:func:`tokenizer_json`)."""
     from tokenizers import Tokenizer
 
-    if path.name.endswith(".gz"):
-        return Tokenizer.from_str(gzip.decompress(path.read_bytes()).decode("utf-8"))
-    return Tokenizer.from_file(str(path))
+    return Tokenizer.from_str(tokenizer_json(path).decode("utf-8"))
+
+
+def tokenizer_json(path: Path) -> bytes:
+    """The bytes of the ``tokenizer.json`` stored at ``path``, as is or gzipped
+    (``tokenizer.json.gz``, as exported: the vocabulary is 0.47 MB of JSON, 0.2 MB gzipped,
+    and the tracked tree has a 40 MiB budget)."""
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.name.endswith(".gz") else data
