@@ -17,7 +17,7 @@ from pathfusion.server.code2vec import Suggestion
 from pathfusion.server.feature_hover import hover_markdown
 from pathfusion.server.feature_rename import RenameRefused, compute_rename
 from pathfusion.server.lsp_worker import Snapshot
-from pathfusion.server.parsing import Document, Position
+from pathfusion.server.parsing import Document, FunctionInfo, Position
 from pathfusion.server.rename_safety import clashes, safe_suggestion
 from pathfusion.server.settings import Settings
 
@@ -81,12 +81,16 @@ class Handler(socketserver.BaseRequestHandler):
 '''
 
 
-def func(qualname: str) -> object:
-    return next(f for f in Document(MODULE).functions() if f.qualname == qualname)
+def method_in(text: str, qualname: str) -> FunctionInfo:
+    return next(f for f in Document(text).functions() if f.qualname == qualname)
+
+
+def func(qualname: str) -> FunctionInfo:
+    return method_in(MODULE, qualname)
 
 
 def reason(qualname: str) -> str | None:
-    found = clashes(MODULE, func(qualname), ["brand_new_name"])  # type: ignore[arg-type]
+    found = clashes(MODULE, func(qualname), ["brand_new_name"])
     return found.get("brand_new_name")
 
 
@@ -112,13 +116,13 @@ def test_a_fixed_method_is_offered_nothing() -> None:
     method = func("UDPServer.server_activate")
     suggestion = Suggestion("UDPServer.server_activate", "server_activate", 14, "server|activate",
                             [("listen", "listen", 0.5), ("server_activate", "server|activate", 0.2)], 2)
-    safe = safe_suggestion(suggestion, MODULE, method, top_k=5)  # type: ignore[arg-type]
+    safe = safe_suggestion(suggestion, MODULE, method, top_k=5)
     assert safe.suggestions == [("server_activate", "server|activate", 0.2)] and safe.current_rank == 1
     # the hover says why instead of showing nothing (the model preferred `listen`)
     assert hover_markdown(safe, 0.0) == ("**pathfusion** — `server_activate` keeps its name: `Server.server_activate` "
                                          "has the same name in the class hierarchy: renamed, one would no longer override the other.")
     free = safe_suggestion(replace(suggestion, qualname="UDPServer.send", name="send", current_label="send"), MODULE,
-                           func("UDPServer.send"), top_k=5)  # type: ignore[arg-type]
+                           func("UDPServer.send"), top_k=5)
     assert free.kept is None and hover_markdown(free, 0.0) is not None and "keeps its name" not in (
         hover_markdown(free, 0.0) or "")
 
@@ -170,10 +174,8 @@ def test_standard_library_bases_are_read_from_their_source() -> None:
     """Bases of the standard library are read without importing them, through re-exports
     (``json``'s ``from .encoder import JSONEncoder``, ``asyncio``'s ``from .protocols import *``),
     module aliases and attribute paths; another package's or the project's own are unknown."""
-    by_name = {f.qualname: f for f in Document(STDLIB_BASES).functions()}
-
     def why(qualname: str) -> str | None:
-        return clashes(STDLIB_BASES, by_name[qualname], ["brand_new_name"]).get("brand_new_name")
+        return clashes(STDLIB_BASES, method_in(STDLIB_BASES, qualname), ["brand_new_name"]).get("brand_new_name")
 
     assert "`socketserver.BaseRequestHandler.handle`" in (why("Handler.handle") or "")
     assert "`threading.Thread.run`" in (why("Worker.run") or "")
@@ -285,8 +287,7 @@ def _project(tmp_path: Path) -> Path:
 
 def _why(file: Path, qualname: str, name: str = "brand_new_name") -> str | None:
     text = file.read_text()
-    method = next(f for f in Document(text).functions() if f.qualname == qualname)
-    return clashes(text, method, [name], origin_of(str(file))).get(name)
+    return clashes(text, method_in(text, qualname), [name], origin_of(str(file))).get(name)
 
 
 def test_bases_in_the_project_and_installed_packages_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -303,8 +304,7 @@ def test_bases_in_the_project_and_installed_packages_are_read(tmp_path: Path, mo
     assert _why(echo, "Echo.reply") is None and _why(fake, "Page.render") is None  # no base has them
     # without a file, relative imports mean nothing: the method stays renamable
     text = echo.read_text()
-    method = next(f for f in Document(text).functions() if f.qualname == "Echo.activate")
-    assert clashes(text, method, ["brand_new_name"]) == {}
+    assert clashes(text, method_in(text, "Echo.activate"), ["brand_new_name"]) == {}
 
 
 def test_a_method_is_not_renamed_onto_a_member_of_a_base_in_another_module(tmp_path: Path) -> None:
@@ -359,7 +359,7 @@ def test_a_hover_does_not_wait_for_the_subclasses(tmp_path: Path) -> None:
     reason; the reading goes on in the background and the next hover has the answer."""
     base = _project(tmp_path) / "src" / "app" / "base.py"
     text = base.read_text()
-    method = next(f for f in Document(text).functions() if f.qualname == "Plugin.helper")
+    method = method_in(text, "Plugin.helper")
     origin = origin_of(str(base))
     with subclasses._LOCK:  # the background reading cannot finish while the hover asks
         assert clashes(text, method, ["brand_new_name"], origin, budget_s=0.0) == {
