@@ -129,18 +129,19 @@ def _coverage(counts: ContextCounts, vocab: ContextVocab) -> dict[str, float]:
             "distinct_tokens": len(counts.tokens), "distinct_paths": len(counts.paths)}
 
 
-def pack_carried(carry: Path, pack: Path, tokenizer_file: Path, processes: int | None = None) -> dict[str, int]:
-    """The carried sources → naming packs and context packs under ``pack`` (what
-    ``pathfusion train naming`` reads), for every carried split."""
+def pack_carried(folder: Path, pack: Path, tokenizer_file: Path, vocab: ContextVocab | None = None,
+                 splits: Sequence[str] = SPLITS, processes: int | None = None) -> dict[str, int]:
+    """The carried sources (``folder/<split>.jsonl.xz``) → naming packs and context packs
+    under ``pack`` (what ``pathfusion train naming`` reads), with ``vocab`` (default: the
+    one carried in ``folder``)."""
     from .naming_pack import NamingPackSpec, pack_records
     from .search_pairs import tokenizer_sha256
 
-    folder = carry / "fusion"
-    vocab = ContextVocab.load(folder / VOCAB_FILE)
+    vocab = vocab or ContextVocab.load(folder / VOCAB_FILE)
     vocab.save(pack / VOCAB_FILE)
     spec = NamingPackSpec(tokenizer_sha256(tokenizer_file))
     sizes = {}
-    for split in SPLITS:
+    for split in splits:
         records = list(load_records(folder / f"{split}.jsonl.xz"))
         pack_records(records, spec, tokenizer_file, {"split": split}).save(pack / f"{split}.npz")
         contexts_of_sources([r["masked_code"] for r in records], vocab, processes).save(context_pack_path(pack, split))
@@ -215,7 +216,7 @@ def session(carry: Path, out: Path, minutes: float, work: Path = Path("/tmp/path
     started = time.time()
     work.mkdir(parents=True, exist_ok=True)
     base = resolve_base("shipped", work, Path("models"))
-    result: dict[str, Any] = {"packed": pack_carried(carry, work / "pack", base / "tokenizer.json")}
+    result: dict[str, Any] = {"packed": pack_carried(carry / "fusion", work / "pack", base / "tokenizer.json")}
     result["pack_seconds"] = round(time.time() - started, 1)
     # asked only now: the extraction pool above forks, and a forked CUDA context is unusable
     result["torch"], result["gpu"] = torch.__version__, (torch.cuda.get_device_name(0) if torch.cuda.is_available()

@@ -77,7 +77,8 @@ def ignore_in_git(repo: Path, carry: Path) -> None:
     carry.mkdir(parents=True, exist_ok=True)
     exclude = repo / ".git" / "info" / "exclude"
     entry = f"/{carry.relative_to(repo).as_posix()}/"
-    if exclude.parent.is_dir() and entry not in exclude.read_text(encoding="utf-8", errors="replace").split():
+    listed = exclude.read_text(encoding="utf-8", errors="replace").split() if exclude.is_file() else []
+    if exclude.parent.is_dir() and entry not in listed:
         with open(exclude, "a", encoding="utf-8") as fh:
             fh.write(entry + "\n")
 

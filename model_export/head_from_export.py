@@ -113,6 +113,34 @@ def _match(params: dict[str, np.ndarray], graph: Any, arrays: dict[str, np.ndarr
             for index, value in enumerate(node.input) if value in holds}
 
 
+class ProbeCache:
+    """Probe mappings by the shipped graph they were found for (its sha256) and the shape tried.
+
+    Why: the probe is exported by the torch at hand, and its node names must be those of the
+    torch that exported the shipped graph; a job on a machine with another torch (a lent GPU
+    runs 2.11, the export here 2.13) carries the mappings found here (``path``) instead of
+    probing there.  Without a ``path`` it only avoids probing a shape twice."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.found: dict[str, list[list[list[Any]]]] = {}
+        if path is not None and path.is_file():
+            self.found = json.loads(path.read_text())
+
+    def mappings(self, graph: Path, shape: str, probe: Callable[[], list[Mapping]]) -> list[Mapping]:
+        """The mappings of ``graph`` for ``shape``: kept ones, else ``probe()``'s (then kept)."""
+        from pathfusion.server.models import sha256_file
+
+        key = f"{sha256_file(graph)}:{shape}"
+        if key not in self.found:
+            self.found[key] = [[[*node, *held] for node, held in mapping.items()] for mapping in probe()]
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.write_text(json.dumps(self.found) + "\n")
+        return [{(row[0], int(row[1]), int(row[2])): (row[3], bool(row[4])) for row in mapping}
+                for mapping in self.found[key]]
+
+
 def load_mapped(module: torch.nn.Module, mappings: Sequence[tuple[Mapping, Path, Constants]]) -> None:
     """Set ``module``'s parameters from each (mapping, graph path, its constants); raises
     :class:`ConversionError` when a node or its constant is missing, or a parameter is left unset."""
@@ -138,8 +166,8 @@ def load_mapped(module: torch.nn.Module, mappings: Sequence[tuple[Mapping, Path,
         raise ConversionError(f"the graphs hold no weights for {missing[:5]}")
 
 
-def rebuild_decoder(naming: Path, meta: dict[str, Any], step_file: str, keys_file: str
-                    ) -> tuple[NameDecoder, torch.Tensor, float]:
+def rebuild_decoder(naming: Path, meta: dict[str, Any], step_file: str, keys_file: str,
+                    probes: ProbeCache | None = None) -> tuple[NameDecoder, torch.Tensor, float]:
     """The decoder of the step and keys graphs in ``naming`` (``meta``: its ``decoder.json``),
     the vocabulary table the step graph holds, and the largest |difference| between the
     rebuilt decoder and the graphs on the export's parity inputs."""
@@ -154,7 +182,8 @@ def rebuild_decoder(naming: Path, meta: dict[str, Any], step_file: str, keys_fil
         shape = DecoderShape(meta["layers"], heads, feed_forward, meta["max_length"], DecoderShape().dropout)
         decoder = NameDecoder(meta["hidden"], meta["vocab_ids"], full_vocab, meta["bos_id"], meta["eos_id"],
                               meta["unk_id"], shape).eval()
-        worst = _load_decoder(decoder, table, naming / step_file, step, naming / keys_file, keys)
+        worst = _load_decoder(decoder, table, naming / step_file, step, naming / keys_file, keys,
+                              probes or ProbeCache())
         if worst <= PARITY_LIMIT:
             return decoder, table, worst
     raise ConversionError(f"{naming / step_file}: no decoder shape rebuilt from it answers as the graph does "
@@ -162,7 +191,7 @@ def rebuild_decoder(naming: Path, meta: dict[str, Any], step_file: str, keys_fil
 
 
 def _load_decoder(decoder: NameDecoder, table: torch.Tensor, step_path: Path, step: Constants, keys_path: Path,
-                  keys: Constants) -> float:
+                  keys: Constants, probes: ProbeCache) -> float:
     """Fill ``decoder`` from the step and keys graphs; returns its largest |difference| from them."""
     probe = copy.deepcopy(decoder)
     probe_table = torch.randn(table.shape, generator=torch.Generator().manual_seed(1))
@@ -173,14 +202,15 @@ def _load_decoder(decoder: NameDecoder, table: torch.Tensor, step_path: Path, st
         write_decoder_graphs(probe, probe_table, example, example[3], *paths)
         return paths
 
-    step_mapping, keys_mapping = probe_mappings(probe, write)
+    step_mapping, keys_mapping = probes.mappings(step_path, f"decoder:{decoder.shape.heads}",
+                                                 lambda: probe_mappings(probe, write))
     load_mapped(decoder, [(step_mapping, step_path, step), (keys_mapping, keys_path, keys)])
     examples = decoder_examples(decoder, decoder.hidden)
     cases = [cached_case(decoder, table, example) for example in examples]
     return max(step_graph_diff(step_path, cases, decoder.vocab_ids.numpy()), keys_graph_diff(keys_path, examples))
 
 
-def _load_fusion(fusion: FusedMemory, hidden: int, path: Path, constants: Constants) -> float:
+def _load_fusion(fusion: FusedMemory, hidden: int, path: Path, constants: Constants, probes: ProbeCache) -> float:
     """Fill ``fusion`` from its graph; returns its largest |difference| from it."""
     probe = copy.deepcopy(fusion)
     example = fusion_examples(probe, hidden)[1]
@@ -189,12 +219,13 @@ def _load_fusion(fusion: FusedMemory, hidden: int, path: Path, constants: Consta
         write_fusion_graph(FusionGraph(probe).eval(), example, folder / "fusion.onnx")
         return [folder / "fusion.onnx"]
 
-    (mapping,) = probe_mappings(probe, write)
+    (mapping,) = probes.mappings(path, f"fusion:{fusion.shape.heads}", lambda: probe_mappings(probe, write))
     load_mapped(fusion, [(mapping, path, constants)])
     return fusion_graph_diff(path, FusionGraph(fusion).eval(), fusion_examples(fusion, hidden))
 
 
-def rebuild_fusion(naming: Path, fusion_file: str, variant: str, hidden: int) -> tuple[FusedMemory, float]:
+def rebuild_fusion(naming: Path, fusion_file: str, variant: str, hidden: int,
+                   probes: ProbeCache | None = None) -> tuple[FusedMemory, float]:
     """The fusion of the graph ``naming/fusion_file`` and its largest |difference| from the graph."""
     constants = graph_constants(naming / fusion_file)
     arrays = constants[1]
@@ -209,14 +240,14 @@ def rebuild_fusion(naming: Path, fusion_file: str, variant: str, hidden: int) ->
     for heads in heads_to_try:
         fusion = FusedMemory(FusionShape(variant, int(tokens.shape[0]), int(paths.shape[0]), int(tokens.shape[1]),
                                          hidden, heads, feed_forward, FusionShape().dropout)).eval()
-        worst = _load_fusion(fusion, hidden, naming / fusion_file, constants)
+        worst = _load_fusion(fusion, hidden, naming / fusion_file, constants, probes or ProbeCache())
         if worst <= PARITY_LIMIT:
             return fusion, worst
     raise ConversionError(f"{naming / fusion_file}: the rebuilt {variant} fusion does not answer as the graph does "
                           f"(|difference| {worst:.2g} > {PARITY_LIMIT})")
 
 
-def build(models: Path, out: Path) -> dict[str, Any]:
+def build(models: Path, out: Path, probes: ProbeCache | None = None) -> dict[str, Any]:
     """Write ``out`` — the encoder (a Hugging Face folder), ``decoder.pt``/``decoder.json``,
     for a fusion head ``fusion.pt``/``fusion.json`` and its context vocabulary — from the
     naming head in ``models``; returns (and writes as ``rebuilt.json``) what was checked."""
@@ -231,10 +262,12 @@ def build(models: Path, out: Path) -> dict[str, Any]:
         raise ConversionError(f"the naming head reads {entry.get('embedder_id')}, the embedder here is {embedder.get('id')}")
     naming = models / Path(entry["onnx"]).parent
     meta = json.loads((models / entry["config"]).read_text())
-    decoder, table, decoder_diff = rebuild_decoder(naming, meta, Path(entry["onnx"]).name, Path(entry["keys_onnx"]).name)
+    decoder, table, decoder_diff = rebuild_decoder(naming, meta, Path(entry["onnx"]).name, Path(entry["keys_onnx"]).name,
+                                                   probes)
     fusion, fusion_diff = None, None
     if entry.get("fusion_onnx"):
-        fusion, fusion_diff = rebuild_fusion(naming, Path(entry["fusion_onnx"]).name, entry["variant"], decoder.hidden)
+        fusion, fusion_diff = rebuild_fusion(naming, Path(entry["fusion_onnx"]).name, entry["variant"], decoder.hidden,
+                                             probes)
     staging = out.with_name(out.name + ".head-tmp")
     shutil.rmtree(staging, ignore_errors=True)
     encoder_report = build_encoder(models, staging)
@@ -260,11 +293,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0].strip("`: "))
     parser.add_argument("--models", type=Path, default=Path("models"), help="models folder (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="the best/ folder to write")
+    parser.add_argument("--probes", type=Path, default=None,
+                        help="probe mappings to read (and to add those found): a JSON file (ProbeCache)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     try:
-        report = build(args.models, args.out)
+        report = build(args.models, args.out, ProbeCache(args.probes) if args.probes else None)
     except (ConversionError, FileNotFoundError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -51,6 +51,10 @@ class RunControls:
     """Stop (after a checkpoint) once this many minutes have run in this process; 0 = none."""
     max_steps: int = 0
     """Stop after this many optimiser steps in all; 0 = the whole schedule."""
+    stop_at: float = 0.0
+    """Stop (after a checkpoint) at this Unix time; 0 = none.  How a job with a fixed wall
+    clock (a lent GPU's command limit) ends its runs in time to return them, whatever their
+    start-up took (``time_budget_min`` counts from the first step)."""
     threads: int = 0
     """torch's intra-op threads; 0 = torch's default."""
     device: str = "auto"
@@ -71,6 +75,14 @@ class RunControls:
 
 
 Controlled = TypeVar("Controlled", bound=RunControls)
+
+
+def out_of_time(controls: RunControls, started: float) -> bool:
+    """Whether a run that started its steps at ``started`` has used its time budget or
+    reached its ``stop_at``."""
+    now = time.time()
+    return bool(controls.time_budget_min and now - started > controls.time_budget_min * 60) or bool(
+        controls.stop_at and now >= controls.stop_at)
 
 
 def enable_checkpointing(model: Any) -> None:

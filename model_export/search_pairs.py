@@ -28,7 +28,7 @@ import io
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +122,35 @@ class Pairs:
                      self.anon.head(count) if self.anon is not None else None,
                      {**self.meta, "pairs": count, "cut_from": self.meta.get("pairs")})
 
+    def cut_code(self, limit: int) -> Pairs:
+        """The pack as if packed with ``max_code_tokens=limit`` (≤ the one it was packed with):
+        in a train pack each longer code keeps its first ``limit - 1`` ids and its final [SEP],
+        exactly what packing at ``limit`` gives (:func:`_encode`); a validation or test pack
+        (cut at ``eval_code_tokens``) only changes its spec — so a job carries one pack for
+        several code lengths."""
+        spec = dict(self.meta["spec"])
+        if not 2 <= limit <= spec["max_code_tokens"]:
+            raise ValueError(f"cut_code({limit}): a pack cuts only down from its {spec['max_code_tokens']}")
+        spec["max_code_tokens"] = limit
+        if self.meta.get("split") != "train":
+            return replace(self, meta={**self.meta, "spec": spec})
+        offsets, lengths = self.code.offsets, self.code.lengths()
+        keep = np.minimum(lengths, limit)
+        cut = np.zeros_like(offsets)
+        cut[1:] = np.cumsum(keep)
+        source = np.repeat(offsets[:-1], keep) + (np.arange(cut[-1]) - np.repeat(cut[:-1], keep))
+        longer = lengths > limit
+        source[cut[1:][longer] - 1] = offsets[1:][longer] - 1  # the final [SEP]
+        return Pairs(self.query, Ragged(self.code.ids[source], cut), self.project, self.anonymised, self.anon,
+                     {**self.meta, "spec": spec, "code_tokens": limit})
+
     def save(self, path: Path) -> None:
         """Write the pack atomically (compressed ``.npz``)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, self.npz_bytes())
+
+    def npz_bytes(self, compressed: bool = True) -> bytes:
+        """The pack as ``.npz`` bytes (uncompressed for a job that compresses it better)."""
         arrays: dict[str, Any] = {
             "query_ids": self.query.ids, "query_offsets": self.query.offsets,
             "code_ids": self.code.ids, "code_offsets": self.code.offsets,
@@ -133,9 +160,8 @@ class Pairs:
         if self.anon is not None:
             arrays |= {"anon_ids": self.anon.ids, "anon_offsets": self.anon.offsets}
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, buffer.getvalue())
+        (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+        return buffer.getvalue()
 
     @staticmethod
     def meta_of(path: Path) -> dict[str, Any]:

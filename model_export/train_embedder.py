@@ -57,6 +57,7 @@ from .run_files import (
     enable_checkpointing,
     log_event,
     optimise,
+    out_of_time,
     resumed_config,
     running_mean,
     set_fields,
@@ -391,7 +392,7 @@ def train(corpus: Path, run: Path, config: EmbedderTrainConfig, pack_dir: Path =
             if time.time() - last_checkpoint > config.checkpoint_minutes * 60:
                 checkpoint()
                 last_checkpoint = time.time()
-            if config.time_budget_min and time.time() - started > config.time_budget_min * 60:
+            if out_of_time(config, started):
                 stopped = True
                 break
         if bar is not None:

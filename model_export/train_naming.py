@@ -80,6 +80,7 @@ from .run_files import (
     enable_checkpointing,
     log_event,
     optimise,
+    out_of_time,
     resumed_config,
     running_mean,
     set_fields,
@@ -158,6 +159,9 @@ class NamingTrainConfig(RunControls):
     that a run continuing another in chunks (``train_first``) reads pairs the earlier chunks did
     not: after a chunk of 80 steps from 0, the next one sets 80."""
     search_batch: int = 256
+    search_code_tokens: int = 128
+    """Train code length of the search pack (its ``max_code_tokens``): 128 is the CPU's speed
+    lever; the served 256 is worth trying where length costs little (a GPU)."""
     search_scale: float = 20.0
     project_chunk: int = 32
     vocab_size: int = 8000
@@ -191,7 +195,7 @@ class NamingTrainConfig(RunControls):
         check_ranges(config, at_least_one=("epochs", "batch_size", "eval_every", "valid_examples", "vocab_size", "layers", "heads",
                                            "feed_forward", "max_source_tokens", "max_target_tokens", "context_dim",
                                            "context_tokens", "context_paths", "project_chunk"),
-                     positive=("decoder_lr", "search_scale"),
+                     positive=("decoder_lr", "search_scale", "search_code_tokens"),
                      non_negative=("lr", "fusion_lr", "warmup_steps", "weight_decay", "search_weight", "valid_groups",
                                    "train_first", "train_take", "search_first"),
                      shares=("dropout",))
@@ -346,8 +350,9 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
         train_contexts = train_contexts.take(chosen) if train_contexts is not None else None
     search_train = search_valid = None
     if config.search_weight > 0 or (config.select_on == "f1+mrr" and config.valid_groups > 0):
-        packs = ensure_packs(corpus, search_pack, PackSpec(tokenizer_sha256(tokenizer_file)), tokenizer_file,
-                             splits=("train", "valid"))
+        packs = ensure_packs(corpus, search_pack, PackSpec(tokenizer_sha256(tokenizer_file),
+                                                           max_code_tokens=config.search_code_tokens),
+                             tokenizer_file, splits=("train", "valid"))
         search_valid = Pairs.load(packs["valid"])
         if config.search_weight > 0:
             search_train = Pairs.load(packs["train"])
@@ -495,7 +500,7 @@ def _train(corpus: Path, run: Path, config: NamingTrainConfig, naming_pack: Path
             if time.time() - last_checkpoint > config.checkpoint_minutes * 60:
                 checkpoint()
                 last_checkpoint = time.time()
-            if parallel.any(bool(config.time_budget_min) and time.time() - started > config.time_budget_min * 60):
+            if parallel.any(out_of_time(config, started)):
                 stopped = True
                 break
         if bar is not None:

@@ -39,7 +39,7 @@ def _names(models: Path, masked: str) -> list[tuple[str, float]]:
 
 
 def test_a_fusion_head_rebuilt_from_its_int8_graphs_names_as_the_runtime_does(
-        naming_run_best: Path, search_models: Path, tmp_path: Path) -> None:
+        naming_run_best: Path, search_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pathfusion.model_export.export_embedder import load_reference
     from pathfusion.model_export.head_from_export import REPORT_FILE, build
     from pathfusion.model_export.name_decoder import beam_search
@@ -54,6 +54,7 @@ def test_a_fusion_head_rebuilt_from_its_int8_graphs_names_as_the_runtime_does(
     assert report["decoder_max_abs_diff"] <= 1e-4 and report["fusion_max_abs_diff"] <= 1e-4
     assert json.loads((rebuilt / REPORT_FILE).read_text()) == report
     assert (rebuilt / VOCAB_FILE).read_bytes() == (original / VOCAB_FILE).read_bytes()
+    assert_probes_carry(models, tmp_path, rebuilt, monkeypatch)
 
     # the weights are the original's up to the export's int8 rounding (one step per row), not equal
     before, after = load_decoder(original).state_dict(), load_decoder(rebuilt).state_dict()
@@ -83,6 +84,26 @@ def test_a_fusion_head_rebuilt_from_its_int8_graphs_names_as_the_runtime_does(
         assert np.allclose(memory, want_memory[0].numpy(), atol=1e-4)
         want = beam_search(decoder, want_memory, want_source, want_pad, table, beam=4, results=4)
         assert [pieces for pieces, _ in found] == [pieces for pieces, _ in want]
+
+
+def assert_probes_carry(models: Path, tmp_path: Path, rebuilt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probe mappings found here and kept in a file rebuild the same head where probing is
+    impossible (a machine whose torch names exported nodes otherwise): no probe is exported."""
+    from pathfusion.model_export import head_from_export
+    from pathfusion.model_export.head_from_export import ProbeCache, build
+
+    kept = tmp_path / "probes.json"
+    build(models, tmp_path / "first", ProbeCache(kept))
+    assert kept.is_file() and len(json.loads(kept.read_text())) == 2  # the decoder's graphs and the fusion's
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("probed although the mappings were kept")
+
+    monkeypatch.setattr(head_from_export, "probe_mappings", refuse)
+    build(models, tmp_path / "carried", ProbeCache(kept))
+    for name in ("decoder.pt", "fusion.pt"):
+        want, got = torch.load(rebuilt / name), torch.load(tmp_path / "carried" / name)
+        assert set(want) == set(got) and all(torch.equal(want[k], got[k]) for k in want)
 
 
 def test_a_rebuilt_head_exports_again_to_what_was_shipped(naming_models: Path, tmp_path: Path) -> None:

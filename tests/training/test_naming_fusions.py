@@ -293,7 +293,7 @@ def test_the_gpu_job_packs_carried_sources_as_the_corpus_route_does(corpus: Path
         assert save_records(records, carry / "fusion" / f"{split}.jsonl.xz") == len(records)
     loaded = list(load_records(carry / "fusion" / "heldout.jsonl.xz"))
     assert loaded == [{k: r[k] for k in ("masked_code", "label", "project")} for r in records]
-    sizes = fusion_job.pack_carried(carry, tmp_path / "pack", tiny_model / "tokenizer.json", processes=2)
+    sizes = fusion_job.pack_carried(carry / "fusion", tmp_path / "pack", tiny_model / "tokenizer.json", processes=2)
     assert sizes == {"train": 240, "valid": 48, "heldout": 48}
     carried = NamingExamples.load(tmp_path / "pack" / "train.npz")
     direct_records = list(naming_records(corpus, "train"))

@@ -350,3 +350,51 @@ def test_a_resumed_run_keeps_what_it_trains_and_takes_where_and_how_long(tmp_pat
     naming.write_text(json.dumps(dataclasses.asdict(NamingTrainConfig(variant="concat", amp=True))))
     again = resumed_config(naming, NamingTrainConfig(variant="llm", amp=False, eval_batch=3), also=("amp",))
     assert (again.variant, again.amp, again.eval_batch) == ("concat", False, 3)
+
+
+def test_a_pack_cut_shorter_is_the_pack_packed_shorter(corpus: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """``Pairs.cut_code``: a GPU job carries one pack (the longest code) and cuts the others
+    there; the cut must be what packing at that length gives, or runs would refuse it (spec)
+    or train on other ids. The carried form (uncompressed ``.npz`` inside xz) loads the same."""
+    from pathfusion.model_export.joint_job import carried_pack, uncarry_pack
+
+    tokenizer = tiny_model / "tokenizer.json"
+    long_spec = PackSpec(tokenizer_sha256(tokenizer), max_code_tokens=40, anonymise_share=0.5)
+    short_spec = dataclasses.replace(long_spec, max_code_tokens=24)
+    pack_split(corpus, "train", long_spec, tokenizer, tmp_path / "long.npz", progress=False)
+    pack_split(corpus, "train", short_spec, tokenizer, tmp_path / "short.npz", progress=False)
+    pack_split(corpus, "valid", long_spec, tokenizer, tmp_path / "valid.npz", progress=False)
+    long, short = Pairs.load(tmp_path / "long.npz"), Pairs.load(tmp_path / "short.npz")
+    assert (long.code.lengths() > 24).sum() > 50  # the cut is exercised
+    cut = long.cut_code(24)
+    assert cut.meta == short.meta
+    for field in ("query", "code"):
+        assert np.array_equal(getattr(cut, field).ids, getattr(short, field).ids)
+        assert np.array_equal(getattr(cut, field).offsets, getattr(short, field).offsets)
+    assert np.array_equal(cut.anonymised, short.anonymised) and np.array_equal(cut.project, short.project)
+    assert np.array_equal(long.cut_code(40).code.ids, long.code.ids)
+    with pytest.raises(ValueError, match="cuts only down from its 40"):
+        long.cut_code(64)
+    pack_split(corpus, "valid", short_spec, tokenizer, tmp_path / "valid-short.npz", progress=False)
+    valid, valid_short = Pairs.load(tmp_path / "valid.npz").cut_code(24), Pairs.load(tmp_path / "valid-short.npz")
+    assert valid.meta == valid_short.meta and np.array_equal(valid.code.ids, valid_short.code.ids)
+    assert valid.anon is not None and valid_short.anon is not None
+    assert np.array_equal(valid.anon.ids, valid_short.anon.ids)
+    carried_pack(short, tmp_path / "carried.npz.xz")
+    back = Pairs.load(uncarry_pack(tmp_path / "carried.npz.xz", tmp_path / "back" / "train.npz"))
+    assert back.meta == short.meta and np.array_equal(back.code.ids, short.code.ids)
+    assert np.array_equal(back.query.offsets, short.query.offsets)
+
+
+def test_stop_at_ends_a_run_at_a_wall_clock_time(corpus: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """A job with a fixed command limit tells its runs when to stop (``stop_at``); the run
+    stops at the first step past it, checkpointed, and can be resumed."""
+    import time
+
+    result = train_embedder.train(corpus, tmp_path / "run", _config(tiny_model, stop_at=time.time() - 1),
+                                  tmp_path / "pack", progress=False)
+    assert not result["finished"] and result["step"] == 1
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    resumed = train_embedder.train(corpus, tmp_path / "run", _config(tiny_model, max_steps=3), tmp_path / "pack",
+                                   progress=False)
+    assert resumed["step"] == 3
