@@ -51,7 +51,7 @@ from .gpu_job import (
     cast_floats,
     download_wheels,
     ignore_in_git,
-    pack_folder,
+    return_logs,
     return_run,
     side_by_side,
     tracked_bytes,
@@ -239,18 +239,8 @@ def session(carry: Path, out: Path, minutes: float, work: Path = Path("/tmp/path
             return_run(work / variant, variant, out, work / f"{variant}.out", encoder=False)
         except Exception as exc:
             result[f"return_{variant}"] = f"failed: {exc!r}"
-    logs = work / "logs"
-    logs.mkdir(exist_ok=True)
-    for variant in variants:
-        for name in ("log.jsonl", "config.json"):
-            if (work / variant / name).is_file():
-                (logs / f"{variant}.{name}").write_bytes((work / variant / name).read_bytes())
-        if (work / f"{variant}.out").is_file():
-            (logs / f"{variant}.out").write_bytes((work / f"{variant}.out").read_bytes()[-200_000:])
     result["seconds"] = round(time.time() - started, 1)
-    (logs / "session.json").write_text(json.dumps(result, indent=1) + "\n")
-    pack_folder(logs, "logs", out)
-    (out / "session.json").write_text(json.dumps(result, indent=1) + "\n")
+    return_logs(work, variants, result, out)
     return result
 
 

@@ -298,6 +298,23 @@ def return_run(run_dir: Path, name: str, out: Path, stdout: Path | None = None, 
     return pack_folder(staging, name, out)
 
 
+def return_logs(work: Path, runs: Sequence[str], result: dict[str, Any], out: Path) -> None:
+    """Each run's ``log.jsonl``, ``config.json`` and last output (``work/<run>/…``,
+    ``work/<run>.out``) and ``result`` as ``session.json`` into ``out`` as ``logs.tar.partNN``,
+    ``session.json`` beside it: what a session returns whatever became of the weights."""
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    for run in runs:
+        for name in ("log.jsonl", "config.json"):
+            if (work / run / name).is_file():
+                shutil.copy2(work / run / name, logs / f"{run}.{name}")
+        if (work / f"{run}.out").is_file():
+            (logs / f"{run}.out").write_bytes((work / f"{run}.out").read_bytes()[-200_000:])
+    (logs / "session.json").write_text(json.dumps(result, indent=1) + "\n")
+    pack_folder(logs, "logs", out)
+    (out / "session.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
 def collect(files: Path, target: Path) -> dict[str, str]:
     """Here: the returned ``embedder.tar.partNN`` / ``naming.tar.partNN`` (of ``run`` or
     ``session``) → ``target/<name>`` run folders whose ``best/`` is a loadable Hugging Face

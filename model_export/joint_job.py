@@ -48,7 +48,7 @@ from .gpu_job import (
     CARRY_LIMIT,
     download_wheels,
     ignore_in_git,
-    pack_folder,
+    return_logs,
     return_run,
     side_by_side,
     tracked_bytes,
@@ -212,18 +212,8 @@ def session(carry: Path, out: Path, deadline_s: float, work: Path = Path("/tmp/p
             return_run(work / chosen, chosen, out, work / f"{chosen}.out")
         except Exception as exc:  # the logs must come back even so
             result["return_error"] = repr(exc)
-    logs = work / "logs"
-    logs.mkdir(exist_ok=True)
-    for name in runs:
-        for file in ("log.jsonl", "config.json"):
-            if (work / name / file).is_file():
-                shutil.copy2(work / name / file, logs / f"{name}.{file}")
-        if (work / f"{name}.out").is_file():
-            (logs / f"{name}.out").write_bytes((work / f"{name}.out").read_bytes()[-200_000:])
     result["seconds"] = round(time.time() - started, 1)
-    (logs / "session.json").write_text(json.dumps(result, indent=1) + "\n")
-    pack_folder(logs, "logs", out)
-    (out / "session.json").write_text(json.dumps(result, indent=1) + "\n")
+    return_logs(work, list(runs), result, out)
     return result
 
 

@@ -130,3 +130,25 @@ def test_run_commands_and_the_choice_of_run(tmp_path: Path) -> None:
     (run / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     assert joint_job.best_event(run)["step"] == 5
     assert joint_job.best_event(tmp_path / "none") == {}
+
+
+def test_a_session_returns_every_runs_log_and_its_result(tmp_path: Path) -> None:
+    """``gpu_job.return_logs`` (every GPU session's last step): each run's log, config and the
+    end of its output, with the session's result, come back as one part ``collect`` unpacks."""
+    from pathfusion.model_export import gpu_job
+
+    work = tmp_path / "work"
+    for name in ("code128", "code256"):
+        (work / name).mkdir(parents=True)
+        (work / name / "log.jsonl").write_text(json.dumps({"event": "valid", "run": name}) + "\n")
+        (work / name / "config.json").write_text("{}\n")
+        (work / f"{name}.out").write_bytes(b"x" * 250_000 + name.encode())
+    result = {"returned": "code128", "exit_codes": {"code128": 0, "code256": 1}}
+    gpu_job.return_logs(work, ["code128", "code256"], result, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["logs.tar.part00", "session.json"]
+    assert json.loads((tmp_path / "out" / "session.json").read_text()) == result
+    logs = Path(gpu_job.collect(tmp_path / "out", tmp_path / "back")["logs"])
+    assert json.loads((logs / "code256.log.jsonl").read_text())["run"] == "code256"
+    out = (logs / "code256.out").read_bytes()
+    assert len(out) == 200_000 and out.endswith(b"code256")  # the end of a long output
+    assert json.loads((logs / "session.json").read_text()) == result
