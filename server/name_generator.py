@@ -58,11 +58,11 @@ then 1.0 again with names made of words (:mod:`pathfusion.server.name_words`), o
 on 4,000 validation functions (F1 0.383 against 0.386 at 1.5, exact match 0.137 against
 0.126; docs/results.md, "Names made of words").  The probability shown follows this ranking
 (:data:`CALIBRATION`)."""
-CALIBRATION = Calibration(slope=0.94, none_logit=1.65)
+CALIBRATION = Calibration(slope=0.82, none_logit=1.95)
 """How rank scores become the probabilities shown (:mod:`pathfusion.server.name_confidence`),
-fitted on validation for ``pathfusion-namer-attention-j1`` with its lexicon and
+fitted on validation for ``pathfusion-namer-attention-g128`` with its lexicon and
 :data:`LENGTH_BONUS` (``python -m pathfusion.model_export.naming_policy``, docs/results.md;
-``pathfusion-namer-attention-1``'s was slope 0.92, none_logit 1.8)."""
+``pathfusion-namer-attention-j1``'s was slope 0.94, none_logit 1.65, ``-1``'s 0.92 / 1.8)."""
 CACHE_SIZE = 4096
 """Functions whose names are kept (least recently used dropped first)."""
 MASK_TEXT = "[MASK]"
