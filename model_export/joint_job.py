@@ -93,8 +93,10 @@ def uncarry_pack(path: Path, target: Path) -> Path:
 
 
 def prepare(repo: Path, carry: Path, corpus: Path, search_pack: Path, naming_pack: Path, naming_train: int,
-            naming_valid: int = 2000, wheels: bool = True) -> dict[str, Any]:
+            naming_valid: int = 2000, wheels: bool = True, naming_first: int = 0) -> dict[str, Any]:
     """Fill ``carry/joint`` (git-ignored) for :func:`session`; refused over 64 MiB in all.
+    ``naming_first``: the train functions are positions ``naming_first …`` of the seeded order
+    (a later session carries the ones after an earlier one's; the first took 0–48,000).
     ``wheels=False`` leaves the tree-sitter wheels out (tests: no package index)."""
     ignore_in_git(repo, carry)
     folder = carry / "joint"
@@ -104,9 +106,9 @@ def prepare(repo: Path, carry: Path, corpus: Path, search_pack: Path, naming_pac
         pairs = Pairs.load(search_pack / f"{split}.npz")
         sizes[f"search_{split}"] = {"pairs": len(pairs), "code_tokens": pairs.meta["spec"]["max_code_tokens"],
                                     "bytes": carried_pack(pairs, folder / "search" / f"{split}.npz.xz")}
-    for split, count in (("train", naming_train), ("valid", naming_valid)):
+    for split, count, first in (("train", naming_train, naming_first), ("valid", naming_valid, 0)):
         total = len(NamingExamples.load(naming_pack / f"{split}.npz"))
-        wanted = set(seeded_choice(total, count, SEED).tolist())
+        wanted = set(seeded_choice(total, count, SEED, first=first).tolist())
         kept = save_records((r for i, r in enumerate(naming_records(corpus, split)) if i in wanted),
                             folder / f"{split}.jsonl.xz")
         sizes[f"naming_{split}"] = {"functions": kept, "bytes": (folder / f"{split}.jsonl.xz").stat().st_size}
@@ -230,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(pathfusion train embedder --only pack --pack DIR --set max_code_tokens=256)")
     p.add_argument("--naming-pack", type=Path, default=Path("data/naming-pairs"))
     p.add_argument("--naming-train", type=int, default=48_000)
+    p.add_argument("--naming-first", type=int, default=0,
+                   help="carry positions FIRST… of the train split's seeded order (2026-11-29's session: 0)")
     s = sub.add_parser("session", help="on the device: the runs side by side → --out")
     s.add_argument("--carry", type=Path, default=Path("gpu_carry"))
     s.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu_out")))
@@ -242,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.step == "prepare":
             info = prepare(Path.cwd(), args.carry.resolve(), args.corpus, args.search_pack, args.naming_pack,
-                           args.naming_train)
+                           args.naming_train, naming_first=args.naming_first)
         else:
             info = session(args.carry, args.out, args.deadline_s, args.work, overrides=args.set)
     except (ValueError, FileNotFoundError, subprocess.CalledProcessError) as exc:

@@ -89,6 +89,11 @@ def test_prepare_carries_the_search_pack_and_a_seeded_share_of_naming_functions(
     assert back.meta == original.meta and np.array_equal(back.code.ids, original.code.ids)
     assert "/carry/" in (tmp_path / "repo" / ".git" / "info" / "exclude").read_text()
 
+    joint_job.prepare(tmp_path / "repo", tmp_path / "repo" / "carry", corpus, tmp_path / "search", tmp_path / "naming",
+                      naming_train=25, naming_valid=10, wheels=False, naming_first=25)  # the next session's share
+    later = sorted(np.random.default_rng(joint_job.SEED).permutation(90)[25:50])
+    assert [r["label"] for r in load_records(folder / "train.jsonl.xz")] == [train[i]["label"] for i in later]
+
     monkeypatch.setattr(joint_job, "CARRY_LIMIT", 1000)
     with pytest.raises(ValueError, match="> 64 MiB; pass a smaller --naming-train"):
         joint_job.prepare(tmp_path / "repo", tmp_path / "repo" / "carry", corpus, tmp_path / "search",
