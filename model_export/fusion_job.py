@@ -57,6 +57,7 @@ from .gpu_job import (
     tracked_bytes,
 )
 from .naming_pack import naming_records, seeded_choice
+from .run_files import best_validation
 
 SHIPPED_SUBSET = 170_000
 """How many train functions (a seeded random choice, seed 2025) the shipped head trained on."""
@@ -192,15 +193,9 @@ def score_heldout(work: Path, variants: Sequence[str], device: str) -> dict[str,
 
 
 def best_valid(run: Path) -> dict[str, Any]:
-    """The best validation event of a run's log (naming F1 picks it)."""
-    best: dict[str, Any] = {}
-    log = run / "log.jsonl"
-    if log.is_file():
-        for line in log.read_text().splitlines():
-            event = json.loads(line)
-            if event.get("event") == "valid" and event.get("best"):
-                best = {"step": event["step"], "examples_seen": event["examples_seen"], **event["naming"]}
-    return best
+    """The best validation of a run (naming F1 picks it): its step, functions seen and naming scores."""
+    event = best_validation(run)
+    return {"step": event["step"], "examples_seen": event["examples_seen"], **event["naming"]} if event else {}
 
 
 def session(carry: Path, out: Path, minutes: float, work: Path = Path("/tmp/pathfusion-fusion"),

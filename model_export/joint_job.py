@@ -20,9 +20,9 @@ lever, what every shipped encoder trained on) or the served 256 (the hypothesis 
     head before) and of the 2,000 validation functions of every earlier run; the shipped
     head's probe mappings; the tree-sitter wheels — checked against the 64 MiB a job carries.
 ``session`` (there)
-    the naming and context packs (the shipped context vocabulary, all cores), one search
-    pack per code length, the shipped head rebuilt once with the probe mappings found here
-    (the device's torch is another version), every run of :data:`RUNS` side by side on the one GPU, each told to
+    the shipped head rebuilt once with the probe mappings found here (the device's torch is
+    another version), the naming and context packs with its tokenizer and context vocabulary
+    (all cores), one search pack per code length, every run of :data:`RUNS` side by side on the one GPU, each told to
     stop (``stop_at``) in time to be returned by ``--deadline-s``; returns the run with the
     best validation score (naming F1 + search MRR, the runs' own ``select_on``) — one run's
     encoder (int8 rows) and fp16 heads are 45 MB of the 64 MiB a job returns — and every run's log.
@@ -54,6 +54,7 @@ from .gpu_job import (
     tracked_bytes,
 )
 from .naming_pack import NamingExamples, naming_records, seeded_choice
+from .run_files import best_validation
 from .search_pairs import Pairs
 
 SEED = 2025
@@ -168,44 +169,32 @@ def run_command(name: str, settings: Sequence[str], work: Path, search: Path, st
             "--set", "device=cuda", *COMMON, *settings, f"stop_at={stop_at:.0f}", *overrides]
 
 
-def best_event(run: Path) -> dict[str, Any]:
-    """The last validation event of ``run`` that made its ``best/`` (empty if none)."""
-    best: dict[str, Any] = {}
-    log = run / "log.jsonl"
-    for line in log.read_text().splitlines() if log.is_file() else []:
-        event = json.loads(line)
-        if event.get("event") == "valid" and event.get("best"):
-            best = event
-    return best
-
-
 def session(carry: Path, out: Path, deadline_s: float, work: Path = Path("/tmp/pathfusion-joint"),
             runs: dict[str, tuple[str, ...]] | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """On the device (module docstring): pack, train the runs side by side, return the best."""
-    from pathfusion.server.context_vocab import ContextVocab
-    from pathfusion.server.embedder import tokenizer_json
+    from pathfusion.server.context_vocab import VOCAB_FILE, ContextVocab
 
     started = time.time()
     runs = runs or RUNS
     folder = carry / "joint"
     work.mkdir(parents=True, exist_ok=True)
-    manifest = json.loads(Path("models/manifest.json").read_text())["models"]
-    tokenizer_file = work / "tokenizer.json"  # the shipped tokenizer's very bytes (packs are keyed on its sha256)
-    tokenizer_file.write_bytes(tokenizer_json(Path("models") / manifest["embedder"]["tokenizer"]))
-    vocab = ContextVocab.load(Path("models") / manifest["naming"]["contexts"])
-    result: dict[str, Any] = {"packed": pack_carried(folder, work / "pack", tokenizer_file, vocab, NAMING_SPLITS)}
+    init = work / "shipped-head"
+    head = _shipped_head(Path("models"), init, folder / PROBES_FILE)
+    result: dict[str, Any] = {"head": {k: head[k] for k in ("naming_id", "embedder_id", "decoder_max_abs_diff",
+                                                             "fusion_max_abs_diff")}}
+    # packed with the runs' own tokenizer and context vocabulary (the packs are keyed on them)
+    result["packed"] = pack_carried(folder, work / "pack", init / "tokenizer.json", ContextVocab.load(init / VOCAB_FILE),
+                                    NAMING_SPLITS)
     packs = search_packs(folder, work, [code_length(s) for s in runs.values()])
-    head = _shipped_head(Path("models"), work / "shipped-head", folder / PROBES_FILE)
-    result["head"] = {k: head[k] for k in ("naming_id", "embedder_id", "decoder_max_abs_diff", "fusion_max_abs_diff")}
     result["pack_seconds"] = round(time.time() - started, 1)
     stop_at = started + deadline_s - RETURN_RESERVE_S
     result["stop_at_s"] = round(stop_at - started, 1)
-    commands = {name: run_command(name, (f"init={work / 'shipped-head'}", *settings), work,
+    commands = {name: run_command(name, (f"init={init}", *settings), work,
                                   packs[code_length(settings)], stop_at, overrides)
                 for name, settings in runs.items()}
     result["exit_codes"] = side_by_side(commands, work)
     result["train_seconds"] = round(time.time() - started, 1)
-    result["best"] = {name: {k: v for k, v in best_event(work / name).items() if k != "event"} for name in runs}
+    result["best"] = {name: {k: v for k, v in best_validation(work / name).items() if k != "event"} for name in runs}
     scored = [name for name in runs if result["best"][name]]
     out.mkdir(parents=True, exist_ok=True)
     if scored:

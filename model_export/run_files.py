@@ -31,6 +31,18 @@ def log_event(run: Path, entry: dict[str, Any], echo: bool = True) -> None:
         print(json.dumps(entry), file=sys.stderr, flush=True)
 
 
+def best_validation(run: Path) -> dict[str, Any]:
+    """The last ``valid`` event of ``run/log.jsonl`` that made the run's ``best/`` (empty when
+    none): what a GPU job reports of each run it trained."""
+    best: dict[str, Any] = {}
+    log = run / "log.jsonl"
+    for line in log.read_text(encoding="utf-8").splitlines() if log.is_file() else []:
+        event = json.loads(line)
+        if event.get("event") == "valid" and event.get("best"):
+            best = event
+    return best
+
+
 def atomic_torch_save(obj: object, path: Path) -> None:
     """``torch.save`` to a temp file beside ``path``, then rename over it."""
     tmp = path.with_name(path.name + ".tmp")

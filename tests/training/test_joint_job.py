@@ -17,6 +17,7 @@ from pathfusion.model_export import joint_job
 from pathfusion.model_export.context_pack import load_records
 from pathfusion.model_export.naming_pack import NamingPackSpec, naming_records
 from pathfusion.model_export.naming_pack import pack_split as pack_naming
+from pathfusion.model_export.run_files import best_validation
 from pathfusion.model_export.search_pairs import (
     PackSpec,
     Pairs,
@@ -133,8 +134,8 @@ def test_run_commands_and_the_choice_of_run(tmp_path: Path) -> None:
               {"event": "valid", "step": 5, "score": 1.2, "best": True},
               {"event": "valid", "step": 9, "score": 1.1, "best": False}, {"event": "paused", "step": 9}]
     (run / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
-    assert joint_job.best_event(run)["step"] == 5
-    assert joint_job.best_event(tmp_path / "none") == {}
+    assert best_validation(run)["step"] == 5
+    assert best_validation(tmp_path / "none") == {}
 
 
 def test_a_session_returns_every_runs_log_and_its_result(tmp_path: Path) -> None:
