@@ -18,6 +18,13 @@ maximum likelihood on a grid.  ``--holdout N`` keeps the last N functions out of
 and scores the shipped calibration on them; ``--projects DIR`` scores it, and nothing else is
 chosen, on held-out projects (functions as ``pathfusion eval naming --projects`` reads them).
 
+And the least calibrated probability a name needs to be offered
+(:data:`pathfusion.server.code2vec.LEAST_OFFERED_CONFIDENCE`): for each candidate floor, how often
+a good and a wrong current name (flagged by the shipped per-wordpiece floor) get a name offered,
+and how often the first name offered for a wrong one is helpful — subtoken F1 ≥ 0.5 with the
+real name; the smallest floor at which it is helpful at least half the time is chosen (on the
+held-out projects: the table alone).
+
 And the length bonus names are ranked with (:data:`pathfusion.server.name_generator.LENGTH_BONUS`):
 subtoken P/R/F1 of the top name re-ranked from the same beam results with each bonus; the
 smallest bonus within 0.005 F1 of the best is chosen.
@@ -39,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from pathfusion.server.code2vec import UNLIKELY_CURRENT_NAME, CurrentName
 from pathfusion.server.embedder import load_embedder
 from pathfusion.server.models import default_models_dir
 from pathfusion.server.name_confidence import Calibration, leftover
@@ -58,6 +66,10 @@ RATIOS = (1.0, 2.0, 5.0, 10.0)
 BONUSES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 FLOORS = (-7.0, -6.0, -5.5, -5.0, -4.5, -4.0, -3.5, -3.0, -2.5, -2.0)
 BINS = 10
+OFFER_FLOORS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
+HELPFUL_F1 = 0.5
+"""A name offered for a wrong current name helps when its subtoken F1 with the real name is at
+least this (half its subtokens right, in both directions)."""
 SLOPES = tuple(round(0.5 + 0.02 * i, 2) for i in range(51))
 NONE_LOGITS = tuple(round(-2.0 + 0.05 * i, 2) for i in range(101))
 
@@ -158,6 +170,45 @@ def top1_calibration(rows: Sequence[dict[str, Any]], calibration: Calibration | 
             "exact": round(float(np.mean([c for _, c in top])), 4), "reliability": table}
 
 
+def subtoken_f1(gold: str, predicted: str) -> float:
+    """code2vec's subtoken F1 of one prediction."""
+    scores = NamingScores()
+    scores.add(gold, [predicted])
+    return float(scores.result()["f1"])
+
+
+def offered_names(row: dict[str, Any], current: str, probability: float, per_wordpiece: float
+                  ) -> list[tuple[str, float]]:
+    """The names the editor would offer (before the confidence floor) for ``row``'s function named
+    ``current``: none while that name is likely enough, else the beam's names whose calibrated
+    probability is above the current name's (:meth:`~pathfusion.server.code2vec.Suggestion.worth_offering`)."""
+    if per_wordpiece >= UNLIKELY_CURRENT_NAME:
+        return []
+    names, scored = shown(row["names"], len(row["names"]), CurrentName(probability, 1), current)
+    assert scored is not None
+    return [(label, p) for label, p in names if label != current and p > scored.shown]
+
+
+def offer_floors(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The table of candidate :data:`OFFER_FLOORS` and the one the rule picks (module docstring)."""
+    good = [offered_names(r, r["label"], r["p_real"], r["per_wordpiece_real"]) for r in rows]
+    wrong = [offered_names(r, r["wrong"], r["p_wrong"], r["per_wordpiece_wrong"]) for r in rows]
+    table = []
+    for floor in OFFER_FLOORS:
+        firsts = [(kept[0][0], r["label"]) for names, r in zip(wrong, rows, strict=True)
+                  if (kept := [n for n in names if n[1] >= floor])]
+        helpful = sum(subtoken_f1(real, name) >= HELPFUL_F1 for name, real in firsts)
+        exact = sum(name == real for name, real in firsts)
+        table.append({"floor": floor,
+                      "good_name_gets_a_suggestion": round(sum(any(p >= floor for _, p in n) for n in good) / len(rows), 4),
+                      "wrong_name_gets_a_suggestion": round(len(firsts) / len(rows), 4),
+                      "wrong_name_gets_a_helpful_one": round(helpful / len(rows), 4),
+                      "offered_helpful": round(helpful / len(firsts), 4) if firsts else None,
+                      "offered_exact": round(exact / len(firsts), 4) if firsts else None})
+    chosen = next((t["floor"] for t in table if t["offered_helpful"] is not None and t["offered_helpful"] >= 0.5), None)
+    return {"offer_floors": table, "chosen_offer_floor": chosen}
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     def offered(row: dict[str, Any], current: str, p_current: float, ratio: float) -> list[tuple[str, float]]:
         return [(label, p) for label, p in row["names"] if label != current and p >= ratio * p_current]
@@ -191,7 +242,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     chosen_bonus = min(b["bonus"] for b in bonuses if float(b["f1"]) >= best_f1 - 0.005)
     fitted = fit_calibration(rows)
     return {"functions": len(rows), "length_bonus": bonuses, "chosen_length_bonus": chosen_bonus,
-            "floors": floors, "chosen_floor": chosen["floor"], "ratio_rule": policy,
+            "floors": floors, "chosen_floor": chosen["floor"], **offer_floors(rows), "ratio_rule": policy,
             "top1_model_probability": top1_calibration(rows, None),
             "top1_shown": top1_calibration(rows, CALIBRATION), "calibration_fit": fitted,
             "top1_fitted": top1_calibration(rows, Calibration(fitted["slope"], fitted["none_logit"]))}
@@ -226,7 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.projects is not None:
         result = {"models": models, "naming_head": head, "seed": args.seed, "projects": str(args.projects),
                   "functions": len(rows), "calibration_shipped": dataclasses.asdict(CALIBRATION),
-                  "top1_shown": top1_calibration(rows, CALIBRATION), "top1_model_probability": top1_calibration(rows, None)}
+                  "top1_shown": top1_calibration(rows, CALIBRATION), "top1_model_probability": top1_calibration(rows, None),
+                  **offer_floors(rows)}
         return _write(args.out, result, rows)
     if not 0 <= args.holdout < len(rows):
         parser.error(f"--holdout must be at least 0 and below the {len(rows)} functions")
@@ -235,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "calibration_shipped": dataclasses.asdict(CALIBRATION), **summarise(chosen)}
     if held:
         result["holdout"] = {"functions": len(held), "top1_shown": top1_calibration(held, CALIBRATION),
-                             "top1_model_probability": top1_calibration(held, None)}
+                             "top1_model_probability": top1_calibration(held, None), **offer_floors(held)}
     return _write(args.out, result, rows)
 
 

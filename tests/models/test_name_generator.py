@@ -12,7 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pathfusion.server.code2vec import UNLIKELY_CURRENT_NAME, Code2VecModel, CurrentName, Suggestion, suggest_for_document
+from pathfusion.server.code2vec import (
+    LEAST_OFFERED_CONFIDENCE,
+    UNLIKELY_CURRENT_NAME,
+    Code2VecModel,
+    CurrentName,
+    Suggestion,
+    suggest_for_document,
+)
 from pathfusion.server.feature_hover import hover_markdown
 from pathfusion.server.embedder import EmbedderError, OnnxEmbedder
 from pathfusion.server.models import ModelError
@@ -259,6 +266,24 @@ def test_suggestions_wait_for_an_unlikely_current_name() -> None:
     closed = _suggestion(None, current_rank=None)  # code2vec: all suggestions stand
     assert len(closed.worth_offering()) == 3 and hover_markdown(closed, 0.5) is not None
     assert hover_markdown(_suggestion(None, current_rank=1), 0.25) is None  # confident top = current
+
+
+def test_names_too_unlikely_themselves_are_not_offered() -> None:
+    """Past the current name's floor, a name is offered only with a calibrated probability of
+    at least ``LEAST_OFFERED_CONFIDENCE``: `onerror` → `q` at 0.3 % is no suggestion, in hover
+    and rename actions alike (both read ``worth_offering``)."""
+    least = LEAST_OFFERED_CONFIDENCE
+    unlikely = CurrentName(math.exp(UNLIKELY_CURRENT_NAME * 3 * 1.5), 3, confidence=0.0005)
+    noise = Suggestion("onerror", "onerror", 1, "onerror",
+                       [("run", "run", least * 0.26), ("call", "call", least * 0.24), ("q", "q", 0.003)], current=unlikely)
+    assert noise.worth_offering() == [] and hover_markdown(noise, min_confidence=0.5) is None
+    mixed = Suggestion("onerror", "onerror", 1, "onerror",
+                       [("log_error", "log|error", 0.3), ("report", "report", least), ("q", "q", least * 0.99)],
+                       current=unlikely)
+    assert [s[0] for s in mixed.worth_offering()] == ["log_error", "report"]  # the floor itself is enough
+    text = hover_markdown(mixed, min_confidence=0.5)
+    assert text is not None and "`log_error`" in text
+    assert noise.worth_offering(least=0.0) != []  # the floor alone kept them out
 
 
 class _CountingSession:

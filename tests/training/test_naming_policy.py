@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from pathfusion.model_export.naming_policy import expected_calibration_error, fit_calibration, main
+from pathfusion.model_export.naming_policy import (
+    expected_calibration_error,
+    fit_calibration,
+    main,
+    offer_floors,
+)
 from pathfusion.server.name_confidence import Calibration, leftover
 from pathfusion.server.name_generator import CALIBRATION, rank_score
 
@@ -84,3 +89,31 @@ def test_held_out_projects_score_the_shipped_calibration_and_choose_nothing(nami
     result = json.loads(out.read_text())
     assert result["functions"] == 3 and {r["label"] for r in result["rows"]} == {"load|config", "save|config", "read|text"}
     assert 0 <= result["top1_shown"]["ece"] <= 1 and "calibration_fit" not in result and "chosen_floor" not in result
+
+
+def _offer_row(real: str, names: list[tuple[str, float]], *, flagged: bool = True) -> dict[str, object]:
+    """A function with a wrong current name ``x`` (flagged or not) and a good one (never flagged)."""
+    return {"label": real, "wrong": "x", "names": [list(n) for n in names], "p_real": 0.5, "p_wrong": 1e-9,
+            "per_wordpiece_real": -0.5, "per_wordpiece_wrong": -20.0 if flagged else -0.5}
+
+
+def test_the_offer_floor_is_the_smallest_at_which_what_is_offered_helps_half_the_time() -> None:
+    """Confident first names that are right, unsure ones that are wrong: the table counts what
+    each floor offers, and the rule picks the smallest floor where at least half of the first
+    names offered for wrong current names share half their subtokens with the real name."""
+    sure = [("load|config", 0.6), ("read|config", 0.2)]
+    unsure = [("run", 0.02), ("call", 0.015)]
+    rows = [_offer_row("load|config", sure) for _ in range(3)]  # helpful, ≥ 0.3 shown
+    rows += [_offer_row("parse|args", unsure) for _ in range(5)]  # never helpful, well below 0.1 shown
+    rows += [_offer_row("save|file", sure, flagged=False)]  # the current name passes: nothing offered
+    result = offer_floors(rows)
+    table = {t["floor"]: t for t in result["offer_floors"]}
+    assert table[0.0]["wrong_name_gets_a_suggestion"] == pytest.approx(8 / 9, abs=1e-4)
+    assert table[0.0]["offered_helpful"] == pytest.approx(3 / 8, abs=1e-4)
+    assert table[0.0]["good_name_gets_a_suggestion"] == 0.0  # good names here are never flagged
+    chosen = result["chosen_offer_floor"]
+    assert chosen is not None and table[chosen]["offered_helpful"] >= 0.5
+    assert all(t["offered_helpful"] is None or t["offered_helpful"] < 0.5
+               for t in result["offer_floors"] if t["floor"] < chosen)
+    assert table[chosen]["wrong_name_gets_a_helpful_one"] == pytest.approx(3 / 9, abs=1e-4)  # the sure ones stay
+    assert table[0.3]["offered_exact"] == 1.0
