@@ -70,6 +70,8 @@ OFFER_FLOORS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
 HELPFUL_F1 = 0.5
 """A name offered for a wrong current name helps when its subtoken F1 with the real name is at
 least this (half its subtokens right, in both directions)."""
+HELPFUL_SHARE = 0.5
+"""The offer floor chosen is the smallest at which at least this share of the names offered helps."""
 SLOPES = tuple(round(0.5 + 0.02 * i, 2) for i in range(51))
 NONE_LOGITS = tuple(round(-2.0 + 0.05 * i, 2) for i in range(101))
 
@@ -184,6 +186,7 @@ def offered_names(row: dict[str, Any], current: str, probability: float, per_wor
     probability is above the current name's (:meth:`~pathfusion.server.code2vec.Suggestion.worth_offering`)."""
     if per_wordpiece >= UNLIKELY_CURRENT_NAME:
         return []
+    # the wordpiece count only enters per_wordpiece, which the row holds already
     names, scored = shown(row["names"], len(row["names"]), CurrentName(probability, 1), current)
     assert scored is not None
     return [(label, p) for label, p in names if label != current and p > scored.shown]
@@ -205,7 +208,8 @@ def offer_floors(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                       "wrong_name_gets_a_helpful_one": round(helpful / len(rows), 4),
                       "offered_helpful": round(helpful / len(firsts), 4) if firsts else None,
                       "offered_exact": round(exact / len(firsts), 4) if firsts else None})
-    chosen = next((t["floor"] for t in table if t["offered_helpful"] is not None and t["offered_helpful"] >= 0.5), None)
+    chosen = next((t["floor"] for t in table
+                   if t["offered_helpful"] is not None and t["offered_helpful"] >= HELPFUL_SHARE), None)
     return {"offer_floors": table, "chosen_offer_floor": chosen}
 
 

@@ -106,9 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             label, path = parse_result(spec)
             try:
                 results.append((label, reliability_of(json.loads(path.read_text(encoding="utf-8")))))
-            except (OSError, json.JSONDecodeError, AttributeError) as error:
-                raise ValueError(f"{path}: {error}") from None
-            except ValueError as error:
+            except (OSError, ValueError, AttributeError) as error:  # unreadable, not JSON, not a result
                 raise ValueError(f"{path}: {error}") from None
     except ValueError as error:
         print(f"reliability_plot: {error}", file=sys.stderr)
