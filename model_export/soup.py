@@ -88,6 +88,8 @@ def check_runs(runs: Sequence[Path], weights: Sequence[float]) -> list[str]:
 def soup(runs: Sequence[Path], weights: Sequence[float], out: Path) -> Path:
     """Write the weighted average of ``runs`` to ``out`` (replaced only once complete)."""
     names = check_runs(runs, weights)
+    if any(out.resolve() == run.resolve() for run in runs):
+        raise ValueError(f"{out}: is one of the runs; write the soup to a new folder")
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -91,3 +91,7 @@ def test_weights_must_be_one_per_run_and_sum_to_one(tmp_path: Path) -> None:
         soup.soup([a], [1.0], tmp_path / "soup")
     assert soup.main(["--run", str(a), "--run", str(tmp_path / "nowhere"), "--out", str(tmp_path / "soup")]) == 2
     assert not (tmp_path / "soup").exists()
+    before = (a / soup.ENCODER_FILE).read_bytes()
+    with pytest.raises(ValueError, match="is one of the runs"):  # an input is never overwritten
+        soup.soup([a, b], [0.5, 0.5], a)
+    assert (a / soup.ENCODER_FILE).read_bytes() == before
