@@ -60,7 +60,8 @@ from .metrics import mrr
 from .run_files import set_fields
 
 VARIANTS = ("llm", "concat", "weighted", "attention")
-CACHE = Path("data/embeddings-mt1")
+CACHE = Path("data/embeddings")
+"""``embed_corpus``'s default ``--out``: the two commands run one after the other with their defaults."""
 RUNS = Path("data/runs/search-fusion")
 RESULTS = Path("data/results/search-fusion.json")
 
