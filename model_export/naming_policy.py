@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from pathfusion.server.code2vec import UNLIKELY_CURRENT_NAME, CurrentName
+from pathfusion.server.code2vec import UNLIKELY_CURRENT_NAME, CurrentName, names_above
 from pathfusion.server.embedder import load_embedder
 from pathfusion.server.models import default_models_dir
 from pathfusion.server.name_confidence import Calibration, leftover
@@ -182,14 +182,15 @@ def subtoken_f1(gold: str, predicted: str) -> float:
 def offered_names(row: dict[str, Any], current: str, probability: float, per_wordpiece: float
                   ) -> list[tuple[str, float]]:
     """The names the editor would offer (before the confidence floor) for ``row``'s function named
-    ``current``: none while that name is likely enough, else the beam's names whose calibrated
-    probability is above the current name's (:meth:`~pathfusion.server.code2vec.Suggestion.worth_offering`)."""
+    ``current``: none while that name is likely enough, else those of
+    :func:`~pathfusion.server.code2vec.names_above` (the rule of ``Suggestion.worth_offering``)."""
     if per_wordpiece >= UNLIKELY_CURRENT_NAME:
         return []
     # the wordpiece count only enters per_wordpiece, which the row holds already
     names, scored = shown(row["names"], len(row["names"]), CurrentName(probability, 1), current)
     assert scored is not None
-    return [(label, p) for label, p in names if label != current and p > scored.shown]
+    return [(label, p) for _, label, p in names_above([(label, label, p) for label, p in names], current,
+                                                        scored.shown, least=0.0)]
 
 
 def offer_floors(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -238,6 +238,15 @@ function's) is helpful — subtoken F1 ≥ 0.5 with the real name — at least h
 and keeps 84 % of the helpful ones."""
 
 
+def names_above(suggestions: Sequence[tuple[str, str, float]], current_label: str, current: float,
+                least: float = LEAST_OFFERED_CONFIDENCE) -> list[tuple[str, str, float]]:
+    """Of (name, label, calibrated probability) ``suggestions``, those offered in place of a
+    flagged current name: another name, more likely than it (``current``, on the same scale),
+    and at least ``least`` likely itself.  One rule for the editor
+    (:meth:`Suggestion.worth_offering`) and for what ``naming_policy`` measures of it."""
+    return [s for s in suggestions if s[1] != current_label and s[2] > current and s[2] >= least]
+
+
 @dataclass(frozen=True)
 class CurrentName:
     """How likely the model finds the name a function has now."""
@@ -301,8 +310,7 @@ class Suggestion:
             return list(self.suggestions)
         if self.current.per_wordpiece >= floor:
             return []
-        return [s for s in self.suggestions
-                if s[1] != self.current_label and s[2] > self.current.shown and s[2] >= least]
+        return names_above(self.suggestions, self.current_label, self.current.shown, least)
 
     def to_json(self) -> dict[str, Any]:
         return {

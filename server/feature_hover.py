@@ -136,8 +136,9 @@ def _percent(probability: float) -> str:
 def hover_markdown(suggestion: Suggestion, min_confidence: float) -> str | None:
     """The hover text, or None when there is nothing better to say than the current name:
     for a model that scores the current name, when it offers no name — the current one likely
-    enough, or no name both more likely and likely enough (:meth:`Suggestion.worth_offering`); else when the current name is the top suggestion
-    with at least ``min_confidence`` (``pathfusion.hoverMinConfidence``).  A name that the
+    enough, or no name both more likely and likely enough (:meth:`Suggestion.worth_offering`);
+    else when the current name is the top suggestion with at least ``min_confidence``
+    (``pathfusion.hoverMinConfidence``).  A name that the
     class hierarchy keeps gets one line saying why, instead of names that cannot be given."""
     if suggestion.kept is not None:
         return f"**pathfusion** — {code_span(suggestion.name)} keeps its name: {suggestion.kept}."
